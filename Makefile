@@ -1,0 +1,35 @@
+# One command to run DUST, one to test it. Everything is installed into .venv from PyPI.
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: run test lint bench install services clean
+
+run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
+	$(BIN)/dust demo healthcare --serve
+
+test: install services lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
+	DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -n 2 --dist loadfile
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy dust
+
+bench: install  ## the benchmarks in bench/ (minutes; prints tables)
+	$(BIN)/python bench/ingest_aggregate.py
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+services:  ## start the local PostgreSQL if it is not answering (the machines here run it already)
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@pg_isready -h 127.0.0.1 -p 5432
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

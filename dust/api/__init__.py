@@ -1,0 +1,1 @@
+"""The REST API: thin FastAPI routers over the engine, mounted under /api/v1."""

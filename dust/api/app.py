@@ -1,0 +1,60 @@
+"""``create_app(settings)``: the FastAPI application. Nothing global is created at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dust import __version__
+from dust.api import entities, health, problems, relations, schemas, tensors
+from dust.api.idempotency import Idempotency
+from dust.api.middleware import BodyLimit, RequestLog
+from dust.core.config import Settings
+from dust.core.logging import configure_logging, get_logger
+from dust.storage.db import make_engine, make_sessionmaker, upgrade
+
+API = "/api/v1"
+log = get_logger("dust")
+
+
+def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
+    """Build the app on ``settings``; ``migrate`` applies pending migrations at startup."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("starting", version=__version__, database=engine.url.render_as_string(hide_password=True))
+        yield
+        engine.dispose()
+        log.info("stopped")
+
+    if migrate:
+        upgrade(engine)
+    app = FastAPI(
+        title="DUST",
+        version=__version__,
+        description="Entities, their tensors over time, and the weighted relations between them.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    problems.install(app)
+    for router in (entities.router, entities.patients_router, schemas.router, tensors.router, relations.router):
+        app.include_router(router, prefix=API)
+    app.include_router(health.router)
+    app.include_router(health.router, prefix=API)
+    # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.
+    app.add_middleware(Idempotency, sessions=app.state.sessions, ttl_hours=settings.idempotency_ttl_hours)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestLog)
+    return app
+
+
+def serving_app() -> FastAPI:
+    """The app for ``dust serve``: settings from the environment; the CLI has already migrated."""
+    return create_app(Settings(), migrate=False)

@@ -1,0 +1,28 @@
+"""/healthz (the process answers) and /readyz (the database answers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from dust.api.problems import problem
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database answers a query."""
+    try:
+        with request.app.state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means not ready; say which
+        return problem(503, f"database is not reachable: {type(exc).__name__}", title="Not ready")
+    return JSONResponse({"status": "ready", "database": request.app.state.engine.dialect.name})

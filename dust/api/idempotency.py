@@ -1,0 +1,110 @@
+"""``Idempotency-Key`` on POST: a retried request gets the first response instead of doing the work twice.
+
+The key is claimed before the request runs, so two concurrent retries cannot both create; a successful
+(2xx) response is stored and replayed; any other outcome releases the key so the client may try again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+from anyio import to_thread
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dust.api.middleware import header
+from dust.api.problems import problem
+from dust.storage.db import unit_of_work
+from dust.storage.repositories import idempotency as repo
+
+MAX_KEY = 255
+
+
+class Idempotency:
+    def __init__(self, app: ASGIApp, sessions: sessionmaker[Session], ttl_hours: int) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.ttl = timedelta(hours=ttl_hours)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = header(scope, b"idempotency-key") if scope["type"] == "http" else None
+        if key is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        if not 1 <= len(key) <= MAX_KEY:
+            await problem(400, f"Idempotency-Key must be 1..{MAX_KEY} characters")(scope, receive, send)
+            return
+        body, replay_receive = await _buffer(receive)
+        where = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}"
+        fingerprint = hashlib.sha256(where.encode() + b"\n" + body).hexdigest()
+        held = await to_thread.run_sync(self._claim, where, key, fingerprint)
+        if held is not None:
+            await held(scope, receive, send)
+            return
+        status, chunks = 500, []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay_receive, capture)
+        finally:
+            await to_thread.run_sync(self._settle, where, key, status, b"".join(chunks))
+
+    def _claim(self, where: str, key: str, fingerprint: str) -> Response | None:
+        with unit_of_work(self.sessions) as session:
+            repo.expire(session, datetime.now(UTC) - self.ttl)
+            row = repo.claim(session, where, key, fingerprint)
+            if row is None:
+                return None
+            if row.fingerprint != fingerprint:
+                return problem(422, "Idempotency-Key was used with a different request; use a new key")
+            if row.status is None:
+                return problem(409, "a request with this Idempotency-Key is still in progress; retry shortly")
+            return _replay(row.status, row.body or b"")
+
+    def _settle(self, where: str, key: str, status: int, body: bytes) -> None:
+        with unit_of_work(self.sessions) as session:
+            if 200 <= status < 300:
+                repo.finish(session, where, key, status, body)
+            else:
+                repo.release(session, where, key)
+
+
+def _replay(status: int, body: bytes) -> Response:
+    media = "application/json"
+    try:
+        json.loads(body or b"null")
+    except ValueError:
+        media = "application/octet-stream"
+    return Response(body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"})
+
+
+async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        parts.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(parts)
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return body, replay

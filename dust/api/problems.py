@@ -1,0 +1,99 @@
+"""RFC 9457 problem+json for every error: the engine's, the framework's and unexpected ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from dust.core.errors import DustError
+from dust.core.logging import get_logger
+
+log = get_logger("dust.api")
+MEDIA_TYPE = "application/problem+json"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Content too large",
+    415: "Unsupported media type",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Internal server error",
+}
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    errors: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(DustError, _dust_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _dust_error(request: Request, exc: DustError) -> JSONResponse:
+    return problem(exc.status, exc.detail, title=exc.title, type_=exc.type, errors=exc.errors, **exc.extra)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [_field_error(e) for e in exc.errors()]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"]) or "request"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return problem(
+        422, f"{where}: {first['msg']}{more}", type_="https://dust.dev/problems/invalid-input", errors=errors
+    )
+
+
+def _field_error(error: Any) -> dict[str, Any]:
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "json_invalid":
+        message = f"body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+    return {"loc": list(error.get("loc", [])), "msg": message, "type": error.get("type")}
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}; the API is listed at /docs"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed or 'see /docs'}"
+    return problem(exc.status_code, detail, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    request_id = getattr(request.state, "request_id", None)
+    log.exception("unhandled error", path=request.url.path, method=request.method)
+    return problem(
+        500, f"an unexpected error occurred; quote request id {request_id} when reporting it", request_id=request_id
+    )

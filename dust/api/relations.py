@@ -1,0 +1,92 @@
+"""/relations and /query_master: the master tensor of typed, weighted relations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from dust.api.deps import SessionDep, SettingsDep
+from dust.engine import relations
+from dust.engine.relations import (
+    Direction,
+    MasterTensor,
+    Neighbourhood,
+    RelationCreate,
+    RelationDetail,
+    RelationList,
+    RelationPublic,
+    RelationUpdate,
+)
+
+router = APIRouter(tags=["relations"])
+Types = Annotated[str | None, Query(max_length=1000, description="Relation type, or a comma list of types.")]
+At = Annotated[datetime | None, Query(description="As of this time: validity and weight then.")]
+
+
+def _types(value: str | None) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()] if value else []
+
+
+@router.post("/relations", status_code=status.HTTP_201_CREATED, response_model=RelationPublic)
+def create(data: RelationCreate, session: SessionDep) -> RelationPublic:
+    """Relate two entities; 409 if that typed edge exists (PATCH its weight instead)."""
+    return relations.create(session, data)
+
+
+@router.get("/relations", response_model=RelationList)
+def list_(
+    session: SessionDep,
+    settings: SettingsDep,
+    entity_id: uuid.UUID | None = None,
+    type: Types = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> RelationList:
+    """Relations touching an entity and/or of some types, in creation order."""
+    return relations.list_(
+        session, entity_id=entity_id, types=_types(type), limit=min(limit, settings.page_size_max), cursor=cursor
+    )
+
+
+@router.get("/relations/{relation_id}", response_model=RelationDetail)
+def get(relation_id: uuid.UUID, session: SessionDep) -> RelationDetail:
+    """One relation with its weight history."""
+    return relations.get(session, relation_id)
+
+
+@router.patch("/relations/{relation_id}", response_model=RelationDetail)
+def update(relation_id: uuid.UUID, data: RelationUpdate, session: SessionDep) -> RelationDetail:
+    """Change weight (kept in the history), attributes or validity."""
+    return relations.update(session, relation_id, data)
+
+
+@router.delete("/relations/{relation_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(relation_id: uuid.UUID, session: SessionDep) -> Response:
+    """Delete a relation."""
+    relations.delete(session, relation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/query_master", response_model=Neighbourhood)
+def query_master(
+    entity_id: uuid.UUID,
+    session: SessionDep,
+    type: Types = None,
+    direction: Direction = "both",
+    depth: Annotated[int, Query(ge=1, le=3)] = 1,
+    min_weight: float | None = None,
+    at: At = None,
+) -> Neighbourhood:
+    """Entities and edges around an entity: by type and direction, 1..3 hops, above a weight, as of a time."""
+    return relations.neighbourhood(
+        session, entity_id, types=_types(type), direction=direction, depth=depth, min_weight=min_weight, at=at
+    )
+
+
+@router.get("/query_master/tensor", response_model=MasterTensor)
+def master_tensor(session: SessionDep, type: Types = None, at: At = None) -> MasterTensor:
+    """The master tensor R[type, source, target] = weight as sparse COO."""
+    return relations.master_tensor(session, types=_types(type), at=at)

@@ -1,0 +1,49 @@
+"""/schemas: tensor schemas and their versions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from dust.api.deps import SessionDep
+from dust.engine import schemas
+from dust.engine.schemas import NAME, SchemaCreate, SchemaPublic, SchemaUpdate
+
+router = APIRouter(prefix="/schemas", tags=["schemas"])
+SchemaName = Annotated[str, Path(pattern=NAME, description="Schema name.")]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic)
+def create(data: SchemaCreate, session: SessionDep) -> SchemaPublic:
+    """Create version 1 of a schema; 409 if the name exists."""
+    return schemas.create(session, data)
+
+
+@router.get("", response_model=list[SchemaPublic])
+def list_(session: SessionDep) -> list[SchemaPublic]:
+    """The latest version of every schema."""
+    return schemas.list_(session)
+
+
+@router.get("/{name}", response_model=SchemaPublic)
+def get(
+    name: SchemaName,
+    session: SessionDep,
+    version: Annotated[int | None, Query(ge=1, description="A past version; default the latest.")] = None,
+) -> SchemaPublic:
+    """One schema, its latest version unless ``version`` is given."""
+    return schemas.get(session, name, version)
+
+
+@router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic)
+def publish(name: SchemaName, data: SchemaUpdate, session: SessionDep) -> SchemaPublic:
+    """Publish a new version: labels may be appended, units and ranges changed; 409 otherwise."""
+    return schemas.publish(session, name, data)
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(name: SchemaName, session: SessionDep) -> Response:
+    """Delete every version; 409 while tensors use the schema."""
+    schemas.delete(session, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

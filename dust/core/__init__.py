@@ -1,0 +1,1 @@
+"""Core: settings, errors and logging — the layer everything else stands on."""

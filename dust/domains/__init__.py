@@ -1,0 +1,1 @@
+"""Domain packs: schemas, entity kinds, relation types and generated demo data for one field."""

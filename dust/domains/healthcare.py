@@ -1,0 +1,165 @@
+"""Healthcare: patients, doctors and hospitals; daily vitals; who treats whom and who works where.
+
+The generator draws vitals around adult reference values (heart rate ~72 bpm, BP ~120/80 mmHg,
+temperature ~36.8 °C, SpO2 ~97 %, respiratory rate ~15/min) with a per-patient baseline, day-to-day noise
+and occasional fever episodes, so that the demo shows trends and anomalies worth looking at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from dust.engine import entities, relations, schemas, tensors
+from dust.engine.entities import EntityCreate
+from dust.engine.relations import RelationCreate
+from dust.engine.schemas import SchemaCreate
+from dust.engine.tensors import TensorCreate
+
+VITALS = SchemaCreate.model_validate(
+    {
+        "name": "vitals",
+        "description": "Daily vital signs.",
+        "axes": [
+            {
+                "name": "metric",
+                "labels": ["heart_rate", "systolic_bp", "diastolic_bp", "temperature", "spo2", "respiratory_rate"],
+                "units": {
+                    "heart_rate": "/min",
+                    "systolic_bp": "mm[Hg]",
+                    "diastolic_bp": "mm[Hg]",
+                    "temperature": "Cel",
+                    "spo2": "%",
+                    "respiratory_rate": "/min",
+                },
+                "ranges": {
+                    "heart_rate": [0, 300],
+                    "systolic_bp": [0, 300],
+                    "diastolic_bp": [0, 200],
+                    "temperature": [25, 45],
+                    "spo2": [0, 100],
+                    "respiratory_rate": [0, 80],
+                },
+            }
+        ],
+        "time": {"unit": "day", "step": 1},
+    }
+)
+# mean, between-patient sd, day-to-day sd per metric (order of VITALS' labels)
+_REFERENCE = np.array([[72, 8, 4], [120, 12, 6], [78, 7, 4], [36.8, 0.2, 0.15], [97.5, 1.0, 0.6], [15, 2, 1.2]])
+_FIRST = [
+    "Jane",
+    "John",
+    "Maria",
+    "Wei",
+    "Aisha",
+    "Lucas",
+    "Sofia",
+    "Omar",
+    "Yuki",
+    "Elena",
+    "Kwame",
+    "Priya",
+    "Noah",
+    "Fatima",
+    "Liam",
+    "Chen",
+    "Ana",
+    "Ivan",
+    "Zara",
+    "Mateo",
+]
+_LAST = [
+    "Doe",
+    "Smith",
+    "Garcia",
+    "Wang",
+    "Khan",
+    "Silva",
+    "Rossi",
+    "Haddad",
+    "Tanaka",
+    "Petrova",
+    "Mensah",
+    "Patel",
+    "Jones",
+    "Ali",
+    "Brown",
+    "Li",
+    "Costa",
+    "Novak",
+    "Ahmed",
+    "Lopez",
+]
+MARKER = ("hospital", "demo-hospital-1")
+
+
+def generate(
+    session: Session, size: int = 50, days: int = 90, seed: int = 7, progress: Callable[[int], None] | None = None
+) -> dict[str, int]:
+    """Hospitals, doctors and ``size`` patients with ``days`` of daily vitals; returns what was made."""
+    rng = np.random.default_rng(seed)
+    if schemas.repo.latest(session, VITALS.name) is None:
+        schemas.create(session, VITALS)
+    origin = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+    hospitals = [
+        entities.create(session, EntityCreate(kind="hospital", name=name, external_id=f"demo-hospital-{i + 1}"))
+        for i, name in enumerate(["St. Mary's General", "Riverside Clinic"])
+    ]
+    doctors = []
+    for i in range(max(2, size // 10)):
+        doctor = entities.create(
+            session,
+            EntityCreate(
+                kind="doctor",
+                name=f"Dr. {_name(rng)}",
+                external_id=f"demo-doctor-{i + 1}",
+                attributes={"specialty": str(rng.choice(["cardiology", "general practice", "internal medicine"]))},
+            ),
+        )
+        relations.create(session, RelationCreate(source_id=doctor.id, target_id=hospitals[i % 2].id, type="works_at"))
+        doctors.append(doctor)
+    for i in range(size):
+        patient = entities.create(
+            session,
+            EntityCreate(
+                kind="patient",
+                name=_name(rng),
+                external_id=f"MRN-{100000 + i}",
+                attributes={"gender": str(rng.choice(["F", "M"])), "birth_year": int(rng.integers(1940, 2010))},
+            ),
+        )
+        for doctor in rng.choice(len(doctors), size=int(rng.integers(1, 3)), replace=False):
+            relations.create(
+                session,
+                RelationCreate(
+                    source_id=doctors[int(doctor)].id,
+                    target_id=patient.id,
+                    type="treats",
+                    weight=round(float(rng.uniform(0.3, 1.0)), 2),
+                ),
+            )
+        tensor = tensors.create(session, TensorCreate(entity_id=patient.id, schema_name="vitals", origin=origin))
+        tensors.write_array(session, tensor.id, _vitals(rng, days))
+        if progress:
+            progress(1)
+    return {"hospitals": len(hospitals), "doctors": len(doctors), "patients": size, "values": size * days * 6}
+
+
+def _name(rng: np.random.Generator) -> str:
+    return f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+
+
+def _vitals(rng: np.random.Generator, days: int) -> np.ndarray:
+    """(metric, day) for one patient: a baseline, noise, a few missed days and maybe a fever episode."""
+    baseline = rng.normal(_REFERENCE[:, 0], _REFERENCE[:, 1])
+    values = baseline[:, None] + rng.normal(0, 1, (6, days)) * _REFERENCE[:, 2:3]
+    if rng.random() < 0.3:  # a fever: temperature, heart and breathing rate up for a few days
+        start, length = int(rng.integers(0, days - 5)), int(rng.integers(2, 6))
+        values[[0, 3, 5], start : start + length] += np.array([[18], [1.8], [5]])
+    values[4] = np.minimum(values[4], 100)
+    values[:, rng.random(days) < 0.05] = np.nan
+    return np.round(values, 1)

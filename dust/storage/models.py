@@ -1,0 +1,179 @@
+"""The tables. One class per table; the engine reaches them only through ``dust.storage.repositories``."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite itself keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Entity(Base):
+    __tablename__ = "entities"
+    __table_args__ = (
+        UniqueConstraint("kind", "external_id", name="uq_entities_kind_external_id"),
+        Index("ix_entities_kind_created", "kind", "created_at", "id"),
+        Index("ix_entities_created", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(256))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Schema(Base):
+    """One version of a tensor schema; ``definition`` holds its axes and time axis as validated JSON."""
+
+    __tablename__ = "schemas"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_schemas_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Tensor(Base):
+    __tablename__ = "tensors"
+    __table_args__ = (
+        UniqueConstraint("entity_id", "schema_name", name="uq_tensors_entity_schema"),
+        Index("ix_tensors_schema", "schema_name"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    entity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    schema_name: Mapped[str] = mapped_column(String(128))
+    schema_version: Mapped[int] = mapped_column(Integer)
+    origin: Mapped[datetime]
+    # The recorded time range (first and last time index holding any value), kept on write.
+    time_min: Mapped[int | None] = mapped_column(BigInteger)
+    time_max: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TensorBlock(Base):
+    """``BLOCK`` consecutive time steps × all cells of one tensor, as two little-endian arrays.
+
+    ``data`` holds float64 values (NaN = not recorded); ``stamps`` the int64 write time of each cell in
+    microseconds since the epoch (0 = never written), which answers "as of" reads. ``shape`` is the cell
+    shape the block was written with, so a block written before a schema gained labels still reads.
+    """
+
+    __tablename__ = "tensor_blocks"
+
+    tensor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tensors.id", ondelete="CASCADE"), primary_key=True)
+    block: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shape: Mapped[str] = mapped_column(String(128))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    stamps: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TensorHistory(Base):
+    """A value that a later write replaced: what it was, since when, and when it was replaced."""
+
+    __tablename__ = "tensor_history"
+    __table_args__ = (Index("ix_tensor_history_cell", "tensor_id", "time_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tensor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tensors.id", ondelete="CASCADE"))
+    time_index: Mapped[int] = mapped_column(BigInteger)
+    labels: Mapped[list[str]] = mapped_column(JSON)
+    value: Mapped[float] = mapped_column(Float)
+    written_us: Mapped[int] = mapped_column(BigInteger)
+    replaced_us: Mapped[int] = mapped_column(BigInteger)
+    new_value: Mapped[float] = mapped_column(Float)
+
+
+class Relation(Base):
+    __tablename__ = "relations"
+    __table_args__ = (
+        UniqueConstraint("source_id", "target_id", "type", name="uq_relations_edge"),
+        Index("ix_relations_source", "source_id", "type"),
+        Index("ix_relations_target", "target_id", "type"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    source_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    target_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    weight: Mapped[float] = mapped_column(Float)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    valid_from: Mapped[datetime | None]
+    valid_to: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RelationWeight(Base):
+    """The weight history of a relation: each weight and when it took effect (the first is the creation)."""
+
+    __tablename__ = "relation_weights"
+    __table_args__ = (Index("ix_relation_weights_relation", "relation_id", "changed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    relation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("relations.id", ondelete="CASCADE"))
+    weight: Mapped[float] = mapped_column(Float)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A POST made with an ``Idempotency-Key``: its request fingerprint and, once done, its response."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(300), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

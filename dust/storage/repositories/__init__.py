@@ -1,0 +1,1 @@
+"""Repository functions: every query the engine runs, one module per resource."""

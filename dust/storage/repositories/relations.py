@@ -1,0 +1,115 @@
+"""Queries over ``relations`` and ``relation_weights``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.orm import Session
+
+from dust.storage.models import Relation, RelationWeight
+
+IN_CHUNK = 500  # keeps IN lists well under SQLite's bound-parameter limit
+
+
+def add(session: Session, **fields: Any) -> Relation:
+    row = Relation(**fields)
+    session.add(row)
+    session.flush()
+    add_weight(session, row.id, row.weight, row.created_at)
+    return row
+
+
+def add_weight(session: Session, relation_id: uuid.UUID, weight: float, when: datetime) -> None:
+    session.add(RelationWeight(relation_id=relation_id, weight=weight, changed_at=when))
+    session.flush()
+
+
+def get(session: Session, relation_id: uuid.UUID) -> Relation | None:
+    return session.get(Relation, relation_id)
+
+
+def find_edge(session: Session, source_id: uuid.UUID, target_id: uuid.UUID, type_: str) -> Relation | None:
+    stmt = select(Relation).where(
+        Relation.source_id == source_id, Relation.target_id == target_id, Relation.type == type_
+    )
+    return session.scalars(stmt).first()
+
+
+def delete(session: Session, relation_id: uuid.UUID) -> None:
+    session.execute(sql_delete(Relation).where(Relation.id == relation_id))
+
+
+def weights(session: Session, relation_id: uuid.UUID) -> list[RelationWeight]:
+    stmt = select(RelationWeight).where(RelationWeight.relation_id == relation_id)
+    return list(session.scalars(stmt.order_by(RelationWeight.changed_at, RelationWeight.id)))
+
+
+def weights_as_of(session: Session, ids: Sequence[uuid.UUID], at: datetime) -> dict[uuid.UUID, float]:
+    """The weight each relation had at ``at``: its last change at or before ``at``, else its first weight
+    (a relation valid at ``at`` but recorded later)."""
+    found: dict[uuid.UUID, float] = {}
+    for part in _chunks(list(ids)):
+        stmt = (
+            select(RelationWeight.relation_id, RelationWeight.weight, RelationWeight.changed_at)
+            .where(RelationWeight.relation_id.in_(part))
+            .order_by(RelationWeight.changed_at, RelationWeight.id)
+        )
+        for relation_id, weight, changed_at in session.execute(stmt):
+            if changed_at <= at or relation_id not in found:
+                found[relation_id] = weight
+    return found
+
+
+def page(
+    session: Session,
+    entity_id: uuid.UUID | None,
+    types: Sequence[str],
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[Relation]:
+    stmt: Select[Any] = select(Relation)
+    if entity_id is not None:
+        stmt = stmt.where(or_(Relation.source_id == entity_id, Relation.target_id == entity_id))
+    if types:
+        stmt = stmt.where(Relation.type.in_(types))
+    if after is not None:
+        created, last = after
+        stmt = stmt.where(or_(Relation.created_at > created, and_(Relation.created_at == created, Relation.id > last)))
+    return list(session.scalars(stmt.order_by(Relation.created_at, Relation.id).limit(limit)))
+
+
+def touching(
+    session: Session, ids: Iterable[uuid.UUID], direction: str, types: Sequence[str], min_weight: float | None
+) -> list[Relation]:
+    """Relations leaving (``out``), entering (``in``) or touching (``both``) any of ``ids``."""
+    found: dict[uuid.UUID, Relation] = {}
+    for part in _chunks(list(ids)):
+        ends = []
+        if direction in ("out", "both"):
+            ends.append(Relation.source_id.in_(part))
+        if direction in ("in", "both"):
+            ends.append(Relation.target_id.in_(part))
+        stmt = select(Relation).where(or_(*ends))
+        if types:
+            stmt = stmt.where(Relation.type.in_(types))
+        if min_weight is not None:
+            stmt = stmt.where(Relation.weight >= min_weight)
+        found.update((r.id, r) for r in session.scalars(stmt))
+    return list(found.values())
+
+
+def all_edges(session: Session, types: Sequence[str]) -> list[Relation]:
+    stmt = select(Relation)
+    if types:
+        stmt = stmt.where(Relation.type.in_(types))
+    return list(session.scalars(stmt))
+
+
+def _chunks(items: list[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
+    for i in range(0, len(items), IN_CHUNK):
+        yield items[i : i + IN_CHUNK]
