@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,10 +11,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dust.core.config import Settings
 from dust.core.logging import configure_logging
+from dust.core.security import Role
+
+if TYPE_CHECKING:
+    from dust.embedded import Dust
 
 app = typer.Typer(help="DUST: entities, their tensors over time, and the relations between them.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console(stderr=True)
 
 
@@ -37,6 +43,12 @@ def _serve(host: str, port: int, workers: int) -> None:
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
+    if not settings.secret_key:
+        console.print(
+            "[red]DUST_SECRET_KEY is not set.[/red] It signs every access token; set it to a long random value\n"
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))'), or try DUST with `dust demo --serve`."
+        )
+        raise typer.Exit(2)
     _migrate(settings)
     console.print(f"DUST is serving at [bold]http://{host}:{port}/[/bold]  (API docs: http://{host}:{port}/docs)")
     uvicorn.run(
@@ -76,9 +88,46 @@ def demo(
             task = bar.add_task(f"Generating {domain.value} data", total=size)
             made = healthcare.generate(session, size=size, days=days, progress=lambda n: bar.advance(task, n))
         console.print("Loaded: " + ", ".join(f"{n} {what}" for what, n in made.items()))
+    _ensure_secret(settings)
+    password = _reset_demo_admin(db)
     db.close()
+    console.print(f"Sign in as [bold]admin[/bold] with password [bold]{password}[/bold] (new at every demo start).")
     if serve_after:
         _serve(host, port, 1)
+
+
+def _ensure_secret(settings: Settings) -> None:
+    """The demo's signing key: DUST_SECRET_KEY if set, else one generated once and kept beside the database."""
+    import os
+    import secrets
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    if settings.secret_key:
+        return
+    database = make_url(settings.database_url).database if settings.database_url.startswith("sqlite") else None
+    path = Path(f"{database}.secret" if database and database != ":memory:" else ".dust-secret")
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    os.environ["DUST_SECRET_KEY"] = path.read_text().strip()
+
+
+def _reset_demo_admin(db: Dust) -> str:
+    import secrets
+
+    from dust.engine import users
+    from dust.storage.repositories import users as user_repo
+
+    password = secrets.token_urlsafe(12)
+    with db.session() as session:
+        existing = user_repo.by_username(session, "admin")
+        if existing is None:
+            users.create(session, users.UserCreate(username="admin", password=password, role=Role.admin))
+        else:
+            users.update(session, existing.id, users.UserUpdate(password=password, role=Role.admin, disabled=False))
+    return password
 
 
 @db_app.command("upgrade")
@@ -106,3 +155,97 @@ def _progress() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def _open() -> Dust:
+    from dust.embedded import Dust
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return Dust(settings.database_url)
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[Role, typer.Option(help="admin, clinician, member, analyst or viewer.")],
+    entity: Annotated[str | None, typer.Option(help="UUID of the entity this user is (a clinician's doctor).")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Create a user; prompts for the password unless --password-stdin."""
+    import sys
+    import uuid
+
+    from dust.engine import users
+
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    )
+    with _open() as db, db.session() as session:
+        created = users.create(
+            session,
+            users.UserCreate(
+                username=username, password=password, role=role, entity_id=uuid.UUID(entity) if entity else None
+            ),
+        )
+    console.print(f"Created {created.role} [bold]{created.username}[/bold] ({created.id}).")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with their roles and status."""
+    from rich.table import Table
+
+    from dust.engine import users
+
+    table = Table("username", "role", "entity", "status", "id")
+    with _open() as db, db.session() as session:
+        for user in users.list_(session):
+            status = "disabled" if user.disabled else "active"
+            table.add_row(user.username, user.role, str(user.entity_id or ""), status, str(user.id))
+    Console().print(table)
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="Sign-in name.")]) -> None:
+    """Disable a user; their tokens and keys stop working at once."""
+    _update_user(username, disabled=True)
+    console.print(f"Disabled {username}.")
+
+
+@users_app.command("set-role")
+def users_set_role(
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    role: Annotated[Role, typer.Argument(help="admin, clinician, member, analyst or viewer.")],
+) -> None:
+    """Change a user's role; their current tokens are revoked."""
+    _update_user(username, role=role)
+    console.print(f"{username} is now {role.value}.")
+
+
+def _update_user(username: str, **changes: object) -> None:
+    from dust.engine import users
+
+    with _open() as db, db.session() as session:
+        user = users.by_username(session, username)
+        users.update(session, user.id, users.UserUpdate.model_validate(changes))
+
+
+def main() -> None:
+    """The console script: engine errors and invalid input end with a message and exit 1, not a traceback."""
+    from pydantic import ValidationError
+
+    from dust.core.errors import DustError
+
+    try:
+        app()
+    except DustError as problem:
+        console.print(f"[red]{problem.title}:[/red] {problem.detail}")
+        raise SystemExit(1) from None
+    except ValidationError as problem:
+        for error in problem.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            console.print(f"[red]Invalid {where}:[/red] {error['msg']}")
+        raise SystemExit(1) from None

@@ -23,7 +23,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
-from dust.engine import entities, relations, schemas, tensors
+from dust.engine import entities, insights, relations, schemas, tensors
 from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
 from dust.engine.relations import MasterTensor, Neighbourhood, RelationCreate, RelationPublic
 from dust.engine.schemas import SchemaCreate, SchemaPublic
@@ -117,6 +117,14 @@ class Dust:
     def delete_tensor(self, tensor_id: uuid.UUID) -> None:
         with self.session() as s:
             tensors.delete(s, tensor_id)
+
+    # insights
+    def aggregate(
+        self, schema: str, label: str, agg: str = "mean", kind: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """``[{time, value, count}]``: ``agg`` (mean|min|max|sum|count) of ``label`` across all tensors, per step."""
+        with self.session() as s:
+            return insights.aggregate_by_step(s, schema, label, agg=agg, kind=kind)
 
     # relations
     def relate(

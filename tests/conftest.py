@@ -5,23 +5,27 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from dust.api.app import create_app
 from dust.core.config import Settings
+from dust.core.security import hash_password, issue_access_token
 from dust.embedded import Dust
 from dust.storage.db import make_engine, upgrade
-from dust.storage.models import Base
+from dust.storage.models import Base, User
 
 POSTGRES_URL = os.environ.get("DUST_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")
@@ -75,11 +79,52 @@ def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, log_level="WARNING", secret_key="test-secret-key-" + "x" * 32)
 
 
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """One argon2 hash for every test user (hashing per test would cost ~50 ms each)."""
+    return hash_password(PASSWORD)
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    app = create_app(settings, migrate=False)
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings, migrate=False)
+
+
+@pytest.fixture
+def anon_client(app: FastAPI) -> Iterator[TestClient]:
+    """A client that has not signed in."""
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def login_as(app: FastAPI, settings: Settings, password_hash: str) -> Callable[..., TestClient]:
+    """``login_as(role, entity_id=None, username=None)``: a client signed in as a new user of that role."""
+
+    def make(role: str, entity_id: uuid.UUID | str | None = None, username: str | None = None) -> TestClient:
+        name = username or f"{role}-{uuid.uuid4().hex[:8]}"
+        with app.state.sessions() as session, session.begin():
+            user = User(
+                username=name,
+                password_hash=password_hash,
+                role=role,
+                entity_id=uuid.UUID(str(entity_id)) if entity_id else None,
+            )
+            session.add(user)
+            session.flush()
+            token, _ = issue_access_token(settings.secret_key or "", user.id, role, 0, timedelta(minutes=15))
+        signed_in = TestClient(app, raise_server_exceptions=False)
+        signed_in.headers["Authorization"] = f"Bearer {token}"
+        return signed_in
+
+    return make
+
+
+@pytest.fixture
+def client(login_as: Callable[..., TestClient]) -> Iterator[TestClient]:
+    """A client signed in as an admin: sees and may do everything."""
+    with login_as("admin", username="admin") as admin:
+        yield admin
 
 
 @pytest.fixture

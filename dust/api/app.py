@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from dust import __version__
-from dust.api import entities, health, problems, relations, schemas, tensors
+from dust.api import audit, auth, entities, health, kinds, problems, relations, schemas, tensors, users
 from dust.api.idempotency import Idempotency
-from dust.api.middleware import BodyLimit, RequestLog
+from dust.api.middleware import BodyLimit, RejectNul, RequestLog, SecurityHeaders
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
@@ -22,6 +23,8 @@ log = get_logger("dust")
 def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
     """Build the app on ``settings``; ``migrate`` applies pending migrations at startup."""
     settings = settings or Settings()
+    if not settings.secret_key:
+        raise ValueError("DUST_SECRET_KEY must be set: it signs every access token")
     configure_logging(settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
 
@@ -44,13 +47,33 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
     problems.install(app)
-    for router in (entities.router, entities.patients_router, schemas.router, tensors.router, relations.router):
+    routers = (
+        auth.router,
+        users.router,
+        audit.router,
+        kinds.router,
+        entities.router,
+        entities.patients_router,
+        schemas.router,
+        tensors.router,
+        relations.router,
+    )
+    for router in routers:
         app.include_router(router, prefix=API)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API)
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.
     app.add_middleware(Idempotency, sessions=app.state.sessions, ttl_hours=settings.idempotency_ttl_hours)
+    app.add_middleware(RejectNul)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders, api_prefix=API)
+    if settings.cors_origins:  # off unless origins are named
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        )
     app.add_middleware(RequestLog)
     return app
 

@@ -5,7 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from dust.api.deps import SessionDep, SettingsDep
+from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.core.security import Permission
 from dust.engine import entities, tensors
 from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
 from dust.engine.tensors import TensorPublic
@@ -23,7 +24,13 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
     router = APIRouter(prefix=prefix, tags=[f"{what}s" if kind else "entities"])
     Body = EntityCreate if kind is None else _fixed_kind_body(kind)
 
-    @router.post("", status_code=status.HTTP_201_CREATED, response_model=EntityPublic, summary=f"Create a {what}")
+    @router.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        response_model=EntityPublic,
+        summary=f"Create a {what}",
+        **allow(Permission.write),
+    )
     def create(data: Body, session: SessionDep) -> EntityPublic:  # type: ignore[valid-type]
         """Create with a new UUID; 409 if ``external_id`` is taken within the kind."""
         payload = data.model_dump()  # type: ignore[attr-defined]
@@ -31,7 +38,7 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
             payload["kind"] = kind
         return entities.create(session, EntityCreate(**payload))
 
-    @router.get("", response_model=EntityList, summary=f"List or search {what}s")
+    @router.get("", response_model=EntityList, summary=f"List or search {what}s", **allow(Permission.read))
     def list_(
         request: Request,
         session: SessionDep,
@@ -52,17 +59,19 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
             cursor=cursor,
         )
 
-    @router.get("/{entity_id}", response_model=EntityPublic, summary=f"Get a {what}")
+    @router.get("/{entity_id}", response_model=EntityPublic, summary=f"Get a {what}", **allow(Permission.read))
     def get(entity_id: uuid.UUID, session: SessionDep) -> EntityPublic:
         """One by id."""
         return entities.get(session, entity_id, kind)
 
-    @router.patch("/{entity_id}", response_model=EntityPublic, summary=f"Update a {what}")
+    @router.patch("/{entity_id}", response_model=EntityPublic, summary=f"Update a {what}", **allow(Permission.write))
     def update(entity_id: uuid.UUID, data: EntityUpdate, session: SessionDep) -> EntityPublic:
         """Change name, external id or attributes (merged; a null removes a key)."""
         return entities.update(session, entity_id, data, kind)
 
-    @router.delete("/{entity_id}", status_code=status.HTTP_204_NO_CONTENT, summary=f"Delete a {what}")
+    @router.delete(
+        "/{entity_id}", status_code=status.HTTP_204_NO_CONTENT, summary=f"Delete a {what}", **allow(Permission.write)
+    )
     def delete(entity_id: uuid.UUID, session: SessionDep) -> Response:
         """Delete it with its tensors and relations."""
         entities.delete(session, entity_id, kind)
@@ -75,6 +84,7 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
             response_model=list[TensorPublic],
             summary="An entity's tensors",
             response_model_by_alias=True,
+            **allow(Permission.read),
         )
         def entity_tensors(entity_id: uuid.UUID, session: SessionDep) -> list[TensorPublic]:
             """Metadata of every tensor the entity owns."""

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dust.api.middleware import header
+from dust.api.middleware import buffered, header
 from dust.api.problems import problem
 from dust.storage.db import unit_of_work
 from dust.storage.repositories import idempotency as repo
@@ -37,7 +37,7 @@ class Idempotency:
         if not 1 <= len(key) <= MAX_KEY:
             await problem(400, f"Idempotency-Key must be 1..{MAX_KEY} characters")(scope, receive, send)
             return
-        body, replay_receive = await _buffer(receive)
+        body, replay_receive = await buffered(receive)
         where = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}"
         fingerprint = hashlib.sha256(where.encode() + b"\n" + body).hexdigest()
         held = await to_thread.run_sync(self._claim, where, key, fingerprint)
@@ -86,25 +86,3 @@ def _replay(status: int, body: bytes) -> Response:
     except ValueError:
         media = "application/octet-stream"
     return Response(body, status_code=status, media_type=media, headers={"Idempotent-Replayed": "true"})
-
-
-async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
-    parts = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        parts.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    body = b"".join(parts)
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,9 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from dust.core.errors import DustError
-from dust.core.logging import get_logger
 
-log = get_logger("dust.api")
 MEDIA_TYPE = "application/problem+json"
 
 _TITLES = {
@@ -57,11 +57,12 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DustError, _dust_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected)
 
 
 async def _dust_error(request: Request, exc: DustError) -> JSONResponse:
-    return problem(exc.status, exc.detail, title=exc.title, type_=exc.type, errors=exc.errors, **exc.extra)
+    return problem(
+        exc.status, exc.detail, title=exc.title, type_=exc.type, errors=exc.errors, headers=exc.headers, **exc.extra
+    )
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,14 +87,21 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}; the API is listed at /docs"
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
-        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed or 'see /docs'}"
+        allowed = ", ".join(_allowed_methods(request))
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        return problem(405, detail, headers={"Allow": allowed})
     return problem(exc.status_code, detail, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = getattr(request.state, "request_id", None)
-    log.exception("unhandled error", path=request.url.path, method=request.method)
-    return problem(
-        500, f"an unexpected error occurred; quote request id {request_id} when reporting it", request_id=request_id
-    )
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API offers on this path (a route answers 405 knowing only its own)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if _template(template).fullmatch(request.url.path):
+            methods.update(m.upper() for m in operations)
+    return sorted(methods)
+
+
+@lru_cache(maxsize=512)
+def _template(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)))

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from dust.api.deps import SessionDep, SettingsDep
+from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.core.security import Permission
 from dust.engine import relations
 from dust.engine.relations import (
     Direction,
@@ -30,13 +31,15 @@ def _types(value: str | None) -> list[str]:
     return [t.strip() for t in value.split(",") if t.strip()] if value else []
 
 
-@router.post("/relations", status_code=status.HTTP_201_CREATED, response_model=RelationPublic)
+@router.post(
+    "/relations", status_code=status.HTTP_201_CREATED, response_model=RelationPublic, **allow(Permission.write)
+)
 def create(data: RelationCreate, session: SessionDep) -> RelationPublic:
     """Relate two entities; 409 if that typed edge exists (PATCH its weight instead)."""
     return relations.create(session, data)
 
 
-@router.get("/relations", response_model=RelationList)
+@router.get("/relations", response_model=RelationList, **allow(Permission.read))
 def list_(
     session: SessionDep,
     settings: SettingsDep,
@@ -51,26 +54,26 @@ def list_(
     )
 
 
-@router.get("/relations/{relation_id}", response_model=RelationDetail)
+@router.get("/relations/{relation_id}", response_model=RelationDetail, **allow(Permission.read))
 def get(relation_id: uuid.UUID, session: SessionDep) -> RelationDetail:
     """One relation with its weight history."""
     return relations.get(session, relation_id)
 
 
-@router.patch("/relations/{relation_id}", response_model=RelationDetail)
+@router.patch("/relations/{relation_id}", response_model=RelationDetail, **allow(Permission.write))
 def update(relation_id: uuid.UUID, data: RelationUpdate, session: SessionDep) -> RelationDetail:
     """Change weight (kept in the history), attributes or validity."""
     return relations.update(session, relation_id, data)
 
 
-@router.delete("/relations/{relation_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/relations/{relation_id}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.write))
 def delete(relation_id: uuid.UUID, session: SessionDep) -> Response:
     """Delete a relation."""
     relations.delete(session, relation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/query_master", response_model=Neighbourhood)
+@router.get("/query_master", response_model=Neighbourhood, **allow(Permission.read))
 def query_master(
     entity_id: uuid.UUID,
     session: SessionDep,
@@ -86,7 +89,7 @@ def query_master(
     )
 
 
-@router.get("/query_master/tensor", response_model=MasterTensor)
+@router.get("/query_master/tensor", response_model=MasterTensor, **allow(Permission.read))
 def master_tensor(session: SessionDep, type: Types = None, at: At = None) -> MasterTensor:
     """The master tensor R[type, source, target] = weight as sparse COO."""
     return relations.master_tensor(session, types=_types(type), at=at)

@@ -6,43 +6,46 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from dust.api.deps import SessionDep
+from dust.api.deps import SessionDep, allow
+from dust.core.security import Permission
 from dust.engine import schemas
-from dust.engine.schemas import NAME, SchemaCreate, SchemaPublic, SchemaUpdate
+from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
 
 router = APIRouter(prefix="/schemas", tags=["schemas"])
 SchemaName = Annotated[str, Path(pattern=NAME, description="Schema name.")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic, **allow(Permission.admin))
 def create(data: SchemaCreate, session: SessionDep) -> SchemaPublic:
     """Create version 1 of a schema; 409 if the name exists."""
     return schemas.create(session, data)
 
 
-@router.get("", response_model=list[SchemaPublic])
+@router.get("", response_model=list[SchemaPublic], **allow(Permission.read))
 def list_(session: SessionDep) -> list[SchemaPublic]:
     """The latest version of every schema."""
     return schemas.list_(session)
 
 
-@router.get("/{name}", response_model=SchemaPublic)
+@router.get("/{name}", response_model=SchemaPublic, **allow(Permission.read))
 def get(
     name: SchemaName,
     session: SessionDep,
-    version: Annotated[int | None, Query(ge=1, description="A past version; default the latest.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_VERSION, description="A past version; default the latest.")
+    ] = None,
 ) -> SchemaPublic:
     """One schema, its latest version unless ``version`` is given."""
     return schemas.get(session, name, version)
 
 
-@router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic)
+@router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic, **allow(Permission.admin))
 def publish(name: SchemaName, data: SchemaUpdate, session: SessionDep) -> SchemaPublic:
     """Publish a new version: labels may be appended, units and ranges changed; 409 otherwise."""
     return schemas.publish(session, name, data)
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.admin))
 def delete(name: SchemaName, session: SessionDep) -> Response:
     """Delete every version; 409 while tensors use the schema."""
     schemas.delete(session, name)

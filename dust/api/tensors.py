@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from dust.api.deps import SessionDep, SettingsDep
+from dust.api.deps import SessionDep, SettingsDep, allow
 from dust.core.errors import InvalidInput
+from dust.core.security import Permission
 from dust.engine import tensors
 from dust.engine.tensors import HistoryEntry, TensorCreate, TensorPublic, TensorUpdate, WriteResult
 
@@ -27,14 +28,20 @@ class ValuesWrite(BaseModel):
     )
 
 
-@router.post("/tensors", status_code=status.HTTP_201_CREATED, response_model=TensorPublic, response_model_by_alias=True)
+@router.post(
+    "/tensors",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TensorPublic,
+    response_model_by_alias=True,
+    **allow(Permission.write),
+)
 def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
     """Create an entity's tensor under a schema (one per entity and schema)."""
     return tensors.create(session, data)
 
 
-@router.get("/tensors/{tensor_id}", summary="Read a tensor")
-@router.get("/tensor/{tensor_id}", summary="Read a tensor (alias)")
+@router.get("/tensors/{tensor_id}", summary="Read a tensor", **allow(Permission.read))
+@router.get("/tensor/{tensor_id}", summary="Read a tensor (alias)", **allow(Permission.read))
 def read(
     tensor_id: uuid.UUID,
     request: Request,
@@ -74,26 +81,28 @@ def _label_params(request: Request) -> dict[str, str | list[str]]:
     return labels
 
 
-@router.patch("/tensors/{tensor_id}", response_model=TensorPublic, response_model_by_alias=True)
+@router.patch(
+    "/tensors/{tensor_id}", response_model=TensorPublic, response_model_by_alias=True, **allow(Permission.write)
+)
 def update(tensor_id: uuid.UUID, data: TensorUpdate, session: SessionDep) -> TensorPublic:
     """Move the tensor to a later version of its schema (new labels read as not recorded)."""
     return tensors.update(session, tensor_id, data)
 
 
-@router.delete("/tensors/{tensor_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/tensors/{tensor_id}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.write))
 def delete(tensor_id: uuid.UUID, session: SessionDep) -> Response:
     """Delete a tensor and all its values."""
     tensors.delete(session, tensor_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/tensors/{tensor_id}/values", response_model=WriteResult)
+@router.post("/tensors/{tensor_id}/values", response_model=WriteResult, **allow(Permission.write))
 def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings: SettingsDep) -> WriteResult:
     """Write a batch of cells, all or nothing; replaced values go to the history."""
     return tensors.write_values(session, tensor_id, data.values, max_batch=settings.max_batch_values)
 
 
-@router.get("/tensors/{tensor_id}/history", response_model=list[HistoryEntry])
+@router.get("/tensors/{tensor_id}/history", response_model=list[HistoryEntry], **allow(Permission.read))
 def history(
     tensor_id: uuid.UUID,
     session: SessionDep,

@@ -26,3 +26,18 @@ class Settings(BaseSettings):
     max_read_cells: int = Field(5_000_000, description="Largest number of cells one tensor read may return.")
     page_size_max: int = Field(500, description="Largest page a list route returns.")
     idempotency_ttl_hours: int = Field(24, description="How long an Idempotency-Key is remembered.")
+    access_token_minutes: int = Field(15, ge=1, le=1440, description="Lifetime of an access token.")
+    refresh_token_days: int = Field(14, ge=1, le=365, description="Lifetime of a refresh token.")
+    access_relation_types: list[str] = Field(
+        ["treats", "works_at", "member_of", "manages"],
+        description="Relation types that grant a linked user access to the entities they lead to (JSON list).",
+    )
+    access_depth: int = Field(2, ge=1, le=3, description="How many such relations access may follow.")
+    sensitive_fields: list[str] = Field(
+        ["name", "external_id", "ssn", "address", "birth_date", "birthdate", "phone", "email"],
+        description="Fields hidden from de-identified readers for kinds without a policy of their own (JSON list).",
+    )
+    login_max_failures: int = Field(5, ge=1, description="Failed logins of one user before a lockout.")
+    login_lockout_minutes: int = Field(15, ge=1, description="How long a lockout lasts.")
+    login_rate_per_minute: int = Field(30, ge=1, description="Login attempts one client may make per minute.")
+    cors_origins: list[str] = Field([], description="Origins allowed to call the API from a browser (JSON list).")

@@ -17,10 +17,18 @@ class DustError(Exception):
     title = "Bad request"
     type = "about:blank"
 
-    def __init__(self, detail: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+        self.headers = headers
         self.extra = extra
 
 
@@ -33,6 +41,23 @@ class InvalidInput(DustError):
 class OutOfRange(InvalidInput):
     title = "Out of range"
     type = "https://dust.dev/problems/out-of-range"
+
+
+class Unauthorized(DustError):
+    """No credential, or one that does not identify an active user."""
+
+    status = 401
+    title = "Unauthorized"
+    type = "https://dust.dev/problems/unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="dust"'})
+
+
+class Forbidden(DustError):
+    status = 403
+    title = "Forbidden"
+    type = "https://dust.dev/problems/forbidden"
 
 
 class NotFound(DustError):

@@ -34,14 +34,28 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; our own line says which revision was reached.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
     # uvicorn's own access log would repeat our one line per request.
     logging.getLogger("uvicorn.access").handlers[:] = []
     logging.getLogger("uvicorn.access").propagate = False
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now, so a replaced stderr (a test's capture) is honoured."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def _keep(_logger: object, _name: str, event: structlog.types.EventDict) -> structlog.types.EventDict:

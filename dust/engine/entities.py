@@ -6,14 +6,16 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rapidfuzz import fuzz, process, utils
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dust.core.errors import Conflict, InvalidInput, NotFound
+from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dust.engine import access, audit
+from dust.engine.fields import Attributes, Text
 from dust.engine.paging import OFFSET, decode_cursor, encode_cursor, keyset_after, keyset_cursor
 from dust.storage.models import Entity
 from dust.storage.repositories import entities as repo
@@ -22,24 +24,13 @@ KIND = r"^[a-z][a-z0-9_\-]{0,63}$"
 MATCH_CUTOFF = 70.0  # rapidfuzz WRatio; "jnae doe" ~ "Jane Doe" scores 75, unrelated names stay under 60
 
 
-def _printable(text: str) -> str:
-    if any(ord(c) < 32 for c in text):
-        raise ValueError("must not contain control characters")
-    if not text.strip():
-        raise ValueError("must not be blank")
-    return text
-
-
-Text = Annotated[str, AfterValidator(_printable)]
-
-
 class EntityCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str = Field(pattern=KIND, description="What the entity is: patient, doctor, product, account…")
     name: Text = Field(max_length=512, description="Display name; not unique.")
     external_id: Text | None = Field(None, max_length=256, description="Outside identifier, unique per kind.")
-    attributes: dict[str, Any] = Field(default_factory=dict, description="Free JSON attributes.")
+    attributes: Attributes = Field(default_factory=dict, description="Free JSON attributes.")
 
 
 class EntityUpdate(BaseModel):
@@ -49,7 +40,7 @@ class EntityUpdate(BaseModel):
 
     name: Text | None = Field(None, max_length=512)
     external_id: Text | None = Field(None, max_length=256)
-    attributes: dict[str, Any] | None = None
+    attributes: Attributes | None = None
 
 
 class EntityPublic(BaseModel):
@@ -72,23 +63,33 @@ class EntityList(BaseModel):
 def create(session: Session, data: EntityCreate) -> EntityPublic:
     if data.external_id is not None:
         _check_external_id_free(session, data.kind, data.external_id)
+    who = access.principal(session)
     try:
         with session.begin_nested():
-            row = repo.add(session, **data.model_dump())
+            row = repo.add(session, **data.model_dump(), created_by=who.user_id if who else None)
     except IntegrityError:  # a concurrent create took the external id between our check and insert
         raise _external_id_taken(data.kind, data.external_id) from None
-    return EntityPublic.model_validate(row)
+    audit.record(session, "create", "entity", row.id, [row.id])
+    return public(session, row)
 
 
 def get(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> EntityPublic:
-    return EntityPublic.model_validate(get_row(session, entity_id, kind))
+    row = get_row(session, entity_id, kind)
+    audit.record(session, "read", "entity", row.id, [row.id])
+    return public(session, row)
 
 
 def get_row(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> Entity:
+    """The entity, if it exists and the acting principal may see it (404 either way, so nothing leaks)."""
     row = repo.get(session, entity_id)
-    if row is None or (kind is not None and row.kind != kind):
+    if row is None or (kind is not None and row.kind != kind) or not access.can_see(session, entity_id):
         raise NotFound(f"{kind or 'entity'} {entity_id} does not exist")
     return row
+
+
+def public(session: Session, row: Entity) -> EntityPublic:
+    """The entity as the acting principal may read it (de-identified for analysts)."""
+    return EntityPublic(**access.present(session, row))
 
 
 def update(session: Session, entity_id: uuid.UUID, data: EntityUpdate, kind: str | None = None) -> EntityPublic:
@@ -103,17 +104,19 @@ def update(session: Session, entity_id: uuid.UUID, data: EntityUpdate, kind: str
     for field, value in changes.items():
         setattr(row, field, value)
     session.flush()
-    return EntityPublic.model_validate(row)
+    audit.record(session, "update", "entity", row.id, [row.id])
+    return public(session, row)
 
 
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7396 JSON merge patch."""
+    """RFC 7396 JSON merge patch: a null removes a key, an object merges into an object (or replaces)."""
     merged = dict(target)
     for key, value in patch.items():
         if value is None:
             merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_patch(merged[key], value)
+        elif isinstance(value, dict):
+            current = merged.get(key)
+            merged[key] = merge_patch(current if isinstance(current, dict) else {}, value)
         else:
             merged[key] = value
     return merged
@@ -123,6 +126,7 @@ def delete(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> N
     """Delete the entity; its tensors and relations go with it (foreign keys cascade)."""
     get_row(session, entity_id, kind)
     repo.delete(session, entity_id)
+    audit.record(session, "delete", "entity", entity_id, [entity_id])
     session.expunge_all()
 
 
@@ -137,27 +141,54 @@ def list_(
 ) -> EntityList:
     """A page of entities; with ``q``, the best name / external-id matches first."""
     attributes = attributes or {}
+    _check_deidentified_filters(session, kind, q, attributes)
+    visible = access.visible_ids(session)
     if q is not None and q.strip():
-        return _search(session, kind, q, attributes, limit, cursor)
-    rows = repo.page(session, kind, attributes, keyset_after(cursor), limit + 1)
-    last = rows[limit - 1] if len(rows) > limit else None
-    return EntityList(
-        items=[EntityPublic.model_validate(r) for r in rows[:limit]],
-        next_cursor=keyset_cursor(last.created_at, last.id) if last else None,
-    )
+        found = _search(session, kind, q, attributes, visible, limit, cursor)
+    else:
+        rows = repo.page(session, kind, attributes, visible, keyset_after(cursor), limit + 1)
+        last = rows[limit - 1] if len(rows) > limit else None
+        found = EntityList(
+            items=[public(session, r) for r in rows[:limit]],
+            next_cursor=keyset_cursor(last.created_at, last.id) if last else None,
+        )
+    if found.items:
+        audit.record(session, "read", "entity", None, [e.id for e in found.items])
+    return found
+
+
+def _check_deidentified_filters(
+    session: Session, kind: str | None, q: str | None, attributes: Mapping[str, Any]
+) -> None:
+    """A de-identified reader may not find entities by what is hidden from them."""
+    who = access.principal(session)
+    if who is None or not who.deidentified:
+        return
+    if q:
+        raise Forbidden("search by name or external id is not available to de-identified readers")
+    hidden = set(who.default_sensitive) if kind is None else access.sensitive_fields(session, kind)
+    for key in attributes:
+        if key in hidden:
+            raise Forbidden(f"attribute '{key}' is sensitive; de-identified readers may not filter by it")
 
 
 def _search(
-    session: Session, kind: str | None, q: str, attributes: Mapping[str, Any], limit: int, cursor: str | None
+    session: Session,
+    kind: str | None,
+    q: str,
+    attributes: Mapping[str, Any],
+    visible: Any,
+    limit: int,
+    cursor: str | None,
 ) -> EntityList:
     offset = int(decode_cursor(cursor, OFFSET)) if cursor else 0
     scored: list[tuple[float, str, uuid.UUID]] = []
-    for chunk in repo.search_space(session, kind, attributes):
+    for chunk in repo.search_space(session, kind, attributes, visible):
         for score, entity_id, name in _score_chunk(q.strip(), chunk):
             scored.append((score, name, entity_id))
     scored.sort(key=lambda s: (-s[0], s[1], str(s[2])))
     window = scored[offset : offset + limit]
-    items = [EntityPublic.model_validate(r) for r in repo.by_ids(session, [s[2] for s in window])]
+    items = [public(session, r) for r in repo.by_ids(session, [s[2] for s in window])]
     more = len(scored) > offset + limit
     return EntityList(items=items, next_cursor=encode_cursor(OFFSET, offset + limit) if more else None)
 

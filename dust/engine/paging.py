@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from dust.core.errors import InvalidInput
@@ -38,7 +38,12 @@ def keyset_after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     if not cursor:
         return None
     created, last = decode_cursor(cursor, KEYSET)
-    return datetime.fromisoformat(created), uuid.UUID(last)
+    try:
+        when = datetime.fromisoformat(created)
+        # a forged cursor may hold a time that leaves years 1..9999 once converted to UTC
+        return (when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)), uuid.UUID(last)
+    except (OverflowError, ValueError):
+        raise InvalidInput("cursor is not one this list returned; pass next_cursor unchanged") from None
 
 
 def keyset_cursor(created_at: datetime, last_id: uuid.UUID) -> str:

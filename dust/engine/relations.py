@@ -6,8 +6,9 @@ All relations together are the master tensor R[type, source, target] = weight.
 from __future__ import annotations
 
 import math
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,14 +16,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
+from dust.engine import access, audit
 from dust.engine.entities import EntityPublic, merge_patch
+from dust.engine.fields import Attributes
 from dust.engine.paging import keyset_after, keyset_cursor
-from dust.engine.timegrid import as_utc
 from dust.storage.models import Relation, utcnow
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import relations as repo
 
 TYPE = r"^[a-z][a-z0-9_\-]{0,63}$"
+TYPE_NAME = re.compile(TYPE, re.ASCII)
 Direction = Literal["out", "in", "both"]
 
 
@@ -32,6 +35,24 @@ def _finite(value: float) -> float:
     return value
 
 
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("weight must be a number, not true or false")
+    return value
+
+
+def _to_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive time is taken as UTC. Times that leave years 1..9999 in UTC are refused."""
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time must fall within years 1..9999 once converted to UTC") from None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else _to_utc(value)
+
+
 class RelationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,11 +60,13 @@ class RelationCreate(BaseModel):
     target_id: uuid.UUID
     type: str = Field(pattern=TYPE, description="Relation type, e.g. treats, supplies, pays.")
     weight: float = Field(1.0, description="Strength of the relation.")
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    attributes: Attributes = Field(default_factory=dict)
     valid_from: datetime | None = Field(None, description="Start of validity (inclusive); null: always.")
     valid_to: datetime | None = Field(None, description="End of validity (exclusive); null: open.")
 
     _weight = field_validator("weight")(_finite)
+    _weight_type = field_validator("weight", mode="before")(_number)
+    _times = field_validator("valid_from", "valid_to")(_utc)
 
     @model_validator(mode="after")
     def _interval(self) -> RelationCreate:
@@ -55,9 +78,12 @@ class RelationUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weight: float | None = None
-    attributes: dict[str, Any] | None = Field(None, description="Merged (RFC 7396); null removes a key.")
+    attributes: Attributes | None = Field(None, description="Merged (RFC 7396); null removes a key.")
     valid_from: datetime | None = None
     valid_to: datetime | None = None
+
+    _times = field_validator("valid_from", "valid_to")(_utc)
+    _weight_type = field_validator("weight", mode="before")(_number)
 
     @field_validator("weight")
     @classmethod
@@ -124,13 +150,13 @@ class MasterTensor(BaseModel):
 
 
 def _check_interval(start: datetime | None, end: datetime | None) -> None:
-    if start is not None and end is not None and as_utc(start) >= as_utc(end):
+    if start is not None and end is not None and _to_utc(start) >= _to_utc(end):
         raise ValueError("valid_from must be before valid_to")
 
 
 def create(session: Session, data: RelationCreate) -> RelationPublic:
     ids = [data.source_id, data.target_id]
-    missing = set(ids) - entity_repo.existing_ids(session, ids)
+    missing = set(ids) - (entity_repo.existing_ids(session, ids) & access.see_all(session, ids))
     if missing:
         raise InvalidInput(f"entity {sorted(map(str, missing))[0]} does not exist; relations join existing entities")
     if repo.find_edge(session, data.source_id, data.target_id, data.type) is not None:
@@ -140,6 +166,7 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
             row = repo.add(session, **data.model_dump())
     except IntegrityError:
         raise _duplicate(data) from None
+    audit.record(session, "create", "relation", row.id, ids)
     return RelationPublic.model_validate(row)
 
 
@@ -151,13 +178,21 @@ def _duplicate(data: RelationCreate) -> Conflict:
 
 def get(session: Session, relation_id: uuid.UUID) -> RelationDetail:
     row = _row(session, relation_id)
+    audit.record(session, "read", "relation", row.id, [row.source_id, row.target_id])
+    return _detail(session, row)
+
+
+def _detail(session: Session, row: Relation) -> RelationDetail:
     history = [WeightChange.model_validate(w) for w in repo.weights(session, row.id)]
     return RelationDetail(**RelationPublic.model_validate(row).model_dump(), history=history)
 
 
 def _row(session: Session, relation_id: uuid.UUID) -> Relation:
+    """The relation, if it exists and the principal may see both its ends (404 either way)."""
     row = repo.get(session, relation_id)
-    if row is None:
+    if row is None or len(access.see_all(session, [row.source_id, row.target_id])) < len(
+        {row.source_id, row.target_id}
+    ):
         raise NotFound(f"relation {relation_id} does not exist")
     return row
 
@@ -182,12 +217,15 @@ def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> Re
         row.weight = weight
         repo.add_weight(session, row.id, weight, utcnow())
     session.flush()
-    return get(session, relation_id)
+    audit.record(session, "update", "relation", row.id, [row.source_id, row.target_id])
+    return _detail(session, row)
 
 
 def delete(session: Session, relation_id: uuid.UUID) -> None:
-    _row(session, relation_id)
+    row = _row(session, relation_id)
+    ends = [row.source_id, row.target_id]
     repo.delete(session, relation_id)
+    audit.record(session, "delete", "relation", relation_id, ends)
     session.expunge_all()
 
 
@@ -199,13 +237,24 @@ def list_(
     limit: int = 50,
     cursor: str | None = None,
 ) -> RelationList:
-    rows = repo.page(session, entity_id, types or [], keyset_after(cursor), limit + 1)
+    rows = repo.page(session, entity_id, _types(types), keyset_after(cursor), limit + 1, access.visible_ids(session))
     more = len(rows) > limit
     last = rows[limit - 1] if more else None
     return RelationList(
         items=[RelationPublic.model_validate(r) for r in rows[:limit]],
         next_cursor=keyset_cursor(last.created_at, last.id) if last else None,
     )
+
+
+def _types(types: list[str] | None) -> list[str]:
+    """The type filter, each checked: a name that no relation can have is a mistake worth saying."""
+    for name in types or []:
+        if not TYPE_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"type {name[:70]!r} is not a relation type: lowercase letters, digits, '_' or '-', "
+                "starting with a letter, at most 64 characters"
+            )
+    return list(types or [])
 
 
 def neighbourhood(
@@ -224,68 +273,89 @@ def neighbourhood(
     """
     if not 1 <= depth <= 3:
         raise InvalidInput(f"depth {depth} is outside 1..3")
-    start = entity_repo.get(session, entity_id)
-    if start is None:
+    if min_weight is not None and math.isnan(min_weight):
+        raise InvalidInput("min_weight must be a number, not NaN")
+    at = _as_of(at)
+    wanted = _types(types)
+    if entity_repo.get(session, entity_id) is None:
         raise NotFound(f"entity {entity_id} does not exist")
+    access.require_visible(session, entity_id)
     depths = {entity_id: 0}
     edges: dict[uuid.UUID, Edge] = {}
     frontier = {entity_id}
     for hop in range(1, depth + 1):
-        found = _live(
+        found = _visible(
             session,
-            repo.touching(session, frontier, direction, types or [], None if at else min_weight),
-            at,
-            min_weight,
+            _live(
+                session, repo.touching(session, frontier, direction, wanted, None if at else min_weight), at, min_weight
+            ),
         )
         reached: set[uuid.UUID] = set()
-        for edge in found:
-            edges[edge.id] = edge
-            for end in (edge.source_id, edge.target_id):
+        for row, weight in found:
+            edges[row.id] = _edge(row, weight)
+            for end in (row.source_id, row.target_id):
                 if end not in depths:
                     depths[end] = hop
                     reached.add(end)
         frontier = reached
         if not frontier:
             break
-    rows = entity_repo.by_ids(session, list(depths))
-    nodes = [Node(**EntityPublic.model_validate(r).model_dump(), depth=depths[r.id]) for r in rows]
+    rows = [row for part in repo.chunks(list(depths)) for row in entity_repo.by_ids(session, part)]
+    nodes = [Node(**access.present(session, r), depth=depths[r.id]) for r in rows]
     nodes.sort(key=lambda n: (n.depth, n.name, str(n.id)))
+    audit.record(session, "read", "entity", None, [n.id for n in nodes])
     return Neighbourhood(nodes=nodes, edges=sorted(edges.values(), key=lambda e: (e.type, str(e.id))))
 
 
-def _live(session: Session, rows: list[Relation], at: datetime | None, min_weight: float | None) -> list[Edge]:
-    """Edges as they stood at ``at`` (all current ones when ``at`` is None)."""
-    if at is None:
-        return [_edge(r, r.weight) for r in rows]
-    at = as_utc(at)
+def _as_of(at: datetime | None) -> datetime | None:
+    try:
+        return _utc(at)
+    except ValueError as problem:
+        raise InvalidInput(f"at: {problem}") from None
+
+
+def _visible(session: Session, edges: list[tuple[repo.EdgeRow, float]]) -> list[tuple[repo.EdgeRow, float]]:
+    """The edges whose both ends the principal may see (a hidden entity must not show even as an edge end)."""
+    ends = list({end for row, _ in edges for end in (row.source_id, row.target_id)})
+    seen = access.see_all(session, ends)
+    return [(row, w) for row, w in edges if row.source_id in seen and row.target_id in seen]
+
+
+def _live(
+    session: Session, rows: list[repo.EdgeRow], at: datetime | None, min_weight: float | None
+) -> list[tuple[repo.EdgeRow, float]]:
+    """Each edge valid at ``at`` with the weight it had then; without ``at``, the edges valid now and their
+    current weight."""
+    moment = at or datetime.now(UTC)
     valid = [
-        r for r in rows if (r.valid_from is None or r.valid_from <= at) and (r.valid_to is None or at < r.valid_to)
+        r
+        for r in rows
+        if (r.valid_from is None or r.valid_from <= moment) and (r.valid_to is None or moment < r.valid_to)
     ]
+    if at is None:
+        return [(r, r.weight) for r in valid]
     then = repo.weights_as_of(session, [r.id for r in valid], at)
-    edges = [_edge(r, then.get(r.id, r.weight)) for r in valid]
-    return [e for e in edges if min_weight is None or e.weight >= min_weight]
+    weighted = [(r, then.get(r.id, r.weight)) for r in valid]
+    return [(r, w) for r, w in weighted if min_weight is None or w >= min_weight]
 
 
-def _edge(row: Relation, weight: float) -> Edge:
+def _edge(row: repo.EdgeRow, weight: float) -> Edge:
     return Edge(id=row.id, source_id=row.source_id, target_id=row.target_id, type=row.type, weight=weight)
 
 
 def master_tensor(session: Session, *, types: list[str] | None = None, at: datetime | None = None) -> MasterTensor:
-    """The whole master tensor (or the given types) as sparse COO; entity ids sorted, types sorted."""
-    edges = _live(session, repo.all_edges(session, types or []), at, None)
-    type_names = sorted({e.type for e in edges})
-    ids = sorted({e.source_id for e in edges} | {e.target_id for e in edges}, key=str)
-    type_index = {t: i for i, t in enumerate(type_names)}
+    """The whole master tensor (or the given types) as sparse COO; types and entity ids sorted, entries in order."""
+    live = _visible(session, _live(session, repo.all_edges(session, _types(types)), _as_of(at), None))
+    type_names = sorted({row.type for row, _ in live})
+    ids = sorted({row.source_id for row, _ in live} | {row.target_id for row, _ in live})  # UUID order = str order
+    type_index = {name: i for i, name in enumerate(type_names)}
     position = {entity: i for i, entity in enumerate(ids)}
-    edges.sort(key=lambda e: (type_index[e.type], position[e.source_id], position[e.target_id]))
+    # (type, source, target) is unique, so the sort never compares weights
+    entries = sorted((type_index[r.type], position[r.source_id], position[r.target_id], w) for r, w in live)
     return MasterTensor(
         types=type_names,
         entity_ids=ids,
-        indices=[
-            [type_index[e.type] for e in edges],
-            [position[e.source_id] for e in edges],
-            [position[e.target_id] for e in edges],
-        ],
-        values=[e.weight for e in edges],
+        indices=[[e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]],
+        values=[e[3] for e in entries],
         shape=[len(type_names), len(ids), len(ids)],
     )

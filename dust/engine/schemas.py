@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound, did_you_mean
@@ -17,6 +20,10 @@ NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 RESERVED_AXES = {"time", "from", "to", "as_of", "value", "latest"}
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 TimeUnit = Literal["second", "minute", "hour", "day", "week"]
+MAX_CELLS = 100_000
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+# Stored definitions are JSON, which has no infinity or NaN: a non-finite bound would not read back.
+Bound = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Axis(BaseModel):
@@ -25,7 +32,7 @@ class Axis(BaseModel):
     name: str = Field(pattern=NAME, description="Axis name, e.g. metric.")
     labels: list[str] = Field(min_length=1, max_length=10_000, description="Ordered, unique labels.")
     units: dict[str, str] = Field(default_factory=dict, description="Unit per label (UCUM), optional.")
-    ranges: dict[str, tuple[float, float]] = Field(
+    ranges: dict[str, tuple[Bound, Bound]] = Field(
         default_factory=dict, description="Valid [min, max] per label; values outside are refused."
     )
 
@@ -74,25 +81,28 @@ class TimeAxis(BaseModel):
         return timedelta(seconds=self.seconds)
 
 
+def _check_axes(axes: list[Axis]) -> list[Axis]:
+    names = [a.name for a in axes]
+    if len(set(names)) != len(names):
+        raise ValueError("axis names must be unique")
+    cells = 1
+    for axis in axes:
+        cells *= len(axis.labels)
+    if cells > MAX_CELLS:
+        raise ValueError(f"a time step may hold at most {MAX_CELLS} cells; these axes make {cells}")
+    return axes
+
+
 class SchemaCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME)
     description: str | None = Field(None, max_length=2000)
+    sensitive: bool = Field(False, description="Per-entity values are withheld from de-identified readers.")
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis = Field(default_factory=TimeAxis)
 
-    @model_validator(mode="after")
-    def _unique_axes(self) -> SchemaCreate:
-        names = [a.name for a in self.axes]
-        if len(set(names)) != len(names):
-            raise ValueError("axis names must be unique")
-        cells = 1
-        for axis in self.axes:
-            cells *= len(axis.labels)
-        if cells > 100_000:
-            raise ValueError(f"a time step may hold at most 100000 cells; these axes make {cells}")
-        return self
+    _axes = field_validator("axes")(_check_axes)
 
 
 class SchemaUpdate(BaseModel):
@@ -101,8 +111,12 @@ class SchemaUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: str | None = Field(None, max_length=2000)
+    sensitive: bool | None = Field(None, description="Default: as the current version.")
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis | None = None
+
+    # Checked here too, so that a bad new version is refused as input rather than failing inside publish.
+    _axes = field_validator("axes")(_check_axes)
 
 
 class SchemaPublic(SchemaCreate):
@@ -118,19 +132,37 @@ class SchemaDef:
     version: int
     axes: list[Axis]
     time: TimeAxis
+    sensitive: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(len(a.labels) for a in self.axes)
 
+    @cached_property
+    def _positions(self) -> dict[str, dict[str, int]]:
+        # A dict per axis: list.index would make a batch of n values over L labels cost n × L.
+        return {a.name: {label: i for i, label in enumerate(a.labels)} for a in self.axes}
+
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) per flat cell: the intersection of the ranges of the cell's labels, -inf..inf if none."""
+        low, high = np.full(self.shape, -np.inf), np.full(self.shape, np.inf)
+        for position, axis in enumerate(self.axes):
+            for label, (lo, hi) in axis.ranges.items():
+                at = tuple(
+                    self._positions[axis.name][label] if i == position else slice(None) for i in range(len(self.axes))
+                )
+                low[at], high[at] = np.maximum(low[at], lo), np.minimum(high[at], hi)
+        return low.reshape(-1), high.reshape(-1)
+
     def label_index(self, axis: Axis, label: str) -> int:
-        try:
-            return axis.labels.index(label)
-        except ValueError:
+        position = self._positions[axis.name].get(label)
+        if position is None:
             raise InvalidInput(
                 f"label '{label}' is not in axis {axis.name}{did_you_mean(label, axis.labels)}"
                 f" (labels: {', '.join(axis.labels[:20])}{', …' if len(axis.labels) > 20 else ''})"
-            ) from None
+            )
+        return position
 
     def axis(self, name: str) -> Axis:
         for axis in self.axes:
@@ -142,18 +174,36 @@ class SchemaDef:
 
 def create(session: Session, data: SchemaCreate) -> SchemaPublic:
     if repo.latest(session, data.name) is not None:
-        raise Conflict(f"schema '{data.name}' exists; PUT /schemas/{data.name} publishes a new version")
-    row = repo.add(session, data.name, 1, data.model_dump(mode="json"))
-    return _public(row)
+        raise _exists(data.name)
+    return _public(_add(session, data, 1, _exists(data.name)))
+
+
+def _exists(name: str) -> Conflict:
+    return Conflict(f"schema '{name}' exists; PUT /schemas/{name} publishes a new version")
+
+
+def _add(session: Session, data: SchemaCreate, version: int, clash: Conflict) -> Any:
+    """Insert one version; a concurrent request that took the same (name, version) first makes it a 409."""
+    try:
+        with session.begin_nested():
+            return repo.add(session, data.name, version, data.model_dump(mode="json"))
+    except IntegrityError:
+        raise clash from None
 
 
 def publish(session: Session, name: str, data: SchemaUpdate) -> SchemaPublic:
     """A compatible new version of ``name``: existing labels kept in order, new ones appended."""
     current = get_def(session, name)
-    new = SchemaCreate(name=name, description=data.description, axes=data.axes, time=data.time or current.time)
+    new = SchemaCreate(
+        name=name,
+        description=data.description,
+        sensitive=current.sensitive if data.sensitive is None else data.sensitive,
+        axes=data.axes,
+        time=data.time or current.time,
+    )
     _check_compatible(current, new)
-    row = repo.add(session, name, current.version + 1, new.model_dump(mode="json"))
-    return _public(row)
+    clash = Conflict(f"version {current.version + 1} of schema '{name}' was just published; read it and retry")
+    return _public(_add(session, new, current.version + 1, clash))
 
 
 def _check_compatible(old: SchemaDef, new: SchemaCreate) -> None:
@@ -182,7 +232,7 @@ def get_def(session: Session, name: str, version: int | None = None) -> SchemaDe
 
 def definition(name: str, version: int, data: dict[str, Any]) -> SchemaDef:
     parsed = SchemaCreate.model_validate(data)
-    return SchemaDef(name, version, parsed.axes, parsed.time)
+    return SchemaDef(name, version, parsed.axes, parsed.time, parsed.sensitive)
 
 
 def list_(session: Session) -> list[SchemaPublic]:

@@ -7,6 +7,7 @@ earlier one is kept in ``tensor_history`` so reads "as of" a past write time can
 from __future__ import annotations
 
 import math
+import numbers
 import time as clock
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dust.core.errors import Conflict, InvalidInput, NotFound, OutOfRange, TooLarge
+from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
+from dust.engine import access, audit, entities, schemas
 from dust.engine import blocks as codec
-from dust.engine import entities, schemas
 from dust.engine.schemas import SchemaDef
-from dust.engine.timegrid import TimeGrid, as_utc, floor_to
+from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, to_us
 from dust.engine.views import TensorView, TimeInfo
 from dust.storage.models import Tensor
 from dust.storage.repositories import tensors as repo
@@ -43,7 +44,9 @@ class TensorCreate(BaseModel):
 class TensorUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = Field(ge=1, description="Move the tensor to a later, compatible schema version.")
+    schema_version: int = Field(
+        ge=1, le=schemas.MAX_VERSION, description="Move the tensor to a later, compatible schema version."
+    )
 
 
 class AxisInfo(BaseModel):
@@ -102,24 +105,43 @@ def create(session: Session, data: TensorCreate) -> TensorPublic:
             )
     except IntegrityError:
         raise Conflict(f"entity {data.entity_id} already has a '{sdef.name}' tensor; one per schema") from None
+    _audit(session, "create", row)
     return public(row, sdef)
 
 
 def get(session: Session, tensor_id: uuid.UUID) -> TensorPublic:
     row = get_row(session, tensor_id)
+    _audit(session, "read", row)
     return public(row, _schema(session, row))
 
 
-def get_row(session: Session, tensor_id: uuid.UUID) -> Tensor:
-    row = repo.get(session, tensor_id)
-    if row is None:
+def get_row(session: Session, tensor_id: uuid.UUID, *, lock: bool = False) -> Tensor:
+    """The tensor, if the principal may see its entity (404 either way); ``lock`` holds it until commit, so
+    two writes cannot both rewrite a block from the same old copy (the second would silently drop the first's
+    cells) or both insert the same new block."""
+    row = repo.lock(session, tensor_id) if lock else repo.get(session, tensor_id)
+    if row is None or not access.can_see(session, row.entity_id):
         raise NotFound(f"tensor {tensor_id} does not exist")
     return row
 
 
+def _audit(session: Session, action: audit.Action, row: Tensor) -> None:
+    audit.record(session, action, "tensor", row.id, [row.entity_id])
+
+
+def _readable(session: Session, row: Tensor, sdef: SchemaDef) -> None:
+    """Per-entity values of a sensitive schema are not for de-identified readers (aggregates are)."""
+    who = access.principal(session)
+    if who is not None and who.deidentified and sdef.sensitive:
+        raise Forbidden(f"schema '{sdef.name}' is sensitive: de-identified readers get aggregates only")
+    _audit(session, "read", row)
+
+
 def of_entity(session: Session, entity_id: uuid.UUID) -> list[TensorPublic]:
     entities.get_row(session, entity_id)
-    return [public(row, _schema(session, row)) for row in repo.of_entity(session, entity_id)]
+    rows = repo.of_entity(session, entity_id)
+    audit.record(session, "read", "tensor", None, [entity_id] if rows else [])
+    return [public(row, _schema(session, row)) for row in rows]
 
 
 def update(session: Session, tensor_id: uuid.UUID, data: TensorUpdate) -> TensorPublic:
@@ -129,11 +151,13 @@ def update(session: Session, tensor_id: uuid.UUID, data: TensorUpdate) -> Tensor
     sdef = schemas.get_def(session, row.schema_name, data.schema_version)
     row.schema_version = sdef.version  # compatible by construction: versions only append labels
     session.flush()
+    _audit(session, "update", row)
     return public(row, sdef)
 
 
 def delete(session: Session, tensor_id: uuid.UUID) -> None:
-    get_row(session, tensor_id)
+    row = get_row(session, tensor_id)
+    _audit(session, "delete", row)
     repo.delete(session, tensor_id)
     session.expunge_all()
 
@@ -175,9 +199,10 @@ def write_values(
         raise TooLarge(f"a write may carry at most {max_batch} values; this one has {len(values)}")
     if not values:
         raise InvalidInput("values must hold at least one value")
-    row = get_row(session, tensor_id)
+    row = get_row(session, tensor_id, lock=True)
     sdef = _schema(session, row)
     times, cells, numbers = _parse(values, sdef, _grid(row, sdef))
+    _audit(session, "update", row)
     return WriteResult(written=_apply(session, row, sdef, times, cells, numbers))
 
 
@@ -186,17 +211,26 @@ def write_array(session: Session, tensor_id: uuid.UUID, array: np.ndarray, start
 
     NaN cells are left as they are. Ranges are checked as for single values.
     """
-    row = get_row(session, tensor_id)
+    row = get_row(session, tensor_id, lock=True)
     sdef = _schema(session, row)
-    array = np.asarray(array, dtype=np.float64)
-    if array.shape[:-1] != sdef.shape:
+    try:
+        array = np.asarray(array, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInput("array must hold numbers (NaN for cells to leave as they are)") from None
+    if array.ndim == 0 or array.shape[:-1] != sdef.shape:
         raise InvalidInput(f"array shape {array.shape} does not match (*{sdef.shape}, time)")
-    by_time = np.moveaxis(array, -1, 0).reshape(array.shape[-1], -1)
+    steps = array.shape[-1]
+    grid = _grid(row, sdef)
+    grid.check(start, "start")
+    if steps:
+        grid.check(start + steps - 1, "start + time steps - 1")
+    by_time = np.moveaxis(array, -1, 0).reshape(steps, -1)
     t, cells = np.nonzero(~np.isnan(by_time))
     numbers = by_time[t, cells]
     if np.isinf(numbers).any():
         raise InvalidInput("values must be finite numbers; inf is not allowed")
     _check_ranges(sdef, cells, numbers)
+    _audit(session, "update", row)
     return WriteResult(written=_apply(session, row, sdef, t.astype(np.int64) + start, cells, numbers))
 
 
@@ -245,25 +279,42 @@ def _label(raw: Any, axis: str) -> str:
 
 
 def _number(raw: Any, sdef: SchemaDef, cell: int) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
-        raise InvalidInput(f"value must be a number, not {raw!r}")
-    number = float(raw)
+    if isinstance(raw, bool | np.bool_) or not isinstance(raw, numbers.Real):
+        raise InvalidInput(f"value must be a number, not {_short(raw)}")
+    try:
+        number = float(raw)
+    except OverflowError:  # an integer beyond float64, e.g. 10**400 (JSON allows any number of digits)
+        raise InvalidInput(f"value must be a number within float64 range, not {_short(raw)}") from None
     if not math.isfinite(number):
         raise InvalidInput("value must be a finite number; NaN and infinity are not allowed")
-    _check_ranges(sdef, np.array([cell]), np.array([number]))
+    low, high = sdef.bounds
+    if not low[cell] <= number <= high[cell]:
+        raise _out_of_range(sdef, cell, number)
     return number
 
 
+def _short(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _check_ranges(sdef: SchemaDef, cells: np.ndarray, numbers: np.ndarray) -> None:
-    coords = np.unravel_index(cells, sdef.shape)
-    for axis, index in zip(sdef.axes, coords, strict=True):
-        for label, (low, high) in axis.ranges.items():
-            hit = index == axis.labels.index(label)
-            bad = hit & ((numbers < low) | (numbers > high))
-            if bad.any():
-                value = numbers[np.argmax(bad)]
-                unit = f" {axis.units[label]}" if label in axis.units else ""
-                raise InvalidInput(f"{label} {value:g}{unit} is outside its valid range {low:g}..{high:g}{unit}")
+    low, high = sdef.bounds
+    bad = (numbers < low[cells]) | (numbers > high[cells])
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise _out_of_range(sdef, int(cells[first]), float(numbers[first]))
+
+
+def _out_of_range(sdef: SchemaDef, cell: int, number: float) -> InvalidInput:
+    """The error for ``number`` in ``cell``, naming the label whose range it breaks."""
+    for axis, index in zip(sdef.axes, np.unravel_index(cell, sdef.shape), strict=True):
+        label = axis.labels[int(index)]
+        low, high = axis.ranges.get(label, (-math.inf, math.inf))
+        if not low <= number <= high:
+            unit = f" {axis.units[label]}" if label in axis.units else ""
+            return InvalidInput(f"{label} {number:g}{unit} is outside its valid range {low:g}..{high:g}{unit}")
+    return InvalidInput(f"value {number:g} is outside its valid range")  # not reached: bounds come from ranges
 
 
 def _apply(
@@ -296,6 +347,8 @@ def _apply(
         offsets, at = times[part] - number * BLOCK, cells[part]
         old = flat_values[offsets, at]
         replaced = ~np.isnan(old) & (old != numbers[part])
+        # A cell rewritten with its own value keeps its first write time, so "as of" reads still see it.
+        changed = np.isnan(old) | replaced
         for j in np.flatnonzero(replaced).tolist():
             history.append(
                 {
@@ -309,7 +362,7 @@ def _apply(
                 }
             )
         flat_values[offsets, at] = numbers[part]
-        flat_stamps[offsets, at] = stamp
+        flat_stamps[offsets[changed], at[changed]] = stamp
         data, stamp_bytes = codec.encode(values, stamps)  # type: ignore[arg-type]
         if block is None:
             new_rows.append(
@@ -359,6 +412,7 @@ def read(
     """
     row = get_row(session, tensor_id)
     sdef = _schema(session, row)
+    _readable(session, row, sdef)
     grid = _grid(row, sdef)
     meta = public(row, sdef)
     first, last = _time_window(row, grid, time, start, stop)
@@ -373,8 +427,7 @@ def read(
         values = np.empty((*sdef.shape, 0))
         indices = np.empty(0, dtype=np.int64)
     else:
-        values, indices = _gather(session, row, sdef, first, last, as_of)
-    values = values[np.ix_(*picks, np.arange(values.shape[-1]))] if picks else values
+        values, indices = _gather(session, row, sdef, first, last, as_of, picks)
     view = TensorView.build(meta, sdef, grid, values, indices, picks, dropped)
     if latest:
         return view.latest()
@@ -416,32 +469,55 @@ def _label_picks(sdef: SchemaDef, labels: Mapping[str, str | Sequence[str]]) -> 
 
 
 def _gather(
-    session: Session, row: Tensor, sdef: SchemaDef, first: int, last: int, as_of: datetime | None
+    session: Session,
+    row: Tensor,
+    sdef: SchemaDef,
+    first: int,
+    last: int,
+    as_of: datetime | None,
+    picks: list[np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Values for time ``first..last`` as an array (*cells, time), as of ``as_of`` if given."""
+    """The picked labels' values for time ``first..last`` as an array (*picked cells, time), as of ``as_of``.
+
+    Labels are picked block by block, so memory follows the size of the answer, not of the tensor.
+    """
+    cutoff = None if as_of is None else to_us(as_of, "as_of")
     b0, b1 = first // BLOCK, last // BLOCK
     span = (b1 - b0 + 1) * BLOCK
-    values = np.full((span, *sdef.shape), np.nan)
-    stamps = np.zeros((span, *sdef.shape), dtype=np.int64) if as_of is not None else None
-    for number, block in repo.blocks(session, row.id, b0, b1).items():
+    picked = np.ix_(np.arange(BLOCK), *picks)
+    values = np.full((span, *(len(p) for p in picks)), np.nan)
+    for number, shape, data, stamp_bytes in repo.blocks(session, row.id, b0, b1, stamps=cutoff is not None):
         at = slice((number - b0) * BLOCK, (number - b0 + 1) * BLOCK)
-        block_values, block_stamps = codec.decode(
-            block.shape, block.data, block.stamps if stamps is not None else None, sdef.shape
-        )
+        block_values, block_stamps = codec.decode(shape, data, stamp_bytes, sdef.shape)
+        block_values = block_values[picked]
+        if cutoff is not None and block_stamps is not None:
+            block_values[block_stamps[picked] > cutoff] = np.nan
         values[at] = block_values
-        if stamps is not None and block_stamps is not None:
-            stamps[at] = block_stamps
-    window = slice(first - b0 * BLOCK, last - b0 * BLOCK + 1)
-    values = values[window]
-    if as_of is not None and stamps is not None:
-        cutoff = int(as_utc(as_of).timestamp() * 1_000_000)
-        values[stamps[window] > cutoff] = np.nan
-        for old in repo.history(session, row.id, first, last, replaced_after_us=cutoff):
-            if old.written_us <= cutoff < old.replaced_us:
-                cell = _cell_of(sdef, old.labels)
-                if cell is not None:
-                    values[(old.time_index - first, *cell)] = old.value
+    values = values[first - b0 * BLOCK : last - b0 * BLOCK + 1]
+    if cutoff is not None:
+        _restore_replaced(session, row, sdef, first, last, cutoff, picks, values)
     return np.moveaxis(values, 0, -1), np.arange(first, last + 1, dtype=np.int64)
+
+
+def _restore_replaced(
+    session: Session,
+    row: Tensor,
+    sdef: SchemaDef,
+    first: int,
+    last: int,
+    cutoff: int,
+    picks: list[np.ndarray],
+    values: np.ndarray,
+) -> None:
+    """Put back, into ``values`` (time, *picked cells), the values that stood at ``cutoff`` and were replaced since."""
+    for old in repo.history(session, row.id, first, last, replaced_after_us=cutoff):
+        if not old.written_us <= cutoff < old.replaced_us:
+            continue
+        cell = _cell_of(sdef, old.labels)
+        if cell is None:
+            continue
+        positions = [np.flatnonzero(pick == index) for pick, index in zip(picks, cell, strict=True)]
+        values[np.ix_(np.array([old.time_index - first]), *positions)] = old.value
 
 
 def _cell_of(sdef: SchemaDef, labels: list[str]) -> tuple[int, ...] | None:
@@ -455,6 +531,7 @@ def history(session: Session, tensor_id: uuid.UUID, start: Any = None, stop: Any
     """Every value that a later write replaced, oldest time first."""
     row = get_row(session, tensor_id)
     sdef = _schema(session, row)
+    _readable(session, row, sdef)
     grid = _grid(row, sdef)
     first = 0 if start is None else grid.index(start, "from")
     last = (row.time_max or 0) if stop is None else grid.index(stop, "to")
@@ -464,13 +541,9 @@ def history(session: Session, tensor_id: uuid.UUID, start: Any = None, stop: Any
             time=h.time_index,
             labels=dict(zip(names, h.labels, strict=False)),
             value=h.value,
-            written_at=_from_us(h.written_us),
-            replaced_at=_from_us(h.replaced_us),
+            written_at=from_us(h.written_us),
+            replaced_at=from_us(h.replaced_us),
             new_value=h.new_value,
         )
         for h in repo.history(session, row.id, first, last)
     ]
-
-
-def _from_us(us: int) -> datetime:
-    return as_utc(datetime.fromtimestamp(us / 1_000_000).astimezone())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +13,9 @@ from dust.core.errors import InvalidInput, OutOfRange
 
 MAX_TIME_INDEX = 100_000_000
 _US = timedelta(microseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+_INDEX = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -22,24 +27,35 @@ class TimeGrid:
     def step_us(self) -> int:
         return self.step_seconds * 1_000_000
 
-    def index(self, when: int | str | datetime, field: str = "time") -> int:
+    def index(self, when: object, field: str = "time") -> int:
         """A time index from an index or an ISO 8601 timestamp (floored onto the grid)."""
-        if isinstance(when, bool):
+        if isinstance(when, bool | np.bool_):
             raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {when!r}")
-        if isinstance(when, int):
-            return check_index(when, field)
+        if isinstance(when, numbers.Integral):
+            return self.check(int(when), field)
         if isinstance(when, float) and when.is_integer():
-            return check_index(int(when), field)
-        if isinstance(when, str) and when.strip().lstrip("-").isdigit():
-            return check_index(int(when), field)
+            return self.check(int(when), field)
+        if isinstance(when, str) and _INDEX.fullmatch(when):
+            return self.check(int(when), field)
         if isinstance(when, str):
             when = parse_timestamp(when, field)
         if not isinstance(when, datetime):
             raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {when!r}")
-        offset_us = (as_utc(when) - self.origin) // _US
+        offset_us = (as_utc(when, field) - self.origin) // _US
         if offset_us < 0:
             raise OutOfRange(f"{field} {when.isoformat()} is before the tensor's origin {self.origin.isoformat()}")
-        return check_index(offset_us // self.step_us, field)
+        return self.check(offset_us // self.step_us, field)
+
+    def check(self, index: int, field: str = "time") -> int:
+        """``index`` if it is a time index this grid can hold and name as a timestamp (up to year 9999)."""
+        check_index(index, field)
+        try:
+            self.timestamp(index)
+        except OverflowError:
+            raise OutOfRange(
+                f"{field} index {index} falls after {datetime.max.year}-12-31, the last time a tensor can hold"
+            ) from None
+        return index
 
     def timestamp(self, index: int) -> datetime:
         return self.origin + timedelta(seconds=self.step_seconds * index)
@@ -58,15 +74,29 @@ def check_index(index: int, field: str = "time") -> int:
 
 def parse_timestamp(text: str, field: str = "time") -> datetime:
     try:
-        return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(
             f"{field} '{text[:64]}' is neither a time index nor an ISO 8601 timestamp (e.g. 2026-01-05T08:00:00Z)"
         ) from None
+    return as_utc(parsed, field)
 
 
-def as_utc(when: datetime) -> datetime:
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+def as_utc(when: datetime, field: str = "time") -> datetime:
+    """``when`` in UTC (a naive time is taken as UTC); 422 if UTC would leave the years 1..9999."""
+    try:
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:
+        raise OutOfRange(f"{field} {when.isoformat()} is outside the years 1..9999 once converted to UTC") from None
+
+
+def to_us(when: datetime, field: str = "time") -> int:
+    """Microseconds since the epoch, in integer arithmetic (``timestamp()`` would go through a float)."""
+    return (as_utc(when, field) - EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
 
 
 def floor_to(when: datetime, step_seconds: int) -> datetime:

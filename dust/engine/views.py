@@ -121,9 +121,31 @@ class TensorView:
         return xr.DataArray(self.values, dims=self.dims, coords=coords, name=self.meta.schema_name, attrs=attrs)
 
     def to_pandas(self) -> pd.DataFrame:
-        """Long form: one row per recorded cell, a column per dim plus ``timestamp`` and ``value``."""
-        frame = self.to_xarray().to_dataframe(name="value").reset_index()
-        return frame.dropna(subset=["value"]).reset_index(drop=True)
+        """Long form: one row per recorded cell, a column per axis, ``time`` (the index), ``timestamp`` (UTC)
+        and ``value``. Axes and time picked as a single label or step are columns too, so each row says
+        which cell it is."""
+        import pandas as pd
+
+        recorded = np.flatnonzero(~np.isnan(self.values.reshape(-1)))
+        at = dict(zip(self.dims, np.unravel_index(recorded, self.values.shape), strict=True)) if self.dims else {}
+        columns: dict[str, Any] = {}
+        for axis in (a.name for a in self.meta.axes):
+            if axis in at:
+                columns[axis] = np.asarray(self.coords[axis], dtype=object)[at[axis]]
+            else:
+                columns[axis] = np.full(recorded.size, self.selection[axis], dtype=object)
+        columns["time"] = self._time_of(recorded, at.get("time"))
+        columns["timestamp"] = pd.to_datetime(self.grid.timestamps(columns["time"])).tz_localize("UTC")
+        columns["value"] = self.values.reshape(-1)[recorded]
+        return pd.DataFrame(columns)
+
+    def _time_of(self, recorded: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+        """The time index of each recorded cell: from the time dim, ``times`` after latest(), or the pick."""
+        if positions is not None:
+            return np.asarray(self.coords["time"], dtype=np.int64)[positions]
+        if self.times is not None:
+            return self.times.reshape(-1)[recorded]
+        return np.full(recorded.size, self.selection["time"], dtype=np.int64)
 
     def to_json(self) -> dict[str, Any]:
         """The REST shape: metadata, dims, coords, values as nested lists with null for "not recorded"."""
@@ -137,11 +159,12 @@ class TensorView:
         if "time" in self.dims:
             body["timestamps"] = [t.isoformat() for t in self.timestamps]
         if self.times is not None:
-            body["times"] = [None if t < 0 else t for t in self.times.tolist()]
+            body["times"] = _nested(self.times, self.times < 0)
         return body
 
 
-def _nested(values: np.ndarray) -> Any:
+def _nested(values: np.ndarray, missing: np.ndarray | None = None) -> Any:
+    """Nested lists (or a scalar, for no dims) with None where ``missing`` (default: where NaN)."""
     as_objects = values.astype(object)
-    as_objects[np.isnan(values)] = None
+    as_objects[np.isnan(values) if missing is None else missing] = None
     return as_objects.tolist()

@@ -26,8 +26,10 @@ def make_engine(url: str) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _sqlite_pragmas)
-    # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs; take it over.
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs; take it over. IMMEDIATE takes
+    # the write lock up front: nearly every transaction writes (an audit record at least), and a deferred
+    # one that reads first fails with "database is locked" instead of waiting when another writer is active.
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     return engine
 
 

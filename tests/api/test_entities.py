@@ -125,7 +125,7 @@ def test_bad_input_is_a_clear_422_and_writes_nothing(client: TestClient) -> None
         {"kind": "patient"},  # no name
         {"kind": "Patient!", "name": "x"},  # kind pattern
         {"kind": "patient", "name": ""},  # blank
-        {"kind": "patient", "name": "x\u0000y"},  # control character
+        {"kind": "patient", "name": "x\u0007y"},  # control character
         {"kind": "patient", "name": "x" * 513},  # too long
         {"kind": "patient", "name": "x", "surprise": 1},  # unknown field
         {"kind": "patient", "name": 5},  # wrong type
@@ -136,6 +136,8 @@ def test_bad_input_is_a_clear_422_and_writes_nothing(client: TestClient) -> None
         problem = response.json()
         assert {"type", "title", "status", "detail"} <= problem.keys()
         assert problem["errors"][0]["loc"][0] == "body"
+    nul = client.post(f"{API}/entities", json={"kind": "patient", "name": "x\u0000y"})
+    assert nul.status_code == 422 and "NUL" in nul.json()["detail"]
     assert client.get(f"{API}/entities").json()["items"] == []
 
 

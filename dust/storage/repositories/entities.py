@@ -38,7 +38,10 @@ def delete(session: Session, entity_id: uuid.UUID) -> None:
     session.execute(sql_delete(Entity).where(Entity.id == entity_id))
 
 
-def _filtered(stmt: Select, kind: str | None, attributes: Mapping[str, Any]) -> Select:
+def _filtered(stmt: Select, kind: str | None, attributes: Mapping[str, Any], visible: Any = None) -> Select:
+    """``stmt`` narrowed to a kind, attribute values, and the ids in the query ``visible`` (None: all)."""
+    if visible is not None:
+        stmt = stmt.where(Entity.id.in_(visible))
     if kind is not None:
         stmt = stmt.where(Entity.kind == kind)
     for key, value in attributes.items():
@@ -56,11 +59,12 @@ def page(
     session: Session,
     kind: str | None,
     attributes: Mapping[str, Any],
+    visible: Any,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[Entity]:
     """Entities in creation order, after the keyset position ``after``."""
-    stmt = _filtered(select(Entity), kind, attributes)
+    stmt = _filtered(select(Entity), kind, attributes, visible)
     if after is not None:
         created, last_id = after
         stmt = stmt.where(or_(Entity.created_at > created, and_(Entity.created_at == created, Entity.id > last_id)))
@@ -69,10 +73,10 @@ def page(
 
 
 def search_space(
-    session: Session, kind: str | None, attributes: Mapping[str, Any], chunk: int = 20_000
+    session: Session, kind: str | None, attributes: Mapping[str, Any], visible: Any = None, chunk: int = 20_000
 ) -> Iterator[list[tuple[uuid.UUID, str, str | None]]]:
     """(id, name, external_id) of every matching entity, in chunks, for fuzzy matching."""
-    stmt = _filtered(select(Entity.id, Entity.name, Entity.external_id), kind, attributes)
+    stmt = _filtered(select(Entity.id, Entity.name, Entity.external_id), kind, attributes, visible)
     result = session.execute(stmt.execution_options(yield_per=chunk))
     for part in result.partitions(chunk):
         yield [(row[0], row[1], row[2]) for row in part]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy import delete as sql_delete
@@ -14,6 +14,29 @@ from sqlalchemy.orm import Session
 from dust.storage.models import Relation, RelationWeight
 
 IN_CHUNK = 500  # keeps IN lists well under SQLite's bound-parameter limit
+
+
+class EdgeRow(NamedTuple):
+    """What graph walks and the master tensor need of a relation: no attributes, no ORM object (both cost)."""
+
+    id: uuid.UUID
+    source_id: uuid.UUID
+    target_id: uuid.UUID
+    type: str
+    weight: float
+    valid_from: datetime | None
+    valid_to: datetime | None
+
+
+_EDGE = select(
+    Relation.id,
+    Relation.source_id,
+    Relation.target_id,
+    Relation.type,
+    Relation.weight,
+    Relation.valid_from,
+    Relation.valid_to,
+)
 
 
 def add(session: Session, **fields: Any) -> Relation:
@@ -53,7 +76,7 @@ def weights_as_of(session: Session, ids: Sequence[uuid.UUID], at: datetime) -> d
     """The weight each relation had at ``at``: its last change at or before ``at``, else its first weight
     (a relation valid at ``at`` but recorded later)."""
     found: dict[uuid.UUID, float] = {}
-    for part in _chunks(list(ids)):
+    for part in chunks(list(ids)):
         stmt = (
             select(RelationWeight.relation_id, RelationWeight.weight, RelationWeight.changed_at)
             .where(RelationWeight.relation_id.in_(part))
@@ -71,8 +94,12 @@ def page(
     types: Sequence[str],
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    visible: Any = None,
 ) -> list[Relation]:
+    """Relations in creation order; with ``visible`` (a query of entity ids), only those between visible ends."""
     stmt: Select[Any] = select(Relation)
+    if visible is not None:
+        stmt = stmt.where(Relation.source_id.in_(visible), Relation.target_id.in_(visible))
     if entity_id is not None:
         stmt = stmt.where(or_(Relation.source_id == entity_id, Relation.target_id == entity_id))
     if types:
@@ -85,31 +112,30 @@ def page(
 
 def touching(
     session: Session, ids: Iterable[uuid.UUID], direction: str, types: Sequence[str], min_weight: float | None
-) -> list[Relation]:
-    """Relations leaving (``out``), entering (``in``) or touching (``both``) any of ``ids``."""
-    found: dict[uuid.UUID, Relation] = {}
-    for part in _chunks(list(ids)):
+) -> list[EdgeRow]:
+    """Relations leaving (``out``), entering (``in``) or touching (``both``) any of ``ids``: one query per chunk."""
+    found: dict[uuid.UUID, EdgeRow] = {}
+    for part in chunks(list(ids)):
         ends = []
         if direction in ("out", "both"):
             ends.append(Relation.source_id.in_(part))
         if direction in ("in", "both"):
             ends.append(Relation.target_id.in_(part))
-        stmt = select(Relation).where(or_(*ends))
+        stmt = _EDGE.where(or_(*ends))
         if types:
             stmt = stmt.where(Relation.type.in_(types))
         if min_weight is not None:
             stmt = stmt.where(Relation.weight >= min_weight)
-        found.update((r.id, r) for r in session.scalars(stmt))
+        found.update((row[0], EdgeRow(*row)) for row in session.execute(stmt))
     return list(found.values())
 
 
-def all_edges(session: Session, types: Sequence[str]) -> list[Relation]:
-    stmt = select(Relation)
-    if types:
-        stmt = stmt.where(Relation.type.in_(types))
-    return list(session.scalars(stmt))
+def all_edges(session: Session, types: Sequence[str]) -> list[EdgeRow]:
+    stmt = _EDGE.where(Relation.type.in_(types)) if types else _EDGE
+    return [EdgeRow(*row) for row in session.execute(stmt)]
 
 
-def _chunks(items: list[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
+def chunks(items: list[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
+    """``items`` in IN-list sized parts."""
     for i in range(0, len(items), IN_CHUNK):
         yield items[i : i + IN_CHUNK]

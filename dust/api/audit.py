@@ -1,0 +1,30 @@
+"""/audit: the audit trail, read-only, for admins."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from dust.api.deps import SessionDep, allow
+from dust.core.security import Permission
+from dust.engine import audit
+from dust.engine.audit import AuditList
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get("/audit", response_model=AuditList, **allow(Permission.admin))
+def search(
+    session: SessionDep,
+    entity_id: uuid.UUID | None = None,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    end: Annotated[datetime | None, Query(alias="to")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> AuditList:
+    """Who read or changed what, newest first; filter by entity, user and time."""
+    return audit.search(session, entity_id=entity_id, username=user, start=start, end=end, limit=limit, cursor=cursor)

@@ -1,0 +1,89 @@
+"""/auth: sign in (OAuth2 password form), refresh, who am I, sign out, API keys."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, ConfigDict
+
+from dust.api.deps import PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, allow
+from dust.api.problems import problem
+from dust.core.errors import Forbidden
+from dust.core.security import Permission, Role
+from dust.engine import users
+from dust.engine.users import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, Refused, TokenPair, UserPublic
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str
+
+
+def _answer(result: TokenPair | Refused) -> TokenPair | JSONResponse:
+    # A refusal is returned, not raised: the failure count or the revoked family must still commit.
+    if isinstance(result, Refused):
+        headers = {"WWW-Authenticate": 'Bearer realm="dust"'}
+        if result.retry_after is not None:
+            headers["Retry-After"] = str(result.retry_after)
+        return problem(result.status, result.detail, headers=headers)
+    return result
+
+
+@router.post("/token", response_model=TokenPair)
+def token(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    request: Request,
+    session: PublicSessionDep,
+    settings: SettingsDep,
+) -> TokenPair | JSONResponse:
+    """Sign in with username and password: an access token and a refresh token."""
+    client = request.client.host if request.client else "-"
+    return _answer(users.login(session, settings, form.username, form.password, client))
+
+
+@router.post("/refresh", response_model=TokenPair)
+def refresh(data: RefreshRequest, session: PublicSessionDep, settings: SettingsDep) -> TokenPair | JSONResponse:
+    """Trade a refresh token for a new pair; the old one is retired (reusing it revokes the sign-in)."""
+    return _answer(users.refresh(session, settings, data.refresh_token))
+
+
+@router.get("/me", response_model=UserPublic, **allow(Permission.self))
+def me(who: PrincipalDep, session: SessionDep) -> UserPublic:
+    """The signed-in user."""
+    return users.get(session, who.user_id)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.self))
+def logout(request: Request, who: PrincipalDep, session: SessionDep, everywhere: bool = False) -> Response:
+    """Revoke this access token and your refresh tokens; ``everywhere=true`` revokes every token you hold."""
+    users.logout(session, who.user_id, getattr(request.state, "claims", None), everywhere)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, **allow(Permission.self))
+def create_key(data: ApiKeyCreate, who: PrincipalDep, session: SessionDep) -> ApiKeyCreated:
+    """A key for a machine client (shown once); admins may make one for another user."""
+    owner = data.user_id or who.user_id
+    if owner != who.user_id and who.role != Role.admin:
+        raise Forbidden("only admins create keys for other users")
+    return users.create_key(session, owner, data.name)
+
+
+@router.get("/api-keys", response_model=list[ApiKeyPublic], **allow(Permission.self))
+def list_keys(who: PrincipalDep, session: SessionDep) -> list[ApiKeyPublic]:
+    """Your keys (an admin sees every key)."""
+    return users.keys(session, None if who.role == Role.admin else who.user_id)
+
+
+@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.self))
+def revoke_key(key_id: uuid.UUID, who: PrincipalDep, session: SessionDep) -> Response:
+    """Revoke a key at once."""
+    users.revoke_key(session, key_id, None if who.role == Role.admin else who.user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,34 @@
+"""/kinds: per-kind field policy (which fields are sensitive)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from dust.api.deps import SessionDep, allow
+from dust.core.security import Permission
+from dust.engine import kinds
+from dust.engine.entities import KIND
+from dust.engine.kinds import KindPolicy, KindPublic
+
+router = APIRouter(prefix="/kinds", tags=["kinds"])
+Kind = Annotated[str, Path(pattern=KIND)]
+
+
+@router.get("", response_model=list[KindPublic], **allow(Permission.read))
+def list_(session: SessionDep) -> list[KindPublic]:
+    """Every kind with a policy of its own."""
+    return kinds.list_(session)
+
+
+@router.get("/{kind}", response_model=KindPublic, **allow(Permission.read))
+def get(kind: Kind, session: SessionDep) -> KindPublic:
+    """One kind's policy."""
+    return kinds.get(session, kind)
+
+
+@router.put("/{kind}", response_model=KindPublic, **allow(Permission.admin))
+def put(kind: Kind, policy: KindPolicy, session: SessionDep) -> KindPublic:
+    """Set which fields of this kind are sensitive."""
+    return kinds.put(session, kind, policy)

@@ -1,0 +1,94 @@
+"""The audit trail: who read or changed which entity, tensor or relation, when, from where.
+
+Records join the transaction of the work they describe, so a change and its record commit together.
+Work done without a principal (the process itself: embedded use, CLI, importers) is not recorded here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
+
+from dust.engine.access import principal
+from dust.engine.paging import OFFSET, decode_cursor, encode_cursor
+from dust.storage.models import utcnow
+from dust.storage.repositories import audit as repo
+
+Action = Literal["read", "create", "update", "delete"]
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    user_id: uuid.UUID | None
+    username: str | None
+    role: str | None
+    action: str
+    resource: str
+    resource_id: str | None
+    entity_id: uuid.UUID | None
+    request_id: str | None
+    client: str | None
+    method: str | None
+    path: str | None
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntry]
+    next_cursor: str | None = None
+
+
+def record(
+    session: Session,
+    action: Action,
+    resource: str,
+    resource_id: object | None = None,
+    entity_ids: Iterable[uuid.UUID | None] = (None,),
+) -> None:
+    """Record ``action`` on ``resource``, once per entity it concerns."""
+    who = principal(session)
+    if who is None:
+        return
+    now = utcnow()
+    base = {
+        "at": now,
+        "user_id": who.user_id,
+        "username": who.username,
+        "role": who.role.value,
+        "action": action,
+        "resource": resource,
+        "resource_id": None if resource_id is None else str(resource_id),
+        "request_id": who.request_id,
+        "client": who.client,
+        "method": who.method,
+        "path": who.path,
+    }
+    repo.append(session, [{**base, "entity_id": entity_id} for entity_id in entity_ids])
+
+
+def search(
+    session: Session,
+    *,
+    entity_id: uuid.UUID | None = None,
+    username: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> AuditList:
+    before = int(decode_cursor(cursor, OFFSET)) if cursor else None
+    rows = repo.search(
+        session, entity_id=entity_id, username=username, start=start, end=end, before_id=before, limit=limit + 1
+    )
+    more = len(rows) > limit
+    return AuditList(
+        items=[AuditEntry.model_validate(r) for r in rows[:limit]],
+        next_cursor=encode_cursor(OFFSET, rows[limit - 1].id) if more else None,
+    )

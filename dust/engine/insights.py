@@ -1,0 +1,183 @@
+"""Insights across tensors: one label of a schema aggregated over every tensor, per absolute time step.
+
+Blocks are read straight from storage and decoded in bulk with NumPy; a tensor's time index ``i`` lands at
+``origin + i × step``, so tensors with different origins line up on absolute time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from dust.core.errors import InvalidInput, did_you_mean
+from dust.engine import blocks as codec
+from dust.engine import schemas
+from dust.engine.schemas import SchemaDef
+from dust.storage.repositories import tensors as repo
+
+BLOCK = codec.BLOCK
+AGGREGATES = ("mean", "min", "max", "sum", "count")
+CHUNK_ROWS = 5_000  # blocks decoded together: one frombuffer per chunk and shape
+COMPACT_SLOTS = 4_000_000  # partial results kept before folding them, to bound memory on large schemas
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def aggregate_by_step(
+    session: Session,
+    schema: str,
+    label: str,
+    agg: str = "mean",
+    kind: str | None = None,
+    axis: str | None = None,
+) -> list[dict[str, Any]]:
+    """``[{time, value, count}]``: ``agg`` of ``label`` over all tensors of ``schema`` (of entities of
+    ``kind``), per time step, oldest first. ``count`` is the number of recorded values; NaN never counts.
+
+    With several axes, every cell holding ``label`` on its axis counts; ``axis`` names the axis when the
+    label is on more than one.
+    """
+    if agg not in AGGREGATES:
+        raise InvalidInput(f"agg '{agg}' is not supported; one of {', '.join(AGGREGATES)}")
+    sdef = schemas.get_def(session, schema)
+    position, index = locate(sdef, label, axis)
+    step_us = sdef.time.seconds * 1_000_000
+    acc = _Accumulator(agg, step_us)
+    for origins, numbers, shapes, data in repo.schema_block_columns(session, sdef.name, kind, CHUNK_ROWS):
+        acc.add_columns(origins, numbers, shapes, data, (position, index))
+    return acc.series()
+
+
+def locate(sdef: SchemaDef, label: str, axis: str | None = None) -> tuple[int, int]:
+    """(axis position, label index) of ``label`` in the schema's latest version."""
+    if axis is not None:
+        found = sdef.axis(axis)
+        return sdef.axes.index(found), sdef.label_index(found, label)
+    hits = [(p, a.labels.index(label)) for p, a in enumerate(sdef.axes) if label in a.labels]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        names = ", ".join(sdef.axes[p].name for p, _ in hits)
+        raise InvalidInput(f"label '{label}' is on several axes of schema {sdef.name} ({names}); name the axis")
+    every = [lab for a in sdef.axes for lab in a.labels]
+    listing = "; ".join(f"{a.name}: {', '.join(a.labels[:20])}{', …' if len(a.labels) > 20 else ''}" for a in sdef.axes)
+    raise InvalidInput(f"label '{label}' is not in schema {sdef.name}{did_you_mean(label, every)} (labels — {listing})")
+
+
+@dataclass
+class _Part:
+    """Partial aggregates for ``width`` consecutive steps from each of ``starts`` (µs since the epoch).
+
+    ``values`` holds sums for mean/sum/count and extremes (NaN = none) for min/max; ``counts`` the recorded
+    values behind them. Parts fold together in any order, so chunks of blocks can be folded as they come.
+    """
+
+    starts: np.ndarray  # (n,)
+    counts: np.ndarray  # (n, width)
+    values: np.ndarray  # (n, width)
+
+
+@dataclass
+class _Accumulator:
+    agg: str
+    step_us: int
+    parts: list[_Part] = field(default_factory=list)
+    pending: int = 0
+    _origin_us: dict[datetime, int] = field(default_factory=dict)
+
+    def add_columns(
+        self, origins: list[datetime], numbers: list[int], shapes: list[str], data: list[bytes], at: tuple[int, int]
+    ) -> None:
+        """One batch of blocks; ``at`` is the (axis position, label index) to aggregate."""
+        for origin in set(origins).difference(self._origin_us):
+            self._origin_us[origin] = (origin - _EPOCH) // _US
+        starts = np.fromiter(map(self._origin_us.__getitem__, origins), dtype=np.int64, count=len(origins))
+        starts += np.asarray(numbers, dtype=np.int64) * (BLOCK * self.step_us)
+        kinds = set(shapes)
+        if len(kinds) == 1:  # the usual case: one shape, one frombuffer for the whole batch
+            self._add_blocks(starts, codec.parse_shape(shapes[0]), b"".join(data), at)
+        else:
+            for key in kinds:
+                rows = [i for i, shape in enumerate(shapes) if shape == key]
+                self._add_blocks(starts[rows], codec.parse_shape(key), b"".join(data[i] for i in rows), at)
+        if self.pending > COMPACT_SLOTS:
+            self.parts = [self._fold()]
+            self.pending = 0
+
+    def _add_blocks(self, starts: np.ndarray, stored: tuple[int, ...], data: bytes, at: tuple[int, int]) -> None:
+        position, index = at
+        if index >= stored[position]:
+            return  # written under a version without this label: nothing recorded for it
+        cube = np.frombuffer(data, dtype=codec.VALUES).reshape(starts.size, BLOCK, *stored)
+        picked = cube.take(index, axis=position + 2).reshape(starts.size, BLOCK, -1)
+        valid = ~np.isnan(picked)
+        combine = {"min": np.fmin, "max": np.fmax}.get(self.agg, np.add)
+        if picked.shape[2] == 1:  # one cell per step (a single-axis schema): nothing to reduce across cells
+            counts = valid[..., 0].view(np.uint8)
+            values = picked[..., 0] if combine is not np.add else np.where(valid[..., 0], picked[..., 0], 0.0)
+        else:
+            counts = valid.sum(axis=2)
+            values = combine.reduce(picked if combine is not np.add else np.where(valid, picked, 0.0), axis=2)
+        self.parts.append(_merge_rows(starts, counts, values, combine))
+        self.pending += self.parts[-1].counts.size
+
+    def _fold(self) -> _Part:
+        """All parts as one of width 1: a partial per distinct time, in time order, empty times dropped."""
+        step = self.step_us
+        low = min(int(p.starts.min()) for p in self.parts)
+        total = sum(p.counts.size for p in self.parts)
+        on_grid = all(bool(((p.starts - low) % step == 0).all()) for p in self.parts)
+        span = max((int(p.starts.max()) - low) // step + p.counts.shape[1] for p in self.parts)
+        # Usually every tensor sits on one grid (origins a whole number of steps apart): a dense bincount.
+        if on_grid and span < 4 * total + 1024:
+            slots = [((p.starts - low) // step)[:, None] + np.arange(p.counts.shape[1]) for p in self.parts]
+            slot = np.concatenate([s.ravel() for s in slots])
+            size = span
+            grid = low + np.arange(size, dtype=np.int64) * step
+        else:
+            times = [p.starts[:, None] + np.arange(p.counts.shape[1], dtype=np.int64) * step for p in self.parts]
+            grid, slot = np.unique(np.concatenate([t.ravel() for t in times]), return_inverse=True)
+            size = grid.size
+        counts = np.concatenate([p.counts.ravel() for p in self.parts])
+        values = np.concatenate([p.values.ravel() for p in self.parts])
+        total_counts = np.rint(np.bincount(slot, weights=counts, minlength=size)).astype(np.int64)
+        if self.agg in ("min", "max"):
+            folded = np.full(size, np.nan)
+            (np.fmin if self.agg == "min" else np.fmax).at(folded, slot, values)
+        else:
+            folded = np.bincount(slot, weights=values, minlength=size)
+        keep = total_counts > 0
+        return _Part(grid[keep], total_counts[keep][:, None], folded[keep][:, None])
+
+    def series(self) -> list[dict[str, Any]]:
+        if not self.parts:
+            return []
+        part = self._fold()
+        counts, values = part.counts[:, 0], part.values[:, 0]
+        if self.agg == "mean":
+            values = values / counts
+        elif self.agg == "count":
+            values = counts.astype(np.float64)
+        return [
+            {"time": _EPOCH + t * _US, "value": v, "count": c}
+            for t, v, c in zip(part.starts.tolist(), values.tolist(), counts.tolist(), strict=True)
+        ]
+
+
+def _merge_rows(starts: np.ndarray, counts: np.ndarray, values: np.ndarray, combine: np.ufunc) -> _Part:
+    """Blocks that start at the same time folded into one row: tensors sharing an origin share block starts,
+    so a batch of thousands of blocks often shrinks to a few rows before anything is indexed by time."""
+    order = np.argsort(starts, kind="stable")
+    ordered = starts[order]
+    first = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    if 2 * first.size > starts.size:  # mostly distinct starts: merging would cost more than it saves
+        return _Part(starts, counts, values)
+    return _Part(
+        ordered[first],
+        np.add.reduceat(counts[order], first, axis=0, dtype=np.int64),
+        combine.reduceat(values[order], first, axis=0),
+    )

@@ -1,0 +1,46 @@
+"""Entity kinds and their field policy: which fields are sensitive (hidden from de-identified readers)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dust.core.errors import NotFound
+from dust.storage.models import EntityKind
+
+
+class KindPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    description: str | None = Field(None, max_length=2000)
+    sensitive: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Fields hidden from de-identified readers: 'name', 'external_id' or attribute keys.",
+    )
+
+
+class KindPublic(KindPolicy):
+    kind: str
+
+
+def put(session: Session, kind: str, policy: KindPolicy) -> KindPublic:
+    row = session.get(EntityKind, kind)
+    if row is None:
+        row = EntityKind(kind=kind)
+        session.add(row)
+    row.description, row.sensitive = policy.description, sorted(set(policy.sensitive))
+    session.flush()
+    return KindPublic.model_validate(row)
+
+
+def get(session: Session, kind: str) -> KindPublic:
+    row = session.get(EntityKind, kind)
+    if row is None:
+        raise NotFound(f"kind '{kind}' has no policy; the default sensitive fields apply")
+    return KindPublic.model_validate(row)
+
+
+def list_(session: Session) -> list[KindPublic]:
+    return [KindPublic.model_validate(r) for r in session.scalars(select(EntityKind).order_by(EntityKind.kind))]

@@ -1,0 +1,304 @@
+"""Users, sign-in and credentials: passwords (argon2), access tokens (JWT), rotating refresh tokens, API keys.
+
+Refresh tokens rotate: each use returns a new one and retires the old. A retired token used again means it
+was stolen (or replayed), so the whole family — every token descended from that sign-in — is revoked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dust.core.config import Settings
+from dust.core.errors import Conflict, InvalidInput, NotFound
+from dust.core.security import (
+    AccessClaims,
+    Role,
+    TokenError,
+    api_key_prefix,
+    digest,
+    hash_password,
+    issue_access_token,
+    new_api_key,
+    new_secret_token,
+    read_access_token,
+    verify_password,
+)
+from dust.storage.models import ApiKey, User
+from dust.storage.repositories import entities as entity_repo
+from dust.storage.repositories import users as repo
+
+USERNAME = r"^[A-Za-z0-9_.@\-]{3,64}$"
+MIN_PASSWORD = 10
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=USERNAME)
+    password: str | None = Field(
+        None, min_length=MIN_PASSWORD, max_length=1024, description="None for a key-only service user."
+    )
+    role: Role
+    entity_id: uuid.UUID | None = Field(None, description="The entity this user is (a clinician's doctor).")
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    disabled: bool | None = None
+    entity_id: uuid.UUID | None = None
+    password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024)
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    username: str
+    role: Role
+    entity_id: uuid.UUID | None
+    disabled: bool
+    created_at: datetime
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+    user_id: uuid.UUID | None = Field(None, description="Whose key (admins only); default yourself.")
+
+
+class ApiKeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The key itself; shown this once only.")
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A sign-in or refresh that failed; ``status`` 401, or 429 while locked out."""
+
+    status: int
+    detail: str
+    retry_after: int | None = None
+
+
+class AuthError(Exception):
+    """Credentials that do not identify an active user; the API answers 401."""
+
+
+# --- users ------------------------------------------------------------------------------------------------
+
+
+def create(session: Session, data: UserCreate) -> UserPublic:
+    if repo.by_username(session, data.username) is not None:
+        raise Conflict(f"user '{data.username}' exists")
+    _check_entity(session, data.entity_id)
+    try:
+        with session.begin_nested():
+            row = repo.add(
+                session,
+                username=data.username,
+                password_hash=hash_password(data.password) if data.password else None,
+                role=data.role.value,
+                entity_id=data.entity_id,
+            )
+    except IntegrityError:
+        raise Conflict(f"user '{data.username}' exists") from None
+    return UserPublic.model_validate(row)
+
+
+def list_(session: Session) -> list[UserPublic]:
+    return [UserPublic.model_validate(u) for u in repo.all_users(session)]
+
+
+def get(session: Session, user_id: uuid.UUID) -> UserPublic:
+    return UserPublic.model_validate(_row(session, user_id))
+
+
+def by_username(session: Session, username: str) -> UserPublic:
+    row = repo.by_username(session, username)
+    if row is None:
+        raise NotFound(f"user '{username}' does not exist")
+    return UserPublic.model_validate(row)
+
+
+def update(session: Session, user_id: uuid.UUID, data: UserUpdate) -> UserPublic:
+    """Change role, link, password or disable; anything but the link signs the user out everywhere."""
+    row = _row(session, user_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "entity_id" in changes:
+        _check_entity(session, changes["entity_id"])
+        row.entity_id = changes["entity_id"]
+    if changes.get("role") is not None:
+        row.role = Role(changes["role"]).value
+    if changes.get("disabled") is not None:
+        row.disabled = bool(changes["disabled"])
+    if changes.get("password") is not None:
+        row.password_hash = hash_password(changes["password"])
+    if {"role", "disabled", "password"} & changes.keys():
+        _sign_out_everywhere(session, row)
+    session.flush()
+    return UserPublic.model_validate(row)
+
+
+def _row(session: Session, user_id: uuid.UUID) -> User:
+    row = repo.get(session, user_id)
+    if row is None:
+        raise NotFound(f"user {user_id} does not exist")
+    return row
+
+
+def _check_entity(session: Session, entity_id: uuid.UUID | None) -> None:
+    if entity_id is not None and entity_repo.get(session, entity_id) is None:
+        raise InvalidInput(f"entity {entity_id} does not exist; link users to existing entities")
+
+
+def _sign_out_everywhere(session: Session, user: User) -> None:
+    user.token_version += 1
+    repo.revoke_user_refresh(session, user.id, datetime.now(UTC))
+
+
+# --- sign-in ----------------------------------------------------------------------------------------------
+
+
+def login(session: Session, settings: Settings, username: str, password: str, client: str) -> TokenPair | Refused:
+    """Tokens for a correct password; otherwise a refusal, with failures counted towards a lockout."""
+    now = datetime.now(UTC)
+    minute_ago = now - timedelta(minutes=1)
+    if repo.failures_since(session, minute_ago, client=client) >= settings.login_rate_per_minute:
+        return Refused(429, "too many failed sign-ins from this client; wait a minute", retry_after=60)
+    window = timedelta(minutes=settings.login_lockout_minutes)
+    if repo.failures_since(session, now - window, username=username) >= settings.login_max_failures:
+        last = repo.last_failure(session, username) or now
+        wait = max(1, int((last + window - now).total_seconds()))
+        return Refused(429, f"sign-in for this user is locked after repeated failures; retry in {wait} s", wait)
+    user = repo.by_username(session, username)
+    if not verify_password(user.password_hash if user else None, password) or user is None or user.disabled:
+        repo.add_failure(session, username[:64], client[:64], now)
+        return Refused(401, "wrong username or password, or the user is disabled")
+    repo.clear_failures(session, username)
+    return _issue(session, settings, user, family=uuid.uuid4())
+
+
+def refresh(session: Session, settings: Settings, token: str) -> TokenPair | Refused:
+    now = datetime.now(UTC)
+    row = repo.refresh_by_hash(session, digest(token))
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        return Refused(401, "refresh token is invalid, expired or revoked; sign in again")
+    if row.used_at is not None:
+        repo.revoke_family(session, row.family_id, now)
+        return Refused(401, "refresh token was already used; every token of this sign-in is now revoked")
+    user = repo.get(session, row.user_id)
+    if user is None or user.disabled:
+        return Refused(401, "the user is disabled")
+    row.used_at = now
+    return _issue(session, settings, user, family=row.family_id)
+
+
+def _issue(session: Session, settings: Settings, user: User, family: uuid.UUID) -> TokenPair:
+    ttl = timedelta(minutes=settings.access_token_minutes)
+    access, _ = issue_access_token(_secret(settings), user.id, user.role, user.token_version, ttl)
+    refresh_token = new_secret_token()
+    repo.add_refresh(
+        session,
+        user_id=user.id,
+        family_id=family,
+        token_hash=digest(refresh_token),
+        expires_at=datetime.now(UTC) + timedelta(days=settings.refresh_token_days),
+    )
+    return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=int(ttl.total_seconds()))
+
+
+def logout(session: Session, user_id: uuid.UUID, claims: AccessClaims | None, everywhere: bool) -> None:
+    """Revoke the presented access token and the user's refresh tokens; ``everywhere``: every token."""
+    user = _row(session, user_id)
+    now = datetime.now(UTC)
+    if claims is not None:
+        repo.revoke_access(session, claims.jti, claims.expires_at)
+    repo.revoke_user_refresh(session, user.id, now)
+    if everywhere:
+        user.token_version += 1
+    repo.forget_expired(session, now)
+    session.flush()
+
+
+def authenticate(session: Session, settings: Settings, credential: str) -> tuple[User, AccessClaims | None]:
+    """The active user behind a bearer credential (an access token or an API key)."""
+    prefix = api_key_prefix(credential)
+    if prefix is not None:
+        return _by_api_key(session, credential, prefix), None
+    try:
+        claims = read_access_token(_secret(settings), credential)
+    except TokenError as problem:
+        raise AuthError(str(problem)) from None
+    user = repo.get(session, claims.user_id)
+    if user is None or user.disabled:
+        raise AuthError("the user is unknown or disabled")
+    if claims.version != user.token_version or claims.role != user.role or repo.is_revoked(session, claims.jti):
+        raise AuthError("token has been revoked")
+    return user, claims
+
+
+def _by_api_key(session: Session, key: str, prefix: str) -> User:
+    row = repo.key_by_prefix(session, prefix)
+    if row is None or row.revoked_at is not None or row.key_hash != digest(key):
+        raise AuthError("API key is invalid or revoked")
+    user = repo.get(session, row.user_id)
+    if user is None or user.disabled:
+        raise AuthError("the key's user is disabled")
+    row.last_used_at = datetime.now(UTC)
+    return user
+
+
+def _secret(settings: Settings) -> str:
+    if not settings.secret_key:
+        raise RuntimeError("DUST_SECRET_KEY is not set")
+    return settings.secret_key
+
+
+# --- API keys ---------------------------------------------------------------------------------------------
+
+
+def create_key(session: Session, user_id: uuid.UUID, name: str) -> ApiKeyCreated:
+    _row(session, user_id)
+    key, prefix = new_api_key()
+    row = repo.add_key(session, user_id=user_id, name=name, prefix=prefix, key_hash=digest(key))
+    return ApiKeyCreated(**ApiKeyPublic.model_validate(row).model_dump(), key=key)
+
+
+def keys(session: Session, user_id: uuid.UUID | None) -> list[ApiKeyPublic]:
+    return [ApiKeyPublic.model_validate(k) for k in repo.keys_of(session, user_id)]
+
+
+def revoke_key(session: Session, key_id: uuid.UUID, owner: uuid.UUID | None) -> None:
+    """Revoke a key; with ``owner``, only one of theirs (others answer 404)."""
+    row: ApiKey | None = repo.get_key(session, key_id)
+    if row is None or (owner is not None and row.user_id != owner):
+        raise NotFound(f"API key {key_id} does not exist")
+    row.revoked_at = row.revoked_at or datetime.now(UTC)
+    session.flush()

@@ -1,0 +1,42 @@
+"""Queries over ``audit_log``: append and search, nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select
+from sqlalchemy.orm import Session
+
+from dust.storage.models import AuditRecord
+
+
+def append(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(AuditRecord), rows)
+
+
+def search(
+    session: Session,
+    *,
+    entity_id: uuid.UUID | None,
+    username: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[AuditRecord]:
+    """Newest first; ``before_id`` continues a previous page."""
+    stmt = select(AuditRecord)
+    if entity_id is not None:
+        stmt = stmt.where(or_(AuditRecord.entity_id == entity_id, AuditRecord.resource_id == str(entity_id)))
+    if username is not None:
+        stmt = stmt.where(AuditRecord.username == username)
+    if start is not None:
+        stmt = stmt.where(AuditRecord.at >= start)
+    if end is not None:
+        stmt = stmt.where(AuditRecord.at <= end)
+    if before_id is not None:
+        stmt = stmt.where(AuditRecord.id < before_id)
+    return list(session.scalars(stmt.order_by(AuditRecord.id.desc()).limit(limit)))

@@ -1,0 +1,121 @@
+"""Queries over users and their credentials: refresh tokens, API keys, revocations, login failures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from dust.storage.models import ApiKey, LoginFailure, RefreshToken, RevokedToken, User
+
+
+def add(session: Session, **fields: object) -> User:
+    row = User(**fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get(session: Session, user_id: uuid.UUID) -> User | None:
+    return session.get(User, user_id)
+
+
+def by_username(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username)).first()
+
+
+def all_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(User)) or 0
+
+
+# refresh tokens
+def add_refresh(session: Session, **fields: object) -> None:
+    session.add(RefreshToken(**fields))
+    session.flush()
+
+
+def refresh_by_hash(session: Session, token_hash: str) -> RefreshToken | None:
+    return session.scalars(select(RefreshToken).where(RefreshToken.token_hash == token_hash)).first()
+
+
+def revoke_family(session: Session, family_id: uuid.UUID, when: datetime) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=when)
+    )
+
+
+def revoke_user_refresh(session: Session, user_id: uuid.UUID, when: datetime) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=when)
+    )
+
+
+# access-token revocations
+def revoke_access(session: Session, jti: str, expires_at: datetime) -> None:
+    if session.get(RevokedToken, jti) is None:
+        session.add(RevokedToken(jti=jti, expires_at=expires_at))
+        session.flush()
+
+
+def is_revoked(session: Session, jti: str) -> bool:
+    return session.get(RevokedToken, jti) is not None
+
+
+def forget_expired(session: Session, now: datetime) -> None:
+    session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+
+
+# API keys
+def add_key(session: Session, **fields: object) -> ApiKey:
+    row = ApiKey(**fields)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def key_by_prefix(session: Session, prefix: str) -> ApiKey | None:
+    return session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+
+
+def keys_of(session: Session, user_id: uuid.UUID | None) -> list[ApiKey]:
+    stmt = select(ApiKey).order_by(ApiKey.created_at)
+    if user_id is not None:
+        stmt = stmt.where(ApiKey.user_id == user_id)
+    return list(session.scalars(stmt))
+
+
+def get_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
+# login failures
+def add_failure(session: Session, username: str, client: str, when: datetime) -> None:
+    session.add(LoginFailure(username=username, client=client, at=when))
+    session.flush()
+
+
+def failures_since(session: Session, since: datetime, *, username: str | None = None, client: str | None = None) -> int:
+    stmt = select(func.count()).select_from(LoginFailure).where(LoginFailure.at >= since)
+    if username is not None:
+        stmt = stmt.where(LoginFailure.username == username)
+    if client is not None:
+        stmt = stmt.where(LoginFailure.client == client)
+    return session.scalar(stmt) or 0
+
+
+def last_failure(session: Session, username: str) -> datetime | None:
+    return session.scalar(select(func.max(LoginFailure.at)).where(LoginFailure.username == username))
+
+
+def clear_failures(session: Session, username: str) -> None:
+    session.execute(delete(LoginFailure).where(LoginFailure.username == username))

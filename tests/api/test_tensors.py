@@ -1,0 +1,521 @@
+"""/tensors over HTTP, on every backend: create, batch writes (all or nothing), reads, history, versions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from dust.core.config import Settings
+
+API = "/api/v1"
+ORIGIN = "2026-01-01T00:00:00Z"
+METRICS = ["heart_rate", "systolic_bp", "diastolic_bp", "temperature", "spo2"]
+VITALS = {
+    "name": "vitals",
+    "axes": [
+        {
+            "name": "metric",
+            "labels": METRICS,
+            "units": {"heart_rate": "bpm", "temperature": "Cel"},
+            "ranges": {"heart_rate": [0, 300], "temperature": [25, 45]},
+        }
+    ],
+    "time": {"unit": "day", "step": 1},
+}
+POSTURE = {
+    "name": "posture",
+    "axes": [
+        {"name": "metric", "labels": ["systolic_bp", "diastolic_bp"], "ranges": {"systolic_bp": [40, 300]}},
+        {"name": "position", "labels": ["sitting", "standing", "lying"]},
+    ],
+}
+
+
+def post(client: TestClient, path: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
+    response = client.post(f"{API}{path}", json=body)
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def new_tensor(client: TestClient, schema: dict[str, Any] = VITALS, **body: Any) -> dict[str, Any]:
+    """A patient with a tensor under ``schema`` (created if missing), origin 2026-01-01 unless given."""
+    if client.get(f"{API}/schemas/{schema['name']}").status_code == 404:
+        post(client, "/schemas", schema)
+    entity = post(client, "/entities", {"kind": "patient", "name": "Jane Doe"})
+    return post(client, "/tensors", {"entity_id": entity["id"], "schema": schema["name"], "origin": ORIGIN, **body})
+
+
+def write(client: TestClient, tensor_id: str, *values: dict[str, Any]) -> Any:
+    return client.post(f"{API}/tensors/{tensor_id}/values", json={"values": list(values)})
+
+
+def written(client: TestClient, tensor_id: str, *values: dict[str, Any]) -> int:
+    response = write(client, tensor_id, *values)
+    assert response.status_code == 200, response.text
+    return response.json()["written"]
+
+
+def read(client: TestClient, tensor_id: str, **params: Any) -> dict[str, Any]:
+    response = client.get(f"{API}/tensors/{tensor_id}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    return response.json()
+
+
+def cell(time: int | str, metric: str, value: Any) -> dict[str, Any]:
+    return {"time": time, "metric": metric, "value": value}
+
+
+def nothing_recorded(client: TestClient, tensor_id: str) -> bool:
+    body = read(client, tensor_id)
+    return body["shape"][-1] == 0 and all(row == [] for row in body["values"])
+
+
+@pytest.fixture
+def jane(client: TestClient) -> str:
+    """Jane's vitals tensor, origin 2026-01-01, daily."""
+    return new_tensor(client)["id"]
+
+
+# --- create ---------------------------------------------------------------------------------------------------
+
+
+def test_create_answers_the_tensor_shape(client: TestClient) -> None:
+    made = new_tensor(client)
+    assert {"id", "entity_id", "schema", "shape", "axes", "time"} <= made.keys()
+    assert made["schema"] == "vitals"
+    assert made["shape"] == [5, 0]  # five metrics, nothing recorded yet
+    assert made["axes"][0]["name"] == "metric" and made["axes"][0]["labels"] == METRICS
+    assert made["axes"][0]["units"]["temperature"] == "Cel"
+    assert made["time"]["unit"] == "day" and made["time"]["step"] == 1
+    assert datetime.fromisoformat(made["time"]["origin"]) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert client.get(f"{API}/tensors/{made['id']}").json()["id"] == made["id"]
+
+
+def test_origin_defaults_to_now_floored_to_the_time_unit(client: TestClient) -> None:
+    post(client, "/schemas", VITALS)
+    entity = post(client, "/entities", {"kind": "patient", "name": "Jane Doe"})
+    made = post(client, "/tensors", {"entity_id": entity["id"], "schema": "vitals"})
+    origin = datetime.fromisoformat(made["time"]["origin"])
+    assert (origin.hour, origin.minute, origin.second) == (0, 0, 0)
+    assert datetime.now(UTC) - origin < timedelta(days=1)
+
+
+def test_unknown_entity_or_schema_is_a_clear_4xx(client: TestClient) -> None:
+    post(client, "/schemas", VITALS)
+    entity = post(client, "/entities", {"kind": "patient", "name": "Jane Doe"})
+    ghost = str(uuid.uuid4())
+    no_entity = problem(client.post(f"{API}/tensors", json={"entity_id": ghost, "schema": "vitals"}), 404)
+    assert ghost in no_entity["detail"]
+    typo = problem(client.post(f"{API}/tensors", json={"entity_id": entity["id"], "schema": "vitls"}), 404)
+    assert "did you mean 'vitals'?" in typo["detail"]
+    assert problem(client.post(f"{API}/tensors", json={"entity_id": "nope", "schema": "vitals"}), 422)
+    assert client.get(f"{API}/entities/{entity['id']}/tensors").json() == []
+
+
+def test_one_tensor_per_entity_and_schema(client: TestClient) -> None:
+    made = new_tensor(client)
+    body = {"entity_id": made["entity_id"], "schema": "vitals"}
+    clash = problem(client.post(f"{API}/tensors", json=body), 409)
+    assert "vitals" in clash["detail"]
+    post(client, "/schemas", POSTURE)
+    post(client, "/tensors", {"entity_id": made["entity_id"], "schema": "posture"})
+    listed = client.get(f"{API}/entities/{made['entity_id']}/tensors").json()
+    assert sorted(t["schema"] for t in listed) == ["posture", "vitals"]
+
+
+# --- writes ---------------------------------------------------------------------------------------------------
+
+
+def test_batch_write_reads_back_and_timestamps_floor_onto_the_grid(client: TestClient, jane: str) -> None:
+    count = written(client, jane, cell(3, "systolic_bp", 128), cell("2026-01-05T08:00:00Z", "temperature", 37.2))
+    assert count == 2
+    body = read(client, jane)
+    assert body["shape"] == [5, 2]
+    assert body["coords"]["time"] == [3, 4]
+    assert body["values"][METRICS.index("systolic_bp")] == [128, None]
+    assert body["values"][METRICS.index("temperature")] == [None, 37.2]
+    assert body["timestamps"][1].startswith("2026-01-05T00:00:00")
+
+
+def test_single_cell_write_is_a_batch_of_one(client: TestClient, jane: str) -> None:
+    assert written(client, jane, cell(0, "heart_rate", 72)) == 1
+    assert read(client, jane, time=0, metric="heart_rate")["values"] == 72
+
+
+def test_one_bad_value_rejects_the_whole_batch(client: TestClient, jane: str) -> None:
+    values = [cell(i, "heart_rate", 60 + i) for i in range(50)]
+    values[37] = cell(37, "heart_rate", 999)
+    rejected = problem(write(client, jane, *values), 422)
+    assert [e["loc"] for e in rejected["errors"]] == [["values", 37]]
+    assert "999" in rejected["errors"][0]["msg"] and "0..300" in rejected["errors"][0]["msg"]
+    assert "values[37]" in rejected["detail"]
+    assert nothing_recorded(client, jane)
+
+
+BAD_VALUES = {
+    "above range": (cell(1, "temperature", 47), "25..45"),
+    "below range": (cell(1, "heart_rate", -1), "0..300"),
+    "unknown label": (cell(1, "pulse", 60), "pulse"),
+    "missing axis": ({"time": 1, "value": 60}, "metric"),
+    "extra field": ({**cell(1, "heart_rate", 60), "unit": "bpm"}, "unit"),
+    "before origin": (cell("2025-12-31T23:00:00Z", "heart_rate", 60), "origin"),
+    "negative time": (cell(-1, "heart_rate", 60), "-1"),
+    "negative time as text": (cell("-3", "heart_rate", 60), "-3"),
+    "fractional time": (cell(1.5, "heart_rate", 60), "time"),
+    "garbage time": (cell("yesterday", "heart_rate", 60), "ISO 8601"),
+    "double minus": (cell("--3", "heart_rate", 60), "time"),
+    "superscript digit": (cell("²", "heart_rate", 60), "time"),
+    "time past year 9999": (cell(5_000_000, "heart_rate", 60), "time"),
+    "timestamp past year 9999": (cell("9999-12-31T23:00:00-05:00", "heart_rate", 60), "time"),
+    "no time": ({"metric": "heart_rate", "value": 60}, "time"),
+    "string value": (cell(1, "heart_rate", "60"), "number"),
+    "boolean value": (cell(1, "heart_rate", True), "number"),
+    "null value": (cell(1, "heart_rate", None), "number"),
+    "missing value": ({"time": 1, "metric": "heart_rate"}, "number"),
+    "huge integer": (cell(1, "spo2", 10**400), "number"),
+    "label not a string": (cell(1, ["heart_rate"], 60), "metric"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES.keys())
+def test_a_bad_value_is_422_and_writes_nothing(client: TestClient, jane: str, case: str) -> None:
+    bad, says = BAD_VALUES[case]
+    rejected = problem(write(client, jane, cell(0, "heart_rate", 70), bad), 422)
+    assert rejected["errors"][0]["loc"] == ["values", 1]
+    assert says in rejected["errors"][0]["msg"]
+    assert nothing_recorded(client, jane)
+
+
+@pytest.mark.parametrize("word", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused(client: TestClient, jane: str, word: str) -> None:
+    # Python's json reads these words, so they reach the engine; JSON itself has no such numbers.
+    text = (
+        '{"values": [{"time": 0, "metric": "spo2", "value": 97},'
+        f' {{"time": 1, "metric": "spo2", "value": {word}}}]}}'
+    )
+    response = client.post(f"{API}/tensors/{jane}/values", content=text, headers={"content-type": "application/json"})
+    assert "finite" in problem(response, 422)["errors"][0]["msg"]
+    assert nothing_recorded(client, jane)
+
+
+def test_a_misspelt_label_gets_a_suggestion(client: TestClient, jane: str) -> None:
+    rejected = problem(write(client, jane, cell(1, "temprature", 37.0)), 422)
+    assert "did you mean 'temperature'?" in rejected["detail"]
+
+
+def test_every_bad_value_is_listed(client: TestClient, jane: str) -> None:
+    rejected = problem(write(client, jane, cell(0, "pulse", 1), cell(1, "spo2", 97), cell(2, "spo2", "x")), 422)
+    assert [e["loc"][1] for e in rejected["errors"]] == [0, 2]
+    assert rejected["detail"].startswith("2 of 3 values rejected")
+
+
+def test_an_empty_or_malformed_batch_is_422(client: TestClient, jane: str) -> None:
+    assert "at least one" in problem(write(client, jane), 422)["detail"]
+    assert problem(client.post(f"{API}/tensors/{jane}/values", json={}), 422)
+    assert problem(client.post(f"{API}/tensors/{jane}/values", json={"values": [1, 2]}), 422)
+    assert problem(client.post(f"{API}/tensors/{jane}/values", json={"values": [], "x": 1}), 422)
+
+
+def test_writing_to_an_unknown_tensor_is_404(client: TestClient) -> None:
+    ghost = uuid.uuid4()
+    assert str(ghost) in problem(write(client, str(ghost), cell(0, "spo2", 97)), 404)["detail"]
+
+
+@pytest.fixture
+def small_client(app: FastAPI, settings: Settings, login_as: Callable[..., TestClient]) -> Iterator[TestClient]:
+    """An admin on an app with small limits (10 values a write, 20 cells a read), cheap to reach.
+
+    The routes read these limits from ``app.state.settings`` on each request, so the test app's settings are
+    swapped rather than a second app built (which would need its own users and tokens).
+    """
+    app.state.settings = settings.model_copy(update={"max_batch_values": 10, "max_read_cells": 20})
+    with login_as("admin") as admin:
+        yield admin
+
+
+def test_an_oversized_batch_is_413_and_writes_nothing(small_client: TestClient) -> None:
+    tensor_id = new_tensor(small_client)["id"]
+    values = [cell(i, "spo2", 97) for i in range(11)]
+    refused = problem(write(small_client, tensor_id, *values), 413)
+    assert "10" in refused["detail"] and "11" in refused["detail"]
+    assert nothing_recorded(small_client, tensor_id)
+    assert written(small_client, tensor_id, *values[:10]) == 10
+
+
+def test_a_read_over_the_cell_limit_is_422_until_narrowed(small_client: TestClient) -> None:
+    tensor_id = new_tensor(small_client)["id"]
+    written(small_client, tensor_id, *(cell(t, "spo2", 97) for t in range(5)))
+    too_big = problem(small_client.get(f"{API}/tensors/{tensor_id}"), 422)  # 5 labels × 5 steps
+    assert "25 cells" in too_big["detail"] and "20" in too_big["detail"]
+    assert read(small_client, tensor_id, metric="spo2")["values"] == [97] * 5
+
+
+def test_history_filters_by_time(client: TestClient, jane: str) -> None:
+    written(client, jane, cell(1, "spo2", 95), cell(8, "spo2", 96))
+    written(client, jane, cell(1, "spo2", 97), cell(8, "spo2", 98))
+    assert [h["time"] for h in client.get(f"{API}/tensors/{jane}/history").json()] == [1, 8]
+    late = client.get(f"{API}/tensors/{jane}/history", params={"from": "2026-01-05"}).json()
+    assert [(h["time"], h["value"], h["new_value"]) for h in late] == [(8, 96, 98)]
+    assert client.get(f"{API}/tensors/{jane}/history", params={"to": 0}).json() == []
+
+
+def test_overwrites_keep_the_replaced_value_in_history(client: TestClient, jane: str) -> None:
+    written(client, jane, cell(3, "systolic_bp", 120))
+    written(client, jane, cell(3, "systolic_bp", 128))
+    assert read(client, jane, time=3, metric="systolic_bp")["values"] == 128
+    (entry,) = client.get(f"{API}/tensors/{jane}/history").json()
+    assert entry["time"] == 3 and entry["labels"] == {"metric": "systolic_bp"}
+    assert entry["value"] == 120 and entry["new_value"] == 128
+    assert datetime.fromisoformat(entry["written_at"]) <= datetime.fromisoformat(entry["replaced_at"])
+
+
+def test_the_last_of_duplicate_cells_in_a_batch_wins(client: TestClient, jane: str) -> None:
+    assert written(client, jane, cell(2, "spo2", 95), cell(2, "spo2", 97)) == 1
+    assert read(client, jane, time=2, metric="spo2")["values"] == 97
+
+
+def test_values_across_several_blocks_read_back(client: TestClient, jane: str) -> None:
+    # Blocks hold 64 time steps: 0 and 63 share one, 64 starts the next, 200 is two blocks further on.
+    written(client, jane, *(cell(t, "heart_rate", 60 + t % 100) for t in (0, 63, 64, 200)))
+    body = read(client, jane, metric="heart_rate")
+    assert body["coords"]["time"][0] == 0 and body["coords"]["time"][-1] == 200
+    recorded = {t: v for t, v in zip(body["coords"]["time"], body["values"], strict=True) if v is not None}
+    assert recorded == {0: 60, 63: 123, 64: 124, 200: 60}
+    narrow = read(client, jane, metric="heart_rate", **{"from": 63, "to": 64})
+    assert narrow["values"] == [123, 124]
+
+
+# --- reads ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def week(client: TestClient, jane: str) -> str:
+    """Jane's tensor with systolic_bp 125 + day on days 0..6 and heart_rate on days 0 and 5."""
+    written(client, jane, *(cell(day, "systolic_bp", 125 + day) for day in range(7)))
+    written(client, jane, cell(0, "heart_rate", 70), cell(5, "heart_rate", 75))
+    return jane
+
+
+def test_blood_pressure_on_day_3_is_a_scalar(client: TestClient, week: str) -> None:
+    for route in ("tensor", "tensors"):
+        body = client.get(f"{API}/{route}/{week}", params={"time": 3, "metric": "systolic_bp"}).json()
+        assert body["values"] == 128 and body["dims"] == []
+        assert body["selection"] == {"metric": "systolic_bp", "time": 3}
+
+
+def test_one_time_step_keeps_the_label_axis(client: TestClient, week: str) -> None:
+    body = read(client, week, time=3)
+    assert body["dims"] == ["metric"]
+    assert body["values"] == [None, 128, None, None, None]
+
+
+def test_a_timestamp_selects_the_step_containing_it(client: TestClient, week: str) -> None:
+    assert read(client, week, time="2026-01-04T23:59:59Z", metric="systolic_bp")["values"] == 128
+
+
+def test_from_and_to_are_inclusive(client: TestClient, week: str) -> None:
+    body = read(client, week, metric="systolic_bp", **{"from": 2, "to": 4})
+    assert body["coords"]["time"] == [2, 3, 4] and body["values"] == [127, 128, 129]
+    by_date = read(client, week, metric="systolic_bp", **{"from": "2026-01-03", "to": "2026-01-05T12:00:00Z"})
+    assert by_date["values"] == [127, 128, 129]
+
+
+def test_a_label_list_keeps_the_axis(client: TestClient, week: str) -> None:
+    body = read(client, week, metric="heart_rate,systolic_bp", time=5)
+    assert body["dims"] == ["metric"] and body["coords"]["metric"] == ["heart_rate", "systolic_bp"]
+    assert body["values"] == [75, 130]
+
+
+def test_latest_gives_each_cells_last_value_and_its_time(client: TestClient, week: str) -> None:
+    body = read(client, week, time="latest")
+    assert body["dims"] == ["metric"]
+    assert body["values"] == [75, 131, None, None, None]
+    assert body["times"] == [5, 6, None, None, None]
+    one = read(client, week, time="latest", metric="heart_rate")
+    assert (one["values"], one["times"]) == (75, 5)
+
+
+def test_as_of_returns_the_value_before_a_later_write(client: TestClient, jane: str) -> None:
+    written(client, jane, cell(3, "systolic_bp", 120))
+    time.sleep(0.01)
+    between = datetime.now(UTC).isoformat()
+    time.sleep(0.01)
+    written(client, jane, cell(3, "systolic_bp", 128), cell(4, "systolic_bp", 130))
+    then = read(client, jane, metric="systolic_bp", as_of=between)
+    assert then["values"] == [120, None]
+    assert read(client, jane, metric="systolic_bp")["values"] == [128, 130]
+    before_all = read(client, jane, metric="systolic_bp", as_of="2020-01-01T00:00:00Z")
+    assert before_all["values"] == [None, None]
+
+
+def test_as_of_the_replaced_writes_own_time_sees_it(client: TestClient, jane: str) -> None:
+    written(client, jane, cell(3, "systolic_bp", 120))
+    written(client, jane, cell(3, "systolic_bp", 128))
+    (entry,) = client.get(f"{API}/tensors/{jane}/history").json()
+    assert read(client, jane, time=3, metric="systolic_bp", as_of=entry["written_at"])["values"] == 120
+
+
+def test_rewriting_the_same_value_keeps_it_visible_as_of_earlier(client: TestClient, jane: str) -> None:
+    written(client, jane, cell(3, "systolic_bp", 120))
+    time.sleep(0.01)
+    between = datetime.now(UTC).isoformat()
+    time.sleep(0.01)
+    written(client, jane, cell(3, "systolic_bp", 120))
+    assert read(client, jane, time=3, metric="systolic_bp", as_of=between)["values"] == 120
+
+
+def test_a_time_outside_the_record_names_the_recorded_range(client: TestClient, week: str) -> None:
+    outside = problem(client.get(f"{API}/tensor/{week}", params={"time": 9}), 422)
+    assert outside["detail"] == f"time index 9 is outside 0..6 recorded for tensor {week}"
+    assert problem(client.get(f"{API}/tensor/{week}", params={"from": 10, "to": 12}), 422)
+    assert "origin" in problem(client.get(f"{API}/tensor/{week}", params={"time": "2025-06-01"}), 422)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "says"),
+    [
+        ({"metrc": "heart_rate"}, "did you mean 'metric'?"),
+        ({"metric": "hart_rate"}, "did you mean 'heart_rate'?"),
+        ({"metric": "heart_rate,spo"}, "did you mean 'spo2'?"),
+        ({"time": 3, "from": 1}, "either"),
+        ({"from": 4, "to": 2}, "after"),
+        ({"time": "soon"}, "ISO 8601"),
+        ({"time": "--3"}, "time"),
+        ({"as_of": "not a time"}, "as_of"),
+        ({"time": 3, "metric": "heart_rate", "as_of": "0001-01-01T00:00:00+01:00"}, "as_of"),
+    ],
+)
+def test_bad_read_parameters_are_422(client: TestClient, week: str, params: dict[str, Any], says: str) -> None:
+    assert says in problem(client.get(f"{API}/tensor/{week}", params=params), 422)["detail"]
+
+
+def test_an_axis_given_twice_is_422(client: TestClient, week: str) -> None:
+    response = client.get(f"{API}/tensor/{week}?metric=spo2&metric=heart_rate")
+    assert "comma" in problem(response, 422)["detail"]
+
+
+def test_reading_a_tensor_with_no_values(client: TestClient, jane: str) -> None:
+    body = read(client, jane)
+    assert body["shape"] == [5, 0] and body["dims"] == ["metric", "time"]
+    assert body["values"] == [[], [], [], [], []] and body["timestamps"] == []
+    latest = read(client, jane, time="latest")
+    assert latest["values"] == [None] * 5 and latest["times"] == [None] * 5
+    assert "nothing recorded" in problem(client.get(f"{API}/tensor/{jane}", params={"time": 0}), 422)["detail"]
+
+
+def test_unknown_and_malformed_tensor_ids(client: TestClient) -> None:
+    ghost = uuid.uuid4()
+    assert str(ghost) in problem(client.get(f"{API}/tensor/{ghost}"), 404)["detail"]
+    assert problem(client.get(f"{API}/tensor/not-a-uuid"), 422)
+    assert problem(client.delete(f"{API}/tensors/{ghost}"), 404)
+    assert problem(client.get(f"{API}/tensors/{ghost}/history"), 404)
+
+
+# --- three axes: metric × position × time ---------------------------------------------------------------------
+
+
+def test_a_3d_tensor_writes_and_slices_by_either_axis(client: TestClient) -> None:
+    made = new_tensor(client, POSTURE)
+    assert made["shape"] == [2, 3, 0]
+    values = [
+        {"time": 1, "metric": "systolic_bp", "position": "standing", "value": 118},
+        {"time": 1, "metric": "diastolic_bp", "position": "lying", "value": 70},
+    ]
+    written(client, made["id"], *values)
+    whole = read(client, made["id"])
+    assert whole["dims"] == ["metric", "position", "time"] and whole["shape"] == [2, 3, 1]
+    assert whole["values"] == [[[None], [118], [None]], [[None], [None], [70]]]
+    standing = read(client, made["id"], position="standing", time=1)
+    assert standing["dims"] == ["metric"] and standing["values"] == [118, None]
+    assert read(client, made["id"], metric="diastolic_bp", position="lying", time=1)["values"] == 70
+
+
+def test_a_3d_tensor_needs_every_axis_and_checks_ranges(client: TestClient) -> None:
+    made = new_tensor(client, POSTURE)
+    missing = problem(write(client, made["id"], {"time": 1, "metric": "systolic_bp", "value": 118}), 422)
+    assert "position" in missing["detail"]
+    low = {"time": 1, "metric": "systolic_bp", "position": "sitting", "value": 10}
+    assert "40..300" in problem(write(client, made["id"], low), 422)["detail"]
+    assert nothing_recorded_3d(client, made["id"])
+
+
+def nothing_recorded_3d(client: TestClient, tensor_id: str) -> bool:
+    return read(client, tensor_id)["shape"] == [2, 3, 0]
+
+
+def test_latest_on_a_3d_tensor(client: TestClient) -> None:
+    made = new_tensor(client, POSTURE)
+    written(client, made["id"], {"time": 1, "metric": "systolic_bp", "position": "sitting", "value": 120})
+    written(client, made["id"], {"time": 4, "metric": "systolic_bp", "position": "sitting", "value": 125})
+    body = read(client, made["id"], time="latest")
+    assert body["dims"] == ["metric", "position"]
+    assert body["values"] == [[125, None, None], [None, None, None]]
+    assert body["times"] == [[4, None, None], [None, None, None]]
+
+
+# --- delete ---------------------------------------------------------------------------------------------------
+
+
+def test_delete_answers_204_then_404(client: TestClient, week: str) -> None:
+    assert client.delete(f"{API}/tensors/{week}").status_code == 204
+    assert problem(client.get(f"{API}/tensor/{week}"), 404)
+    assert problem(write(client, week, cell(0, "spo2", 97)), 404)
+    assert problem(client.delete(f"{API}/tensors/{week}"), 404)
+
+
+def test_deleting_the_entity_deletes_its_tensors(client: TestClient) -> None:
+    made = new_tensor(client)
+    written(client, made["id"], cell(0, "spo2", 97))
+    assert client.get(f"{API}/entities/{made['entity_id']}/tensors").json()[0]["id"] == made["id"]
+    assert client.delete(f"{API}/entities/{made['entity_id']}").status_code == 204
+    assert problem(client.get(f"{API}/tensors/{made['id']}"), 404)
+    assert problem(client.get(f"{API}/entities/{made['entity_id']}/tensors"), 404)
+    # The schema is no longer in use, so it can go too.
+    assert client.delete(f"{API}/schemas/vitals").status_code == 204
+
+
+# --- schema versions ------------------------------------------------------------------------------------------
+
+
+def publish_resp_rate(client: TestClient) -> None:
+    body = {"axes": [{"name": "metric", "labels": [*METRICS, "resp_rate"], "ranges": {"resp_rate": [0, 80]}}]}
+    response = client.put(f"{API}/schemas/vitals", json=body)
+    assert response.status_code == 201, response.text
+
+
+def test_a_tensor_moves_forward_to_a_new_schema_version(client: TestClient, week: str) -> None:
+    publish_resp_rate(client)
+    # Still on version 1: reads as before, and the new label is not writable yet.
+    assert read(client, week, time=3)["values"] == [None, 128, None, None, None]
+    assert "resp_rate" in problem(write(client, week, cell(3, "resp_rate", 16)), 422)["detail"]
+    moved = client.patch(f"{API}/tensors/{week}", json={"schema_version": 2})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["schema_version"] == 2 and moved.json()["shape"] == [6, 7]
+    # Blocks written under version 1 read with the new label unrecorded.
+    assert read(client, week, time=3)["values"] == [None, 128, None, None, None, None]
+    written(client, week, cell(3, "resp_rate", 16))
+    assert read(client, week, time=3)["values"] == [None, 128, None, None, None, 16]
+    assert "81" in problem(write(client, week, cell(4, "resp_rate", 81)), 422)["detail"]
+
+
+def test_schema_versions_only_move_forward(client: TestClient, jane: str) -> None:
+    publish_resp_rate(client)
+    client.patch(f"{API}/tensors/{jane}", json={"schema_version": 2})
+    assert "forward" in problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 1}), 409)["detail"]
+    assert problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 3}), 404)
+    assert problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 0}), 422)
+    assert problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 10**30}), 422)
+    assert client.get(f"{API}/tensors/{jane}").json()["schema_version"] == 2

@@ -1,0 +1,273 @@
+"""Tensors through the Python API (``dust.Dust``): bulk writes, blocks, exports to NumPy, pandas and xarray."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dust.core.errors import InvalidInput, NotFound, OutOfRange
+from dust.embedded import Dust
+from dust.engine import schemas, tensors
+from dust.engine.schemas import SchemaUpdate
+
+ORIGIN = "2026-01-01T00:00:00Z"
+METRICS = ["heart_rate", "systolic_bp", "temperature"]
+VITALS = {
+    "name": "vitals",
+    "axes": [{"name": "metric", "labels": METRICS, "ranges": {"heart_rate": [0, 300]}}],
+    "time": {"unit": "day", "step": 1},
+}
+POSTURE = {
+    "name": "posture",
+    "axes": [
+        {"name": "metric", "labels": ["systolic_bp", "diastolic_bp"]},
+        {"name": "position", "labels": ["sitting", "standing", "lying"]},
+    ],
+    "time": {"unit": "hour", "step": 6},
+}
+
+
+def new_tensor(db: Dust, schema: dict = VITALS) -> uuid.UUID:
+    """Jane's tensor under ``schema`` (created if missing), origin 2026-01-01."""
+    if schema["name"] not in {s.name for s in db.schemas()}:
+        db.create_schema(schema)
+    jane = db.create_entity(kind="patient", name="Jane Doe")
+    return db.create_tensor(jane.id, schema["name"], origin=ORIGIN).id
+
+
+@pytest.fixture
+def vitals(db: Dust) -> uuid.UUID:
+    return new_tensor(db)
+
+
+def test_write_array_stores_every_number_and_skips_nan(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": 1, "metric": "temperature", "value": 37.0}])
+    array = np.array([[70.0, 71.0, 72.0], [120.0, np.nan, 122.0], [np.nan, np.nan, np.nan]])
+    assert db.write_array(vitals, array).written == 5
+    stored = db.read_tensor(vitals).to_numpy()
+    assert stored.shape == (3, 3)
+    np.testing.assert_array_equal(stored[:2], array[:2])
+    # The NaN cell at time 1 left the earlier temperature in place.
+    np.testing.assert_array_equal(stored[2], [np.nan, 37.0, np.nan])
+
+
+def test_write_array_starts_at_the_given_time_index(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_array(vitals, np.full((3, 2), 80.0), start=10)
+    view = db.read_tensor(vitals)
+    assert view.coords["time"] == [10, 11]
+    assert view.meta.time.start == 10 and view.meta.time.stop == 11
+
+
+@pytest.mark.parametrize(
+    ("array", "start", "error"),
+    [
+        (np.full((2, 1), 60.0), 0, InvalidInput),  # wrong number of labels
+        (np.full((3,), 60.0), 0, InvalidInput),  # no time axis
+        (np.array([[400.0], [1.0], [1.0]]), 0, InvalidInput),  # heart_rate above 300
+        (np.array([[np.inf], [1.0], [1.0]]), 0, InvalidInput),
+        (np.full((3, 1), 60.0), -1, OutOfRange),  # before the origin
+        (np.full((3, 2), 60.0), 100_000_000, OutOfRange),  # its second step is past the last index
+        (np.array([["a"], ["b"], ["c"]]), 0, InvalidInput),
+    ],
+)
+def test_write_array_refuses_bad_arrays_and_writes_nothing(
+    db: Dust, vitals: uuid.UUID, array: np.ndarray, start: int, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        db.write_array(vitals, array, start=start)
+    assert db.read_tensor(vitals).values.size == 0
+
+
+def test_a_value_must_lie_in_the_range_of_every_label_of_its_cell(db: Dust) -> None:
+    bounded = {
+        "name": "bounded",
+        "axes": [
+            {"name": "metric", "labels": ["a", "b"], "ranges": {"a": [0, 100]}, "units": {"a": "mg"}},
+            {"name": "site", "labels": ["x", "y"], "ranges": {"y": [50, 200]}},
+        ],
+    }
+    tensor_id = new_tensor(db, bounded)
+    with pytest.raises(InvalidInput, match=r"y 20 is outside its valid range 50\.\.200"):
+        db.write_values(tensor_id, [{"time": 0, "metric": "a", "site": "y", "value": 20}])
+    with pytest.raises(InvalidInput, match=r"a 150 mg is outside its valid range 0\.\.100 mg"):
+        db.write_values(tensor_id, [{"time": 0, "metric": "a", "site": "y", "value": 150}])
+    array = np.full((2, 2, 1), np.nan)
+    array[1, 1, 0] = 10  # b has no range, but y does
+    with pytest.raises(InvalidInput, match="y 10"):
+        db.write_array(tensor_id, array)
+    accepted = [("a", "y", 75), ("b", "x", -5), ("b", "y", 200), ("a", "x", 0)]
+    db.write_values(tensor_id, [{"time": 0, "metric": m, "site": s, "value": v} for m, s, v in accepted])
+    assert db.read_tensor(tensor_id, time=0).to_numpy().tolist() == [[0, 75], [-5, 200]]
+
+
+def test_values_spanning_several_blocks_read_back_exactly(db: Dust, vitals: uuid.UUID) -> None:
+    # Blocks hold 64 steps: 0 and 63 share the first, 64 opens the second, 200 sits in the fourth.
+    times = [0, 63, 64, 200]
+    db.write_values(vitals, [{"time": t, "metric": "heart_rate", "value": 50 + t / 10} for t in times])
+    view = db.read_tensor(vitals, labels={"metric": "heart_rate"})
+    assert view.coords["time"] == list(range(201))
+    recorded = np.flatnonzero(~np.isnan(view.to_numpy()))
+    assert recorded.tolist() == times
+    assert view.to_numpy()[times].tolist() == [50 + t / 10 for t in times]
+    # A read starting inside a later block sees only its part.
+    tail = db.read_tensor(vitals, start=64, stop=199, labels={"metric": "heart_rate"}).to_numpy()
+    assert tail[0] == 56.4 and np.isnan(tail[1:]).all()
+
+
+def test_a_large_bulk_write_round_trips(db: Dust, vitals: uuid.UUID) -> None:
+    rng = np.random.default_rng(7)
+    array = rng.uniform(30, 200, size=(3, 500))
+    array[rng.random(array.shape) < 0.3] = np.nan
+    db.write_array(vitals, array)
+    np.testing.assert_array_equal(db.read_tensor(vitals).to_numpy(), array)
+
+
+def test_to_xarray_has_named_dims_and_datetime_time(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": 2, "metric": "systolic_bp", "value": 128}])
+    db.write_values(vitals, [{"time": 4, "metric": "heart_rate", "value": 70}])
+    xr = db.read_tensor(vitals).to_xarray()
+    assert xr.dims == ("metric", "time")
+    assert list(xr.coords["metric"].values) == METRICS
+    assert np.issubdtype(xr.coords["time"].dtype, np.datetime64)
+    assert xr.coords["time"].values[0] == np.datetime64("2026-01-03T00:00:00")
+    assert xr.coords["time_index"].values.tolist() == [2, 3, 4]
+    assert float(xr.sel(metric="systolic_bp", time="2026-01-03")) == 128
+    assert xr.attrs["tensor_id"] == str(vitals)
+
+
+def test_to_pandas_is_long_form_with_one_row_per_recorded_cell(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(
+        vitals,
+        [
+            {"time": 2, "metric": "systolic_bp", "value": 128},
+            {"time": 4, "metric": "heart_rate", "value": 70},
+            {"time": 4, "metric": "temperature", "value": 37.5},
+        ],
+    )
+    frame = db.read_tensor(vitals).to_pandas()
+    assert list(frame.columns) == ["metric", "time", "timestamp", "value"]
+    rows = {(r.metric, r.time): r.value for r in frame.itertuples()}
+    assert rows == {("systolic_bp", 2): 128, ("heart_rate", 4): 70, ("temperature", 4): 37.5}
+    first = frame[frame.metric == "systolic_bp"].iloc[0]
+    assert first.timestamp == pd.Timestamp("2026-01-03", tz="UTC")
+
+
+def test_to_pandas_names_picked_labels_and_times(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": 3, "metric": "systolic_bp", "value": 128}])
+    scalar = db.read_tensor(vitals, time=3, labels={"metric": "systolic_bp"})
+    assert scalar.to_numpy().shape == ()
+    (row,) = scalar.to_pandas().itertuples()
+    assert (row.metric, row.time, row.value) == ("systolic_bp", 3, 128.0)
+    assert row.timestamp == pd.Timestamp("2026-01-04", tz="UTC")
+    latest = db.read_tensor(vitals, latest=True).to_pandas()
+    assert latest[["metric", "time", "value"]].to_dict("records") == [
+        {"metric": "systolic_bp", "time": 3, "value": 128.0}
+    ]
+
+
+def test_a_3d_tensor_exports_with_both_axes(db: Dust) -> None:
+    tensor_id = new_tensor(db, POSTURE)
+    array = np.full((2, 3, 2), np.nan)
+    array[0, 1, 0], array[1, 2, 1] = 118, 70
+    db.write_array(tensor_id, array)
+    view = db.read_tensor(tensor_id)
+    np.testing.assert_array_equal(view.to_numpy(), array)
+    xr = view.to_xarray()
+    assert xr.dims == ("metric", "position", "time")
+    # Six-hour steps: index 1 is 06:00 on the first day.
+    assert xr.coords["time"].values[1] == np.datetime64("2026-01-01T06:00:00")
+    frame = view.to_pandas()
+    assert frame[["metric", "position", "time", "value"]].to_dict("records") == [
+        {"metric": "systolic_bp", "position": "standing", "time": 0, "value": 118.0},
+        {"metric": "diastolic_bp", "position": "lying", "time": 1, "value": 70.0},
+    ]
+    latest = db.read_tensor(tensor_id, latest=True)
+    assert latest.times is not None and latest.times.tolist() == [[-1, 0, -1], [-1, -1, 1]]
+
+
+def test_numpy_integers_are_accepted_as_time_and_value(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": np.int64(5), "metric": "heart_rate", "value": np.float32(61.5)}])
+    assert float(db.read_tensor(vitals, time=np.int64(5), labels={"metric": "heart_rate"}).to_numpy()) == 61.5
+
+
+def test_as_of_a_written_at_time_is_exact_to_the_microsecond(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": 0, "metric": "heart_rate", "value": 60}])
+    db.write_values(vitals, [{"time": 0, "metric": "heart_rate", "value": 65}])
+    with db.session() as s:
+        (entry,) = tensors.history(s, vitals)
+    assert entry.written_at.tzinfo is not None
+    at_write = db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}, as_of=entry.written_at)
+    assert float(at_write.to_numpy()) == 60
+    at_replace = db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}, as_of=entry.replaced_at)
+    assert float(at_replace.to_numpy()) == 65
+
+
+def test_as_of_restores_replaced_values_into_a_picked_slice(db: Dust) -> None:
+    tensor_id = new_tensor(db, POSTURE)
+    first = {"time": 2, "metric": "diastolic_bp", "position": "lying", "value": 70}
+    db.write_values(tensor_id, [first, {**first, "position": "sitting", "value": 80}])
+    time.sleep(0.01)
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    db.write_values(tensor_id, [{**first, "value": 75}])
+    picked = db.read_tensor(tensor_id, time=2, labels={"metric": "diastolic_bp", "position": ["lying", "sitting"]})
+    assert picked.to_numpy().tolist() == [75, 80]
+    then = db.read_tensor(
+        tensor_id, time=2, labels={"metric": "diastolic_bp", "position": ["lying", "sitting"]}, as_of=between
+    )
+    assert then.to_numpy().tolist() == [70, 80]
+    other = db.read_tensor(tensor_id, time=2, labels={"position": "standing"}, as_of=between)
+    assert np.isnan(other.to_numpy()).all()
+
+
+def test_concurrent_writes_to_one_block_are_all_kept(db: Dust, vitals: uuid.UUID) -> None:
+    # Each write rewrites the whole block; unserialised, the later commit would drop the earlier one's cell.
+    failures: list[Exception] = []
+
+    def write(i: int) -> None:
+        try:
+            db.write_values(vitals, [{"time": i, "metric": METRICS[i % 3], "value": 60 + i}])
+        except Exception as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    stored = db.read_tensor(vitals).to_numpy()
+    assert [stored[i % 3, i] for i in range(12)] == [60 + i for i in range(12)]
+
+
+def test_blocks_written_before_a_new_label_read_padded(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_array(vitals, np.array([[60.0, 61.0], [120.0, 121.0], [36.6, 36.7]]))
+    update = SchemaUpdate(axes=[{"name": "metric", "labels": [*METRICS, "spo2"]}])  # type: ignore[list-item]
+    with db.session() as s:
+        schemas.publish(s, "vitals", update)
+        tensors.update(s, vitals, tensors.TensorUpdate(schema_version=2))
+    view = db.read_tensor(vitals)
+    assert view.coords["metric"][-1] == "spo2"
+    np.testing.assert_array_equal(view.to_numpy()[3], [np.nan, np.nan])
+    db.write_values(vitals, [{"time": 1, "metric": "spo2", "value": 97}])
+    np.testing.assert_array_equal(db.read_tensor(vitals, time=1).to_numpy(), [61.0, 121.0, 36.7, 97])
+
+
+def test_delete_tensor_removes_it(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": 0, "metric": "heart_rate", "value": 60}])
+    db.delete_tensor(vitals)
+    with pytest.raises(NotFound):
+        db.read_tensor(vitals)
+
+
+def test_timestamps_of_a_read_are_utc(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [{"time": "2026-01-05T08:00:00+02:00", "metric": "heart_rate", "value": 60}])
+    view = db.read_tensor(vitals)
+    assert view.coords["time"] == [4]
+    assert view.timestamps == [datetime(2026, 1, 5, tzinfo=UTC)]
