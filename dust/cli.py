@@ -1,13 +1,15 @@
-"""The ``dust`` command: serve, load demo data, migrate."""
+"""The ``dust`` command: serve, load demo data, migrate, manage users."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
 
 from dust.core.config import Settings
 from dust.core.logging import configure_logging
@@ -16,7 +18,30 @@ from dust.core.security import Role
 if TYPE_CHECKING:
     from dust.embedded import Dust
 
-app = typer.Typer(help="DUST: entities, their tensors over time, and the relations between them.", no_args_is_help=True)
+
+class _Commands(TyperGroup):
+    """Engine errors and invalid input end a command with a message and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from pydantic import ValidationError
+
+        from dust.core.errors import DustError
+
+        try:
+            return super().invoke(ctx)
+        except DustError as problem:
+            console.print(f"[red]{problem.title}:[/red] {problem.detail}")
+            raise typer.Exit(1) from None
+        except ValidationError as problem:
+            for error in problem.errors():
+                where = ".".join(str(p) for p in error["loc"])
+                console.print(f"[red]Invalid {where}:[/red] {error['msg']}")
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Commands, help="DUST: entities, their tensors over time, and the relations between them.", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
@@ -231,21 +256,3 @@ def _update_user(username: str, **changes: object) -> None:
     with _open() as db, db.session() as session:
         user = users.by_username(session, username)
         users.update(session, user.id, users.UserUpdate.model_validate(changes))
-
-
-def main() -> None:
-    """The console script: engine errors and invalid input end with a message and exit 1, not a traceback."""
-    from pydantic import ValidationError
-
-    from dust.core.errors import DustError
-
-    try:
-        app()
-    except DustError as problem:
-        console.print(f"[red]{problem.title}:[/red] {problem.detail}")
-        raise SystemExit(1) from None
-    except ValidationError as problem:
-        for error in problem.errors():
-            where = ".".join(str(p) for p in error["loc"])
-            console.print(f"[red]Invalid {where}:[/red] {error['msg']}")
-        raise SystemExit(1) from None

@@ -45,3 +45,21 @@ def test_every_cli_command_is_documented() -> None:
 def test_every_setting_is_documented() -> None:
     missing = [f"DUST_{name.upper()}" for name in Settings.model_fields if f"DUST_{name.upper()}" not in DOCS]
     assert not missing, f"settings missing from the README: {missing}"
+
+
+def test_security_doc_names_tests_that_exist() -> None:
+    """The OWASP table's test column: `tests/file.py::test`, `tests/file.py`, or a bare `test` of the file before."""
+    rows = [line for line in (ROOT / "docs" / "security.md").read_text().splitlines() if line.startswith("| API")]
+    assert len(rows) == 10
+    missing = []
+    for row in rows:
+        current = None
+        for token in re.findall(r"`([^`]+)`", row.rstrip(" |").rsplit("|", 1)[1]):
+            path, _, test = token.partition("::") if token.startswith("tests/") else ("", "", token)
+            if path:
+                current = ROOT / path
+                if not current.exists():
+                    missing.append(path)
+            if test and (current is None or f"def {test}(" not in current.read_text()):
+                missing.append(token)
+    assert not missing, f"docs/security.md names tests that do not exist: {missing}"

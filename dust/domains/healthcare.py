@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session
 
-from dust.engine import entities, relations, schemas, tensors
+from dust.engine import entities, kinds, relations, schemas, tensors
 from dust.engine.entities import EntityCreate
+from dust.engine.kinds import KindPolicy
 from dust.engine.relations import RelationCreate
 from dust.engine.schemas import SchemaCreate
 from dust.engine.tensors import TensorCreate
@@ -95,6 +96,13 @@ _LAST = [
     "Lopez",
 ]
 MARKER = ("hospital", "demo-hospital-1")
+# What de-identified readers (analysts) may not see. A patient's name, record number and birth year identify
+# them (HIPAA Safe Harbor lists names, record numbers and dates); a doctor's or hospital's name does not.
+POLICIES = {
+    "patient": KindPolicy(description="A person receiving care.", sensitive=["name", "external_id", "birth_year"]),
+    "doctor": KindPolicy(description="A clinician; linked users see the patients they treat.", sensitive=[]),
+    "hospital": KindPolicy(description="A place of care.", sensitive=[]),
+}
 
 
 def generate(
@@ -104,6 +112,8 @@ def generate(
     rng = np.random.default_rng(seed)
     if schemas.repo.latest(session, VITALS.name) is None:
         schemas.create(session, VITALS)
+    for kind, policy in POLICIES.items():
+        kinds.put(session, kind, policy)
     origin = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
     hospitals = [
         entities.create(session, EntityCreate(kind="hospital", name=name, external_id=f"demo-hospital-{i + 1}"))

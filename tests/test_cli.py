@@ -1,0 +1,81 @@
+"""The `dust` command: users, demo, migrations, and serve's refusal to run unsigned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dust.cli import app
+from dust.core.config import Settings
+from dust.embedded import Dust
+from dust.engine import users
+from dust.engine.users import TokenPair
+
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture
+def run(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Invoke the CLI on the test database, in a scratch directory, with no signing key set."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DUST_DATABASE_URL", database_url)
+    monkeypatch.setenv("DUST_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("DUST_SECRET_KEY", "")  # restored by monkeypatch after the demo sets one
+    monkeypatch.delenv("DUST_SECRET_KEY")
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(app, list(args), input=stdin)
+
+    return invoke
+
+
+def sign_in(database_url: str, username: str, password: str) -> object:
+    settings = Settings(database_url=database_url, secret_key="k" * 40)
+    with Dust(database_url, migrate=False) as db, db.session() as session:
+        return users.login(session, settings, username, password, "cli-test")
+
+
+def test_users_lifecycle(run, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    created = run("users", "create", "alice", "--role", "clinician", "--password-stdin", stdin=PASSWORD + "\n")
+    assert created.exit_code == 0, created.output
+    assert "Created clinician alice" in created.output
+    assert isinstance(sign_in(database_url, "alice", PASSWORD), TokenPair)
+    again = run("users", "create", "alice", "--role", "viewer", "--password-stdin", stdin=PASSWORD + "\n")
+    assert again.exit_code == 1 and "exists" in again.output
+    short = run("users", "create", "bob", "--role", "viewer", "--password-stdin", stdin="short\n")
+    assert short.exit_code == 1 and "password" in short.output
+    assert run("users", "set-role", "alice", "analyst").exit_code == 0
+    listed = run("users", "list")
+    assert "alice" in listed.output and "analyst" in listed.output
+    assert run("users", "disable", "alice").exit_code == 0
+    assert not isinstance(sign_in(database_url, "alice", PASSWORD), TokenPair)
+    missing = run("users", "disable", "nobody")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+
+
+def test_serve_refuses_without_a_secret_key(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("serve", "--port", "8999")
+    assert result.exit_code == 2
+    assert "DUST_SECRET_KEY" in result.output
+
+
+def test_demo_loads_once_and_prints_a_working_admin_login(run, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    first = run("demo", "healthcare", "--size", "4", "--days", "10")
+    assert first.exit_code == 0, first.output
+    assert "4 patients" in first.output
+    password = first.output.split("with password")[1].split()[0]
+    assert isinstance(sign_in(database_url, "admin", password), TokenPair)
+    second = run("demo", "--size", "4", "--days", "10")
+    assert "already loaded" in second.output
+    new_password = second.output.split("with password")[1].split()[0]
+    assert new_password != password
+    assert isinstance(sign_in(database_url, "admin", new_password), TokenPair)
+    with Dust(database_url, migrate=False) as db:
+        assert len(db.entities(kind="patient").items) == 4
+
+
+def test_db_upgrade(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("db", "upgrade").exit_code == 0
