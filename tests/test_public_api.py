@@ -1,0 +1,30 @@
+"""The package's public names are exactly those in ``dust.__all__``, and each is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dust
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_all_names_resolve_and_nothing_else_is_public() -> None:
+    for name in dust.__all__:
+        assert getattr(dust, name) is not None
+    public = {n for n in vars(dust) if not n.startswith("_")} - {
+        "annotations",
+        "api",
+        "cli",
+        "core",
+        "domains",
+        "embedded",
+        "engine",
+        "storage",
+    }
+    assert public == set(dust.__all__) - {"__version__"}
+
+
+def test_public_names_appear_in_the_readme() -> None:
+    missing = [n for n in dust.__all__ if n not in {"__version__"} and n not in README]
+    assert not missing, f"public names the README does not mention: {missing}"
