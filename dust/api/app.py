@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(health.router)
     app.include_router(health.router, prefix=API)
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.
-    app.add_middleware(Idempotency, sessions=app.state.sessions, ttl_hours=settings.idempotency_ttl_hours)
+    app.add_middleware(Idempotency, sessions=app.state.sessions, settings=settings)
     app.add_middleware(RejectNul)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders, api_prefix=API)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from anyio import to_thread
@@ -17,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dust.api.middleware import buffered, header
 from dust.api.problems import problem
+from dust.core.config import Settings
+from dust.engine import users
 from dust.storage.db import unit_of_work
 from dust.storage.repositories import idempotency as repo
 
@@ -24,10 +27,11 @@ MAX_KEY = 255
 
 
 class Idempotency:
-    def __init__(self, app: ASGIApp, sessions: sessionmaker[Session], ttl_hours: int) -> None:
+    def __init__(self, app: ASGIApp, sessions: sessionmaker[Session], settings: Settings) -> None:
         self.app = app
         self.sessions = sessions
-        self.ttl = timedelta(hours=ttl_hours)
+        self.settings = settings
+        self.ttl = timedelta(hours=settings.idempotency_ttl_hours)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = header(scope, b"idempotency-key") if scope["type"] == "http" else None
@@ -37,9 +41,15 @@ class Idempotency:
         if not 1 <= len(key) <= MAX_KEY:
             await problem(400, f"Idempotency-Key must be 1..{MAX_KEY} characters")(scope, receive, send)
             return
+        user = await to_thread.run_sync(self._user, header(scope, b"authorization") or "")
+        if user is None:  # not signed in: the app answers 401 and there is nothing to remember
+            await self.app(scope, receive, send)
+            return
         body, replay_receive = await buffered(receive)
-        where = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}"
-        fingerprint = hashlib.sha256(where.encode() + b"\n" + body).hexdigest()
+        target = f"{scope['path']}?{scope.get('query_string', b'').decode('latin-1')}".encode()
+        # Keys are per user: another user's identical request must never be answered from this one's.
+        where = f"{user}:{hashlib.sha256(target).hexdigest()}"
+        fingerprint = hashlib.sha256(target + b"\n" + body).hexdigest()
         held = await to_thread.run_sync(self._claim, where, key, fingerprint)
         if held is not None:
             await held(scope, receive, send)
@@ -58,6 +68,16 @@ class Idempotency:
             await self.app(scope, replay_receive, capture)
         finally:
             await to_thread.run_sync(self._settle, where, key, status, b"".join(chunks))
+
+    def _user(self, authorization: str) -> uuid.UUID | None:
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credential:
+            return None
+        try:
+            with unit_of_work(self.sessions) as session:
+                return users.authenticate(session, self.settings, credential.strip())[0].id
+        except users.AuthError:
+            return None
 
     def _claim(self, where: str, key: str, fingerprint: str) -> Response | None:
         with unit_of_work(self.sessions) as session:

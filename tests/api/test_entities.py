@@ -148,3 +148,12 @@ def test_malformed_ids_and_cursors_are_4xx(client: TestClient) -> None:
     assert bad_cursor.status_code == 422
     assert "cursor" in bad_cursor.json()["detail"]
     assert client.get(f"{API}/entities", params={"limit": 0}).status_code == 422
+
+
+def test_idempotency_keys_are_per_user(client: TestClient, login_as) -> None:  # type: ignore[no-untyped-def]
+    body = {"kind": "patient", "name": "Same Body"}
+    headers = {"Idempotency-Key": "shared-key"}
+    mine = client.post(f"{API}/entities", json=body, headers=headers).json()
+    other = login_as("member").post(f"{API}/entities", json=body, headers=headers)
+    assert other.status_code == 201 and other.json()["id"] != mine["id"]
+    assert "idempotent-replayed" not in other.headers
