@@ -29,6 +29,7 @@ from dust.core.security import (
     read_access_token,
     verify_password,
 )
+from dust.engine import audit
 from dust.storage.models import ApiKey, User
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import users as repo
@@ -129,6 +130,7 @@ def create(session: Session, data: UserCreate) -> UserPublic:
             )
     except IntegrityError:
         raise Conflict(f"user '{data.username}' exists") from None
+    audit.record(session, "create", "user", row.id)
     return UserPublic.model_validate(row)
 
 
@@ -163,6 +165,7 @@ def update(session: Session, user_id: uuid.UUID, data: UserUpdate) -> UserPublic
     if {"role", "disabled", "password"} & changes.keys():
         _sign_out_everywhere(session, row)
     session.flush()
+    audit.record(session, "update", "user", row.id)
     return UserPublic.model_validate(row)
 
 
@@ -288,6 +291,7 @@ def create_key(session: Session, user_id: uuid.UUID, name: str) -> ApiKeyCreated
     _row(session, user_id)
     key, prefix = new_api_key()
     row = repo.add_key(session, user_id=user_id, name=name, prefix=prefix, key_hash=digest(key))
+    audit.record(session, "create", "api_key", row.id)
     return ApiKeyCreated(**ApiKeyPublic.model_validate(row).model_dump(), key=key)
 
 
@@ -302,3 +306,4 @@ def revoke_key(session: Session, key_id: uuid.UUID, owner: uuid.UUID | None) -> 
         raise NotFound(f"API key {key_id} does not exist")
     row.revoked_at = row.revoked_at or datetime.now(UTC)
     session.flush()
+    audit.record(session, "delete", "api_key", row.id)

@@ -66,3 +66,10 @@ def test_only_admins_read_it_and_nobody_edits_it(client: TestClient, login_as: C
     assert login_as("analyst").get(f"{API}/audit").status_code == 403
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         assert client.request(method, f"{API}/audit").status_code == 405
+
+
+def test_user_management_is_recorded(client: TestClient) -> None:
+    user = client.post(f"{API}/users", json={"username": "bob", "password": "long enough pw", "role": "viewer"}).json()
+    client.patch(f"{API}/users/{user['id']}", json={"role": "analyst"})
+    mine = [e for e in entries(client, user="admin") if e["resource"] == "user"]
+    assert [(e["action"], e["resource_id"]) for e in mine] == [("update", user["id"]), ("create", user["id"])]
