@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -62,6 +62,11 @@ class Dust:
         with self.session() as s:
             return entities.create(s, EntityCreate(kind=kind, name=name, **fields))
 
+    def create_entities(self, items: Iterable[EntityCreate | Mapping[str, Any]]) -> builtins.list[EntityPublic]:
+        """Many entities in one transaction and a few statements (for importers), in the order given."""
+        with self.session() as s:
+            return entities.create_many(s, [EntityCreate.model_validate(item) for item in items])
+
     def get_entity(self, entity_id: uuid.UUID) -> EntityPublic:
         with self.session() as s:
             return entities.get(s, entity_id)
@@ -101,6 +106,11 @@ class Dust:
                 s, TensorCreate.model_validate({"entity_id": entity_id, "schema": schema, "origin": origin})
             )
 
+    def create_tensors(self, items: Iterable[TensorCreate | Mapping[str, Any]]) -> builtins.list[TensorPublic]:
+        """Many tensors, ``{entity_id, schema, origin}`` each, in one transaction and a few statements."""
+        with self.session() as s:
+            return tensors.create_many(s, [TensorCreate.model_validate(item) for item in items])
+
     def write_values(self, tensor_id: uuid.UUID, values: Sequence[Mapping[str, Any]]) -> WriteResult:
         with self.session() as s:
             return tensors.write_values(s, tensor_id, values, max_batch=self.settings.max_batch_values)
@@ -108,6 +118,11 @@ class Dust:
     def write_array(self, tensor_id: uuid.UUID, array: np.ndarray, start: int = 0) -> WriteResult:
         with self.session() as s:
             return tensors.write_array(s, tensor_id, array, start)
+
+    def write_arrays(self, arrays: Mapping[uuid.UUID, np.ndarray], start: int = 0) -> dict[uuid.UUID, int]:
+        """``write_array`` for many tensors in one transaction and a few statements; values written per tensor."""
+        with self.session() as s:
+            return tensors.write_arrays(s, arrays, start)
 
     def read_tensor(self, tensor_id: uuid.UUID, **selection: Any) -> TensorView:
         """``time=``, ``start=``, ``stop=``, ``labels={axis: label}``, ``as_of=``, ``latest=True``."""

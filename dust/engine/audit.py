@@ -53,24 +53,40 @@ def record(
     entity_ids: Iterable[uuid.UUID | None] = (None,),
 ) -> None:
     """Record ``action`` on ``resource``, once per entity it concerns."""
+    record_each(session, action, resource, [(resource_id, entity_ids)])
+
+
+def record_each(
+    session: Session,
+    action: Action,
+    resource: str,
+    targets: Iterable[tuple[object | None, Iterable[uuid.UUID | None]]],
+) -> None:
+    """Record ``action`` on several resources at once, as ``record`` would one by one: ``targets`` holds
+    (resource id, entity ids) pairs. One INSERT for all, so bulk work costs no statement per resource."""
     who = principal(session)
     if who is None:
         return
-    now = utcnow()
     base = {
-        "at": now,
+        "at": utcnow(),
         "user_id": who.user_id,
         "username": who.username,
         "role": who.role.value,
         "action": action,
         "resource": resource,
-        "resource_id": None if resource_id is None else str(resource_id),
         "request_id": who.request_id,
         "client": who.client,
         "method": who.method,
         "path": who.path,
     }
-    repo.append(session, [{**base, "entity_id": entity_id} for entity_id in entity_ids])
+    repo.append(
+        session,
+        [
+            {**base, "resource_id": None if resource_id is None else str(resource_id), "entity_id": entity_id}
+            for resource_id, entity_ids in targets
+            for entity_id in entity_ids
+        ],
+    )
 
 
 def search(

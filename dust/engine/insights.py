@@ -46,10 +46,18 @@ def aggregate_by_step(
     sdef = schemas.get_def(session, schema)
     position, index = locate(sdef, label, axis)
     step_us = sdef.time.seconds * 1_000_000
-    acc = _Accumulator(agg, step_us)
-    for origins, numbers, shapes, data in repo.schema_block_columns(session, sdef.name, kind, CHUNK_ROWS):
-        acc.add_columns(origins, numbers, shapes, data, (position, index))
+    acc = _Accumulator(agg, step_us, (position, index), _sliced(sdef, position, index))
+    for origins, numbers, shapes, data in repo.schema_block_columns(session, sdef.name, kind, CHUNK_ROWS, acc.part):
+        acc.add_columns(origins, numbers, shapes, data)
     return acc.series()
+
+
+def _sliced(sdef: SchemaDef, position: int, index: int) -> tuple[str, int, int] | None:
+    """For a label of the first axis: (shape key, byte offset, length) of its slice in blocks of the latest
+    shape, which are then read as just that slice. Other blocks, and labels of other axes, read whole."""
+    if position != 0:
+        return None
+    return (codec.shape_key(sdef.shape), *codec.label_slice(sdef.shape, index))
 
 
 def locate(sdef: SchemaDef, label: str, axis: str | None = None) -> tuple[int, int]:
@@ -85,45 +93,54 @@ class _Part:
 class _Accumulator:
     agg: str
     step_us: int
+    at: tuple[int, int]  # (axis position, label index) to aggregate
+    part: tuple[str, int, int] | None = None  # blocks of this shape come as just the label's slice: see _sliced
     parts: list[_Part] = field(default_factory=list)
     pending: int = 0
     _origin_us: dict[datetime, int] = field(default_factory=dict)
 
-    def add_columns(
-        self, origins: list[datetime], numbers: list[int], shapes: list[str], data: list[bytes], at: tuple[int, int]
-    ) -> None:
-        """One batch of blocks; ``at`` is the (axis position, label index) to aggregate."""
+    def add_columns(self, origins: list[datetime], numbers: list[int], shapes: list[str], data: list[bytes]) -> None:
+        """One batch of blocks."""
         for origin in set(origins).difference(self._origin_us):
             self._origin_us[origin] = (origin - _EPOCH) // _US
         starts = np.fromiter(map(self._origin_us.__getitem__, origins), dtype=np.int64, count=len(origins))
         starts += np.asarray(numbers, dtype=np.int64) * (BLOCK * self.step_us)
         kinds = set(shapes)
         if len(kinds) == 1:  # the usual case: one shape, one frombuffer for the whole batch
-            self._add_blocks(starts, codec.parse_shape(shapes[0]), b"".join(data), at)
+            self._add_blocks(starts, shapes[0], b"".join(data))
         else:
             for key in kinds:
                 rows = [i for i, shape in enumerate(shapes) if shape == key]
-                self._add_blocks(starts[rows], codec.parse_shape(key), b"".join(data[i] for i in rows), at)
+                self._add_blocks(starts[rows], key, b"".join(data[i] for i in rows))
         if self.pending > COMPACT_SLOTS:
             self.parts = [self._fold()]
             self.pending = 0
 
-    def _add_blocks(self, starts: np.ndarray, stored: tuple[int, ...], data: bytes, at: tuple[int, int]) -> None:
-        position, index = at
-        if index >= stored[position]:
+    def _add_blocks(self, starts: np.ndarray, key: str, data: bytes) -> None:
+        picked = self._picked(starts.size, key, data)
+        if picked is None:
             return  # written under a version without this label: nothing recorded for it
-        cube = np.frombuffer(data, dtype=codec.VALUES).reshape(starts.size, BLOCK, *stored)
-        picked = cube.take(index, axis=position + 2).reshape(starts.size, BLOCK, -1)
         valid = ~np.isnan(picked)
         combine = {"min": np.fmin, "max": np.fmax}.get(self.agg, np.add)
-        if picked.shape[2] == 1:  # one cell per step (a single-axis schema): nothing to reduce across cells
-            counts = valid[..., 0].view(np.uint8)
-            values = picked[..., 0] if combine is not np.add else np.where(valid[..., 0], picked[..., 0], 0.0)
+        if picked.shape[1] == 1:  # one cell per step (a single-axis schema): nothing to reduce across cells
+            counts = valid[:, 0].view(np.uint8)
+            values = picked[:, 0] if combine is not np.add else np.where(valid[:, 0], picked[:, 0], 0.0)
         else:
-            counts = valid.sum(axis=2)
-            values = combine.reduce(picked if combine is not np.add else np.where(valid, picked, 0.0), axis=2)
+            counts = valid.sum(axis=1)
+            values = combine.reduce(picked if combine is not np.add else np.where(valid, picked, 0.0), axis=1)
         self.parts.append(_merge_rows(starts, counts, values, combine))
         self.pending += self.parts[-1].counts.size
+
+    def _picked(self, n: int, key: str, data: bytes) -> np.ndarray | None:
+        """The label's values in ``n`` blocks of shape ``key`` as (block, cell, time), or None if it has none."""
+        position, index = self.at
+        if self.part is not None and key == self.part[0]:  # the database sent just the label's slice
+            return np.frombuffer(data, dtype=codec.VALUES).reshape(n, -1, BLOCK) if data else None
+        stored = codec.parse_shape(key)
+        if index >= stored[position]:
+            return None
+        cube = np.frombuffer(data, dtype=codec.VALUES).reshape(n, *stored, BLOCK)
+        return cube.take(index, axis=position + 1).reshape(n, -1, BLOCK)
 
     def _fold(self) -> _Part:
         """All parts as one of width 1: a partial per distinct time, in time order, empty times dropped."""

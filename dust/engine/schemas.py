@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7
 TimeUnit = Literal["second", "minute", "hour", "day", "week"]
 MAX_CELLS = 100_000
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
+_CACHE = "dust.schema_defs"  # session.info key of get_def's cache
 # Stored definitions are JSON, which has no infinity or NaN: a non-finite bound would not read back.
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -175,6 +177,7 @@ class SchemaDef:
 def create(session: Session, data: SchemaCreate) -> SchemaPublic:
     if repo.latest(session, data.name) is not None:
         raise _exists(data.name)
+    _forget(session, data.name)  # one of this name that another session deleted may still be cached here
     return _public(_add(session, data, 1, _exists(data.name)))
 
 
@@ -203,6 +206,7 @@ def publish(session: Session, name: str, data: SchemaUpdate) -> SchemaPublic:
     )
     _check_compatible(current, new)
     clash = Conflict(f"version {current.version + 1} of schema '{name}' was just published; read it and retry")
+    _forget(session, name)  # the cached latest is no longer the latest
     return _public(_add(session, new, current.version + 1, clash))
 
 
@@ -226,8 +230,31 @@ def get(session: Session, name: str, version: int | None = None) -> SchemaPublic
 
 
 def get_def(session: Session, name: str, version: int | None = None) -> SchemaDef:
-    row = _row(session, name, version)
-    return definition(row.name, row.version, row.definition)
+    """Version ``version`` of ``name`` (default: the latest), parsed once per session.
+
+    A written version never changes, so caching it is exact. The latest is the one this session first saw;
+    a session is one unit of work, and one published meanwhile by another shows in the next session.
+    Creating, publishing or deleting a schema in this session drops its entries.
+    """
+    cache: dict[tuple[str, int | None], SchemaDef] = session.info.setdefault(_CACHE, {})
+    found = cache.get((name, version))
+    if found is None:
+        row = _row(session, name, version)
+        found = definition(row.name, row.version, row.definition)
+        cache[(name, version)] = cache[(name, found.version)] = found
+    return found
+
+
+def _forget(session: Session, name: str) -> None:
+    cache = session.info.get(_CACHE, {})
+    for key in [key for key in cache if key[0] == name]:
+        del cache[key]
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_all(session: Session, _transaction: Any) -> None:
+    """A rollback (a savepoint's too) may undo a version this session cached after publishing it."""
+    session.info.pop(_CACHE, None)
 
 
 def definition(name: str, version: int, data: dict[str, Any]) -> SchemaDef:
@@ -244,6 +271,7 @@ def delete(session: Session, name: str) -> None:
     used = repo.tensors_using(session, name)
     if used:
         raise Conflict(f"schema '{name}' is used by {used} tensor(s); delete them first")
+    _forget(session, name)
     repo.delete(session, name)
 
 

@@ -10,22 +10,24 @@ import math
 import numbers
 import time as clock
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
+from dust.core.errors import Conflict, DustError, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
 from dust.engine import access, audit, entities, schemas
 from dust.engine import blocks as codec
 from dust.engine.schemas import SchemaDef
 from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, to_us
 from dust.engine.views import TensorView, TimeInfo
-from dust.storage.models import Tensor
+from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
 
 BLOCK = codec.BLOCK
@@ -89,24 +91,42 @@ def now_us() -> int:
 
 
 def create(session: Session, data: TensorCreate) -> TensorPublic:
-    entities.get_row(session, data.entity_id)
-    sdef = schemas.get_def(session, data.schema_name)
+    return create_many(session, [data])[0]
+
+
+def create_many(session: Session, items: Sequence[TensorCreate]) -> list[TensorPublic]:
+    """Tensors in the order given, inserted by one statement (for importers); all or nothing."""
+    if not items:
+        return []
+    entities.check_visible(session, [data.entity_id for data in items])
+    defs = [schemas.get_def(session, data.schema_name) for data in items]
+    now = utcnow()
+    fields = [_new_tensor(data, sdef, now) for data, sdef in zip(items, defs, strict=True)]
+    # One insert changes nothing when it clashes; with several, a clash must undo the rows inserted before it.
+    with session.begin_nested() if len(fields) > 1 else nullcontext():
+        added = repo.add_new(session, fields)
+        clash = next((f for f in fields if f["id"] not in added), None)
+        if clash is not None:
+            raise Conflict(f"entity {clash['entity_id']} already has a '{clash['schema_name']}' tensor; one per schema")
+    rows = [Tensor(**f) for f in fields]  # not added to the session: only to present them
+    audit.record_each(session, "create", "tensor", [(row.id, [row.entity_id]) for row in rows])
+    return [public(row, sdef) for row, sdef in zip(rows, defs, strict=True)]
+
+
+def _new_tensor(data: TensorCreate, sdef: SchemaDef, now: datetime) -> dict[str, Any]:
+    """Every column of a new tensor's row."""
     origin = data.origin or sdef.time.origin or floor_to(datetime.now().astimezone(), sdef.time.seconds)
-    if repo.of_entity(session, data.entity_id, sdef.name):
-        raise Conflict(f"entity {data.entity_id} already has a '{sdef.name}' tensor; one per schema")
-    try:
-        with session.begin_nested():
-            row = repo.add(
-                session,
-                entity_id=data.entity_id,
-                schema_name=sdef.name,
-                schema_version=sdef.version,
-                origin=as_utc(origin),
-            )
-    except IntegrityError:
-        raise Conflict(f"entity {data.entity_id} already has a '{sdef.name}' tensor; one per schema") from None
-    _audit(session, "create", row)
-    return public(row, sdef)
+    return {
+        "id": uuid.uuid4(),
+        "entity_id": data.entity_id,
+        "schema_name": sdef.name,
+        "schema_version": sdef.version,
+        "origin": as_utc(origin),
+        "time_min": None,
+        "time_max": None,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def get(session: Session, tensor_id: uuid.UUID) -> TensorPublic:
@@ -116,13 +136,26 @@ def get(session: Session, tensor_id: uuid.UUID) -> TensorPublic:
 
 
 def get_row(session: Session, tensor_id: uuid.UUID, *, lock: bool = False) -> Tensor:
-    """The tensor, if the principal may see its entity (404 either way); ``lock`` holds it until commit, so
-    two writes cannot both rewrite a block from the same old copy (the second would silently drop the first's
-    cells) or both insert the same new block."""
-    row = repo.lock(session, tensor_id) if lock else repo.get(session, tensor_id)
+    """The tensor, if the principal may see its entity (404 either way); ``lock``: see ``locked``."""
+    if lock:
+        return locked(session, [tensor_id])[tensor_id]
+    row = repo.get(session, tensor_id)
     if row is None or not access.can_see(session, row.entity_id):
         raise NotFound(f"tensor {tensor_id} does not exist")
     return row
+
+
+def locked(session: Session, tensor_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tensor]:
+    """The tensors, held until commit, so that two writes cannot both rewrite a block from the same old copy
+    (the second would silently drop the first's cells) or both insert the same new block. 404 for the first
+    that does not exist or whose entity the principal may not see."""
+    rows = repo.lock(session, list(tensor_ids))
+    visible = access.see_all(session, [row.entity_id for row in rows.values()])
+    for tensor_id in tensor_ids:
+        row = rows.get(tensor_id)
+        if row is None or row.entity_id not in visible:
+            raise NotFound(f"tensor {tensor_id} does not exist")
+    return rows
 
 
 def _audit(session: Session, action: audit.Action, row: Tensor) -> None:
@@ -203,7 +236,7 @@ def write_values(
     sdef = _schema(session, row)
     times, cells, numbers = _parse(values, sdef, _grid(row, sdef))
     _audit(session, "update", row)
-    return WriteResult(written=_apply(session, row, sdef, times, cells, numbers))
+    return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, numbers)])[0])
 
 
 def write_array(session: Session, tensor_id: uuid.UUID, array: np.ndarray, start: int = 0) -> WriteResult:
@@ -211,7 +244,36 @@ def write_array(session: Session, tensor_id: uuid.UUID, array: np.ndarray, start
 
     NaN cells are left as they are. Ranges are checked as for single values.
     """
-    row = get_row(session, tensor_id, lock=True)
+    return WriteResult(written=write_arrays(session, {tensor_id: array}, start)[tensor_id])
+
+
+def write_arrays(session: Session, arrays: Mapping[uuid.UUID, np.ndarray], start: int = 0) -> dict[uuid.UUID, int]:
+    """``write_array`` for many tensors at once (for importers), in a few statements for all; all or nothing.
+
+    Returns the number of values written per tensor. An error names the tensor it concerns.
+    """
+    rows = locked(session, list(arrays))
+    writes = []
+    for tensor_id, array in arrays.items():
+        with _naming(tensor_id, len(arrays) > 1):
+            writes.append(_from_array(session, rows[tensor_id], array, start))
+    audit.record_each(session, "update", "tensor", [(w.row.id, [w.row.entity_id]) for w in writes])
+    return dict(zip(arrays, _apply(session, writes), strict=True))
+
+
+@contextmanager
+def _naming(tensor_id: uuid.UUID, many: bool) -> Iterator[None]:
+    """In a write to many tensors, an error says which one it is about."""
+    try:
+        yield
+    except DustError as problem:
+        if not many:
+            raise
+        raise type(problem)(f"tensor {tensor_id}: {problem.detail}", errors=problem.errors) from None
+
+
+def _from_array(session: Session, row: Tensor, array: np.ndarray, start: int) -> _Write:
+    """The recorded (non-NaN) cells of ``array`` as triples, after checking shape, time grid and ranges."""
     sdef = _schema(session, row)
     try:
         array = np.asarray(array, dtype=np.float64)
@@ -224,14 +286,13 @@ def write_array(session: Session, tensor_id: uuid.UUID, array: np.ndarray, start
     grid.check(start, "start")
     if steps:
         grid.check(start + steps - 1, "start + time steps - 1")
-    by_time = np.moveaxis(array, -1, 0).reshape(steps, -1)
-    t, cells = np.nonzero(~np.isnan(by_time))
+    by_time = array.reshape(math.prod(sdef.shape), steps).T
+    t, cells = np.nonzero(~np.isnan(by_time))  # in (time, cell) order, each once: settled
     numbers = by_time[t, cells]
     if np.isinf(numbers).any():
         raise InvalidInput("values must be finite numbers; inf is not allowed")
     _check_ranges(sdef, cells, numbers)
-    _audit(session, "update", row)
-    return WriteResult(written=_apply(session, row, sdef, t.astype(np.int64) + start, cells, numbers))
+    return _Write(row, sdef, t.astype(np.int64) + start, cells, numbers, settled=True)
 
 
 def _parse(
@@ -317,72 +378,123 @@ def _out_of_range(sdef: SchemaDef, cell: int, number: float) -> InvalidInput:
     return InvalidInput(f"value {number:g} is outside its valid range")  # not reached: bounds come from ranges
 
 
-def _apply(
-    session: Session, row: Tensor, sdef: SchemaDef, times: np.ndarray, cells: np.ndarray, numbers: np.ndarray
-) -> int:
-    """Merge validated (time, cell, value) triples into their blocks; later triples win over earlier ones."""
-    if times.size == 0:
-        return 0
-    width = math.prod(sdef.shape)
-    keys = times * width + cells
-    _, last = np.unique(keys[::-1], return_index=True)
-    keep = np.sort(keys.size - 1 - last)
-    times, cells, numbers = times[keep], cells[keep], numbers[keep]
-    order = np.argsort(times, kind="stable")
-    times, cells, numbers = times[order], cells[order], numbers[order]
-    block_ids = times // BLOCK
-    numbers_of = np.unique(block_ids)
-    stored = repo.blocks_in(session, row.id, numbers_of.tolist())
+@dataclass
+class _Write:
+    """Validated (time index, flat cell, value) triples for one locked tensor."""
+
+    row: Tensor
+    sdef: SchemaDef
+    times: np.ndarray
+    cells: np.ndarray
+    numbers: np.ndarray
+    settled: bool = False  # one triple per (time, cell), in time order, as an array's cells come
+
+    def settle(self) -> _Write:
+        """Only the last triple per (time, cell) kept, ordered by time: later triples win over earlier ones."""
+        if self.settled:
+            return self
+        width = math.prod(self.sdef.shape)
+        keys = self.times * width + self.cells
+        _, last = np.unique(keys[::-1], return_index=True)
+        keep = np.sort(keys.size - 1 - last)
+        keep = keep[np.argsort(self.times[keep], kind="stable")]
+        return _Write(self.row, self.sdef, self.times[keep], self.cells[keep], self.numbers[keep], settled=True)
+
+    @cached_property
+    def blocks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The numbers of the blocks touched, ascending, and for each triple the position of its block among
+        them. Needs settled (time-ordered) triples."""
+        block_ids = self.times // BLOCK
+        opens = np.r_[True, block_ids[1:] != block_ids[:-1]]
+        return block_ids[opens], np.cumsum(opens) - 1
+
+    def stored_candidates(self) -> list[int]:
+        """The touched block numbers that may be stored: a block exists only inside the recorded time range,
+        so a first write, or one beyond the range, needs no look at storage."""
+        row = self.row
+        if row.time_min is None or row.time_max is None:
+            return []
+        numbers = self.blocks[0]
+        inside = (numbers >= row.time_min // BLOCK) & (numbers <= row.time_max // BLOCK)
+        return numbers[inside].tolist()
+
+
+def _apply(session: Session, writes: list[_Write]) -> list[int]:
+    """Merge each write's triples into its blocks; returns the values written per write.
+
+    One statement each, for all writes: read the stored blocks touched, insert new blocks, update changed
+    ones, insert replaced values into the history, update the tensors' recorded ranges.
+    """
+    settled = [w.settle() for w in writes]
+    keys = [(w.row.id, number) for w in settled for number in w.stored_candidates()]
+    stored = repo.blocks_at(session, keys) if keys else {}
     stamp = now_us()
-    bounds = [*np.searchsorted(block_ids, numbers_of, side="left").tolist(), times.size]
-    new_rows: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
+    changed: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
-    for k, number in enumerate(numbers_of.tolist()):
-        part = slice(bounds[k], bounds[k + 1])
-        block = stored.get(number)
-        values, stamps = (
-            codec.decode(block.shape, block.data, block.stamps, sdef.shape) if block else codec.empty(sdef.shape)
-        )
-        flat_values, flat_stamps = values.reshape(BLOCK, width), stamps.reshape(BLOCK, width)  # type: ignore[union-attr]
-        offsets, at = times[part] - number * BLOCK, cells[part]
-        old = flat_values[offsets, at]
-        replaced = ~np.isnan(old) & (old != numbers[part])
-        # A cell rewritten with its own value keeps its first write time, so "as of" reads still see it.
-        changed = np.isnan(old) | replaced
-        for j in np.flatnonzero(replaced).tolist():
-            history.append(
-                {
-                    "tensor_id": row.id,
-                    "time_index": int(times[part][j]),
-                    "labels": _labels_of(sdef, int(at[j])),
-                    "value": float(old[j]),
-                    "written_us": int(flat_stamps[offsets[j], at[j]]),
-                    "replaced_us": stamp,
-                    "new_value": float(numbers[part][j]),
-                }
-            )
-        flat_values[offsets, at] = numbers[part]
-        flat_stamps[offsets[changed], at[changed]] = stamp
-        data, stamp_bytes = codec.encode(values, stamps)  # type: ignore[arg-type]
-        if block is None:
-            new_rows.append(
-                {
-                    "tensor_id": row.id,
-                    "block": number,
-                    "shape": codec.shape_key(sdef.shape),
-                    "data": data,
-                    "stamps": stamp_bytes,
-                }
-            )
-        else:
-            block.shape, block.data, block.stamps = codec.shape_key(sdef.shape), data, stamp_bytes
-    repo.add_blocks(session, new_rows)
+    written = [w for w in settled if w.times.size]
+    for write in written:
+        _merge(write, stored, stamp, (new, changed, history))
+    repo.put_blocks(session, new, changed)
     repo.add_history(session, history)
-    low, high = int(times[0]), int(times[-1])
-    row.time_min = low if row.time_min is None else min(row.time_min, low)
-    row.time_max = high if row.time_max is None else max(row.time_max, high)
-    session.flush()
-    return int(times.size)
+    repo.widen_ranges(session, [(w.row, int(w.times[0]), int(w.times[-1])) for w in written])
+    return [int(w.times.size) for w in settled]
+
+
+def _merge(
+    write: _Write,
+    stored: Mapping[tuple[uuid.UUID, int], repo.StoredBlock],
+    stamp: int,
+    out: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
+) -> None:
+    """One write into its blocks, all touched blocks at once; ``out`` collects (new blocks, changed blocks,
+    replaced values for the history)."""
+    new, changed, history = out
+    row, sdef = write.row, write.sdef
+    numbers, slot = write.blocks
+    existing = [stored.get((row.id, number)) for number in numbers.tolist()]
+    values, stamps = _touched(existing, sdef)
+    at = (slot, write.times - numbers[slot] * BLOCK, write.cells)
+    old = values[at]
+    replaced = ~np.isnan(old) & (old != write.numbers)
+    # A cell rewritten with its own value keeps its first write time, so "as of" reads still see it.
+    differs = np.isnan(old) | replaced
+    history.extend(_replaced(write, old, stamps[at], replaced, stamp))
+    values[at] = write.numbers
+    stamps[tuple(index[differs] for index in at)] = stamp
+    shape = codec.shape_key(sdef.shape)
+    for k in np.unique(slot[differs]).tolist():  # a block whose cells all kept their values stays as it is
+        data, stamp_bytes = codec.encode(values[k], stamps[k])
+        block = {"tensor_id": row.id, "block": int(numbers[k]), "shape": shape, "data": data, "stamps": stamp_bytes}
+        (new if existing[k] is None else changed).append(block)
+
+
+def _touched(existing: list[repo.StoredBlock | None], sdef: SchemaDef) -> tuple[np.ndarray, np.ndarray]:
+    """Values and stamps of the touched blocks as (block, time, flat cell) arrays; empty where not stored."""
+    width = math.prod(sdef.shape)
+    values = np.full((len(existing), BLOCK, width), np.nan)
+    stamps = np.zeros((len(existing), BLOCK, width), dtype=codec.STAMPS)
+    for k, block in enumerate(existing):
+        if block is not None:
+            block_values, block_stamps = codec.decode(*block, sdef.shape)
+            values[k], stamps[k] = block_values.reshape(BLOCK, width), block_stamps.reshape(BLOCK, width)  # type: ignore[union-attr]
+    return values, stamps
+
+
+def _replaced(
+    write: _Write, old: np.ndarray, written_us: np.ndarray, replaced: np.ndarray, stamp: int
+) -> Iterator[dict[str, Any]]:
+    """History rows for the values this write replaces."""
+    for j in np.flatnonzero(replaced).tolist():
+        yield {
+            "tensor_id": write.row.id,
+            "time_index": int(write.times[j]),
+            "labels": _labels_of(write.sdef, int(write.cells[j])),
+            "value": float(old[j]),
+            "written_us": int(written_us[j]),
+            "replaced_us": stamp,
+            "new_value": float(write.numbers[j]),
+        }
 
 
 def _labels_of(sdef: SchemaDef, cell: int) -> list[str]:

@@ -15,6 +15,7 @@ from dust.core.logging import get_logger
 
 log = get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond it, it reads as usual
 
 
 def make_engine(url: str) -> Engine:
@@ -41,6 +42,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Reads through a memory map of the file rather than copies into SQLite's page cache: a scan of every block
+    # of a schema (insights.aggregate_by_step) runs ~1.5x faster (bench/ingest_aggregate.py --what-if). Only
+    # address space: the pages are the OS's file cache, shared by every connection.
+    cur.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     cur.close()
 
 

@@ -115,11 +115,12 @@ class Tensor(Base):
 
 
 class TensorBlock(Base):
-    """``BLOCK`` consecutive time steps × all cells of one tensor, as two little-endian arrays.
+    """``BLOCK`` consecutive time steps × all cells of one tensor (encoding: ``dust.engine.blocks``).
 
-    ``data`` holds float64 values (NaN = not recorded); ``stamps`` the int64 write time of each cell in
-    microseconds since the epoch (0 = never written), which answers "as of" reads. ``shape`` is the cell
-    shape the block was written with, so a block written before a schema gained labels still reads.
+    ``data`` holds little-endian float64 values, cell by cell (NaN = not recorded); ``stamps`` the int64 write
+    time of each cell in microseconds since the epoch (0 = never written), zlib-compressed, which answers
+    "as of" reads. ``shape`` is the cell shape the block was written with, so a block written before a schema
+    gained labels still reads.
     """
 
     __tablename__ = "tensor_blocks"

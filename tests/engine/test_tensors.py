@@ -5,17 +5,24 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
-from dust.core.errors import InvalidInput, NotFound, OutOfRange
+from dust.core.errors import Conflict, InvalidInput, NotFound, OutOfRange
 from dust.embedded import Dust
-from dust.engine import schemas, tensors
+from dust.engine import access, entities, schemas, tensors
+from dust.engine.entities import EntityCreate
 from dust.engine.schemas import SchemaUpdate
+from dust.engine.tensors import TensorCreate
+from dust.storage.models import AuditRecord
 
+Member = Callable[[str], access.Principal]
 ORIGIN = "2026-01-01T00:00:00Z"
 METRICS = ["heart_rate", "systolic_bp", "temperature"]
 VITALS = {
@@ -81,6 +88,12 @@ def test_write_array_refuses_bad_arrays_and_writes_nothing(
 ) -> None:
     with pytest.raises(error):
         db.write_array(vitals, array, start=start)
+    assert db.read_tensor(vitals).values.size == 0
+
+
+def test_an_array_of_no_time_steps_writes_nothing(db: Dust, vitals: uuid.UUID) -> None:
+    assert db.write_array(vitals, np.empty((3, 0))).written == 0
+    assert db.write_arrays({vitals: np.empty((3, 0))}) == {vitals: 0}
     assert db.read_tensor(vitals).values.size == 0
 
 
@@ -271,3 +284,125 @@ def test_timestamps_of_a_read_are_utc(db: Dust, vitals: uuid.UUID) -> None:
     view = db.read_tensor(vitals)
     assert view.coords["time"] == [4]
     assert view.timestamps == [datetime(2026, 1, 5, tzinfo=UTC)]
+
+
+# --- the bulk path: create_many and write_arrays against their one-at-a-time forms -------------------------
+
+
+def audit_trail(db: Dust) -> list[tuple[str, str, uuid.UUID | None]]:
+    with db.session() as s:
+        rows = s.scalars(select(AuditRecord).where(AuditRecord.resource == "tensor").order_by(AuditRecord.id))
+        return [(r.action, r.resource, r.entity_id) for r in rows]
+
+
+def stored(db: Dust, tensor_id: uuid.UUID) -> tuple[np.ndarray, Any, list[tuple[Any, ...]]]:
+    """Values, recorded time range and history (without write times) of a tensor."""
+    view = db.read_tensor(tensor_id)
+    with db.session() as s:
+        history = [(h.time, h.labels, h.value, h.new_value) for h in tensors.history(s, tensor_id)]
+    return view.to_numpy(), (view.meta.time.start, view.meta.time.stop), history
+
+
+def test_write_arrays_store_what_write_array_stores(db: Dust) -> None:
+    rng = np.random.default_rng(11)
+    first = [rng.uniform(30, 200, size=(3, 150)).round(1) for _ in range(3)]
+    second = [rng.uniform(30, 200, size=(3, 100)).round(1) for _ in range(3)]
+    for array in [*first, *second]:
+        array[rng.random(array.shape) < 0.3] = np.nan
+    second[0][:, :10] = first[0][:, 100:110]  # rewriting a cell with its own value replaces nothing
+    singles = [new_tensor(db) for _ in range(3)]
+    bulk = [new_tensor(db) for _ in range(3)]
+    for tensor_id, array in zip(singles, first, strict=True):
+        db.write_array(tensor_id, array)
+    db.write_arrays(dict(zip(bulk, first, strict=True)))
+    # From index 100: overlaps the first write (replaced values go to history) and runs past it into new blocks.
+    expected = {t: db.write_array(t, a, start=100).written for t, a in zip(singles, second, strict=True)}
+    written = db.write_arrays(dict(zip(bulk, second, strict=True)), start=100)
+    assert list(written.values()) == list(expected.values()) == [int((~np.isnan(a)).sum()) for a in second]
+    for one, many in zip(singles, bulk, strict=True):
+        (values, span, history), (bulk_values, bulk_span, bulk_history) = stored(db, one), stored(db, many)
+        np.testing.assert_array_equal(bulk_values, values)
+        assert bulk_span == span == (0, 199)
+        assert bulk_history == history and history
+
+
+def test_write_arrays_is_all_or_nothing_and_names_the_tensor(db: Dust) -> None:
+    good, bad = new_tensor(db), new_tensor(db)
+    with pytest.raises(InvalidInput, match=f"tensor {bad}: heart_rate 400 is outside its valid range"):
+        db.write_arrays({good: np.full((3, 5), 80.0), bad: np.array([[400.0], [1.0], [1.0]])})
+    unknown = uuid.uuid4()
+    with pytest.raises(NotFound, match=f"tensor {unknown} does not exist"):
+        db.write_arrays({good: np.full((3, 5), 80.0), unknown: np.full((3, 5), 80.0)})
+    assert db.read_tensor(good).values.size == 0
+    assert db.write_arrays({}) == {}
+
+
+def test_write_arrays_checks_access_and_audits_as_write_array_does(db: Dust, member: Member) -> None:
+    db.create_schema(VITALS)
+    with db.session() as s:
+        access.act_as(s, member("alice"))
+        people = entities.create_many(s, [EntityCreate(kind="patient", name=f"P{i}") for i in range(3)])
+        made = tensors.create_many(s, [tensor_of(p.id) for p in people])
+        tensors.write_array(s, made[0].id, np.full((3, 2), 70.0))
+        tensors.write_arrays(s, {t.id: np.full((3, 2), 70.0) for t in made[1:]})
+    trail = audit_trail(db)
+    assert trail == [("create", "tensor", p.id) for p in people] + [("update", "tensor", p.id) for p in people]
+    with db.session() as s:  # bob neither created these entities nor is related to them
+        access.act_as(s, member("bob"))
+        with pytest.raises(NotFound, match=f"tensor {made[2].id} does not exist"):
+            tensors.write_arrays(s, {made[2].id: np.full((3, 2), 80.0)})
+        with pytest.raises(NotFound, match=f"entity {people[0].id} does not exist"):
+            tensors.create_many(s, [TensorCreate.model_validate({"entity_id": people[0].id, "schema": "posture"})])
+    assert audit_trail(db) == trail
+
+
+def tensor_of(entity_id: uuid.UUID, schema: str = "vitals") -> TensorCreate:
+    return TensorCreate.model_validate({"entity_id": entity_id, "schema": schema, "origin": ORIGIN})
+
+
+def test_create_many_gives_what_create_gives_in_order(db: Dust) -> None:
+    db.create_schema(VITALS)
+    db.create_schema(POSTURE)
+    people = db.create_entities([{"kind": "patient", "name": f"P{i}"} for i in range(2)])
+    single = db.create_tensor(people[0].id, "vitals", origin=ORIGIN)
+    many = db.create_tensors(
+        [tensor_of(people[1].id), tensor_of(people[0].id, "posture"), tensor_of(people[1].id, "posture")]
+    )
+    assert [(t.entity_id, t.schema_name) for t in many] == [
+        (people[1].id, "vitals"),
+        (people[0].id, "posture"),
+        (people[1].id, "posture"),
+    ]
+    leave_out = {"id", "entity_id", "created_at"}
+    assert many[0].model_dump(exclude=leave_out) == single.model_dump(exclude=leave_out)
+    with db.session() as s:
+        assert [tensors.get(s, t.id) for t in many] == many
+
+
+def test_create_many_refuses_a_second_tensor_of_a_schema_and_creates_nothing(db: Dust) -> None:
+    db.create_schema(VITALS)
+    jane, john = db.create_entities([{"kind": "patient", "name": "Jane"}, {"kind": "patient", "name": "John"}])
+    db.create_tensor(jane.id, "vitals")
+    for batch in ([tensor_of(john.id), tensor_of(jane.id)], [tensor_of(john.id), tensor_of(john.id)]):
+        with pytest.raises(Conflict, match="already has a 'vitals' tensor; one per schema"):
+            db.create_tensors(batch)
+        with db.session() as s:
+            assert tensors.of_entity(s, john.id) == []
+    unknown = uuid.uuid4()
+    with pytest.raises(NotFound, match=f"entity {unknown} does not exist"):
+        db.create_tensors([tensor_of(john.id), tensor_of(unknown)])
+    assert db.create_tensors([]) == []
+
+
+def test_a_refused_create_leaves_the_session_usable(db: Dust) -> None:
+    # A clash is caught by ON CONFLICT, not by a failed statement, which PostgreSQL would not let us get past.
+    db.create_schema(VITALS)
+    jane, john = db.create_entities([{"kind": "patient", "name": "Jane"}, {"kind": "patient", "name": "John"}])
+    db.create_tensor(jane.id, "vitals")
+    with db.session() as s:
+        for refused in ([tensor_of(jane.id)], [tensor_of(john.id), tensor_of(jane.id)]):
+            with pytest.raises(Conflict, match=f"entity {jane.id} already has a 'vitals' tensor"):
+                tensors.create_many(s, refused)
+        made = tensors.create(s, tensor_of(john.id))
+        tensors.write_array(s, made.id, np.full((3, 1), 60.0))
+    assert db.read_tensor(made.id).to_numpy().tolist() == [[60.0]] * 3

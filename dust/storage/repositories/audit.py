@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, or_, select
+from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from dust.storage.models import AuditRecord
 
+_AUDIT_LOG = cast(Table, AuditRecord.__table__)
+
 
 def append(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(AuditRecord), rows)
+    if rows:  # into the table, not the ORM class: no per-row ORM bookkeeping for a bulk insert
+        session.execute(insert(_AUDIT_LOG), rows)
 
 
 def search(

@@ -5,20 +5,25 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, Table, and_, bindparam, insert, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Entity
 
+_ENTITIES = cast(Table, Entity.__table__)
+# Built once: the hot paths of creating many entities or tensors run these per call, and building a statement
+# costs about as much as running it.
+_INSERT = insert(_ENTITIES)
+_EXISTING = select(Entity.id).where(Entity.id.in_(bindparam("ids", expanding=True)))
 
-def add(session: Session, **fields: Any) -> Entity:
-    row = Entity(**fields)
-    session.add(row)
-    session.flush()
-    return row
+
+def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert entities, every column given, by one statement (executemany). Into the table rather than through
+    the ORM: its bulk insert costs tens of microseconds of bookkeeping per row."""
+    session.execute(_INSERT, rows)
 
 
 def get(session: Session, entity_id: uuid.UUID) -> Entity | None:
@@ -30,8 +35,14 @@ def by_external_id(session: Session, kind: str, external_id: str) -> Entity | No
     return session.scalars(stmt).first()
 
 
+def taken_external_ids(session: Session, kind: str, external_ids: list[str]) -> set[str]:
+    """Which of ``external_ids`` entities of ``kind`` already hold."""
+    stmt = select(Entity.external_id).where(Entity.kind == kind, Entity.external_id.in_(external_ids))
+    return {external_id for external_id in session.scalars(stmt) if external_id is not None}
+
+
 def existing_ids(session: Session, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    return set(session.scalars(select(Entity.id).where(Entity.id.in_(ids))))
+    return set(session.scalars(_EXISTING, {"ids": ids}))
 
 
 def delete(session: Session, entity_id: uuid.UUID) -> None:

@@ -3,41 +3,94 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, insert, null, select, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    LargeBinary,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    case,
+    func,
+    insert,
+    null,
+    select,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.sqltypes import NullType
 
 from dust.storage.models import Entity, Tensor, TensorBlock, TensorHistory, utcnow
 
+StoredBlock = tuple[str, bytes, bytes]  # shape, data, stamps
+
 SCAN_ROWS = 5_000  # rows fetched at a time by whole-schema scans
+IN_BATCH = 10_000  # parameters per IN (…) list: SQLite allows 32,766 a statement
+# The tables, for inserts that skip the ORM's per-row bookkeeping.
+_TENSORS = cast(Table, Tensor.__table__)
+_BLOCKS = cast(Table, TensorBlock.__table__)
+_HISTORY = cast(Table, TensorHistory.__table__)
+# Built once: writes run these per call, and building a statement costs about as much as running it.
+_ADD_NEW = {  # INSERT … ON CONFLICT DO NOTHING, as both dialects spell it
+    name: dialect_insert(_TENSORS)
+    .on_conflict_do_nothing(index_elements=["entity_id", "schema_name"])
+    .returning(_TENSORS.c.id)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+_LOCK = (
+    select(Tensor)
+    .where(Tensor.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Tensor.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_INSERT_BLOCKS = insert(_BLOCKS)
+_UPDATE_BLOCK = (
+    update(_BLOCKS)
+    .where(_BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block == bindparam("b_block"))
+    .values(shape=bindparam("shape"), data=bindparam("data"), stamps=bindparam("stamps"))
+)
+_SET_RANGE = (
+    update(_TENSORS)
+    .where(_TENSORS.c.id == bindparam("b_tensor"))
+    .values(time_min=bindparam("time_min"), time_max=bindparam("time_max"), updated_at=bindparam("updated_at"))
+)
+_INSERT_HISTORY = insert(_HISTORY)
 
 
-def add(session: Session, **fields: Any) -> Tensor:
-    row = Tensor(**fields)
-    session.add(row)
-    session.flush()
-    return row
+def add_new(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
+    """Insert tensors, every column given, by one statement, skipping any whose entity already has a tensor of
+    that schema; the ids inserted. The unique constraint decides, so two concurrent creates cannot both
+    succeed, and a clash costs no SAVEPOINT: nothing fails, the row is just not returned."""
+    return set(session.scalars(_ADD_NEW[session.get_bind().dialect.name], rows))
 
 
 def get(session: Session, tensor_id: uuid.UUID) -> Tensor | None:
     return session.get(Tensor, tensor_id)
 
 
-def lock(session: Session, tensor_id: uuid.UUID) -> Tensor | None:
-    """The tensor, locked until the transaction ends, so that writes to it run one at a time.
+def lock(session: Session, tensor_ids: list[uuid.UUID]) -> dict[uuid.UUID, Tensor]:
+    """The tensors that exist of ``tensor_ids``, locked until the transaction ends, so that writes to one tensor
+    run one at a time; one SELECT per ``IN_BATCH`` ids.
 
-    An UPDATE rather than SELECT … FOR UPDATE: it locks the row on PostgreSQL, and on SQLite (no row locks)
-    it takes the database write lock, waiting for another writer rather than failing later on a stale read.
+    FOR UPDATE locks the rows on PostgreSQL (in id order, so two bulk writers cannot deadlock). SQLite has no
+    row locks and needs none: dust.storage.db begins every transaction with BEGIN IMMEDIATE, which holds the
+    database write lock until it ends, so no other writer can read a block between our read and our write.
     """
-    touch = update(Tensor).where(Tensor.id == tensor_id).values(updated_at=utcnow())
-    session.execute(touch.execution_options(synchronize_session=False))
-    stmt = select(Tensor).where(Tensor.id == tensor_id).execution_options(populate_existing=True)
-    return session.scalars(stmt).first()
+    found: dict[uuid.UUID, Tensor] = {}
+    ordered = sorted(set(tensor_ids))
+    for start in range(0, len(ordered), IN_BATCH):
+        found.update((row.id, row) for row in session.scalars(_LOCK, {"ids": ordered[start : start + IN_BATCH]}))
+    return found
 
 
 def of_entity(session: Session, entity_id: uuid.UUID, schema_name: str | None = None) -> list[Tensor]:
@@ -62,19 +115,50 @@ def blocks(
     yield from session.execute(stmt.execution_options(yield_per=64))
 
 
-def blocks_in(session: Session, tensor_id: uuid.UUID, numbers: list[int]) -> dict[int, TensorBlock]:
-    stmt = select(TensorBlock).where(TensorBlock.tensor_id == tensor_id, TensorBlock.block.in_(numbers))
-    return {b.block: b for b in session.scalars(stmt)}
+def blocks_at(session: Session, keys: list[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, int], StoredBlock]:
+    """(shape, data, stamps) of the stored blocks among ``keys`` ((tensor id, block number) pairs), by key."""
+    found: dict[tuple[uuid.UUID, int], StoredBlock] = {}
+    columns = (TensorBlock.tensor_id, TensorBlock.block, TensorBlock.shape, TensorBlock.data, TensorBlock.stamps)
+    for start in range(0, len(keys), IN_BATCH // 2):
+        part = keys[start : start + IN_BATCH // 2]
+        stmt = select(*columns).where(tuple_(TensorBlock.tensor_id, TensorBlock.block).in_(part))
+        found.update(
+            ((tensor_id, block), (shape, data, stamps))
+            for tensor_id, block, shape, data, stamps in session.execute(stmt)
+        )
+    return found
 
 
-def add_blocks(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        session.execute(insert(TensorBlock), rows)
+def put_blocks(session: Session, new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
+    """Insert ``new`` blocks and overwrite ``changed`` ones (tensor_id, block, shape, data, stamps each), one
+    statement each. On the tables, not through the ORM: its per-row bookkeeping would cost more than the SQL."""
+    if new:
+        session.execute(_INSERT_BLOCKS, new)
+    if changed:
+        keyed = [{**row, "b_tensor": row["tensor_id"], "b_block": row["block"]} for row in changed]
+        session.execute(_UPDATE_BLOCK, keyed)
+
+
+def widen_ranges(session: Session, spans: list[tuple[Tensor, int, int]]) -> None:
+    """Widen each tensor's recorded time range to include ``low..high`` of its (tensor, low, high), and mark it
+    updated: one UPDATE for all. The loaded objects get the new values as if read back, not as changes for
+    the ORM to write again."""
+    if not spans:
+        return
+    now = utcnow()
+    for row, low, high in spans:
+        set_committed_value(row, "time_min", low if row.time_min is None else min(row.time_min, low))
+        set_committed_value(row, "time_max", high if row.time_max is None else max(row.time_max, high))
+        set_committed_value(row, "updated_at", now)
+    params = [
+        {"b_tensor": r.id, "time_min": r.time_min, "time_max": r.time_max, "updated_at": now} for r, _, _ in spans
+    ]
+    session.execute(_SET_RANGE, params)
 
 
 def add_history(session: Session, rows: list[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(TensorHistory), rows)
+        session.execute(_INSERT_HISTORY, rows)
 
 
 def history(
@@ -99,16 +183,27 @@ def schema_blocks(
 
 
 def schema_block_columns(
-    session: Session, schema_name: str, kind: str | None, batch: int = SCAN_ROWS
+    session: Session,
+    schema_name: str,
+    kind: str | None,
+    batch: int = SCAN_ROWS,
+    part: tuple[str, int, int] | None = None,
 ) -> Iterator[tuple[list[datetime], list[int], list[str], list[bytes]]]:
     """The blocks of :func:`schema_blocks`, up to ``batch`` at a time, as columns (origins, numbers, shapes, data).
 
+    ``part`` = (shape, byte offset, length): blocks of that shape give only those bytes of their data (one
+    label's slice), so a quarter or less of the values crosses from the database to Python.
     Runs on the Core connection (no ORM row loading) and converts each distinct origin once: a scan over a
     whole schema reads many blocks per tensor and usually few distinct origins.
     """
     origin = type_coerce(Tensor.origin, NullType())  # the driver's value, converted below
+    data: Any = TensorBlock.data
+    if part is not None:
+        key, offset, length = part
+        sliced = func.substr(TensorBlock.data, offset + 1, length)  # SQL counts from 1
+        data = type_coerce(case((TensorBlock.shape == key, sliced), else_=TensorBlock.data), LargeBinary())
     stmt = (
-        select(origin, TensorBlock.block, TensorBlock.shape, TensorBlock.data)
+        select(origin, TensorBlock.block, TensorBlock.shape, data)
         .join(Tensor, Tensor.id == TensorBlock.tensor_id)
         .where(Tensor.schema_name == schema_name)
     )
@@ -118,9 +213,33 @@ def schema_block_columns(
     dialect = connection.dialect
     convert = Tensor.__table__.c.origin.type.dialect_impl(dialect).result_processor(dialect, None)
     converted: dict[Any, Any] = {}
-    result = connection.execute(stmt.execution_options(yield_per=batch))
-    for part in result.partitions():
-        raws, numbers, shapes, data = zip(*part, strict=True)
+    for chunk in _batches(connection, stmt, batch):
+        # Column by column: zip(*chunk) would unpack thousands of rows into one call, several times slower.
+        raws = [row[0] for row in chunk]
         for raw in set(raws).difference(converted):
             converted[raw] = convert(raw) if convert else raw
-        yield list(map(converted.__getitem__, raws)), list(numbers), list(shapes), list(data)
+        yield [converted[raw] for raw in raws], [r[1] for r in chunk], [r[2] for r in chunk], [r[3] for r in chunk]
+
+
+def _batches(connection: Connection, stmt: Select[Any], batch: int) -> Iterator[Sequence[Sequence[Any]]]:
+    """The rows of ``stmt``, ``batch`` at a time, for scans that read every block of a schema.
+
+    On SQLite straight from the driver's cursor, which steps through the result lazily: building
+    SQLAlchemy's Row objects takes about a third of such a scan there. The statement's parameters must be
+    plain strings and numbers (no type conversion is applied to them). Elsewhere through SQLAlchemy, which
+    streams with a server-side cursor.
+    """
+    if connection.dialect.name != "sqlite":
+        yield from connection.execute(stmt.execution_options(yield_per=batch)).partitions()
+        return
+    compiled = stmt.compile(dialect=connection.dialect)
+    params = compiled.construct_params()
+    driver = connection.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed
+    cursor = driver.cursor()
+    try:
+        cursor.execute(str(compiled), [params[name] for name in compiled.positiontup or ()])
+        while rows := cursor.fetchmany(batch):
+            yield rows
+    finally:
+        cursor.close()
