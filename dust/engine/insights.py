@@ -14,8 +14,8 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput, did_you_mean
+from dust.engine import access, schemas
 from dust.engine import blocks as codec
-from dust.engine import schemas
 from dust.engine.schemas import SchemaDef
 from dust.storage.repositories import tensors as repo
 
@@ -39,7 +39,7 @@ def aggregate_by_step(
     ``kind``), per time step, oldest first. ``count`` is the number of recorded values; NaN never counts.
 
     With several axes, every cell holding ``label`` on its axis counts; ``axis`` names the axis when the
-    label is on more than one.
+    label is on more than one. Only the tensors of entities the acting principal may see count.
     """
     if agg not in AGGREGATES:
         raise InvalidInput(f"agg '{agg}' is not supported; one of {', '.join(AGGREGATES)}")
@@ -47,7 +47,10 @@ def aggregate_by_step(
     position, index = locate(sdef, label, axis)
     step_us = sdef.time.seconds * 1_000_000
     acc = _Accumulator(agg, step_us, (position, index), _sliced(sdef, position, index))
-    for origins, numbers, shapes, data in repo.schema_block_columns(session, sdef.name, kind, CHUNK_ROWS, acc.part):
+    blocks = repo.schema_block_columns(
+        session, sdef.name, kind, CHUNK_ROWS, acc.part, visible=access.visible_ids(session)
+    )
+    for origins, numbers, shapes, data in blocks:
         acc.add_columns(origins, numbers, shapes, data)
     return acc.series()
 

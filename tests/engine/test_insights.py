@@ -199,3 +199,34 @@ def test_unknown_schema_label_axis_or_agg_say_what_is_allowed(db: Dust) -> None:
         with pytest.raises(InvalidInput, match="not an axis"):
             insights.aggregate_by_step(s, "pairs", "x", axis="dest")
         assert insights.aggregate_by_step(s, "pairs", "x", axis="dst") == []
+
+
+def test_only_entities_the_reader_may_see_count(db: Dust) -> None:
+    from dust.core.security import Role
+    from dust.engine import access, relations
+    from dust.engine.relations import RelationCreate
+
+    make_schema(db)
+    mine = add_tensor(db, "vitals", BASE, np.full((3, 2), 10.0))
+    add_tensor(db, "vitals", BASE, np.full((3, 2), 30.0))
+    doctor = db.create_entity(kind="doctor", name="Dr A")
+    with db.session() as s:
+        patient = tensors.get_row(s, mine).entity_id
+        relations.create(s, RelationCreate(source_id=doctor.id, target_id=patient, type="treats"))
+    with db.session() as s:
+        assert [p["value"] for p in insights.aggregate_by_step(s, "vitals", "hr")] == [20.0, 20.0]
+        access.act_as(
+            s,
+            access.Principal(
+                user_id=uuid.uuid4(),
+                username="alice",
+                role=Role.clinician,
+                entity_id=doctor.id,
+                secret="k" * 32,
+                grant_types=["treats"],
+                depth=1,
+                default_sensitive=[],
+            ),
+        )
+        seen = insights.aggregate_by_step(s, "vitals", "hr")
+    assert [(p["value"], p["count"]) for p in seen] == [(10.0, 1), (10.0, 1)]

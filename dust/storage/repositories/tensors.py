@@ -188,6 +188,7 @@ def schema_block_columns(
     kind: str | None,
     batch: int = SCAN_ROWS,
     part: tuple[str, int, int] | None = None,
+    visible: Any = None,
 ) -> Iterator[tuple[list[datetime], list[int], list[str], list[bytes]]]:
     """The blocks of :func:`schema_blocks`, up to ``batch`` at a time, as columns (origins, numbers, shapes, data).
 
@@ -209,11 +210,14 @@ def schema_block_columns(
     )
     if kind is not None:
         stmt = stmt.join(Entity, Entity.id == Tensor.entity_id).where(Entity.kind == kind)
+    if visible is not None:  # a query of the entity ids the reader may see
+        stmt = stmt.where(Tensor.entity_id.in_(visible))
     connection = session.connection()
     dialect = connection.dialect
     convert = Tensor.__table__.c.origin.type.dialect_impl(dialect).result_processor(dialect, None)
     converted: dict[Any, Any] = {}
-    for chunk in _batches(connection, stmt, batch):
+    # The driver's own cursor takes only plain parameters; the visibility subquery carries typed ones.
+    for chunk in _batches(connection, stmt, batch, raw=visible is None):
         # Column by column: zip(*chunk) would unpack thousands of rows into one call, several times slower.
         raws = [row[0] for row in chunk]
         for raw in set(raws).difference(converted):
@@ -221,7 +225,9 @@ def schema_block_columns(
         yield [converted[raw] for raw in raws], [r[1] for r in chunk], [r[2] for r in chunk], [r[3] for r in chunk]
 
 
-def _batches(connection: Connection, stmt: Select[Any], batch: int) -> Iterator[Sequence[Sequence[Any]]]:
+def _batches(
+    connection: Connection, stmt: Select[Any], batch: int, raw: bool = True
+) -> Iterator[Sequence[Sequence[Any]]]:
     """The rows of ``stmt``, ``batch`` at a time, for scans that read every block of a schema.
 
     On SQLite straight from the driver's cursor, which steps through the result lazily: building
@@ -229,7 +235,7 @@ def _batches(connection: Connection, stmt: Select[Any], batch: int) -> Iterator[
     plain strings and numbers (no type conversion is applied to them). Elsewhere through SQLAlchemy, which
     streams with a server-side cursor.
     """
-    if connection.dialect.name != "sqlite":
+    if connection.dialect.name != "sqlite" or not raw:
         yield from connection.execute(stmt.execution_options(yield_per=batch)).partitions()
         return
     compiled = stmt.compile(dialect=connection.dialect)
