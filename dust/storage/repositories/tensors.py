@@ -174,14 +174,6 @@ def history(
     return list(session.scalars(stmt.order_by(TensorHistory.time_index, TensorHistory.replaced_us)))
 
 
-def schema_blocks(
-    session: Session, schema_name: str, kind: str | None, since: datetime | None = None
-) -> Iterator[tuple[datetime, int, str, bytes]]:
-    """(tensor origin, block number, shape, data) of every block of every tensor under a schema."""
-    for origins, numbers, shapes, data in schema_block_columns(session, schema_name, kind):
-        yield from zip(origins, numbers, shapes, data, strict=True)
-
-
 def schema_block_columns(
     session: Session,
     schema_name: str,
@@ -190,7 +182,8 @@ def schema_block_columns(
     part: tuple[str, int, int] | None = None,
     visible: Any = None,
 ) -> Iterator[tuple[list[datetime], list[int], list[str], list[bytes]]]:
-    """The blocks of :func:`schema_blocks`, up to ``batch`` at a time, as columns (origins, numbers, shapes, data).
+    """(tensor origin, block number, shape, data) of every block of every tensor under a schema, up to ``batch``
+    at a time, as columns.
 
     ``part`` = (shape, byte offset, length): blocks of that shape give only those bytes of their data (one
     label's slice), so a quarter or less of the values crosses from the database to Python.

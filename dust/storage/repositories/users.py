@@ -30,10 +30,6 @@ def all_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
 
-def count(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(User)) or 0
-
-
 # refresh tokens
 def add_refresh(session: Session, **fields: object) -> None:
     session.add(RefreshToken(**fields))
