@@ -83,6 +83,10 @@ def _serve(host: str, port: int, workers: int) -> None:
         workers=workers,
         log_config=None,
         access_log=False,
+        # uvicorn believes X-Forwarded-For from loopback by default: anyone on the machine could then pose as
+        # any address to the sign-in throttle and the audit trail. Only the named proxies are believed.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
 
 

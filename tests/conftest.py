@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from dust.api.app import create_app
 from dust.core.config import Settings
+from dust.core.logging import flush_logs
 from dust.core.security import hash_password, issue_access_token
 from dust.embedded import Dust
 from dust.storage.db import make_engine, upgrade
@@ -26,6 +27,13 @@ POSTGRES_URL = os.environ.get("DUST_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _logs_written() -> Iterator[None]:
+    """A thread writes log lines: let each test's lines land before the next test captures output."""
+    yield
+    flush_logs()
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +120,9 @@ def login_as(app: FastAPI, settings: Settings, password_hash: str) -> Callable[.
             )
             session.add(user)
             session.flush()
-            token, _ = issue_access_token(settings.secret_key or "", user.id, role, 0, timedelta(minutes=15))
+            assert settings.secret_key is not None
+            key = settings.secret_key.get_secret_value()
+            token, _ = issue_access_token(key, user.id, role, 0, timedelta(minutes=15))
         signed_in = TestClient(app, raise_server_exceptions=False)
         signed_in.headers["Authorization"] = f"Bearer {token}"
         return signed_in

@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from dust import __version__
 from dust.api import audit, auth, entities, health, kinds, problems, relations, schemas, tensors, users
 from dust.api.idempotency import Idempotency
-from dust.api.middleware import BodyLimit, RejectNul, RequestLog, SecurityHeaders
+from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, SecurityHeaders
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
@@ -63,8 +63,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.include_router(health.router)
     app.include_router(health.router, prefix=API)
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.
-    app.add_middleware(Idempotency, sessions=app.state.sessions, settings=settings)
-    app.add_middleware(RejectNul)
+    app.add_middleware(
+        Idempotency,
+        sessions=app.state.sessions,
+        settings=settings,
+        passthrough=frozenset(API + path for path in auth.CREDENTIAL_PATHS),
+    )
+    app.add_middleware(RejectBadText)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders, api_prefix=API)
     if settings.cors_origins:  # off unless origins are named

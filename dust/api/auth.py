@@ -18,6 +18,10 @@ from dust.engine import users
 from dust.engine.users import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, Refused, TokenPair, UserPublic
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+# POST routes whose answer is a credential. The Idempotency middleware never stores or replays their answers:
+# a stored copy would be a secret at rest, a key "shown once" could be shown again, and a replayed refresh
+# would answer 200 where reusing a spent refresh token must revoke the sign-in.
+CREDENTIAL_PATHS = frozenset({"/auth/token", "/auth/refresh", "/auth/api-keys"})
 
 
 class RefreshRequest(BaseModel):
@@ -61,19 +65,21 @@ def me(who: PrincipalDep, session: SessionDep) -> UserPublic:
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.self))
-def logout(request: Request, who: PrincipalDep, session: SessionDep, everywhere: bool = False) -> Response:
-    """Revoke this access token and your refresh tokens; ``everywhere=true`` revokes every token you hold."""
-    users.logout(session, who.user_id, getattr(request.state, "claims", None), everywhere)
+def logout(
+    request: Request, who: PrincipalDep, session: SessionDep, settings: SettingsDep, everywhere: bool = False
+) -> Response:
+    """Revoke this access token and your refresh tokens; ``everywhere=true`` every token and API key you hold."""
+    users.logout(session, settings, who.user_id, getattr(request.state, "claims", None), everywhere)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, **allow(Permission.self))
-def create_key(data: ApiKeyCreate, who: PrincipalDep, session: SessionDep) -> ApiKeyCreated:
-    """A key for a machine client (shown once); admins may make one for another user."""
+def create_key(data: ApiKeyCreate, who: PrincipalDep, session: SessionDep, settings: SettingsDep) -> ApiKeyCreated:
+    """A key for a machine client (shown once, expiring); admins may make one for another user."""
     owner = data.user_id or who.user_id
     if owner != who.user_id and who.role != Role.admin:
         raise Forbidden("only admins create keys for other users")
-    return users.create_key(session, owner, data.name)
+    return users.create_key(session, settings, owner, data.name, data.expires_in_days)
 
 
 @router.get("/api-keys", response_model=list[ApiKeyPublic], **allow(Permission.self))

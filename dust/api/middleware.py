@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,7 +46,9 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            # Anything the routers did not turn into a problem is a bug: log it whole, answer a bare 500.
+            # Anything the routers did not turn into a problem is a bug: log its traceback, answer a bare 500.
+            # The traceback is plain and bounded, without local variables (dust.core.logging): frames hold the
+            # request's token and body and the settings' key, and formatting them stalled every request.
             log.exception("unhandled error", method=scope["method"], path=scope["path"])
             status = 500
             response = problem(
@@ -159,11 +163,16 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-class RejectNul:
-    """Refuse NUL characters in the path, query, a JSON or a form body with 422: no DUST text may hold one,
-    and PostgreSQL cannot store one."""
+class RejectBadText:
+    """Refuse NUL and lone surrogates with 422 wherever a request carries text: the path, the query, and any
+    key or string of a JSON or form body, whatever the media type's letter case. PostgreSQL stores neither:
+    one entity stored with such an attribute made ``attr.`` filters fail for every user. The engine refuses
+    them in names and attributes too (dust.engine.fields); this guards every other text field."""
 
-    ESCAPES = {"json": (b"\\u0000",), "x-www-form-urlencoded": (b"%00",)}
+    # A cheap scan first: a hit is only a suspect, decided by parsing (a surrogate pair is an emoji, and
+    # "\\u0000" is an escaped backslash before text). Raw ED A0..BF is a surrogate encoded as UTF-8 bytes,
+    # which json.loads lets through.
+    SUSPECTS = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]|\x00|\xed[\xa0-\xbf]")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -172,26 +181,81 @@ class RejectNul:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        query = scope.get("query_string", b"").lower()
-        if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
-            await _nul_problem(scope, receive, send)
+        detail = _bad_url_text(scope)
+        kind = (header(scope, b"content-type") or "").lower()
+        if detail is None and ("json" in kind or "x-www-form-urlencoded" in kind):
+            body, receive = await buffered(receive)
+            detail = self._bad_json(body) if "json" in kind else _bad_percent_text("body", body.replace(b"+", b" "))
+        if detail is not None:
+            await _bad_text_problem(detail, scope, receive, send)
             return
-        kind = header(scope, b"content-type") or ""
-        escapes = self.ESCAPES.get(next((k for k in self.ESCAPES if k in kind), ""))
-        if escapes is None:
-            await self.app(scope, receive, send)
-            return
-        body, replay = await buffered(receive)
-        if b"\x00" in body or any(e in body.lower() for e in escapes):
-            await _nul_problem(scope, receive, send)
-            return
-        await self.app(scope, replay, send)
+        await self.app(scope, receive, send)
+
+    def _bad_json(self, body: bytes) -> str | None:
+        if not self.SUSPECTS.search(body):
+            return None
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):  # not JSON: the framework says so, naming a raw NUL a control character
+            return _BAD_TEXT.format(where="body", char="U+0000 (NUL)") if b"\x00" in body else None
+        return _bad_json_text(parsed)
 
 
-async def _nul_problem(scope: Scope, receive: Receive, send: Send) -> None:
-    response = problem(
-        422, "text must not contain NUL characters (\\u0000)", type_="https://dust.dev/problems/invalid-input"
-    )
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+_BAD_TEXT = (
+    "{where} must not contain {char}: no text may hold NUL (U+0000) or a lone surrogate (U+D800..U+DFFF "
+    "without its pair)"
+)
+
+
+def _bad_url_text(scope: Scope) -> str | None:
+    raw_path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogatepass")
+    return _bad_percent_text("path", raw_path) or _bad_percent_text("query", scope.get("query_string", b""))
+
+
+def _bad_percent_text(where: str, raw: bytes) -> str | None:
+    """Percent-decoded, ``raw`` must be UTF-8 without NUL (Starlette would turn %ED%A0%80 into U+FFFD silently)."""
+    text = unquote_to_bytes(raw)
+    if b"\x00" in text:
+        return _BAD_TEXT.format(where=f"the {where}", char="U+0000 (NUL, %00)")
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return (
+            f"the {where} must be UTF-8 text once percent-decoded; lone surrogates (such as %ED%A0%80) and "
+            "other invalid byte sequences are refused"
+        )
+    return None
+
+
+def _bad_json_text(parsed: object) -> str | None:
+    """Where the first NUL or lone surrogate is in a parsed JSON body's keys and strings, or None."""
+    stack: list[tuple[object, str]] = [(parsed, "body")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str) and (found := _BAD_CHAR.search(node)):
+            return _BAD_TEXT.format(where=where, char=_char(found.group()))
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if found := _BAD_CHAR.search(key):
+                    return _BAD_TEXT.format(where=f"{where}.{_shown(key)} (a key)", char=_char(found.group()))
+                stack.append((child, f"{where}.{_shown(key)}"))
+        elif isinstance(node, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(node))
+    return None
+
+
+def _char(char: str) -> str:
+    return "U+0000 (NUL)" if char == "\x00" else f"U+{ord(char):04X} (a lone surrogate)"
+
+
+def _shown(key: str) -> str:
+    """A key for a message: short, its bad characters escaped (a lone surrogate cannot even be encoded)."""
+    return _BAD_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", key[:40]) + ("…" if len(key) > 40 else "")
+
+
+async def _bad_text_problem(detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem(422, detail, type_="https://dust.dev/problems/invalid-input")
     await response(scope, receive, send)
 
 

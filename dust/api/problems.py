@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -13,6 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from dust.core.errors import DustError
+from dust.engine.fields import MAX_ATTRIBUTE_DEPTH
+from dust.engine.timegrid import MAX_TIME_INDEX
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -45,12 +48,21 @@ def problem(
         "type": type_,
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
-        "detail": detail,
+        "detail": _encodable(detail),
         **extra,
     }
     if errors:
-        body["errors"] = errors
+        body["errors"] = [{**e, "msg": _encodable(e["msg"])} if isinstance(e.get("msg"), str) else e for e in errors]
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _encodable(text: str) -> str:
+    # A message quoting input with a lone surrogate could not be encoded as UTF-8: the answer would be a 500.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def install(app: FastAPI) -> None:
@@ -84,6 +96,9 @@ def _field_error(error: Any) -> dict[str, Any]:
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     detail = str(exc.detail)
+    unparsed = _unparsable_body(exc.__cause__) if exc.status_code == 400 else None
+    if unparsed:
+        return problem(422, unparsed, type_="https://dust.dev/problems/invalid-input")
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}; the API is listed at /docs"
     elif exc.status_code == 405:
@@ -91,6 +106,23 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
         return problem(405, detail, headers={"Allow": allowed})
     return problem(exc.status_code, detail, headers=exc.headers)
+
+
+def _unparsable_body(cause: BaseException | None) -> str | None:
+    """Why json.loads failed on a body in a way FastAPI calls only "an error parsing the body", or None."""
+    if isinstance(cause, RecursionError):
+        return (
+            "body nests arrays or objects too deeply to parse; attributes may nest at most "
+            f"{MAX_ATTRIBUTE_DEPTH} levels"
+        )
+    if isinstance(cause, UnicodeDecodeError):
+        return "body is not valid UTF-8 (or UTF-16/32) JSON text"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return (
+            f"body holds an integer of more than {sys.get_int_max_str_digits()} digits; numbers must be finite "
+            f"and within float64, time indices within 0..{MAX_TIME_INDEX}"
+        )
+    return None
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -99,7 +99,9 @@ def delete(tensor_id: uuid.UUID, session: SessionDep) -> Response:
 @router.post("/tensors/{tensor_id}/values", response_model=WriteResult, **allow(Permission.write))
 def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings: SettingsDep) -> WriteResult:
     """Write a batch of cells, all or nothing; replaced values go to the history."""
-    return tensors.write_values(session, tensor_id, data.values, max_batch=settings.max_batch_values)
+    return tensors.write_values(
+        session, tensor_id, data.values, max_batch=settings.max_batch_values, max_blocks=settings.max_batch_blocks
+    )
 
 
 @router.get("/tensors/{tensor_id}/history", response_model=list[HistoryEntry], **allow(Permission.read))

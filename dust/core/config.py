@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,9 +16,15 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "sqlite:///./dust.db",
         description="SQLAlchemy URL; PostgreSQL as postgresql+psycopg://user@host/db.",
+        repr=False,  # may hold a password
     )
-    redis_url: str | None = Field(None, description="Optional Redis for the shared cache and job queue.")
-    secret_key: str | None = Field(None, description="Key that signs tokens; required off the embedded demo.")
+    redis_url: str | None = Field(
+        None,
+        description="Optional Redis for the shared cache and job queue.",
+        repr=False,  # may hold a password
+    )
+    # SecretStr: no repr, str() or traceback of the settings shows the key; read it with get_secret_value().
+    secret_key: SecretStr | None = Field(None, description="Key that signs tokens; required off the embedded demo.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["json", "console"] = Field("console", description="One line per event: json or console.")
     max_batch_values: int = Field(100_000, description="Largest number of values one write request may carry.")
@@ -37,7 +43,21 @@ class Settings(BaseSettings):
         ["name", "external_id", "ssn", "address", "birth_date", "birthdate", "phone", "email"],
         description="Fields hidden from de-identified readers for kinds without a policy of their own (JSON list).",
     )
-    login_max_failures: int = Field(5, ge=1, description="Failed logins of one user before a lockout.")
-    login_lockout_minutes: int = Field(15, ge=1, description="How long a lockout lasts.")
-    login_rate_per_minute: int = Field(30, ge=1, description="Login attempts one client may make per minute.")
+    granting_roles: list[str] = Field(
+        ["admin"],
+        description="Roles that may create, change or delete relations of the access-granting types (JSON list).",
+    )
+    max_batch_blocks: int = Field(
+        1024, ge=1, description="Most storage blocks (64 time steps each) one write request may touch."
+    )
+    api_key_days: int = Field(90, ge=1, le=3650, description="Lifetime of a new API key unless it asks for less.")
+    api_key_max_days: int = Field(365, ge=1, le=3650, description="Longest lifetime an API key may ask for.")
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed sign-ins of one user from one client before that client is throttled."
+    )
+    login_lockout_minutes: int = Field(15, ge=1, description="Longest throttle; it doubles from 1 minute up to this.")
+    login_rate_per_minute: int = Field(30, ge=1, description="Failed sign-ins one client may make per minute.")
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses whose X-Forwarded-For / -Proto headers are believed (JSON list); none by default."
+    )
     cors_origins: list[str] = Field([], description="Origins allowed to call the API from a browser (JSON list).")

@@ -66,14 +66,19 @@ class AccessClaims:
     version: int
     jti: str
     expires_at: datetime
+    # The sign-in (refresh-token family) the token came from: revoking it refuses every access token of that
+    # sign-in at once. None on tokens issued without one.
+    session_id: str | None = None
 
 
 class TokenError(Exception):
     """The token is not one we issued, or no longer valid; the message says which, for the 401."""
 
 
-def issue_access_token(secret: str, user_id: uuid.UUID, role: str, version: int, ttl: timedelta) -> tuple[str, str]:
-    """A signed access token and its id (jti)."""
+def issue_access_token(
+    secret: str, user_id: uuid.UUID, role: str, version: int, ttl: timedelta, session_id: uuid.UUID | None = None
+) -> tuple[str, str]:
+    """A signed access token and its id (jti); ``session_id`` (claim ``sid``) names the sign-in it belongs to."""
     now = datetime.now(UTC)
     jti = secrets.token_hex(16)
     claims: dict[str, Any] = {
@@ -87,6 +92,8 @@ def issue_access_token(secret: str, user_id: uuid.UUID, role: str, version: int,
         "nbf": now,
         "exp": now + ttl,
     }
+    if session_id is not None:
+        claims["sid"] = str(session_id)
     return jwt.encode(claims, secret, algorithm=ALGORITHM), jti
 
 
@@ -104,17 +111,32 @@ def read_access_token(secret: str, token: str) -> AccessClaims:
         )
         if claims.get("typ") != "access":
             raise TokenError("not an access token")
+        _check_times(claims)
         return AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             role=str(claims.get("role")),
             version=int(claims.get("ver", -1)),
             jti=str(claims["jti"]),
             expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            session_id=claims.get("sid"),
         )
     except jwt.ExpiredSignatureError:
         raise TokenError("token has expired") from None
-    except (jwt.InvalidTokenError, ValueError, KeyError) as problem:
+    except (jwt.InvalidTokenError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as problem:
+        # A claim of the wrong type or size (a "sub" that is a number, an "exp" of Infinity) is a bad token.
         raise TokenError(f"token is invalid ({type(problem).__name__})") from None
+
+
+_LAST_SECOND = 253402300799  # 9999-12-31T23:59:59Z, the last instant a datetime can hold
+
+
+def _check_times(claims: dict[str, Any]) -> None:
+    """exp, iat and nbf as DUST issues them: whole seconds a datetime can hold. A token signed with the key
+    but an exp of 10**20 would otherwise overflow datetime.fromtimestamp."""
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name, 0)
+        if type(value) is not int or not 0 <= value <= _LAST_SECOND:
+            raise TokenError(f"token is invalid ({name} is not a time in whole seconds up to year 9999)")
 
 
 def new_secret_token(prefix: str = "") -> str:

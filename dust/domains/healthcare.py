@@ -99,9 +99,10 @@ MARKER = ("hospital", "demo-hospital-1")
 # What de-identified readers (analysts) may not see. A patient's name, record number and birth year identify
 # them (HIPAA Safe Harbor lists names, record numbers and dates); a doctor's or hospital's name does not.
 POLICIES = {
-    "patient": KindPolicy(description="A person receiving care.", sensitive=["name", "external_id", "birth_year"]),
-    "doctor": KindPolicy(description="A clinician; linked users see the patients they treat.", sensitive=[]),
-    "hospital": KindPolicy(description="A place of care.", sensitive=[]),
+    # On top of DUST_SENSITIVE_FIELDS (name, external id, ssn, address, birth date, phone, email).
+    "patient": KindPolicy(description="A person receiving care.", sensitive=["birth_year"]),
+    "doctor": KindPolicy(description="A clinician; linked users see the patients they treat.", public=["name"]),
+    "hospital": KindPolicy(description="A place of care.", public=["name", "external_id"]),
 }
 
 

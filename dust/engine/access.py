@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, literal, or_, select
+from sqlalchemy import CompoundSelect, Select, literal, or_, select
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Forbidden, NotFound
@@ -33,15 +33,16 @@ class Principal:
     username: str
     role: Role
     entity_id: uuid.UUID | None
-    secret: str
+    secret: str = field(repr=False)  # the signing key (it keys pseudonyms): never in a repr or a log
     grant_types: list[str]
     depth: int
     default_sensitive: list[str]
+    may_grant: bool = False  # may write relations of the granting types (Settings.granting_roles)
     request_id: str | None = None
     client: str | None = None
     method: str | None = None
     path: str | None = None
-    _sensitive: dict[str, set[str]] = field(default_factory=dict)
+    _sensitive: dict[str | None, set[str]] = field(default_factory=dict)
 
     @property
     def scoped(self) -> bool:
@@ -95,12 +96,6 @@ def visible_ids(session: Session) -> CompoundSelect[Any] | Select[Any] | None:
     return select(reach.c.id).union(created)
 
 
-def only_visible(stmt: Select[Any], column: Any, session: Session) -> Select[Any]:
-    """``stmt`` restricted to rows whose ``column`` (an entity id) the principal may see."""
-    ids = visible_ids(session)
-    return stmt if ids is None else stmt.where(column.in_(ids))
-
-
 def can_see(session: Session, entity_id: uuid.UUID) -> bool:
     ids = visible_ids(session)
     if ids is None:
@@ -123,14 +118,34 @@ def require_visible(session: Session, entity_id: uuid.UUID, what: str = "entity"
         raise NotFound(f"{what} {entity_id} does not exist")
 
 
-def sensitive_fields(session: Session, kind: str) -> set[str]:
-    """The fields of ``kind`` that de-identified readers do not get (the kind's policy, else the default)."""
+def require_grant(session: Session, relation_type: str) -> None:
+    """Relations of the granting types decide who sees what: writing one is for the granting roles only.
+
+    Otherwise a clinician could relate their own entity to anything visible and so reach what lies beyond it,
+    or hand another user's entity access to a patient.
+    """
+    who = principal(session)
+    if who is not None and relation_type in who.grant_types and not who.may_grant:
+        raise Forbidden(
+            f"'{relation_type}' relations grant access to entities; only the roles in DUST_GRANTING_ROLES "
+            "may create, change or delete them (ask an admin)"
+        )
+
+
+def sensitive_fields(session: Session, kind: str | None) -> set[str]:
+    """The fields de-identified readers do not get: the defaults, less those the kind's policy makes public, plus
+    those it makes sensitive; for ``None`` (a query that may match any kind), the defaults plus every kind's."""
     who = principal(session)
     if who is None:
         return set()
     if kind not in who._sensitive:
-        policy = session.get(EntityKind, kind)
-        who._sensitive[kind] = set(policy.sensitive if policy else who.default_sensitive)
+        fields = set(who.default_sensitive)
+        if kind is None:
+            for listed in session.scalars(select(EntityKind.sensitive)):
+                fields.update(listed)
+        elif (policy := session.get(EntityKind, kind)) is not None:
+            fields = (fields - set(policy.public)) | set(policy.sensitive)
+        who._sensitive[kind] = fields
     return who._sensitive[kind]
 
 
@@ -157,10 +172,11 @@ def present(session: Session, entity: Entity) -> dict[str, Any]:
     return data
 
 
-def both_ends_visible(session: Session, stmt: Select[Any]) -> Select[Any]:
-    """Relations whose source and target the principal may both see."""
-    ids = visible_ids(session)
-    if ids is None:
-        return stmt
-    sub = ids.subquery()
-    return stmt.where(and_(Relation.source_id.in_(select(sub.c.id)), Relation.target_id.in_(select(sub.c.id))))
+def present_attributes(session: Session, attributes: dict[str, Any]) -> dict[str, Any]:
+    """A relation's attributes as the principal may read them: a relation belongs to no one kind, so a
+    de-identified reader loses every key that is sensitive for any kind."""
+    who = principal(session)
+    if who is None or not who.deidentified:
+        return attributes
+    hidden = sensitive_fields(session, None)
+    return {k: v for k, v in attributes.items() if k not in hidden}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import nullcontext
@@ -16,10 +18,12 @@ from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dust.engine import access, audit
-from dust.engine.fields import Attributes, Text
+from dust.engine.fields import Attributes, Text, bad_value_char, describe
 from dust.engine.paging import OFFSET, decode_cursor, encode_cursor, keyset_after, keyset_cursor
 from dust.storage.models import Entity, utcnow
 from dust.storage.repositories import entities as repo
+from dust.storage.repositories import relations as relation_repo
+from dust.storage.repositories import users as user_repo
 
 KIND = r"^[a-z][a-z0-9_\-]{0,63}$"
 IN_BATCH = 10_000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement
@@ -138,6 +142,32 @@ def update(session: Session, entity_id: uuid.UUID, data: EntityUpdate, kind: str
     return public(session, row)
 
 
+def _check_deletable(session: Session, entity_id: uuid.UUID) -> None:
+    """A delete takes the entity's relations with it, so it must not decide anything the caller may not:
+    no user may lose the entity their account is linked to, and no relation the caller could not delete
+    themselves — one whose other end they cannot see, or of a granting type they may not write — may go."""
+    who = access.principal(session)
+    if who is None:
+        return
+    linked = user_repo.linked_to(session, entity_id)
+    if linked:
+        raise Conflict(
+            f"user '{linked[0]}' is linked to entity {entity_id}; unlink the user first (PATCH /users/{{id}})"
+        )
+    hidden = relation_repo.count_touching(session, entity_id, outside=access.visible_ids(session))
+    if hidden:
+        raise Conflict(
+            f"entity {entity_id} has {hidden} relation(s) to entities outside your reach; deleting it would remove "
+            "them, so ask an admin"
+        )
+    granting = [] if who.may_grant else relation_repo.types_touching(session, entity_id, who.grant_types)
+    if granting:
+        raise Conflict(
+            f"entity {entity_id} has '{granting[0]}' relations, which grant access: deleting it would change who may "
+            "see what, which only the roles in DUST_GRANTING_ROLES may do (ask an admin)"
+        )
+
+
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     """RFC 7396 JSON merge patch: a null removes a key, an object merges into an object (or replaces)."""
     merged = dict(target)
@@ -155,6 +185,7 @@ def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str
 def delete(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> None:
     """Delete the entity; its tensors and relations go with it (foreign keys cascade)."""
     get_row(session, entity_id, kind)
+    _check_deletable(session, entity_id)
     repo.delete(session, entity_id)
     audit.record(session, "delete", "entity", entity_id, [entity_id])
     session.expunge_all()
@@ -196,7 +227,7 @@ def _check_deidentified_filters(
         return
     if q:
         raise Forbidden("search by name or external id is not available to de-identified readers")
-    hidden = set(who.default_sensitive) if kind is None else access.sensitive_fields(session, kind)
+    hidden = access.sensitive_fields(session, kind)  # without a kind: sensitive for any kind
     for key in attributes:
         if key in hidden:
             raise Forbidden(f"attribute '{key}' is sensitive; de-identified readers may not filter by it")
@@ -278,9 +309,37 @@ def parse_attribute_filters(params: Mapping[str, str]) -> dict[str, Any]:
         key = name[len("attr.") :]
         if not key or len(key) > 128 or not key.replace("_", "").replace("-", "").isalnum():
             raise InvalidInput(f"attribute filter '{name}': key must be letters, digits, '_' or '-'")
-        try:
-            value = json.loads(raw)
-            filters[key] = value if isinstance(value, bool | int | float) else raw
-        except json.JSONDecodeError:
-            filters[key] = raw
+        filters[key] = _filter_value(name, raw)
     return filters
+
+
+def _filter_value(name: str, raw: str) -> Any:
+    """A JSON number or boolean as such, anything else as text; a number must be a finite float64, since that
+    is what the stored value is compared as (a bigger one overflows the comparison)."""
+    at = bad_value_char(raw)
+    if at is not None:
+        raise InvalidInput(
+            f"attribute filter '{name}': the value must not contain {describe(raw[at])}; no attribute holds a "
+            "control character other than tab and line breaks, or a lone surrogate"
+        )
+    try:
+        value = json.loads(raw, parse_constant=str)  # NaN and Infinity are not JSON numbers: compare them as text
+    except json.JSONDecodeError:
+        return raw
+    except ValueError:  # an integer of over 4300 digits
+        value = math.inf
+    if not isinstance(value, bool | int | float):
+        return raw
+    if not isinstance(value, bool) and not _finite(value):
+        raise InvalidInput(
+            f"attribute filter '{name}': {raw[:20]}{'…' if len(raw) > 20 else ''} is beyond the numbers an "
+            f"attribute can hold; a number must be finite and within ±{sys.float_info.max:.6g} (float64)"
+        )
+    return value
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer past float64, e.g. 1 followed by 400 zeros
+        return False

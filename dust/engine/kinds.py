@@ -1,8 +1,12 @@
-"""Entity kinds and their field policy: which fields are sensitive (hidden from de-identified readers)."""
+"""Entity kinds and their field policy: which fields are sensitive (hidden from de-identified readers).
+
+A policy adds to ``Settings.sensitive_fields``, the defaults every kind starts from; a default can only be
+released by naming it in ``public``, so forgetting a field in a policy never exposes it.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,8 +21,22 @@ class KindPolicy(BaseModel):
     sensitive: list[str] = Field(
         default_factory=list,
         max_length=200,
-        description="Fields hidden from de-identified readers: 'name', 'external_id' or attribute keys.",
+        description="Fields hidden from de-identified readers on top of the defaults (DUST_SENSITIVE_FIELDS): "
+        "'name', 'external_id' or attribute keys.",
     )
+    public: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Default-sensitive fields this kind shows de-identified readers after all (e.g. a hospital's "
+        "name).",
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> KindPolicy:
+        both = sorted(set(self.sensitive) & set(self.public))
+        if both:
+            raise ValueError(f"{both} cannot be both sensitive and public")
+        return self
 
 
 class KindPublic(KindPolicy):
@@ -30,7 +48,11 @@ def put(session: Session, kind: str, policy: KindPolicy) -> KindPublic:
     if row is None:
         row = EntityKind(kind=kind)
         session.add(row)
-    row.description, row.sensitive = policy.description, sorted(set(policy.sensitive))
+    row.description, row.sensitive, row.public = (
+        policy.description,
+        sorted(set(policy.sensitive)),
+        sorted(set(policy.public)),
+    )
     session.flush()
     return KindPublic.model_validate(row)
 

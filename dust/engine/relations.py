@@ -159,6 +159,7 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
     missing = set(ids) - (entity_repo.existing_ids(session, ids) & access.see_all(session, ids))
     if missing:
         raise InvalidInput(f"entity {sorted(map(str, missing))[0]} does not exist; relations join existing entities")
+    access.require_grant(session, data.type)
     if repo.find_edge(session, data.source_id, data.target_id, data.type) is not None:
         raise _duplicate(data)
     try:
@@ -167,7 +168,14 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
     except IntegrityError:
         raise _duplicate(data) from None
     audit.record(session, "create", "relation", row.id, ids)
-    return RelationPublic.model_validate(row)
+    return _public(session, row)
+
+
+def _public(session: Session, row: Relation) -> RelationPublic:
+    """The relation as the principal may read it (attributes de-identified for analysts)."""
+    public = RelationPublic.model_validate(row)
+    public.attributes = access.present_attributes(session, row.attributes)
+    return public
 
 
 def _duplicate(data: RelationCreate) -> Conflict:
@@ -184,7 +192,7 @@ def get(session: Session, relation_id: uuid.UUID) -> RelationDetail:
 
 def _detail(session: Session, row: Relation) -> RelationDetail:
     history = [WeightChange.model_validate(w) for w in repo.weights(session, row.id)]
-    return RelationDetail(**RelationPublic.model_validate(row).model_dump(), history=history)
+    return RelationDetail(**_public(session, row).model_dump(), history=history)
 
 
 def _row(session: Session, relation_id: uuid.UUID) -> Relation:
@@ -199,6 +207,7 @@ def _row(session: Session, relation_id: uuid.UUID) -> Relation:
 
 def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> RelationDetail:
     row = _row(session, relation_id)
+    access.require_grant(session, row.type)
     changes = data.model_dump(exclude_unset=True)
     if "weight" in changes and changes["weight"] is None:
         raise InvalidInput("weight cannot be null")
@@ -223,6 +232,7 @@ def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> Re
 
 def delete(session: Session, relation_id: uuid.UUID) -> None:
     row = _row(session, relation_id)
+    access.require_grant(session, row.type)
     ends = [row.source_id, row.target_id]
     repo.delete(session, relation_id)
     audit.record(session, "delete", "relation", relation_id, ends)
@@ -240,8 +250,10 @@ def list_(
     rows = repo.page(session, entity_id, _types(types), keyset_after(cursor), limit + 1, access.visible_ids(session))
     more = len(rows) > limit
     last = rows[limit - 1] if more else None
+    shown = rows[:limit]
+    audit.record_each(session, "read", "relation", [(r.id, [r.source_id, r.target_id]) for r in shown])
     return RelationList(
-        items=[RelationPublic.model_validate(r) for r in rows[:limit]],
+        items=[_public(session, r) for r in shown],
         next_cursor=keyset_cursor(last.created_at, last.id) if last else None,
     )
 
@@ -352,6 +364,7 @@ def master_tensor(session: Session, *, types: list[str] | None = None, at: datet
     position = {entity: i for i, entity in enumerate(ids)}
     # (type, source, target) is unique, so the sort never compares weights
     entries = sorted((type_index[r.type], position[r.source_id], position[r.target_id], w) for r, w in live)
+    audit.record(session, "read", "master_tensor", None, ids or [None])
     return MasterTensor(
         types=type_names,
         entity_ids=ids,

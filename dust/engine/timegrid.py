@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import reprlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ _US = timedelta(microseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
 _INDEX = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
+_INDEX_DIGITS = len(str(MAX_TIME_INDEX))
 
 
 @dataclass(frozen=True)
@@ -30,17 +32,17 @@ class TimeGrid:
     def index(self, when: object, field: str = "time") -> int:
         """A time index from an index or an ISO 8601 timestamp (floored onto the grid)."""
         if isinstance(when, bool | np.bool_):
-            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {when!r}")
+            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {_shown(when)}")
         if isinstance(when, numbers.Integral):
             return self.check(int(when), field)
         if isinstance(when, float) and when.is_integer():
             return self.check(int(when), field)
         if isinstance(when, str) and _INDEX.fullmatch(when):
-            return self.check(int(when), field)
+            return self.check(_integer(when, field), field)
         if isinstance(when, str):
             when = parse_timestamp(when, field)
         if not isinstance(when, datetime):
-            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {when!r}")
+            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {_shown(when)}")
         offset_us = (as_utc(when, field) - self.origin) // _US
         if offset_us < 0:
             raise OutOfRange(f"{field} {when.isoformat()} is before the tensor's origin {self.origin.isoformat()}")
@@ -68,8 +70,30 @@ class TimeGrid:
 
 def check_index(index: int, field: str = "time") -> int:
     if not 0 <= index <= MAX_TIME_INDEX:
-        raise OutOfRange(f"{field} index {index} is outside 0..{MAX_TIME_INDEX}, the time indices a tensor holds")
+        raise _outside(field, _shown(index))
     return index
+
+
+def _integer(text: str, field: str) -> int:
+    """``int(text)`` of an index that may be as long as a request: past MAX_TIME_INDEX's digits it is out of
+    range whatever it says, and int() of over 4300 digits raises a bare ValueError."""
+    text = text.strip()
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) > _INDEX_DIGITS:
+        raise _outside(field, _shown(text))
+    return -int(digits or "0") if text.startswith("-") else int(digits or "0")
+
+
+def _outside(field: str, index: str) -> OutOfRange:
+    return OutOfRange(f"{field} index {index} is outside 0..{MAX_TIME_INDEX}, the time indices a tensor holds")
+
+
+def _shown(value: object) -> str:
+    """``value`` for a message: short, and never a crash (repr of an int over 4300 digits raises)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}<a number of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    text = value if isinstance(value, str) else reprlib.repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def parse_timestamp(text: str, field: str = "time") -> datetime:

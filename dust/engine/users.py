@@ -6,6 +6,8 @@ was stolen (or replayed), so the whole family — every token descended from tha
 
 from __future__ import annotations
 
+import hmac
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +38,10 @@ from dust.storage.repositories import users as repo
 
 USERNAME = r"^[A-Za-z0-9_.@\-]{3,64}$"
 MIN_PASSWORD = 10
+# How long failed sign-ins count towards a throttle (a successful sign-in from that client forgets them
+# sooner). Far longer than the longest throttle, so a client that keeps guessing stays at the cap instead of
+# its old failures ageing out and the backoff starting again from 1 minute.
+FAILURE_MEMORY = timedelta(hours=24)
 
 
 class UserCreate(BaseModel):
@@ -81,6 +87,10 @@ class ApiKeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
     user_id: uuid.UUID | None = Field(None, description="Whose key (admins only); default yourself.")
+    expires_in_days: int | None = Field(
+        None,
+        description="Days until the key expires: 1..DUST_API_KEY_MAX_DAYS (365); default DUST_API_KEY_DAYS (90).",
+    )
 
 
 class ApiKeyPublic(BaseModel):
@@ -93,6 +103,7 @@ class ApiKeyPublic(BaseModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime
 
 
 class ApiKeyCreated(ApiKeyPublic):
@@ -163,7 +174,7 @@ def update(session: Session, user_id: uuid.UUID, data: UserUpdate) -> UserPublic
     if changes.get("password") is not None:
         row.password_hash = hash_password(changes["password"])
     if {"role", "disabled", "password"} & changes.keys():
-        _sign_out_everywhere(session, row)
+        _sign_out_everywhere(session, row, datetime.now(UTC))
     session.flush()
     audit.record(session, "update", "user", row.id)
     return UserPublic.model_validate(row)
@@ -181,31 +192,47 @@ def _check_entity(session: Session, entity_id: uuid.UUID | None) -> None:
         raise InvalidInput(f"entity {entity_id} does not exist; link users to existing entities")
 
 
-def _sign_out_everywhere(session: Session, user: User) -> None:
+def _sign_out_everywhere(session: Session, user: User, now: datetime) -> None:
+    """Every credential the user holds stops working: access tokens (by version), refresh tokens and API
+    keys — a key minted with a stolen token must not survive the response to the theft."""
     user.token_version += 1
-    repo.revoke_user_refresh(session, user.id, datetime.now(UTC))
+    repo.revoke_user_refresh(session, user.id, now)
+    repo.revoke_user_keys(session, user.id, now)
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------
 
 
 def login(session: Session, settings: Settings, username: str, password: str, client: str) -> TokenPair | Refused:
-    """Tokens for a correct password; otherwise a refusal, with failures counted towards a lockout."""
+    """Tokens for a correct password; otherwise a refusal, with failures counted towards a throttle."""
     now = datetime.now(UTC)
-    minute_ago = now - timedelta(minutes=1)
-    if repo.failures_since(session, minute_ago, client=client) >= settings.login_rate_per_minute:
+    name, client = username[:64], client[:64]  # as the failures table keeps them
+    if repo.failures_since(session, now - timedelta(minutes=1), client=client) >= settings.login_rate_per_minute:
         return Refused(429, "too many failed sign-ins from this client; wait a minute", retry_after=60)
-    window = timedelta(minutes=settings.login_lockout_minutes)
-    if repo.failures_since(session, now - window, username=username) >= settings.login_max_failures:
-        last = repo.last_failure(session, username) or now
-        wait = max(1, int((last + window - now).total_seconds()))
-        return Refused(429, f"sign-in for this user is locked after repeated failures; retry in {wait} s", wait)
+    wait = _throttle(session, settings, name, client, now)
+    if wait is not None:
+        return Refused(429, f"too many failed sign-ins as this user from this client; retry in {wait} s", wait)
     user = repo.by_username(session, username)
     if not verify_password(user.password_hash if user else None, password) or user is None or user.disabled:
-        repo.add_failure(session, username[:64], client[:64], now)
+        repo.add_failure(session, name, client, now)
         return Refused(401, "wrong username or password, or the user is disabled")
-    repo.clear_failures(session, username)
+    repo.clear_failures(session, name, client)
     return _issue(session, settings, user, family=uuid.uuid4())
+
+
+def _throttle(session: Session, settings: Settings, username: str, client: str, now: datetime) -> int | None:
+    """Seconds ``client`` must still wait before trying ``username`` again, or None.
+
+    Per user and client, so a stranger's guesses cannot lock the owner out from their own machine. After
+    ``login_max_failures`` failures the client waits 1 minute from the last one, twice as long after each
+    further failure, up to ``login_lockout_minutes``.
+    """
+    failures, last = repo.failures_of(session, username, client, now - FAILURE_MEMORY)
+    if failures < settings.login_max_failures or last is None:
+        return None
+    doublings = min(failures - settings.login_max_failures, 20)  # 2**20 minutes is past any cap; keeps it small
+    until = last + timedelta(minutes=min(2**doublings, settings.login_lockout_minutes))
+    return math.ceil((until - now).total_seconds()) if until > now else None
 
 
 def refresh(session: Session, settings: Settings, token: str) -> TokenPair | Refused:
@@ -214,7 +241,7 @@ def refresh(session: Session, settings: Settings, token: str) -> TokenPair | Ref
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         return Refused(401, "refresh token is invalid, expired or revoked; sign in again")
     if row.used_at is not None:
-        repo.revoke_family(session, row.family_id, now)
+        _revoke_sign_in(session, settings, row.family_id, now)
         return Refused(401, "refresh token was already used; every token of this sign-in is now revoked")
     user = repo.get(session, row.user_id)
     if user is None or user.disabled:
@@ -225,7 +252,7 @@ def refresh(session: Session, settings: Settings, token: str) -> TokenPair | Ref
 
 def _issue(session: Session, settings: Settings, user: User, family: uuid.UUID) -> TokenPair:
     ttl = timedelta(minutes=settings.access_token_minutes)
-    access, _ = issue_access_token(_secret(settings), user.id, user.role, user.token_version, ttl)
+    access, _ = issue_access_token(_secret(settings), user.id, user.role, user.token_version, ttl, family)
     refresh_token = new_secret_token()
     repo.add_refresh(
         session,
@@ -237,15 +264,33 @@ def _issue(session: Session, settings: Settings, user: User, family: uuid.UUID) 
     return TokenPair(access_token=access, refresh_token=refresh_token, expires_in=int(ttl.total_seconds()))
 
 
-def logout(session: Session, user_id: uuid.UUID, claims: AccessClaims | None, everywhere: bool) -> None:
-    """Revoke the presented access token and the user's refresh tokens; ``everywhere``: every token."""
+def _revoke_sign_in(session: Session, settings: Settings, family: uuid.UUID, now: datetime) -> None:
+    """Revoke every refresh token of one sign-in and, through their ``sid``, its access tokens at once."""
+    repo.revoke_family(session, family, now)
+    # Kept as long as an access token issued until now can live; none of this sign-in is issued after.
+    repo.revoke_access(session, _sid(family), now + timedelta(minutes=settings.access_token_minutes))
+
+
+def _sid(family: uuid.UUID | str) -> str:
+    """The revocation key of a sign-in, beside the jtis of single tokens (which are hex, never "sid:")."""
+    return f"sid:{family}"
+
+
+def logout(
+    session: Session, settings: Settings, user_id: uuid.UUID, claims: AccessClaims | None, everywhere: bool
+) -> None:
+    """End the presented token's sign-in (all its access tokens) and revoke the user's refresh tokens;
+    ``everywhere``: every token and key."""
     user = _row(session, user_id)
     now = datetime.now(UTC)
     if claims is not None:
         repo.revoke_access(session, claims.jti, claims.expires_at)
-    repo.revoke_user_refresh(session, user.id, now)
+        if claims.session_id is not None:
+            _revoke_sign_in(session, settings, uuid.UUID(str(claims.session_id)), now)
     if everywhere:
-        user.token_version += 1
+        _sign_out_everywhere(session, user, now)
+    else:
+        repo.revoke_user_refresh(session, user.id, now)
     repo.forget_expired(session, now)
     session.flush()
 
@@ -262,37 +307,54 @@ def authenticate(session: Session, settings: Settings, credential: str) -> tuple
     user = repo.get(session, claims.user_id)
     if user is None or user.disabled:
         raise AuthError("the user is unknown or disabled")
-    if claims.version != user.token_version or claims.role != user.role or repo.is_revoked(session, claims.jti):
+    # The token and its sign-in in one query: this runs on every request.
+    revocable = (claims.jti,) if claims.session_id is None else (claims.jti, _sid(claims.session_id))
+    if claims.version != user.token_version or claims.role != user.role or repo.is_revoked(session, *revocable):
         raise AuthError("token has been revoked")
     return user, claims
 
 
 def _by_api_key(session: Session, key: str, prefix: str) -> User:
     row = repo.key_by_prefix(session, prefix)
-    if row is None or row.revoked_at is not None or row.key_hash != digest(key):
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest(key)):
         raise AuthError("API key is invalid or revoked")
+    now = datetime.now(UTC)
+    if row.expires_at <= now:
+        raise AuthError("API key has expired")
     user = repo.get(session, row.user_id)
     if user is None or user.disabled:
         raise AuthError("the key's user is disabled")
-    row.last_used_at = datetime.now(UTC)
+    row.last_used_at = now
     return user
 
 
 def _secret(settings: Settings) -> str:
     if not settings.secret_key:
         raise RuntimeError("DUST_SECRET_KEY is not set")
-    return settings.secret_key
+    return settings.secret_key.get_secret_value()
 
 
 # --- API keys ---------------------------------------------------------------------------------------------
 
 
-def create_key(session: Session, user_id: uuid.UUID, name: str) -> ApiKeyCreated:
+def create_key(
+    session: Session, settings: Settings, user_id: uuid.UUID, name: str, expires_in_days: int | None = None
+) -> ApiKeyCreated:
     _row(session, user_id)
+    expires_at = datetime.now(UTC) + timedelta(days=_key_days(settings, expires_in_days))
     key, prefix = new_api_key()
-    row = repo.add_key(session, user_id=user_id, name=name, prefix=prefix, key_hash=digest(key))
+    row = repo.add_key(session, user_id=user_id, name=name, prefix=prefix, key_hash=digest(key), expires_at=expires_at)
     audit.record(session, "create", "api_key", row.id)
     return ApiKeyCreated(**ApiKeyPublic.model_validate(row).model_dump(), key=key)
+
+
+def _key_days(settings: Settings, asked: int | None) -> int:
+    most = settings.api_key_max_days
+    if asked is None:
+        return min(settings.api_key_days, most)
+    if not 1 <= asked <= most:
+        raise InvalidInput(f"expires_in_days must be 1..{most} (DUST_API_KEY_MAX_DAYS); got {asked}")
+    return asked
 
 
 def keys(session: Session, user_id: uuid.UUID | None) -> list[ApiKeyPublic]:

@@ -79,6 +79,8 @@ class EntityKind(Base):
     kind: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str | None] = mapped_column(String(2000))
     sensitive: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Default-sensitive fields (Settings.sensitive_fields) this kind releases.
+    public: Mapped[list[str]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -237,6 +239,8 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # Every key expires: a key minted from a stolen token must not outlive the theft indefinitely.
+    expires_at: Mapped[datetime]
 
 
 class RevokedToken(Base):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,50 +16,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dust.core.security import GRANTS, Permission, Role
+from tests.api.conftest import API, VITALS, World, make
 
-API = "/api/v1"
 PUBLIC = {("post", "/api/v1/auth/token"), ("post", "/api/v1/auth/refresh")}
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/api/v1/healthz", "/api/v1/readyz")
-VITALS = {"name": "vitals", "axes": [{"name": "metric", "labels": ["heart_rate", "temperature"]}]}
-
-
-@dataclass
-class World:
-    ids: dict[str, str]
-
-    def __getitem__(self, key: str) -> str:
-        return self.ids[key]
-
-
-def _make(client: TestClient, path: str, body: dict[str, Any]) -> str:
-    response = client.post(f"{API}{path}", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-@pytest.fixture
-def world(client: TestClient) -> World:
-    assert client.post(f"{API}/schemas", json=VITALS).status_code == 201
-    ids = {
-        "H": _make(client, "/entities", {"kind": "hospital", "name": "General"}),
-        "A": _make(client, "/entities", {"kind": "doctor", "name": "Dr A"}),
-        "B": _make(client, "/entities", {"kind": "doctor", "name": "Dr B"}),
-        "PA": _make(client, "/patients", {"name": "Pat A", "external_id": "MRN-A", "attributes": {"ssn": "1"}}),
-        "PB": _make(client, "/patients", {"name": "Pat B", "external_id": "MRN-B"}),
-    }
-    for doctor, patient in (("A", "PA"), ("B", "PB")):
-        ids[f"{doctor}-works"] = _make(
-            client, "/relations", {"source_id": ids[doctor], "target_id": ids["H"], "type": "works_at"}
-        )
-        ids[f"{doctor}-treats"] = _make(
-            client, "/relations", {"source_id": ids[doctor], "target_id": ids[patient], "type": "treats"}
-        )
-        ids[f"T{patient}"] = _make(client, "/tensors", {"entity_id": ids[patient], "schema": "vitals"})
-        client.post(
-            f"{API}/tensors/{ids[f'T{patient}']}/values",
-            json={"values": [{"time": 0, "metric": "heart_rate", "value": 70}]},
-        )
-    return World(ids)
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
@@ -106,10 +65,11 @@ def test_each_role_gets_exactly_its_permissions(
     role: str, app: FastAPI, world: World, login_as: Callable[..., TestClient]
 ) -> None:
     signed_in = login_as(role, entity_id=world["A"])
+    # Function-level permissions only: the granting relation rule (object level) has tests of its own below.
     ids = {
         "entity_id": world["PA"],
         "tensor_id": world["TPA"],
-        "relation_id": world["A-treats"],
+        "relation_id": world["A-consults"],
         "name": "vitals",
         "kind": "patient",
     }
@@ -168,20 +128,24 @@ def test_lists_search_and_graphs_show_only_what_is_reachable(world: World, login
         found = {p["id"] for p in alice.get(f"{API}/patients", params={"q": query}).json()["items"]}
         assert world["PB"] not in found
     relations = alice.get(f"{API}/relations").json()["items"]
-    assert {r["id"] for r in relations} == {world["A-treats"], world["A-works"]}
+    assert {r["id"] for r in relations} == {world["A-treats"], world["A-works"], world["A-consults"]}
     graph = alice.get(f"{API}/query_master", params={"entity_id": world["A"], "depth": 3}).json()
     assert {n["id"] for n in graph["nodes"]} == mine
     coo = alice.get(f"{API}/query_master/tensor").json()
-    assert set(coo["entity_ids"]) <= mine and len(coo["values"]) == 2
+    assert set(coo["entity_ids"]) <= mine and len(coo["values"]) == 3
     assert alice.get(f"{API}/entities/{world['A']}/tensors").status_code == 200
 
 
-def test_members_see_what_they_create_and_may_link_it(world: World, login_as: Callable[..., TestClient]) -> None:
+def test_members_see_what_they_create_and_relate_it_by_non_granting_types(
+    world: World, login_as: Callable[..., TestClient]
+) -> None:
     alice = login_as("clinician", entity_id=world["A"])
-    new = _make(alice, "/patients", {"name": "Walk-in"})
+    new = make(alice, "/patients", {"name": "Walk-in"})
     assert alice.get(f"{API}/patients/{new}").status_code == 200
-    _make(alice, "/relations", {"source_id": world["A"], "target_id": new, "type": "treats"})
-    refused = alice.post(f"{API}/relations", json={"source_id": world["A"], "target_id": world["PB"], "type": "treats"})
+    make(alice, "/relations", {"source_id": world["A"], "target_id": new, "type": "consults"})
+    refused = alice.post(
+        f"{API}/relations", json={"source_id": world["A"], "target_id": world["PB"], "type": "consults"}
+    )
     assert refused.status_code == 422 and world["PB"] in refused.json()["detail"]
 
 
@@ -199,7 +163,7 @@ def test_analysts_get_de_identified_rows(world: World, client: TestClient, login
     assert "Pat A" not in {n["name"] for n in nodes}
     assert analyst.get(f"{API}/tensor/{world['TPA']}").status_code == 200
     # a kind policy decides what is sensitive; a sensitive schema is aggregates-only
-    client.put(f"{API}/kinds/hospital", json={"sensitive": []})
+    client.put(f"{API}/kinds/hospital", json={"public": ["name"]})
     assert analyst.get(f"{API}/entities/{world['H']}").json()["name"] == "General"
     assert client.put(f"{API}/schemas/vitals", json={"axes": VITALS["axes"], "sensitive": True}).status_code == 201
     assert client.patch(f"{API}/tensors/{world['TPA']}", json={"schema_version": 2}).status_code == 200

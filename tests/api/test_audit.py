@@ -73,3 +73,21 @@ def test_user_management_is_recorded(client: TestClient) -> None:
     client.patch(f"{API}/users/{user['id']}", json={"role": "analyst"})
     mine = [e for e in entries(client, user="admin") if e["resource"] == "user"]
     assert [(e["action"], e["resource_id"]) for e in mine] == [("update", user["id"]), ("create", user["id"])]
+
+
+def test_idempotent_replays_are_recorded(client: TestClient, login_as: Callable[..., TestClient]) -> None:
+    alice = login_as("clinician", username="alice")
+    body = {"name": "Retry Rita"}
+    created = alice.post(f"{API}/patients", json=body, headers={"Idempotency-Key": "rita-1"})
+    again = {"Idempotency-Key": "rita-1", "X-Request-ID": "retry-1"}
+    replayed = alice.post(f"{API}/patients", json=body, headers=again)
+    assert replayed.headers["idempotent-replayed"] == "true"
+    replays = [e for e in entries(client, user="alice") if e["resource"] == "replay"]
+    assert len(replays) == 1
+    replay = replays[0]
+    assert replay["action"] == "read" and replay["resource_id"] == created.json()["id"]
+    assert replay["request_id"] == "retry-1" == replayed.headers["x-request-id"]
+    assert replay["role"] == "clinician" and replay["user_id"] and replay["client"]
+    assert replay["method"] == "POST" and replay["path"] == "/api/v1/patients"
+    # found with the patient's trail, by the id of what was replayed
+    assert "replay" in {e["resource"] for e in entries(client, entity_id=created.json()["id"])}

@@ -25,6 +25,10 @@ PAYLOADS = [
     "\u202eevil\u202c😀",
     "1e999",
     "-1",
+    "1" + "0" * 400,  # past float64
+    "9" * 5000,  # past int()'s 4300 digits
+    "\u200bx",  # a zero-width space
+    "\ufeff\u2066x\u2069",  # a byte order mark and a bidi isolate
 ]
 
 

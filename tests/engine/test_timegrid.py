@@ -61,12 +61,25 @@ def test_steps_of_several_units() -> None:
         (5_000_000, OutOfRange, "9999"),  # five million days from 2026 is past year 9999
         ("9999-12-31T23:00:00-05:00", OutOfRange, "1..9999"),
         ("0001-01-01T00:00:00+01:00", OutOfRange, "1..9999"),
+        # int() of over 4300 digits raises a bare ValueError, and so does formatting such an int for a message
+        ("9" * 5000, OutOfRange, "outside 0..100000000"),
+        ("-" + "9" * 5000, OutOfRange, "outside 0..100000000"),
+        (" " + "1" + "0" * 9 + " ", OutOfRange, "1000000000"),
+        pytest.param(10**5000, OutOfRange, "about 5001 digits", id="10**5000"),
+        pytest.param(-(10**5000), OutOfRange, "about 5001 digits", id="-10**5000"),
+        (1e300, OutOfRange, "about 301 digits"),
+        ([[1]] * 5000, InvalidInput, "[[1], [1]"),
     ],
 )
 def test_bad_times_are_refused_with_the_reason(when: object, error: type[Exception], says: str) -> None:
     with pytest.raises(error) as caught:
         DAILY.index(when)
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "index"), [("0" * 5000 + "3", 3), ("-0", 0), ("0003", 3)])
+def test_leading_zeros_do_not_count_as_digits(text: str, index: int) -> None:
+    assert DAILY.index(text) == index
 
 
 def test_the_field_name_is_in_the_message() -> None:

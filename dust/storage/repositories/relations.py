@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
@@ -139,3 +139,30 @@ def chunks(items: list[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
     """``items`` in IN-list sized parts."""
     for i in range(0, len(items), IN_CHUNK):
         yield items[i : i + IN_CHUNK]
+
+
+def count_touching(session: Session, entity_id: uuid.UUID, *, outside: Any) -> int:
+    """How many relations of ``entity_id`` lead to an entity not in the id query ``outside`` (None: all seen)."""
+    if outside is None:
+        return 0
+    stmt = (
+        select(func.count())
+        .select_from(Relation)
+        .where(
+            or_(
+                and_(Relation.source_id == entity_id, Relation.target_id.not_in(outside)),
+                and_(Relation.target_id == entity_id, Relation.source_id.not_in(outside)),
+            )
+        )
+    )
+    return session.scalar(stmt) or 0
+
+
+def types_touching(session: Session, entity_id: uuid.UUID, types: Sequence[str]) -> list[str]:
+    """Which of ``types`` the relations of ``entity_id`` have, sorted."""
+    stmt = (
+        select(Relation.type)
+        .where(or_(Relation.source_id == entity_id, Relation.target_id == entity_id), Relation.type.in_(types))
+        .distinct()
+    )
+    return sorted(session.scalars(stmt))

@@ -6,6 +6,8 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dust.storage.models import ApiKey, LoginFailure, RefreshToken, RevokedToken, User
@@ -58,13 +60,16 @@ def revoke_user_refresh(session: Session, user_id: uuid.UUID, when: datetime) ->
 
 # access-token revocations
 def revoke_access(session: Session, jti: str, expires_at: datetime) -> None:
-    if session.get(RevokedToken, jti) is None:
-        session.add(RevokedToken(jti=jti, expires_at=expires_at))
-        session.flush()
+    """Revoke a token's jti or a sign-in's id. Idempotent even under a race: two requests revoking the same
+    sign-in at once (a stolen refresh token replayed twice) must both succeed, not collide on the key."""
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    stmt = insert(RevokedToken).values(jti=jti, expires_at=expires_at).on_conflict_do_nothing(index_elements=["jti"])
+    session.execute(stmt)
 
 
-def is_revoked(session: Session, jti: str) -> bool:
-    return session.get(RevokedToken, jti) is not None
+def is_revoked(session: Session, *ids: str) -> bool:
+    """Whether any of ``ids`` (a token's jti, its sign-in's ``sid:<family>``) is revoked: one query for all."""
+    return session.scalar(select(RevokedToken.jti).where(RevokedToken.jti.in_(ids)).limit(1)) is not None
 
 
 def forget_expired(session: Session, now: datetime) -> None:
@@ -94,6 +99,12 @@ def get_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:
     return session.get(ApiKey, key_id)
 
 
+def revoke_user_keys(session: Session, user_id: uuid.UUID, when: datetime) -> None:
+    session.execute(
+        update(ApiKey).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None)).values(revoked_at=when)
+    )
+
+
 # login failures
 def add_failure(session: Session, username: str, client: str, when: datetime) -> None:
     session.add(LoginFailure(username=username, client=client, at=when))
@@ -109,9 +120,20 @@ def failures_since(session: Session, since: datetime, *, username: str | None = 
     return session.scalar(stmt) or 0
 
 
-def last_failure(session: Session, username: str) -> datetime | None:
-    return session.scalar(select(func.max(LoginFailure.at)).where(LoginFailure.username == username))
+def failures_of(session: Session, username: str, client: str, since: datetime) -> tuple[int, datetime | None]:
+    """How often ``client`` failed to sign in as ``username`` since ``since``, and when it last did."""
+    row = session.execute(
+        select(func.count(), func.max(LoginFailure.at)).where(
+            LoginFailure.username == username, LoginFailure.client == client, LoginFailure.at >= since
+        )
+    ).one()
+    return row[0], row[1]
 
 
-def clear_failures(session: Session, username: str) -> None:
-    session.execute(delete(LoginFailure).where(LoginFailure.username == username))
+def clear_failures(session: Session, username: str, client: str) -> None:
+    session.execute(delete(LoginFailure).where(LoginFailure.username == username, LoginFailure.client == client))
+
+
+def linked_to(session: Session, entity_id: uuid.UUID) -> list[str]:
+    """Usernames of the users linked to ``entity_id``."""
+    return list(session.scalars(select(User.username).where(User.entity_id == entity_id).order_by(User.username)))

@@ -1,0 +1,1 @@
+"""Reliability harness: crash consistency and concurrency against a real ``dust serve``."""

@@ -1,0 +1,92 @@
+"""Migrations that change existing rows: what they do to data already there, and that they go back down."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from dust.storage.db import MIGRATIONS, make_engine, upgrade
+from dust.storage.models import UTCDateTime
+from tests.conftest import BACKENDS, POSTGRES_URL
+
+
+@pytest.fixture(params=BACKENDS)
+def empty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a database with no tables yet."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+        yield engine
+        engine.dispose()
+        return
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests need DUST_TEST_POSTGRES_URL (set by .ci/run and `make test`)")
+    name = f"dust_migrations_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+def test_0003_gives_existing_api_keys_the_default_lifetime(empty: Engine) -> None:
+    upgrade(empty, "0002")
+    users = sa.table(
+        "users",
+        sa.column("id", sa.Uuid()),
+        *(sa.column(c) for c in ("username", "role", "disabled", "token_version")),
+        *(sa.column(c, UTCDateTime()) for c in ("created_at", "updated_at")),
+    )
+    keys = sa.table(
+        "api_keys",
+        *(sa.column(c, sa.Uuid()) for c in ("id", "user_id")),
+        *(sa.column(c) for c in ("name", "prefix", "key_hash")),
+        sa.column("created_at", UTCDateTime()),
+    )
+    user_id, now = uuid.uuid4(), datetime.now(UTC)
+    with empty.begin() as conn:
+        conn.execute(
+            sa.insert(users).values(
+                id=user_id,
+                username="etl",
+                role="member",
+                disabled=False,
+                token_version=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            sa.insert(keys).values(
+                id=uuid.uuid4(), user_id=user_id, name="old", prefix="a" * 12, key_hash="h", created_at=now
+            )
+        )
+    upgrade(empty, "0003")
+    expiry = sa.table("api_keys", sa.column("expires_at", UTCDateTime()))
+    with empty.connect() as conn:
+        (expires_at,) = conn.execute(sa.select(expiry.c.expires_at)).scalars()
+    assert abs(expires_at - (now + timedelta(days=90))) < timedelta(minutes=1)
+    columns = {c["name"]: c for c in sa.inspect(empty).get_columns("api_keys")}
+    assert not columns["expires_at"]["nullable"]  # no key is ever without an expiry
+    downgrade(empty, "0002")
+    assert "expires_at" not in {c["name"] for c in sa.inspect(empty).get_columns("api_keys")}
