@@ -137,6 +137,9 @@ Text = Annotated[str, BeforeValidator(_clean), AfterValidator(_not_blank)]
 """A non-blank string in Unicode NFC without control, format (but joiners inside words), surrogate or
 line-separator characters."""
 
+Plain = Annotated[str, BeforeValidator(_clean)]
+"""Like ``Text`` but may be blank: descriptions, units, field names in policies."""
+
 Attributes = Annotated[dict[str, Any], AfterValidator(_plain_json)]
 """A JSON object without NaN or infinity, nesting at most MAX_ATTRIBUTE_DEPTH levels, whose keys hold no
 control, format or surrogate characters and whose string values no control characters but tab and line breaks."""

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound, did_you_mean
+from dust.engine.fields import Plain
 from dust.storage.repositories import schemas as repo
 
 NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
@@ -32,8 +33,8 @@ class Axis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME, description="Axis name, e.g. metric.")
-    labels: list[str] = Field(min_length=1, max_length=10_000, description="Ordered, unique labels.")
-    units: dict[str, str] = Field(default_factory=dict, description="Unit per label (UCUM), optional.")
+    labels: list[Plain] = Field(min_length=1, max_length=10_000, description="Ordered, unique labels.")
+    units: dict[str, Plain] = Field(default_factory=dict, description="Unit per label (UCUM), optional.")
     ranges: dict[str, tuple[Bound, Bound]] = Field(
         default_factory=dict, description="Valid [min, max] per label; values outside are refused."
     )
@@ -99,7 +100,7 @@ class SchemaCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME)
-    description: str | None = Field(None, max_length=2000)
+    description: Plain | None = Field(None, max_length=2000)
     sensitive: bool = Field(False, description="Per-entity values are withheld from de-identified readers.")
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis = Field(default_factory=TimeAxis)
@@ -112,7 +113,7 @@ class SchemaUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: str | None = Field(None, max_length=2000)
+    description: Plain | None = Field(None, max_length=2000)
     sensitive: bool | None = Field(None, description="Default: as the current version.")
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis | None = None

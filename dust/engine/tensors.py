@@ -369,6 +369,8 @@ def _number(raw: Any, sdef: SchemaDef, cell: int) -> float:
 
 
 def _short(raw: Any) -> str:
+    if isinstance(raw, int) and raw.bit_length() > 128:  # repr() refuses ints over 4,300 digits
+        return f"an integer of about {int(raw.bit_length() * 0.30103)} digits"
     text = repr(raw)
     return text if len(text) <= 40 else f"{text[:37]}..."
 

@@ -32,6 +32,7 @@ from dust.core.security import (
     verify_password,
 )
 from dust.engine import audit
+from dust.engine.fields import Text
 from dust.storage.models import ApiKey, User
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import users as repo
@@ -85,7 +86,7 @@ class TokenPair(BaseModel):
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+    name: Text = Field(min_length=1, max_length=128)
     user_id: uuid.UUID | None = Field(None, description="Whose key (admins only); default yourself.")
     expires_in_days: int | None = Field(
         None,

@@ -236,12 +236,14 @@ def test_writing_to_an_unknown_tensor_is_404(client: TestClient) -> None:
 
 @pytest.fixture
 def small_client(app: FastAPI, settings: Settings, login_as: Callable[..., TestClient]) -> Iterator[TestClient]:
-    """An admin on an app with small limits (10 values a write, 20 cells a read), cheap to reach.
+    """An admin on an app with small limits (10 values and 3 blocks a write, 20 cells a read), cheap to reach.
 
     The routes read these limits from ``app.state.settings`` on each request, so the test app's settings are
     swapped rather than a second app built (which would need its own users and tokens).
     """
-    app.state.settings = settings.model_copy(update={"max_batch_values": 10, "max_read_cells": 20})
+    app.state.settings = settings.model_copy(
+        update={"max_batch_values": 10, "max_batch_blocks": 3, "max_read_cells": 20}
+    )
     with login_as("admin") as admin:
         yield admin
 
@@ -253,6 +255,16 @@ def test_an_oversized_batch_is_413_and_writes_nothing(small_client: TestClient) 
     assert "10" in refused["detail"] and "11" in refused["detail"]
     assert nothing_recorded(small_client, tensor_id)
     assert written(small_client, tensor_id, *values[:10]) == 10
+
+
+def test_a_write_is_bounded_by_the_blocks_it_touches(small_client: TestClient) -> None:
+    """Each touched block is rewritten whole: few values far apart must not cost a block each without bound."""
+    tensor_id = new_tensor(small_client)["id"]
+    spread = [cell(64 * k, "spo2", 97) for k in range(4)]  # 4 values, 4 blocks of 64 steps
+    refused = problem(write(small_client, tensor_id, *spread), 413)
+    assert "touches 4 blocks" in refused["detail"] and "at most 3" in refused["detail"]
+    assert nothing_recorded(small_client, tensor_id)
+    assert written(small_client, tensor_id, *spread[:3]) == 3
 
 
 def test_a_read_over_the_cell_limit_is_422_until_narrowed(small_client: TestClient) -> None:

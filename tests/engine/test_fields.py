@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
+from dust.core.errors import InvalidInput
 from dust.embedded import Dust
 from dust.engine.fields import MAX_ATTRIBUTE_DEPTH, Attributes, Text
+from dust.engine.kinds import KindPolicy
+from dust.engine.schemas import SchemaCreate
 
 
 class Thing(BaseModel):
@@ -94,3 +97,29 @@ def test_the_embedded_api_refuses_them_on_every_backend(db: Dust, fields: dict[s
         db.update_entity(jane.id, **fields)
     assert [e.id for e in db.entities(gender="F").items] == [jane.id]  # the filter still works, on PostgreSQL too
     assert len(db.entities().items) == 1  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        {"name": "s", "axes": [{"name": "m", "labels": ["a\u202eb"]}]},
+        {"name": "s", "axes": [{"name": "m", "labels": ["a"], "units": {"a": "k\x00g"}}]},
+        {"name": "s", "description": "x\ud800", "axes": [{"name": "m", "labels": ["a"]}]},
+    ],
+)
+def test_schema_labels_units_and_descriptions_hold_no_hidden_characters(definition: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="must not contain U\\+"):
+        SchemaCreate.model_validate(definition)
+
+
+@pytest.mark.parametrize("policy", [{"description": "\x07"}, {"sensitive": ["ss\u200bn"]}, {"public": ["na\x00me"]}])
+def test_kind_policies_hold_no_hidden_characters(policy: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="must not contain U\\+"):
+        KindPolicy.model_validate(policy)
+
+
+def test_a_huge_integer_value_is_refused_with_its_size_not_its_digits(db: Dust) -> None:
+    db.create_schema({"name": "v", "axes": [{"name": "m", "labels": ["a"]}], "time": {"unit": "day"}})
+    tensor = db.create_tensor(db.create_entity("patient", "Huge").id, "v")
+    with pytest.raises(InvalidInput, match="about 5000 digits"):
+        db.write_values(tensor.id, [{"time": 0, "m": "a", "value": 10**5000}])
