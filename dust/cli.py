@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,6 +18,7 @@ from dust.core.security import Role
 
 if TYPE_CHECKING:
     from dust.embedded import Dust
+    from dust.engine.transfer import Outcome
 
 
 class _Commands(TyperGroup):
@@ -45,6 +48,8 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+import_app = typer.Typer(help="Load data from files (a DUST export).", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 console = Console(stderr=True)
 
 
@@ -172,6 +177,77 @@ def _migrate(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()
+
+
+@db_app.command("backup")
+def db_backup(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Where to write the snapshot.")],
+    logical: Annotated[
+        bool, typer.Option("--logical", help="Write the export format (tar.gz), restorable into SQLite or PostgreSQL.")
+    ] = False,
+) -> None:
+    """Write a consistent snapshot of the database to FILE, also while the server is serving it."""
+    from dust.engine import backups
+
+    with _progress() as bar:
+        done = backups.backup(_configured().database_url, file, logical=logical, progress=_tracker(bar, "Backing up"))
+    _report("Wrote", done)
+
+
+@db_app.command("restore")
+def db_restore(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A file written by `dust db backup`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a database that holds data.")] = False,
+) -> None:
+    """Put a backup back into the configured database (stop the server first); refuses a non-empty one."""
+    from dust.engine import backups
+
+    with _progress() as bar:
+        done = backups.restore(_configured().database_url, file, force=force, progress=_tracker(bar, "Restoring"))
+    _report("Restored", done)
+
+
+@app.command("export")
+def export(directory: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory.")]) -> None:
+    """Write everything in the database (but secrets) as JSON Lines and binary blocks into DIR."""
+    from dust.engine import transfer
+
+    with _progress() as bar:
+        done = transfer.export_database(_configured().database_url, directory, progress=_tracker(bar, "Exporting"))
+    _report("Exported into", done)
+
+
+@import_app.command("dust")
+def import_dust(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A directory written by `dust export`.")],
+) -> None:
+    """Load a DUST export into the configured database, which must be empty; users then need new passwords."""
+    from dust.engine import transfer
+
+    with _progress() as bar:
+        done = transfer.import_database(_configured().database_url, directory, progress=_tracker(bar, "Importing"))
+    _report("Imported", done)
+
+
+def _configured() -> Settings:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _tracker(bar: Progress, description: str) -> Callable[[int, int | None], None]:
+    task = bar.add_task(description, total=None)
+    return lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _report(verb: str, done: Outcome) -> None:
+    from rich.filesize import decimal
+
+    counts = ", ".join(f"{n} {table}" for table, n in done.counts.items())
+    said = f"{verb} {done.path} ({decimal(done.bytes)}, {done.method}) in {done.seconds:.2f} s: {counts}."
+    # soft_wrap: a long path is neither cropped nor broken, so it can be copied from the terminal; no markup: a
+    # path may hold brackets
+    console.print(said, soft_wrap=True, markup=False)
 
 
 def _progress() -> Progress:

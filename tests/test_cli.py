@@ -12,6 +12,7 @@ from dust.core.config import Settings
 from dust.embedded import Dust
 from dust.engine import users
 from dust.engine.users import TokenPair
+from tests.roundtrip import fresh_fixture  # noqa: F401  (the fixture `fresh`)
 
 PASSWORD = "a long enough password"
 
@@ -79,3 +80,42 @@ def test_demo_loads_once_and_prints_a_working_admin_login(run, database_url: str
 
 def test_db_upgrade(run) -> None:  # type: ignore[no-untyped-def]
     assert run("db", "upgrade").exit_code == 0
+
+
+def _said(result) -> str:  # type: ignore[no-untyped-def]
+    """The command's output with Rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_db_backup_and_restore(run, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with Dust(database_url, migrate=False) as db:
+        db.create_entity("patient", "Jane Doe")
+    wrote = run("db", "backup", str(tmp_path / "dust.backup"))
+    assert wrote.exit_code == 0, wrote.output
+    assert f"Wrote {tmp_path / 'dust.backup'}" in _said(wrote) and "1 entities" in _said(wrote)
+    logical = run("db", "backup", "--logical", str(tmp_path / "dust.tar.gz"))
+    assert logical.exit_code == 0 and "logical export, tar.gz" in _said(logical)
+    refused = run("db", "restore", str(tmp_path / "dust.backup"))
+    assert refused.exit_code == 1 and "needs --force" in _said(refused)
+    restored = run("db", "restore", "--force", str(tmp_path / "dust.backup"))
+    assert restored.exit_code == 0, restored.output
+    assert "Restored" in _said(restored) and "1 entities" in _said(restored)
+
+
+def test_export_and_import_dust(  # type: ignore[no-untyped-def]
+    run, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh
+) -> None:
+    with Dust(database_url, migrate=False) as db:
+        db.create_entity("patient", "Jane Doe", external_id="MRN-1")
+    exported = run("export", str(tmp_path / "export"))
+    assert exported.exit_code == 0, exported.output
+    assert "Exported into" in _said(exported) and "1 entities" in _said(exported)
+    twice = run("import", "dust", str(tmp_path / "export"))
+    assert twice.exit_code == 1 and "already holds data" in _said(twice)
+    target = fresh(database_url, migrated=False)  # `dust import dust` migrates it
+    monkeypatch.setenv("DUST_DATABASE_URL", target)
+    imported = run("import", "dust", str(tmp_path / "export"))
+    assert imported.exit_code == 0, imported.output
+    assert "Imported" in _said(imported) and "1 entities" in _said(imported)
+    with Dust(target, migrate=False) as db:
+        assert [e.external_id for e in db.entities().items] == ["MRN-1"]
