@@ -277,16 +277,11 @@ def users_create(
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
 ) -> None:
     """Create a user; prompts for the password unless --password-stdin."""
-    import sys
     import uuid
 
     from dust.engine import users
 
-    password = (
-        sys.stdin.readline().rstrip("\n")
-        if password_stdin
-        else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    )
+    password = _read_password(password_stdin)
     with _open() as db, db.session() as session:
         created = users.create(
             session,
@@ -327,6 +322,24 @@ def users_set_role(
     """Change a user's role; their current tokens are revoked."""
     _update_user(username, role=role)
     console.print(f"{username} is now {role.value}.")
+
+
+@users_app.command("set-password")
+def users_set_password(
+    username: Annotated[str, typer.Argument(help="Sign-in name.")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin.")] = False,
+) -> None:
+    """Set a user's password (e.g. after `dust import dust`); their tokens and keys are revoked."""
+    _update_user(username, password=_read_password(password_stdin))
+    console.print(f"Set the password of {username}.")
+
+
+def _read_password(from_stdin: bool) -> str:
+    import sys
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
 def _update_user(username: str, **changes: object) -> None:

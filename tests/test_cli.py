@@ -48,6 +48,10 @@ def test_users_lifecycle(run, database_url: str) -> None:  # type: ignore[no-unt
     assert again.exit_code == 1 and "exists" in again.output
     short = run("users", "create", "bob", "--role", "viewer", "--password-stdin", stdin="short\n")
     assert short.exit_code == 1 and "password" in short.output
+    renewed = "a new long password"
+    assert run("users", "set-password", "alice", "--password-stdin", stdin=renewed + "\n").exit_code == 0
+    assert not isinstance(sign_in(database_url, "alice", PASSWORD), TokenPair)
+    assert isinstance(sign_in(database_url, "alice", renewed), TokenPair)
     assert run("users", "set-role", "alice", "analyst").exit_code == 0
     listed = run("users", "list")
     assert "alice" in listed.output and "analyst" in listed.output
