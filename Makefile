@@ -3,7 +3,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench install services clean
+.PHONY: run test lint bench crash install services clean
 
 run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
 	$(BIN)/dust demo healthcare --serve
@@ -18,6 +18,10 @@ lint: install
 
 bench: install  ## the benchmarks in bench/ (minutes; prints tables)
 	$(BIN)/python bench/ingest_aggregate.py
+
+crash: install services  ## SIGKILL `dust serve` mid-write and check every acknowledged write, 100 rounds per backend
+	$(BIN)/python -m tests.reliability.crash --rounds 100 --backend sqlite
+	$(BIN)/python -m tests.reliability.crash --rounds 100 --backend postgresql --postgres-url $(PG_URL)
 
 install: $(VENV)/.installed
 

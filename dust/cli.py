@@ -70,6 +70,8 @@ def serve(
 def _serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    from dust.api.protocol import BoundedHttpToolsProtocol
+
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.secret_key:
@@ -92,6 +94,10 @@ def _serve(host: str, port: int, workers: int) -> None:
         # any address to the sign-in throttle and the audit trail. Only the named proxies are believed.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        # uvicorn bounds neither how long a request may take to arrive nor how big its head may be; this protocol
+        # does, and answers 503 past DUST_MAX_CONNECTIONS (dust.api.protocol).
+        http=BoundedHttpToolsProtocol,
+        ws="none",  # no route speaks WebSocket, and an upgraded connection would leave the protocol's deadline
     )
 
 

@@ -9,9 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from dust import __version__
-from dust.api import audit, auth, entities, health, kinds, problems, relations, schemas, tensors, users
+from dust.api import audit, auth, entities, health, kinds, openapi, problems, relations, schemas, tensors, users
 from dust.api.idempotency import Idempotency
-from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, SecurityHeaders
+from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
@@ -62,15 +62,18 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         app.include_router(router, prefix=API)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API)
+    credential_paths = frozenset(API + path for path in auth.CREDENTIAL_PATHS)
+    openapi.document(app, passthrough=credential_paths)  # every error each operation can answer, as problem+json
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.
     app.add_middleware(
         Idempotency,
         sessions=app.state.sessions,
         settings=settings,
-        passthrough=frozenset(API + path for path in auth.CREDENTIAL_PATHS),
+        passthrough=credential_paths,
     )
     app.add_middleware(RejectBadText)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestTimeout, seconds=settings.request_timeout_seconds)
     app.add_middleware(SecurityHeaders, api_prefix=API)
     if settings.cors_origins:  # off unless origins are named
         app.add_middleware(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,6 +11,7 @@ from dust.api.deps import SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import audit
 from dust.engine.audit import AuditList
+from dust.engine.fields import Timestamp
 
 router = APIRouter(tags=["audit"])
 
@@ -21,8 +21,8 @@ def search(
     session: SessionDep,
     entity_id: uuid.UUID | None = None,
     user: Annotated[str | None, Query(max_length=64)] = None,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    end: Annotated[datetime | None, Query(alias="to")] = None,
+    start: Annotated[Timestamp | None, Query(alias="from")] = None,
+    end: Annotated[Timestamp | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditList:

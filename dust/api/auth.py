@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Form, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from dust.api.deps import PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, allow
 from dust.api.problems import problem
@@ -24,10 +25,34 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 CREDENTIAL_PATHS = frozenset({"/auth/token", "/auth/refresh", "/auth/api-keys"})
 
 
+class SignIn(OAuth2PasswordRequestForm):
+    """The OAuth2 password form as the document should describe it: a form field is never null, and an empty
+    username or password is no field at all (422)."""
+
+    def __init__(
+        self,
+        *,
+        username: Annotated[str, Form(min_length=1)],
+        password: Annotated[str, Form(min_length=1, json_schema_extra={"format": "password"})],
+        grant_type: Annotated[Literal["password"] | SkipJsonSchema[None], Form()] = None,
+        scope: Annotated[str, Form()] = "",
+        client_id: Annotated[str | SkipJsonSchema[None], Form()] = None,
+        client_secret: Annotated[str | SkipJsonSchema[None], Form(json_schema_extra={"format": "password"})] = None,
+    ) -> None:
+        super().__init__(
+            grant_type=grant_type,
+            username=username,
+            password=password,
+            scope=scope,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
+
+
 class RefreshRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    refresh_token: str
+    refresh_token: str = Field(max_length=256)  # tokens are 43 characters; a longer one is not one of ours
 
 
 def _answer(result: TokenPair | Refused) -> TokenPair | JSONResponse:
@@ -40,9 +65,19 @@ def _answer(result: TokenPair | Refused) -> TokenPair | JSONResponse:
     return result
 
 
-@router.post("/token", response_model=TokenPair)
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    responses={
+        401: {"description": "Wrong username or password, or the user is disabled."},
+        429: {
+            "description": "Too many failed sign-ins as this user from this client, or from this client in a "
+            "minute: wait Retry-After seconds."
+        },
+    },
+)
 def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[SignIn, Depends()],
     request: Request,
     session: PublicSessionDep,
     settings: SettingsDep,
@@ -52,7 +87,16 @@ def token(
     return _answer(users.login(session, settings, form.username, form.password, client))
 
 
-@router.post("/refresh", response_model=TokenPair)
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses={
+        401: {
+            "description": "The refresh token is invalid, expired, revoked, or already used (which revokes "
+            "every token of its sign-in)."
+        }
+    },
+)
 def refresh(data: RefreshRequest, session: PublicSessionDep, settings: SettingsDep) -> TokenPair | JSONResponse:
     """Trade a refresh token for a new pair; the old one is retired (reusing it revokes the sign-in)."""
     return _answer(users.refresh(session, settings, data.refresh_token))
@@ -73,7 +117,16 @@ def logout(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, **allow(Permission.self))
+@router.post(
+    "/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    responses={
+        403: {"description": "Only admins make keys for other users."},
+        404: {"description": "No such user."},
+    },
+    **allow(Permission.self),
+)
 def create_key(data: ApiKeyCreate, who: PrincipalDep, session: SessionDep, settings: SettingsDep) -> ApiKeyCreated:
     """A key for a machine client (shown once, expiring); admins may make one for another user."""
     owner = data.user_id or who.user_id
@@ -88,7 +141,12 @@ def list_keys(who: PrincipalDep, session: SessionDep) -> list[ApiKeyPublic]:
     return users.keys(session, None if who.role == Role.admin else who.user_id)
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.self))
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such key, or not yours."}},
+    **allow(Permission.self),
+)
 def revoke_key(key_id: uuid.UUID, who: PrincipalDep, session: SessionDep) -> Response:
     """Revoke a key at once."""
     users.revoke_key(session, key_id, None if who.role == Role.admin else who.user_id)

@@ -1,7 +1,7 @@
 """/entities, and /patients: the same resource fixed to kind ``patient``."""
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
@@ -13,6 +13,10 @@ from dust.engine.tensors import TensorPublic
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such entity (of this kind), or not yours to see."}
+}
+TAKEN = "The external_id is taken within the kind."
 Search = Annotated[
     str | None, Query(max_length=256, description="Fuzzy, case-insensitive match on names and external ids.")
 ]
@@ -29,6 +33,7 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         response_model=EntityPublic,
         summary=f"Create a {what}",
+        responses={409: {"description": TAKEN}},
         **allow(Permission.write),
     )
     def create(data: Body, session: SessionDep) -> EntityPublic:  # type: ignore[valid-type]
@@ -38,7 +43,13 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
             payload["kind"] = kind
         return entities.create(session, EntityCreate(**payload))
 
-    @router.get("", response_model=EntityList, summary=f"List or search {what}s", **allow(Permission.read))
+    @router.get(
+        "",
+        response_model=EntityList,
+        summary=f"List or search {what}s",
+        responses={403: {"description": "De-identified readers may not search, nor filter by a sensitive field."}},
+        **allow(Permission.read),
+    )
     def list_(
         request: Request,
         session: SessionDep,
@@ -59,18 +70,37 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
             cursor=cursor,
         )
 
-    @router.get("/{entity_id}", response_model=EntityPublic, summary=f"Get a {what}", **allow(Permission.read))
+    @router.get(
+        "/{entity_id}",
+        response_model=EntityPublic,
+        summary=f"Get a {what}",
+        responses=NOT_FOUND,
+        **allow(Permission.read),
+    )
     def get(entity_id: uuid.UUID, session: SessionDep) -> EntityPublic:
         """One by id."""
         return entities.get(session, entity_id, kind)
 
-    @router.patch("/{entity_id}", response_model=EntityPublic, summary=f"Update a {what}", **allow(Permission.write))
+    @router.patch(
+        "/{entity_id}",
+        response_model=EntityPublic,
+        summary=f"Update a {what}",
+        responses={**NOT_FOUND, 409: {"description": TAKEN}},
+        **allow(Permission.write),
+    )
     def update(entity_id: uuid.UUID, data: EntityUpdate, session: SessionDep) -> EntityPublic:
         """Change name, external id or attributes (merged; a null removes a key)."""
         return entities.update(session, entity_id, data, kind)
 
     @router.delete(
-        "/{entity_id}", status_code=status.HTTP_204_NO_CONTENT, summary=f"Delete a {what}", **allow(Permission.write)
+        "/{entity_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        summary=f"Delete a {what}",
+        responses={
+            **NOT_FOUND,
+            409: {"description": "A user is linked to it, or it has relations the caller may not remove."},
+        },
+        **allow(Permission.write),
     )
     def delete(entity_id: uuid.UUID, session: SessionDep) -> Response:
         """Delete it with its tensors and relations."""
@@ -84,6 +114,7 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
             response_model=list[TensorPublic],
             summary="An entity's tensors",
             response_model_by_alias=True,
+            responses=NOT_FOUND,
             **allow(Permission.read),
         )
         def entity_tensors(entity_id: uuid.UUID, session: SessionDep) -> list[TensorPublic]:

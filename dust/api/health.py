@@ -17,7 +17,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "The database does not answer."}})
 def readyz(request: Request) -> JSONResponse:
     """Readiness: the database answers a query."""
     try:

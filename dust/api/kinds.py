@@ -22,7 +22,12 @@ def list_(session: SessionDep) -> list[KindPublic]:
     return kinds.list_(session)
 
 
-@router.get("/{kind}", response_model=KindPublic, **allow(Permission.read))
+@router.get(
+    "/{kind}",
+    response_model=KindPublic,
+    responses={404: {"description": "The kind has no policy of its own (the defaults apply)."}},
+    **allow(Permission.read),
+)
 def get(kind: Kind, session: SessionDep) -> KindPublic:
     """One kind's policy."""
     return kinds.get(session, kind)

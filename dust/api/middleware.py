@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and the one log line per request, and the request size limit."""
+"""ASGI middleware: request ids and the one log line per request, the request size limit and deadline."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import time
 import uuid
 from urllib.parse import unquote_to_bytes
 
+import anyio
 import structlog
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dust.api.problems import problem
 from dust.core.logging import get_logger
 
 log = get_logger("dust.request")
+CLIENT_CLOSED = 499  # logged for a client that went away mid-request (nginx's code); never sent
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 
 
@@ -45,6 +48,8 @@ class RequestLog:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = CLIENT_CLOSED  # nobody to answer; the request did nothing (see buffered)
         except Exception:
             # Anything the routers did not turn into a problem is a bug: log its traceback, answer a bare 500.
             # The traceback is plain and bounded, without local variables (dust.core.logging): frames hold the
@@ -108,6 +113,75 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
+    pass
+
+
+DEADLINE = "dust.deadline"
+"""Scope extension ``{"at": event-loop time}`` by which ``dust serve``'s protocol (dust.api.protocol) wants the
+whole request to have arrived."""
+
+
+class RequestTimeout:
+    """Answer 408 (and close the connection) when the body has not arrived by the request's deadline.
+
+    The deadline is the one the server put in the scope, so head and body share one budget; without one (a test
+    client), ``seconds`` from when the request reaches the app. FastAPI reads a body in the event loop before a
+    handler takes a worker thread, so a trickled body holds a connection and a task, never a thread: this ends
+    them. Only the body is timed: an app still answering (or streaming) after that is not cut off.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = (scope.get("extensions") or {}).get(DEADLINE, {}).get("at") or anyio.current_time() + self.seconds
+        arrived = answered = started = False
+
+        async def receive_in_time() -> Message:
+            nonlocal arrived, answered
+            if arrived:
+                return await receive()
+            if not answered:
+                with anyio.move_on_after(deadline - anyio.current_time()):
+                    message = await receive()
+                    arrived = message["type"] != "http.request" or not message.get("more_body", False)
+                    return message
+                answered = True
+                if not started:
+                    await self._refuse(scope, send)
+            raise _TimedOut  # not a disconnect: the app must not act on part of a body, as 408 says nothing was done
+
+        async def send_unless_answered(message: Message) -> None:
+            nonlocal started
+            if answered:  # the 408 went out; the app's late answer has nowhere to go
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_in_time, send_unless_answered)
+        except Exception:  # _TimedOut, or what the framework made of it
+            if not answered:
+                raise
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        detail = (
+            f"the request did not arrive within {self.seconds:g} s (DUST_REQUEST_TIMEOUT_SECONDS); send the "
+            "body without pauses, or split it into smaller requests"
+        )
+        response = problem(408, detail, title="Request timeout", headers={"Connection": "close"})
+        await response(scope, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class _TimedOut(Exception):
     pass
 
 
@@ -260,12 +334,16 @@ async def _bad_text_problem(detail: str, scope: Scope, receive: Receive, send: S
 
 
 async def buffered(receive: Receive) -> tuple[bytes, Receive]:
-    """Read the whole request body; return it and a ``receive`` that hands it on unchanged."""
+    """Read the whole request body; return it and a ``receive`` that hands it on unchanged.
+
+    A client that disconnects before its body is complete raises ``ClientDisconnect``: handing the part that
+    arrived on would let a truncated body that happens to parse (a shorter JSON list) be acted on.
+    """
     parts = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            raise ClientDisconnect
         parts.append(message.get("body", b""))
         if not message.get("more_body"):
             break

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
 from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.core.errors import InvalidInput
 from dust.core.security import Permission
 from dust.engine import relations
+from dust.engine.fields import Timestamp
 from dust.engine.relations import (
     Direction,
     MasterTensor,
@@ -23,16 +24,30 @@ from dust.engine.relations import (
 )
 
 router = APIRouter(tags=["relations"])
+MAX_TYPES = 32
 Types = Annotated[str | None, Query(max_length=1000, description="Relation type, or a comma list of types.")]
-At = Annotated[datetime | None, Query(description="As of this time: validity and weight then.")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such relation, or one whose ends are not both yours to see."}
+}
+GRANTING: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Relations of the access-granting types are for DUST_GRANTING_ROLES only."}
+}
+At = Annotated[Timestamp | None, Query(description="As of this time: validity and weight then.")]
 
 
 def _types(value: str | None) -> list[str]:
-    return [t.strip() for t in value.split(",") if t.strip()] if value else []
+    names = [t.strip() for t in value.split(",") if t.strip()] if value else []
+    if len(names) > MAX_TYPES:
+        raise InvalidInput(f"type may name at most {MAX_TYPES} relation types a request; this one names {len(names)}")
+    return names
 
 
 @router.post(
-    "/relations", status_code=status.HTTP_201_CREATED, response_model=RelationPublic, **allow(Permission.write)
+    "/relations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RelationPublic,
+    responses={**GRANTING, 409: {"description": "That (source, target, type) exists: PATCH its weight instead."}},
+    **allow(Permission.write),
 )
 def create(data: RelationCreate, session: SessionDep) -> RelationPublic:
     """Relate two entities; 409 if that typed edge exists (PATCH its weight instead)."""
@@ -54,26 +69,41 @@ def list_(
     )
 
 
-@router.get("/relations/{relation_id}", response_model=RelationDetail, **allow(Permission.read))
+@router.get("/relations/{relation_id}", response_model=RelationDetail, responses=NOT_FOUND, **allow(Permission.read))
 def get(relation_id: uuid.UUID, session: SessionDep) -> RelationDetail:
     """One relation with its weight history."""
     return relations.get(session, relation_id)
 
 
-@router.patch("/relations/{relation_id}", response_model=RelationDetail, **allow(Permission.write))
+@router.patch(
+    "/relations/{relation_id}",
+    response_model=RelationDetail,
+    responses={**NOT_FOUND, **GRANTING},
+    **allow(Permission.write),
+)
 def update(relation_id: uuid.UUID, data: RelationUpdate, session: SessionDep) -> RelationDetail:
     """Change weight (kept in the history), attributes or validity."""
     return relations.update(session, relation_id, data)
 
 
-@router.delete("/relations/{relation_id}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.write))
+@router.delete(
+    "/relations/{relation_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, **GRANTING},
+    **allow(Permission.write),
+)
 def delete(relation_id: uuid.UUID, session: SessionDep) -> Response:
     """Delete a relation."""
     relations.delete(session, relation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/query_master", response_model=Neighbourhood, **allow(Permission.read))
+@router.get(
+    "/query_master",
+    response_model=Neighbourhood,
+    responses={404: {"description": "No such entity, or not yours to see."}},
+    **allow(Permission.read),
+)
 def query_master(
     entity_id: uuid.UUID,
     session: SessionDep,

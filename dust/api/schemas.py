@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
@@ -12,10 +12,17 @@ from dust.engine import schemas
 from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
 
 router = APIRouter(prefix="/schemas", tags=["schemas"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such schema (or version)."}}
 SchemaName = Annotated[str, Path(pattern=NAME, description="Schema name.")]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic, **allow(Permission.admin))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SchemaPublic,
+    responses={409: {"description": "The name is taken: PUT /schemas/{name} publishes a new version."}},
+    **allow(Permission.admin),
+)
 def create(data: SchemaCreate, session: SessionDep) -> SchemaPublic:
     """Create version 1 of a schema; 409 if the name exists."""
     return schemas.create(session, data)
@@ -27,7 +34,7 @@ def list_(session: SessionDep) -> list[SchemaPublic]:
     return schemas.list_(session)
 
 
-@router.get("/{name}", response_model=SchemaPublic, **allow(Permission.read))
+@router.get("/{name}", response_model=SchemaPublic, responses=NOT_FOUND, **allow(Permission.read))
 def get(
     name: SchemaName,
     session: SessionDep,
@@ -39,13 +46,24 @@ def get(
     return schemas.get(session, name, version)
 
 
-@router.put("/{name}", status_code=status.HTTP_201_CREATED, response_model=SchemaPublic, **allow(Permission.admin))
+@router.put(
+    "/{name}",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SchemaPublic,
+    responses={**NOT_FOUND, 409: {"description": "Not a compatible change, or another version was just published."}},
+    **allow(Permission.admin),
+)
 def publish(name: SchemaName, data: SchemaUpdate, session: SessionDep) -> SchemaPublic:
     """Publish a new version: labels may be appended, units and ranges changed; 409 otherwise."""
     return schemas.publish(session, name, data)
 
 
-@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.admin))
+@router.delete(
+    "/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**NOT_FOUND, 409: {"description": "Tensors use the schema."}},
+    **allow(Permission.admin),
+)
 def delete(name: SchemaName, session: SessionDep) -> Response:
     """Delete every version; 409 while tensors use the schema."""
     schemas.delete(session, name)

@@ -7,25 +7,47 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from dust.api.deps import SessionDep, SettingsDep, allow
 from dust.core.errors import InvalidInput
 from dust.core.security import Permission
-from dust.engine import tensors
+from dust.engine import schemas, tensors
+from dust.engine.fields import Timestamp
 from dust.engine.tensors import HistoryEntry, TensorCreate, TensorPublic, TensorUpdate, WriteResult
+from dust.engine.timegrid import MAX_TIME_INDEX
 
 router = APIRouter(tags=["tensors"])
 READ_PARAMS = {"time", "from", "to", "as_of"}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such tensor, or not yours to see."}}
+SENSITIVE: dict[int | str, dict[str, Any]] = {
+    403: {"description": "The schema is sensitive: de-identified readers get aggregates only."}
+}
+INDEX_TEXT = r"^\s*-?[0-9]+\s*$"  # what timegrid takes for an index given as text
 TimeParam = Annotated[str | None, Query(max_length=64, description="A time index or an ISO 8601 timestamp.")]
+
+
+class Cell(BaseModel):
+    """One cell to write: its time, its label on each axis of the schema (``"metric": "heart_rate"``), its value."""
+
+    # The axis labels are the other properties: strings, under keys that are axis names.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"propertyNames": {"pattern": schemas.NAME}})
+    __pydantic_extra__: dict[str, str] = Field(init=False)
+
+    time: Annotated[int, Field(ge=0, le=MAX_TIME_INDEX)] | datetime | Annotated[str, Field(pattern=INDEX_TEXT)] = Field(
+        description="A time index, an ISO 8601 timestamp (floored onto the grid, not before the origin), or an "
+        "index as text."
+    )
+    value: float = Field(description="A finite number inside the label's valid range.")
 
 
 class ValuesWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    values: list[dict[str, Any]] = Field(
-        description='Cells to write: [{"time": 3, "<axis>": "<label>", "value": 128.0}, …]; all or nothing.'
-    )
+    # Documented as Cells but taken as they come: the engine checks each and names every bad one in `errors`.
+    values: Annotated[
+        list[dict[str, Any]], WithJsonSchema({"type": "array", "minItems": 1, "items": Cell.model_json_schema()})
+    ] = Field(description='Cells to write: [{"time": 3, "<axis>": "<label>", "value": 128.0}, …]; all or nothing.')
 
 
 @router.post(
@@ -33,6 +55,10 @@ class ValuesWrite(BaseModel):
     status_code=status.HTTP_201_CREATED,
     response_model=TensorPublic,
     response_model_by_alias=True,
+    responses={
+        404: {"description": "No such entity (or not yours to see), or no such schema."},
+        409: {"description": "The entity already has a tensor of this schema."},
+    },
     **allow(Permission.write),
 )
 def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
@@ -40,8 +66,15 @@ def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
     return tensors.create(session, data)
 
 
-@router.get("/tensors/{tensor_id}", summary="Read a tensor", **allow(Permission.read))
-@router.get("/tensor/{tensor_id}", summary="Read a tensor (alias)", **allow(Permission.read))
+@router.get(
+    "/tensors/{tensor_id}", summary="Read a tensor", responses={**NOT_FOUND, **SENSITIVE}, **allow(Permission.read)
+)
+@router.get(
+    "/tensor/{tensor_id}",
+    summary="Read a tensor (alias)",
+    responses={**NOT_FOUND, **SENSITIVE},
+    **allow(Permission.read),
+)
 def read(
     tensor_id: uuid.UUID,
     request: Request,
@@ -50,7 +83,7 @@ def read(
     time: TimeParam = None,
     start: Annotated[str | None, Query(alias="from", max_length=64, description="First time (inclusive).")] = None,
     stop: Annotated[str | None, Query(alias="to", max_length=64, description="Last time (inclusive).")] = None,
-    as_of: Annotated[datetime | None, Query(description="Values as they stood at this write time.")] = None,
+    as_of: Annotated[Timestamp | None, Query(description="Values as they stood at this write time.")] = None,
 ) -> dict[str, Any]:
     """Metadata and values. ``time`` (an index, a timestamp or ``latest``), ``from``/``to``, and
     ``<axis>=<label>`` (one label drops the axis; a comma list keeps it) select slices."""
@@ -82,21 +115,37 @@ def _label_params(request: Request) -> dict[str, str | list[str]]:
 
 
 @router.patch(
-    "/tensors/{tensor_id}", response_model=TensorPublic, response_model_by_alias=True, **allow(Permission.write)
+    "/tensors/{tensor_id}",
+    response_model=TensorPublic,
+    response_model_by_alias=True,
+    responses={**NOT_FOUND, 409: {"description": "Versions only move forward."}},
+    **allow(Permission.write),
 )
 def update(tensor_id: uuid.UUID, data: TensorUpdate, session: SessionDep) -> TensorPublic:
     """Move the tensor to a later version of its schema (new labels read as not recorded)."""
     return tensors.update(session, tensor_id, data)
 
 
-@router.delete("/tensors/{tensor_id}", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.write))
+@router.delete(
+    "/tensors/{tensor_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND, **allow(Permission.write)
+)
 def delete(tensor_id: uuid.UUID, session: SessionDep) -> Response:
     """Delete a tensor and all its values."""
     tensors.delete(session, tensor_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/tensors/{tensor_id}/values", response_model=WriteResult, **allow(Permission.write))
+@router.post(
+    "/tensors/{tensor_id}/values",
+    response_model=WriteResult,
+    responses={
+        **NOT_FOUND,
+        413: {
+            "description": "Over DUST_MAX_REQUEST_BYTES, DUST_MAX_BATCH_VALUES values or DUST_MAX_BATCH_BLOCKS blocks."
+        },
+    },
+    **allow(Permission.write),
+)
 def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings: SettingsDep) -> WriteResult:
     """Write a batch of cells, all or nothing; replaced values go to the history."""
     return tensors.write_values(
@@ -104,12 +153,19 @@ def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings
     )
 
 
-@router.get("/tensors/{tensor_id}/history", response_model=list[HistoryEntry], **allow(Permission.read))
+@router.get(
+    "/tensors/{tensor_id}/history",
+    response_model=list[HistoryEntry],
+    responses={**NOT_FOUND, **SENSITIVE},
+    **allow(Permission.read),
+)
 def history(
     tensor_id: uuid.UUID,
     session: SessionDep,
+    settings: SettingsDep,
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     stop: Annotated[str | None, Query(alias="to", max_length=64)] = None,
 ) -> list[HistoryEntry]:
-    """Values that later writes replaced, with when each was written and replaced."""
-    return tensors.history(session, tensor_id, start, stop)
+    """Values that later writes replaced, with when each was written and replaced; 422 beyond
+    DUST_MAX_HISTORY_ENTRIES (narrow with from/to)."""
+    return tensors.history(session, tensor_id, start, stop, limit=settings.max_history_entries)

@@ -61,3 +61,19 @@ class Settings(BaseSettings):
         [], description="Addresses whose X-Forwarded-For / -Proto headers are believed (JSON list); none by default."
     )
     cors_origins: list[str] = Field([], description="Origins allowed to call the API from a browser (JSON list).")
+    request_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Time a client has to send a whole request, head and body, from its first byte (or from "
+        "connecting); 408 and a closed connection beyond. Also bounds a connection that sends nothing.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head (request line and headers), in bytes; 431 beyond."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Connections one server process holds at once; a request beyond them gets 503."
+    )
+    max_history_entries: int = Field(
+        100_000, ge=1, description="Most replaced values one tensor history request returns (422 beyond)."
+    )

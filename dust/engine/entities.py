@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dust.engine import access, audit
-from dust.engine.fields import Attributes, Text, bad_value_char, describe
+from dust.engine.fields import Attributes, Text, bad_value_char, describe, not_null, oversized
 from dust.engine.paging import OFFSET, decode_cursor, encode_cursor, keyset_after, keyset_cursor
 from dust.storage.models import Entity, utcnow
 from dust.storage.repositories import entities as repo
@@ -27,6 +27,7 @@ from dust.storage.repositories import users as user_repo
 
 KIND = r"^[a-z][a-z0-9_\-]{0,63}$"
 IN_BATCH = 10_000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement
+MAX_ATTRIBUTE_FILTERS = 16
 MATCH_CUTOFF = 70.0  # rapidfuzz WRatio; "jnae doe" ~ "Jane Doe" scores 75, unrelated names stay under 60
 
 
@@ -44,7 +45,7 @@ class EntityUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Text | None = Field(None, max_length=512)
+    name: Text | None = Field(None, max_length=512, json_schema_extra=not_null)  # refused: a name stays
     external_id: Text | None = Field(None, max_length=256)
     attributes: Attributes | None = None
 
@@ -113,11 +114,18 @@ def get(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> Enti
     return public(session, row)
 
 
-def get_row(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> Entity:
-    """The entity, if it exists and the acting principal may see it (404 either way, so nothing leaks)."""
+def get_row(session: Session, entity_id: uuid.UUID, kind: str | None = None, *, lock: bool = False) -> Entity:
+    """The entity, if it exists and the acting principal may see it (404 either way, so nothing leaks).
+
+    ``lock`` (for a change) holds the row until commit, taken only once visibility is known so that nobody
+    locks what they may not see; a delete that committed meanwhile makes it 404, not a failed UPDATE.
+    """
+    missing = NotFound(f"{kind or 'entity'} {entity_id} does not exist")
     row = repo.get(session, entity_id)
     if row is None or (kind is not None and row.kind != kind) or not access.can_see(session, entity_id):
-        raise NotFound(f"{kind or 'entity'} {entity_id} does not exist")
+        raise missing
+    if lock and (row := repo.get(session, entity_id, lock=True)) is None:
+        raise missing
     return row
 
 
@@ -127,14 +135,14 @@ def public(session: Session, row: Entity) -> EntityPublic:
 
 
 def update(session: Session, entity_id: uuid.UUID, data: EntityUpdate, kind: str | None = None) -> EntityPublic:
-    row = get_row(session, entity_id, kind)
+    row = get_row(session, entity_id, kind, lock=True)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("name", "") is None:
         raise InvalidInput("name cannot be null")
     if "external_id" in changes and changes["external_id"] not in (None, row.external_id):
         _check_external_id_free(session, row.kind, changes["external_id"])
     if "attributes" in changes:
-        changes["attributes"] = merge_patch(row.attributes, changes["attributes"] or {})
+        changes["attributes"] = bounded_merge(row.attributes, changes["attributes"] or {})
     for field, value in changes.items():
         setattr(row, field, value)
     session.flush()
@@ -166,6 +174,15 @@ def _check_deletable(session: Session, entity_id: uuid.UUID) -> None:
             f"entity {entity_id} has '{granting[0]}' relations, which grant access: deleting it would change who may "
             "see what, which only the roles in DUST_GRANTING_ROLES may do (ask an admin)"
         )
+
+
+def bounded_merge(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``merge_patch``, refused if the result is over the size attributes may have."""
+    merged = merge_patch(target, patch)
+    too_big = oversized(merged)
+    if too_big:
+        raise InvalidInput(f"once merged, {too_big}")
+    return merged
 
 
 def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -310,6 +327,8 @@ def parse_attribute_filters(params: Mapping[str, str]) -> dict[str, Any]:
         if not key or len(key) > 128 or not key.replace("_", "").replace("-", "").isalnum():
             raise InvalidInput(f"attribute filter '{name}': key must be letters, digits, '_' or '-'")
         filters[key] = _filter_value(name, raw)
+    if len(filters) > MAX_ATTRIBUTE_FILTERS:  # each is a condition in one SQL statement; SQLite's nest 1,000 deep
+        raise InvalidInput(f"at most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters a request; this one has {len(filters)}")
     return filters
 
 

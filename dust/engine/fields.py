@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 MAX_ATTRIBUTE_DEPTH = 32
 """Most levels of objects and arrays an attributes value may nest; the attributes object itself is level 1.
 Responses cannot be serialised past 255 levels and JSON parsers recurse per level: 32 is ample for data."""
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+"""Largest attributes value, as compact UTF-8 JSON. A list page carries up to 500 entities with their attributes:
+this keeps one page to about 32 MiB, and bounds how many keys an object can have (some 10,000)."""
+MAX_KEY_LENGTH = 128
+"""Longest attribute key, at any level: as long as an ``attr.<key>`` filter may name."""
 
 # Zero-width (non-)joiners shape Persian and Indic words, so a name may hold them between two letters.
 _JOINERS = frozenset("\u200c\u200d")
@@ -87,7 +94,19 @@ def _plain_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
         raise ValueError(
             "attributes must be plain JSON: objects, arrays, strings, finite numbers, booleans and null"
         ) from None
+    too_big = oversized(value)
+    if too_big:
+        raise ValueError(too_big)
     return value
+
+
+def oversized(value: Mapping[str, Any]) -> str | None:
+    """Why an attributes value is over MAX_ATTRIBUTES_BYTES, or None. Checked again after a merge patch, which
+    could otherwise grow a value past the bound a few keys at a time."""
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if size <= MAX_ATTRIBUTES_BYTES:
+        return None
+    return f"attributes are {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES}: keep documents elsewhere"
 
 
 def _check_tree(value: dict[str, Any]) -> None:
@@ -105,6 +124,8 @@ def _check_tree(value: dict[str, Any]) -> None:
         for key, child in items:
             if isinstance(key, str):
                 _check_text(key, bad_name_char(key), f"{path} key '{_safe(key)}'", "a key")
+                if len(key) > MAX_KEY_LENGTH:
+                    raise ValueError(f"{path} key '{_safe(key)}' is over {MAX_KEY_LENGTH} characters")
                 where = f"{path}.{_safe(key)}"
             else:
                 where = f"{path}[{key}]"
@@ -133,13 +154,81 @@ def _safe(text: str, limit: int = 40) -> str:
     return shown + ("…" if len(text) > limit else "")
 
 
-Text = Annotated[str, BeforeValidator(_clean), AfterValidator(_not_blank)]
+# What the OpenAPI document says these types hold: the characters ``bad_name_char`` always refuses below U+10000,
+# as a regex class. Not in it: ZWNJ and ZWJ (allowed between two letters, which a class cannot say), format
+# characters beyond U+FFFF (a regex without the u flag cannot name them) and lone surrogates (no JSON text or
+# ECMA regex with the u flag holds one). All are refused still: the document is only ever more lenient than the
+# code, never stricter. tests/api/test_fuzz_findings.py checks the class against ``bad_name_char``.
+NEVER_IN_NAMES = (
+    r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    r"\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+)
+PLAIN_PATTERN = rf"^[^{NEVER_IN_NAMES}]*$"
+TEXT_PATTERN = rf"^[^{NEVER_IN_NAMES}]*[^{NEVER_IN_NAMES}\s][^{NEVER_IN_NAMES}]*$"
+VALUE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+"""What an attribute's string value may hold (``bad_value_char``)."""
+
+Text = Annotated[
+    str, BeforeValidator(_clean), AfterValidator(_not_blank), Field(json_schema_extra={"pattern": TEXT_PATTERN})
+]
 """A non-blank string in Unicode NFC without control, format (but joiners inside words), surrogate or
 line-separator characters."""
 
-Plain = Annotated[str, BeforeValidator(_clean)]
+Plain = Annotated[str, BeforeValidator(_clean), Field(json_schema_extra={"pattern": PLAIN_PATTERN})]
 """Like ``Text`` but may be blank: descriptions, units, field names in policies."""
 
-Attributes = Annotated[dict[str, Any], AfterValidator(_plain_json)]
+# Bounded ``Plain`` for items of lists and dicts. The bound goes before the validator: placed after it, as a Field
+# on the item would be, it is checked as a count of "items" and says so.
+Unit = Annotated[str, Field(max_length=64, json_schema_extra={"pattern": PLAIN_PATTERN}), BeforeValidator(_clean)]
+"""A label's unit (UCUM codes are short)."""
+FieldName = Annotated[
+    str, Field(max_length=MAX_KEY_LENGTH, json_schema_extra={"pattern": PLAIN_PATTERN}), BeforeValidator(_clean)
+]
+"""A field a kind's policy names: 'name', 'external_id' or an attribute key."""
+
+_ATTRIBUTES_SCHEMA = {
+    "propertyNames": {"maxLength": MAX_KEY_LENGTH, "pattern": PLAIN_PATTERN},
+    # The first level spelt out; deeper levels are any JSON (the same rules apply, unsaid).
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "pattern": VALUE_PATTERN},
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array"},
+            {"type": "object"},
+        ]
+    },
+}
+Attributes = Annotated[dict[str, Any], AfterValidator(_plain_json), Field(json_schema_extra=_ATTRIBUTES_SCHEMA)]
 """A JSON object without NaN or infinity, nesting at most MAX_ATTRIBUTE_DEPTH levels, whose keys hold no
 control, format or surrogate characters and whose string values no control characters but tab and line breaks."""
+
+
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read a number, or a string of digits, as Unix seconds (milliseconds beyond 2e10): `at=3`
+    # would silently mean 1970-01-01T00:00:03. Times are ISO 8601 here; a number is a time index's business.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        raise ValueError(f"must be an ISO 8601 timestamp such as 2026-01-05T08:00:00Z, not the number {value!r}")
+    return value
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+Timestamp = Annotated[datetime, BeforeValidator(_not_a_number)]
+"""A time: an ISO 8601 string (or a datetime), never a number."""
+
+
+def not_null(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` for an optional field that refuses null: the document offers no null to send."""
+    branches = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+    schema.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+    schema.pop("default", None)
+
+
+def _json_integer(value: Any) -> Any:
+    # pydantic would read true as 1 and "7" as 7. JSON says what a number is (5.0 is an integer to JSON Schema).
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be an integer, not {'true or false' if isinstance(value, bool) else 'text'}")
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_json_integer)]
+"""An integer as JSON has one: never true, false or text."""

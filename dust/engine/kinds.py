@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dust.core.errors import NotFound
-from dust.engine.fields import Plain
+from dust.engine.fields import FieldName, Plain
 from dust.storage.models import EntityKind
 
 
@@ -19,13 +19,13 @@ class KindPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
     description: Plain | None = Field(None, max_length=2000)
-    sensitive: list[Plain] = Field(
+    sensitive: list[FieldName] = Field(
         default_factory=list,
         max_length=200,
         description="Fields hidden from de-identified readers on top of the defaults (DUST_SENSITIVE_FIELDS): "
         "'name', 'external_id' or attribute keys.",
     )
-    public: list[Plain] = Field(
+    public: list[FieldName] = Field(
         default_factory=list,
         max_length=200,
         description="Default-sensitive fields this kind shows de-identified readers after all (e.g. a hospital's "

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
 from dust.engine import access, audit
-from dust.engine.entities import EntityPublic, merge_patch
-from dust.engine.fields import Attributes
+from dust.engine.entities import EntityPublic, bounded_merge
+from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_after, keyset_cursor
 from dust.storage.models import Relation, utcnow
 from dust.storage.repositories import entities as entity_repo
@@ -36,8 +36,9 @@ def _finite(value: float) -> float:
 
 
 def _number(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("weight must be a number, not true or false")
+    # pydantic would take true as 1.0 and "0.5" as 0.5; JSON says which is a number.
+    if isinstance(value, bool | str):
+        raise ValueError(f"weight must be a number, not {'true or false' if isinstance(value, bool) else 'text'}")
     return value
 
 
@@ -61,8 +62,10 @@ class RelationCreate(BaseModel):
     type: str = Field(pattern=TYPE, description="Relation type, e.g. treats, supplies, pays.")
     weight: float = Field(1.0, description="Strength of the relation.")
     attributes: Attributes = Field(default_factory=dict)
-    valid_from: datetime | None = Field(None, description="Start of validity (inclusive); null: always.")
-    valid_to: datetime | None = Field(None, description="End of validity (exclusive); null: open.")
+    valid_from: Timestamp | None = Field(
+        None, description="Start of validity (inclusive), before valid_to; null: always."
+    )
+    valid_to: Timestamp | None = Field(None, description="End of validity (exclusive); null: open.")
 
     _weight = field_validator("weight")(_finite)
     _weight_type = field_validator("weight", mode="before")(_number)
@@ -77,10 +80,10 @@ class RelationCreate(BaseModel):
 class RelationUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    weight: float | None = None
+    weight: float | None = Field(None, json_schema_extra=not_null)  # refused: a relation always has a weight
     attributes: Attributes | None = Field(None, description="Merged (RFC 7396); null removes a key.")
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
 
     _times = field_validator("valid_from", "valid_to")(_utc)
     _weight_type = field_validator("weight", mode="before")(_number)
@@ -195,18 +198,21 @@ def _detail(session: Session, row: Relation) -> RelationDetail:
     return RelationDetail(**_public(session, row).model_dump(), history=history)
 
 
-def _row(session: Session, relation_id: uuid.UUID) -> Relation:
-    """The relation, if it exists and the principal may see both its ends (404 either way)."""
+def _row(session: Session, relation_id: uuid.UUID, *, lock: bool = False) -> Relation:
+    """The relation, if it exists and the principal may see both its ends (404 either way); ``lock`` as for
+    ``entities.get_row``."""
+    missing = NotFound(f"relation {relation_id} does not exist")
     row = repo.get(session, relation_id)
-    if row is None or len(access.see_all(session, [row.source_id, row.target_id])) < len(
-        {row.source_id, row.target_id}
-    ):
-        raise NotFound(f"relation {relation_id} does not exist")
+    ends = set() if row is None else {row.source_id, row.target_id}
+    if row is None or len(access.see_all(session, list(ends))) < len(ends):
+        raise missing
+    if lock and (row := repo.get(session, relation_id, lock=True)) is None:
+        raise missing
     return row
 
 
 def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> RelationDetail:
-    row = _row(session, relation_id)
+    row = _row(session, relation_id, lock=True)
     access.require_grant(session, row.type)
     changes = data.model_dump(exclude_unset=True)
     if "weight" in changes and changes["weight"] is None:
@@ -218,7 +224,7 @@ def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> Re
     except ValueError as problem:
         raise InvalidInput(str(problem)) from None
     if "attributes" in changes:
-        changes["attributes"] = merge_patch(row.attributes, changes["attributes"] or {})
+        changes["attributes"] = bounded_merge(row.attributes, changes["attributes"] or {})
     weight = changes.pop("weight", None)
     for field, value in changes.items():
         setattr(row, field, value)

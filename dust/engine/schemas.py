@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound, did_you_mean
-from dust.engine.fields import Plain
+from dust.engine.fields import NEVER_IN_NAMES, Integer, Plain, Timestamp, Unit
 from dust.storage.repositories import schemas as repo
 
 NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
@@ -25,6 +26,10 @@ TimeUnit = Literal["second", "minute", "hour", "day", "week"]
 MAX_CELLS = 100_000
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 _CACHE = "dust.schema_defs"  # session.info key of get_def's cache
+# What a label may be, for the document; Axis._labels checks it (NUL to U+001F and commas are caught there).
+Label = Annotated[
+    Plain, Field(json_schema_extra={"pattern": rf"^[^{NEVER_IN_NAMES},]*$", "minLength": 1, "maxLength": 128})
+]
 # Stored definitions are JSON, which has no infinity or NaN: a non-finite bound would not read back.
 Bound = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -32,9 +37,17 @@ Bound = Annotated[float, Field(allow_inf_nan=False)]
 class Axis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME, description="Axis name, e.g. metric.")
-    labels: list[Plain] = Field(min_length=1, max_length=10_000, description="Ordered, unique labels.")
-    units: dict[str, Plain] = Field(default_factory=dict, description="Unit per label (UCUM), optional.")
+    name: str = Field(
+        pattern=NAME,
+        description="Axis name, e.g. metric.",
+        json_schema_extra={"not": {"enum": [name for name in sorted(RESERVED_AXES)]}},  # a list of JSON values
+    )
+    labels: list[Label] = Field(
+        min_length=1, max_length=10_000, description="Ordered, unique labels.", json_schema_extra={"uniqueItems": True}
+    )
+    units: dict[str, Unit] = Field(
+        default_factory=dict, description="Unit per label (UCUM), optional; at most 64 characters."
+    )
     ranges: dict[str, tuple[Bound, Bound]] = Field(
         default_factory=dict, description="Valid [min, max] per label; values outside are refused."
     )
@@ -72,8 +85,8 @@ class TimeAxis(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     unit: TimeUnit = "day"
-    step: int = Field(1, ge=1, le=1_000_000, description="Grid spacing in units.")
-    origin: datetime | None = Field(None, description="Default origin for this schema's tensors.")
+    step: Integer = Field(1, ge=1, le=1_000_000, description="Grid spacing in units.")
+    origin: Timestamp | None = Field(None, description="Default origin for this schema's tensors.")
 
     @property
     def seconds(self) -> int:
@@ -101,7 +114,9 @@ class SchemaCreate(BaseModel):
 
     name: str = Field(pattern=NAME)
     description: Plain | None = Field(None, max_length=2000)
-    sensitive: bool = Field(False, description="Per-entity values are withheld from de-identified readers.")
+    sensitive: bool = Field(
+        False, strict=True, description="Per-entity values are withheld from de-identified readers."
+    )
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis = Field(default_factory=TimeAxis)
 
@@ -114,7 +129,7 @@ class SchemaUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     description: Plain | None = Field(None, max_length=2000)
-    sensitive: bool | None = Field(None, description="Default: as the current version.")
+    sensitive: bool | None = Field(None, strict=True, description="Default: as the current version.")
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis | None = None
 
@@ -160,6 +175,8 @@ class SchemaDef:
 
     def label_index(self, axis: Axis, label: str) -> int:
         position = self._positions[axis.name].get(label)
+        if position is None and not label.isascii():  # labels are stored in NFC; "café" may come decomposed
+            position = self._positions[axis.name].get(unicodedata.normalize("NFC", label))
         if position is None:
             raise InvalidInput(
                 f"label '{label}' is not in axis {axis.name}{did_you_mean(label, axis.labels)}"

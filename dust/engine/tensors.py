@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from dust.core.errors import Conflict, DustError, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
 from dust.engine import access, audit, entities, schemas
 from dust.engine import blocks as codec
+from dust.engine.fields import Integer, Timestamp
 from dust.engine.schemas import SchemaDef
 from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, to_us
 from dust.engine.views import TensorView, TimeInfo
@@ -37,8 +38,8 @@ class TensorCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     entity_id: uuid.UUID
-    schema_name: str = Field(alias="schema", description="Name of the schema the tensor conforms to.")
-    origin: datetime | None = Field(
+    schema_name: str = Field(alias="schema", max_length=64, description="Name of the schema the tensor conforms to.")
+    origin: Timestamp | None = Field(
         None, description="Time of index 0; default the schema's origin, else now floored to the time unit."
     )
 
@@ -46,7 +47,7 @@ class TensorCreate(BaseModel):
 class TensorUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = Field(
+    schema_version: Integer = Field(
         ge=1, le=schemas.MAX_VERSION, description="Move the tensor to a later, compatible schema version."
     )
 
@@ -655,14 +656,22 @@ def _cell_of(sdef: SchemaDef, labels: list[str]) -> tuple[int, ...] | None:
         return None
 
 
-def history(session: Session, tensor_id: uuid.UUID, start: Any = None, stop: Any = None) -> list[HistoryEntry]:
-    """Every value that a later write replaced, oldest time first."""
+def history(
+    session: Session, tensor_id: uuid.UUID, start: Any = None, stop: Any = None, *, limit: int | None = None
+) -> list[HistoryEntry]:
+    """Every value that a later write replaced, oldest time first; InvalidInput if there are over ``limit``."""
     row = get_row(session, tensor_id)
     sdef = _schema(session, row)
     _readable(session, row, sdef)
     grid = _grid(row, sdef)
     first = 0 if start is None else grid.index(start, "from")
     last = (row.time_max or 0) if stop is None else grid.index(stop, "to")
+    found = repo.history(session, row.id, first, last, limit=None if limit is None else limit + 1)
+    if limit is not None and len(found) > limit:
+        raise InvalidInput(
+            f"tensor {row.id} has more than {limit} replaced values at times {first}..{last}; at most {limit} a "
+            "request (DUST_MAX_HISTORY_ENTRIES): narrow it with from/to"
+        )
     names = [a.name for a in sdef.axes]
     return [
         HistoryEntry(
@@ -673,5 +682,5 @@ def history(session: Session, tensor_id: uuid.UUID, start: Any = None, stop: Any
             replaced_at=from_us(h.replaced_us),
             new_value=h.new_value,
         )
-        for h in repo.history(session, row.id, first, last)
+        for h in found
     ]

@@ -32,13 +32,15 @@ from dust.core.security import (
     verify_password,
 )
 from dust.engine import audit
-from dust.engine.fields import Text
+from dust.engine.fields import Integer, Text
 from dust.storage.models import ApiKey, User
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import users as repo
 
 USERNAME = r"^[A-Za-z0-9_.@\-]{3,64}$"
 MIN_PASSWORD = 10
+# last_used_at is kept to the minute: writing it on every request made all requests of one key queue on its row.
+KEY_USE_PRECISION = timedelta(minutes=1)
 # How long failed sign-ins count towards a throttle (a successful sign-in from that client forgets them
 # sooner). Far longer than the longest throttle, so a client that keeps guessing stays at the cap instead of
 # its old failures ageing out and the backoff starting again from 1 minute.
@@ -60,7 +62,7 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role | None = None
-    disabled: bool | None = None
+    disabled: bool | None = Field(None, strict=True)  # not 0, "no" or "off": those were read as false
     entity_id: uuid.UUID | None = None
     password: str | None = Field(None, min_length=MIN_PASSWORD, max_length=1024)
 
@@ -88,8 +90,9 @@ class ApiKeyCreate(BaseModel):
 
     name: Text = Field(min_length=1, max_length=128)
     user_id: uuid.UUID | None = Field(None, description="Whose key (admins only); default yourself.")
-    expires_in_days: int | None = Field(
+    expires_in_days: Integer | None = Field(
         None,
+        json_schema_extra={"minimum": 1},  # the most is a setting, checked by create_key
         description="Days until the key expires: 1..DUST_API_KEY_MAX_DAYS (365); default DUST_API_KEY_DAYS (90).",
     )
 
@@ -325,7 +328,8 @@ def _by_api_key(session: Session, key: str, prefix: str) -> User:
     user = repo.get(session, row.user_id)
     if user is None or user.disabled:
         raise AuthError("the key's user is disabled")
-    row.last_used_at = now
+    if row.last_used_at is None or now - row.last_used_at > KEY_USE_PRECISION:
+        repo.touch_key(session, row.id, now, stale=now - KEY_USE_PRECISION)
     return user
 
 

@@ -150,3 +150,46 @@ def test_oversized_body_is_413_and_writes_nothing(json_client: TestClient) -> No
     assert response.status_code == 413
     assert "2048" in response.json()["detail"]
     assert json_client.get(f"{API}/entities").json()["items"] == []
+
+
+def test_a_body_cut_short_by_a_disconnect_is_never_acted_on(
+    app: FastAPI, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The part that arrived parses as JSON on its own; acting on it would create what the client never sent."""
+    import anyio
+
+    token = client.headers["Authorization"].encode()
+    whole = json.dumps({"kind": "patient", "name": "Cut Short", "attributes": {"note": "x" * 50}}).encode()
+    first = json.dumps({"kind": "patient", "name": "Cut Short"}).encode()
+    assert whole.startswith(first[:-1])  # a client that sent the first part and left
+    messages = [
+        {"type": "http.request", "body": first, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/entities",
+        "raw_path": b"/api/v1/entities",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"authorization", token), (b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    logged(capsys)
+    anyio.run(app, scope, receive, send)  # type: ignore[arg-type]
+    lines = [line for line in log_lines(logged(capsys)) if line["event"] == "request"]
+    assert [(line["method"], line["status"]) for line in lines] == [("POST", 499)]  # logged, no traceback
+    assert not [m for m in sent if m["type"] == "http.response.start"]  # nobody to answer
+    assert client.get("/api/v1/entities", params={"q": "Cut Short"}).json()["items"] == []

@@ -123,3 +123,11 @@ def test_a_huge_integer_value_is_refused_with_its_size_not_its_digits(db: Dust) 
     tensor = db.create_tensor(db.create_entity("patient", "Huge").id, "v")
     with pytest.raises(InvalidInput, match="about 5000 digits"):
         db.write_values(tensor.id, [{"time": 0, "m": "a", "value": 10**5000}])
+
+
+def test_a_label_is_found_in_either_unicode_form(db: Dust) -> None:
+    decomposed, composed = "cafe\u0301", "caf\u00e9"
+    db.create_schema({"name": "menu", "axes": [{"name": "m", "labels": [decomposed]}], "time": {"unit": "day"}})
+    tensor = db.create_tensor(db.create_entity("patient", "Unicode").id, "menu")
+    db.write_values(tensor.id, [{"time": 0, "m": decomposed, "value": 1.0}, {"time": 1, "m": composed, "value": 2.0}])
+    assert db.read_tensor(tensor.id, labels={"m": decomposed}).to_numpy().tolist() == [1.0, 2.0]

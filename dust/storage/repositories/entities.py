@@ -11,13 +11,23 @@ from sqlalchemy import Select, Table, and_, bindparam, insert, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
-from dust.storage.models import Entity
+from dust.storage.models import Entity, Relation
 
 _ENTITIES = cast(Table, Entity.__table__)
 # Built once: the hot paths of creating many entities or tensors run these per call, and building a statement
 # costs about as much as running it.
 _INSERT = insert(_ENTITIES)
-_EXISTING = select(Entity.id).where(Entity.id.in_(bindparam("ids", expanding=True)))
+# FOR KEY SHARE, in id order (the order every writer takes entity rows in, see ``delete``): every caller is about
+# to insert rows that reference these entities (a tensor, a relation). Held until commit, it makes a concurrent
+# delete wait, which would otherwise commit between this check and the insert and turn the insert into a
+# foreign-key violation (a 500, or a relation "exists" 409). Updates of the entities are not held up. SQLite,
+# whose writers are serialised, leaves the FOR clause out.
+_EXISTING = (
+    select(Entity.id)
+    .where(Entity.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Entity.id)
+    .with_for_update(read=True, key_share=True)
+)
 
 
 def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -26,7 +36,10 @@ def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(_INSERT, rows)
 
 
-def get(session: Session, entity_id: uuid.UUID) -> Entity | None:
+def get(session: Session, entity_id: uuid.UUID, *, lock: bool = False) -> Entity | None:
+    """The entity; ``lock``: read afresh and held until commit (None if a delete committed meanwhile)."""
+    if lock:
+        return session.get(Entity, entity_id, with_for_update=True, populate_existing=True)
     return session.get(Entity, entity_id)
 
 
@@ -42,10 +55,23 @@ def taken_external_ids(session: Session, kind: str, external_ids: list[str]) -> 
 
 
 def existing_ids(session: Session, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``ids`` exist, kept from deletion until the transaction ends."""
     return set(session.scalars(_EXISTING, {"ids": ids}))
 
 
 def delete(session: Session, entity_id: uuid.UUID) -> None:
+    """Delete the entity; its tensors and relations go by cascade.
+
+    Locks first, in the order every writer takes them: the entity row (entity rows in id order), then its
+    relations in id order. The cascade alone takes the relations as the source first, then as the target, so
+    two deletes of entities related both ways (a→b, b→a) took the shared rows in opposite orders, and
+    PostgreSQL aborted one as a deadlock. The entity comes first so that no relation to it can be added
+    (adding one holds its end entities, ``existing_ids``) between the lock of its relations and the cascade.
+    SQLite has no row locks (its writers are serialised) and skips FOR UPDATE.
+    """
+    session.execute(select(Entity.id).where(Entity.id == entity_id).with_for_update())
+    ends = or_(Relation.source_id == entity_id, Relation.target_id == entity_id)
+    session.execute(select(Relation.id).where(ends).order_by(Relation.id).with_for_update())
     session.execute(sql_delete(Entity).where(Entity.id == entity_id))
 
 

@@ -52,7 +52,10 @@ def add_weight(session: Session, relation_id: uuid.UUID, weight: float, when: da
     session.flush()
 
 
-def get(session: Session, relation_id: uuid.UUID) -> Relation | None:
+def get(session: Session, relation_id: uuid.UUID, *, lock: bool = False) -> Relation | None:
+    """The relation; ``lock``: read afresh and held until commit (None if a delete committed meanwhile)."""
+    if lock:
+        return session.get(Relation, relation_id, with_for_update=True, populate_existing=True)
     return session.get(Relation, relation_id)
 
 

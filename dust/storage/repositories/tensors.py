@@ -162,7 +162,12 @@ def add_history(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def history(
-    session: Session, tensor_id: uuid.UUID, first: int, last: int, replaced_after_us: int | None = None
+    session: Session,
+    tensor_id: uuid.UUID,
+    first: int,
+    last: int,
+    replaced_after_us: int | None = None,
+    limit: int | None = None,
 ) -> list[TensorHistory]:
     stmt = select(TensorHistory).where(
         TensorHistory.tensor_id == tensor_id,
@@ -171,7 +176,7 @@ def history(
     )
     if replaced_after_us is not None:
         stmt = stmt.where(TensorHistory.replaced_us > replaced_after_us)
-    return list(session.scalars(stmt.order_by(TensorHistory.time_index, TensorHistory.replaced_us)))
+    return list(session.scalars(stmt.order_by(TensorHistory.time_index, TensorHistory.replaced_us).limit(limit)))
 
 
 def schema_block_columns(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -93,6 +93,26 @@ def keys_of(session: Session, user_id: uuid.UUID | None) -> list[ApiKey]:
     if user_id is not None:
         stmt = stmt.where(ApiKey.user_id == user_id)
     return list(session.scalars(stmt))
+
+
+def touch_key(session: Session, key_id: uuid.UUID, now: datetime, *, stale: datetime) -> None:
+    """Record that a key was used, unless it was so since ``stale``.
+
+    On PostgreSQL in a transaction of its own, one statement long: in the request's transaction the row lock
+    would last as long as the request and every other request of the key would wait for it. SQLite serialises
+    its writers anyway, and a second connection would wait for the request's own write lock.
+    """
+    stmt = (
+        update(ApiKey)
+        .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < stale))
+        .values(last_used_at=now)
+    )
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        session.execute(stmt)
+        return
+    with bind.engine.connect() as own:
+        own.execution_options(isolation_level="AUTOCOMMIT").execute(stmt)
 
 
 def get_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:
