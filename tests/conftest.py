@@ -13,7 +13,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from dust.api.app import create_app
 from dust.core.config import Settings
@@ -22,6 +21,7 @@ from dust.core.security import hash_password, issue_access_token
 from dust.embedded import Dust
 from dust.storage.db import make_engine, upgrade
 from dust.storage.models import Base, User
+from tests.databases import throwaway_postgres
 
 POSTGRES_URL = os.environ.get("DUST_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgresql"]
@@ -51,18 +51,11 @@ def postgres_database(worker_id: str) -> Iterator[str]:
     """A migrated PostgreSQL database of this test worker's own, dropped at the end."""
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL tests need DUST_TEST_POSTGRES_URL (set by .ci/run and `make test`)")
-    name = f"dust_test_{worker_id}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_postgres(POSTGRES_URL, f"dust_test_{worker_id}") as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from dust.storage.db import make_engine, upgrade
 from dust.storage.models import Base, Relation, Tensor
 from dust.storage.repositories import users as user_repo
 from tests.conftest import POSTGRES_URL
+from tests.databases import throwaway_postgres
 
 SECRET_TABLES = ("refresh_tokens", "api_keys", "revoked_tokens", "login_failures", "idempotency_keys")
 VITALS_V2 = SchemaUpdate.model_validate(
@@ -182,18 +184,9 @@ def _spare_postgres(config: pytest.Config) -> str:
         return config.stash[_SPARE]
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL tests need DUST_TEST_POSTGRES_URL (set by .ci/run and `make test`)")
-    name = f"dust_spare_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    config.add_cleanup(drop)
-    config.stash[_SPARE] = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    spare = ExitStack()
+    config.add_cleanup(spare.close)
+    config.stash[_SPARE] = spare.enter_context(throwaway_postgres(POSTGRES_URL, "dust_spare"))
     return config.stash[_SPARE]
 
 

@@ -12,19 +12,17 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from dust.core.security import Role
 from dust.embedded import Dust
 from dust.engine import users
 from dust.engine.users import UserCreate
+from tests.databases import throwaway_postgres
 
 SECRET = "s" * 40
 START_SECONDS = 30  # a cold start imports NumPy, pandas and FastAPI: ~2.5 s here, far more on a loaded machine
@@ -126,21 +124,6 @@ def served(database_url: str, **env: str) -> Iterator[str]:
 
 
 @contextmanager
-def postgres_database(admin_url: str, prefix: str = "dust_reliability") -> Iterator[str]:
-    """A new, empty PostgreSQL database on the server of ``admin_url``, dropped at the end (even if in use)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextmanager
 def database(backend: str, postgres_admin_url: str | None = None) -> Iterator[str]:
     """A fresh database URL: a new SQLite file in a temporary directory, or a throwaway PostgreSQL database."""
     if backend == "sqlite":
@@ -149,7 +132,7 @@ def database(backend: str, postgres_admin_url: str | None = None) -> Iterator[st
         return
     if backend != "postgresql" or not postgres_admin_url:
         raise ValueError(f"backend {backend!r}: sqlite, or postgresql with an admin URL")
-    with postgres_database(postgres_admin_url) as url:
+    with throwaway_postgres(postgres_admin_url, "dust_reliability") as url:
         yield url
 
 

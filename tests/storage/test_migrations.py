@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from dust.storage.db import MIGRATIONS, make_engine, upgrade
 from dust.storage.models import UTCDateTime
 from tests.conftest import BACKENDS, POSTGRES_URL
+from tests.databases import throwaway_postgres
 
 
 @pytest.fixture(params=BACKENDS)
@@ -29,16 +29,10 @@ def empty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         return
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL tests need DUST_TEST_POSTGRES_URL (set by .ci/run and `make test`)")
-    name = f"dust_migrations_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = make_engine(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
-    yield engine
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with throwaway_postgres(POSTGRES_URL, "dust_migrations") as url:
+        engine = make_engine(url)
+        yield engine
+        engine.dispose()
 
 
 def downgrade(engine: Engine, revision: str) -> None:
