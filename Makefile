@@ -3,7 +3,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench crash install services clean
+.PHONY: run test lint bench crash fuzz install services clean
 
 run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
 	$(BIN)/dust demo healthcare --serve
@@ -22,6 +22,9 @@ bench: install  ## the benchmarks in bench/ (minutes; prints tables)
 crash: install services  ## SIGKILL `dust serve` mid-write and check every acknowledged write, 100 rounds per backend
 	$(BIN)/python -m tests.reliability.crash --rounds 100 --backend sqlite
 	$(BIN)/python -m tests.reliability.crash --rounds 100 --backend postgresql --postgres-url $(PG_URL)
+
+fuzz: install services  ## fuzz every API operation from /openapi.json, 1,000 examples per operation and role, both backends
+	DUST_FUZZ_EXAMPLES=1000 DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest tests/api/test_fuzz.py -n 2 -q
 
 install: $(VENV)/.installed
 

@@ -126,7 +126,7 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
 
 def _fixed_kind_body(kind: str) -> type:
     """EntityCreate without ``kind`` (it is fixed by the route); a ``kind`` that is sent must match."""
-    from pydantic import create_model, field_validator
+    from pydantic import Field, create_model, field_validator
 
     def _same_kind(cls: type, value: str | None) -> str | None:
         if value is not None and value != kind:
@@ -138,7 +138,7 @@ def _fixed_kind_body(kind: str) -> type:
         f"{kind.title()}Create",
         __config__=EntityCreate.model_config,
         __validators__={"same_kind": field_validator("kind")(_same_kind)},
-        kind=(str | None, None),
+        kind=(str | None, Field(None, json_schema_extra={"anyOf": [{"const": kind}, {"type": "null"}]})),
         **fields,
     )
 

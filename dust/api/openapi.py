@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dust.api.idempotency import MAX_KEY
 from dust.api.problems import MEDIA_TYPE
+from dust.core.config import Settings
 from dust.core.security import GRANTS, Permission
 
 # Whatever the route, because of where the cause lives; a route's own description of a status wins.
@@ -60,7 +61,9 @@ def document(app: FastAPI, passthrough: frozenset[str]) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            _add_problems(build(), passthrough)  # build() caches the document; it is completed in place
+            doc = build()  # cached by FastAPI; completed here in place
+            _add_problems(doc, passthrough)
+            _add_settings(doc, app.state.settings)
         assert app.openapi_schema is not None
         return app.openapi_schema
 
@@ -87,6 +90,13 @@ def _add_problems(doc: dict[str, Any], passthrough: frozenset[str]) -> None:
                         response["headers"] = HEADERS[int(status)]
             if method == "post" and path not in passthrough:
                 operation.setdefault("parameters", []).append(_IDEMPOTENCY_KEY)
+
+
+def _add_settings(doc: dict[str, Any], settings: Settings) -> None:
+    """Bounds that are settings: the document a server serves states that server's."""
+    key_days = doc["components"]["schemas"].get("ApiKeyCreate", {}).get("properties", {}).get("expires_in_days")
+    if key_days is not None:
+        key_days["maximum"] = settings.api_key_max_days
 
 
 def _shared(method: str, path: str, operation: dict[str, Any], passthrough: frozenset[str]) -> list[int]:

@@ -23,7 +23,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such tens
 SENSITIVE: dict[int | str, dict[str, Any]] = {
     403: {"description": "The schema is sensitive: de-identified readers get aggregates only."}
 }
-INDEX_TEXT = r"^\s*-?[0-9]+\s*$"  # what timegrid takes for an index given as text
+INDEX_TEXT = r"^\s*[0-9]+\s*$"  # an index given as text (timegrid takes a minus too, to say it is out of range)
 TimeParam = Annotated[str | None, Query(max_length=64, description="A time index or an ISO 8601 timestamp.")]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from dust.engine.access import principal
 from dust.engine.paging import OFFSET, decode_cursor, encode_cursor
+from dust.engine.timegrid import as_utc
 from dust.storage.models import utcnow
 from dust.storage.repositories import audit as repo
 
@@ -100,6 +101,9 @@ def search(
     cursor: str | None = None,
 ) -> AuditList:
     before = int(decode_cursor(cursor, OFFSET)) if cursor else None
+    # In UTC here, as a 422: 0001-01-01T00:00+00:01 leaves the years a database stores once converted.
+    start = None if start is None else as_utc(start, "from")
+    end = None if end is None else as_utc(end, "to")
     rows = repo.search(
         session, entity_id=entity_id, username=username, start=start, end=end, before_id=before, limit=limit + 1
     )

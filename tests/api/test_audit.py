@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 
 API = "/api/v1"
@@ -91,3 +92,10 @@ def test_idempotent_replays_are_recorded(client: TestClient, login_as: Callable[
     assert replay["method"] == "POST" and replay["path"] == "/api/v1/patients"
     # found with the patient's trail, by the id of what was replayed
     assert "replay" in {e["resource"] for e in entries(client, entity_id=created.json()["id"])}
+
+
+@pytest.mark.parametrize("bound", ["from", "to"])
+def test_a_time_that_leaves_the_years_in_utc_is_422(client: TestClient, bound: str) -> None:
+    """Found by the fuzzer: 0001-01-01T00:00:00+00:01 is before year 1 in UTC (it answered 500)."""
+    answer = client.get("/api/v1/audit", params={bound: "0001-01-01T00:00:00+00:01"})
+    assert answer.status_code == 422 and "years 1..9999" in answer.json()["detail"]
