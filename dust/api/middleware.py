@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dust.api.problems import problem
 from dust.core.logging import get_logger
+from dust.engine.fields import excerpt
 
 log = get_logger("dust.request")
 CLIENT_CLOSED = 499  # logged for a client that went away mid-request (nginx's code); never sent
@@ -312,8 +313,8 @@ def _bad_json_text(parsed: object) -> str | None:
         if isinstance(node, dict):
             for key, child in node.items():
                 if found := _BAD_CHAR.search(key):
-                    return _BAD_TEXT.format(where=f"{where}.{_shown(key)} (a key)", char=_char(found.group()))
-                stack.append((child, f"{where}.{_shown(key)}"))
+                    return _BAD_TEXT.format(where=f"{where}.{excerpt(key)} (a key)", char=_char(found.group()))
+                stack.append((child, f"{where}.{excerpt(key)}"))
         elif isinstance(node, list):
             stack.extend((child, f"{where}[{i}]") for i, child in enumerate(node))
     return None
@@ -321,11 +322,6 @@ def _bad_json_text(parsed: object) -> str | None:
 
 def _char(char: str) -> str:
     return "U+0000 (NUL)" if char == "\x00" else f"U+{ord(char):04X} (a lone surrogate)"
-
-
-def _shown(key: str) -> str:
-    """A key for a message: short, its bad characters escaped (a lone surrogate cannot even be encoded)."""
-    return _BAD_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", key[:40]) + ("…" if len(key) > 40 else "")
 
 
 async def _bad_text_problem(detail: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -6,7 +6,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -123,10 +123,10 @@ def _check_tree(value: dict[str, Any]) -> None:
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for key, child in items:
             if isinstance(key, str):
-                _check_text(key, bad_name_char(key), f"{path} key '{_safe(key)}'", "a key")
+                _check_text(key, bad_name_char(key), f"{path} key '{excerpt(key)}'", "a key")
                 if len(key) > MAX_KEY_LENGTH:
-                    raise ValueError(f"{path} key '{_safe(key)}' is over {MAX_KEY_LENGTH} characters")
-                where = f"{path}.{_safe(key)}"
+                    raise ValueError(f"{path} key '{excerpt(key)}' is over {MAX_KEY_LENGTH} characters")
+                where = f"{path}.{excerpt(key)}"
             else:
                 where = f"{path}[{key}]"
             if isinstance(child, str):
@@ -146,7 +146,7 @@ def _check_text(text: str, at: int | None, where: str, what: str) -> None:
     raise ValueError(f"{where[:120]}: {what} must not contain {describe(text[at])} (character {at + 1}); {allowed}")
 
 
-def _safe(text: str, limit: int = 40) -> str:
+def excerpt(text: str, limit: int = 40) -> str:
     """``text`` shortened, with any character a name may not hold shown as an escape (never echoed raw)."""
     shown = text[:limit]
     if bad_name_char(shown) is not None:
@@ -211,9 +211,18 @@ def _not_a_number(value: Any) -> Any:
     return value
 
 
+def _in_utc(value: datetime) -> datetime:
+    # Times are kept and compared in UTC (a naive one is taken as UTC), where 0001-01-01T00:00+00:01 is before
+    # year 1: stored as a schema's origin no tensor could use it, and as a bound of a query it answered 500.
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must fall within years 1..9999 once converted to UTC") from None
+
+
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-Timestamp = Annotated[datetime, BeforeValidator(_not_a_number)]
-"""A time: an ISO 8601 string (or a datetime), never a number."""
+Timestamp = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(_in_utc)]
+"""A time: an ISO 8601 string (or a datetime), never a number; converted to UTC, within its years 1..9999."""
 
 
 def not_null(schema: dict[str, Any]) -> None:

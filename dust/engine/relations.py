@@ -20,6 +20,7 @@ from dust.engine import access, audit
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_after, keyset_cursor
+from dust.engine.timegrid import as_utc
 from dust.storage.models import Relation, utcnow
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import relations as repo
@@ -42,18 +43,6 @@ def _number(value: Any) -> Any:
     return value
 
 
-def _to_utc(value: datetime) -> datetime:
-    """``value`` in UTC; a naive time is taken as UTC. Times that leave years 1..9999 in UTC are refused."""
-    try:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("time must fall within years 1..9999 once converted to UTC") from None
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else _to_utc(value)
-
-
 class RelationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,7 +58,6 @@ class RelationCreate(BaseModel):
 
     _weight = field_validator("weight")(_finite)
     _weight_type = field_validator("weight", mode="before")(_number)
-    _times = field_validator("valid_from", "valid_to")(_utc)
 
     @model_validator(mode="after")
     def _interval(self) -> RelationCreate:
@@ -85,7 +73,6 @@ class RelationUpdate(BaseModel):
     valid_from: Timestamp | None = None
     valid_to: Timestamp | None = None
 
-    _times = field_validator("valid_from", "valid_to")(_utc)
     _weight_type = field_validator("weight", mode="before")(_number)
 
     @field_validator("weight")
@@ -153,7 +140,8 @@ class MasterTensor(BaseModel):
 
 
 def _check_interval(start: datetime | None, end: datetime | None) -> None:
-    if start is not None and end is not None and _to_utc(start) >= _to_utc(end):
+    """Both in UTC already: Timestamp fields and stored times are."""
+    if start is not None and end is not None and start >= end:
         raise ValueError("valid_from must be before valid_to")
 
 
@@ -326,10 +314,7 @@ def neighbourhood(
 
 
 def _as_of(at: datetime | None) -> datetime | None:
-    try:
-        return _utc(at)
-    except ValueError as problem:
-        raise InvalidInput(f"at: {problem}") from None
+    return None if at is None else as_utc(at, "at")
 
 
 def _visible(session: Session, edges: list[tuple[repo.EdgeRow, float]]) -> list[tuple[repo.EdgeRow, float]]:

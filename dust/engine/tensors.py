@@ -26,7 +26,7 @@ from dust.engine import access, audit, entities, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
 from dust.engine.schemas import SchemaDef
-from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, to_us
+from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, shown, to_us
 from dust.engine.views import TensorView, TimeInfo
 from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
@@ -356,24 +356,17 @@ def _label(raw: Any, axis: str) -> str:
 
 def _number(raw: Any, sdef: SchemaDef, cell: int) -> float:
     if isinstance(raw, bool | np.bool_) or not isinstance(raw, numbers.Real):
-        raise InvalidInput(f"value must be a number, not {_short(raw)}")
+        raise InvalidInput(f"value must be a number, not {shown(raw)}")
     try:
         number = float(raw)
     except OverflowError:  # an integer beyond float64, e.g. 10**400 (JSON allows any number of digits)
-        raise InvalidInput(f"value must be a number within float64 range, not {_short(raw)}") from None
+        raise InvalidInput(f"value must be a number within float64 range, not {shown(raw)}") from None
     if not math.isfinite(number):
         raise InvalidInput("value must be a finite number; NaN and infinity are not allowed")
     low, high = sdef.bounds
     if not low[cell] <= number <= high[cell]:
         raise _out_of_range(sdef, cell, number)
     return number
-
-
-def _short(raw: Any) -> str:
-    if isinstance(raw, int) and raw.bit_length() > 128:  # repr() refuses ints over 4,300 digits
-        return f"an integer of about {int(raw.bit_length() * 0.30103)} digits"
-    text = repr(raw)
-    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _check_ranges(sdef: SchemaDef, cells: np.ndarray, numbers: np.ndarray) -> None:

@@ -32,7 +32,7 @@ class TimeGrid:
     def index(self, when: object, field: str = "time") -> int:
         """A time index from an index or an ISO 8601 timestamp (floored onto the grid)."""
         if isinstance(when, bool | np.bool_):
-            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {_shown(when)}")
+            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {shown(when)}")
         if isinstance(when, numbers.Integral):
             return self.check(int(when), field)
         if isinstance(when, float) and when.is_integer():
@@ -42,7 +42,7 @@ class TimeGrid:
         if isinstance(when, str):
             when = parse_timestamp(when, field)
         if not isinstance(when, datetime):
-            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {_shown(when)}")
+            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {shown(when)}")
         offset_us = (as_utc(when, field) - self.origin) // _US
         if offset_us < 0:
             raise OutOfRange(f"{field} {when.isoformat()} is before the tensor's origin {self.origin.isoformat()}")
@@ -70,7 +70,7 @@ class TimeGrid:
 
 def check_index(index: int, field: str = "time") -> int:
     if not 0 <= index <= MAX_TIME_INDEX:
-        raise _outside(field, _shown(index))
+        raise _outside(field, shown(index))
     return index
 
 
@@ -80,7 +80,7 @@ def _integer(text: str, field: str) -> int:
     text = text.strip()
     digits = text.lstrip("-").lstrip("0")
     if len(digits) > _INDEX_DIGITS:
-        raise _outside(field, _shown(text))
+        raise _outside(field, shown(text))
     return -int(digits or "0") if text.startswith("-") else int(digits or "0")
 
 
@@ -88,11 +88,11 @@ def _outside(field: str, index: str) -> OutOfRange:
     return OutOfRange(f"{field} index {index} is outside 0..{MAX_TIME_INDEX}, the time indices a tensor holds")
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """``value`` for a message: short, and never a crash (repr of an int over 4300 digits raises)."""
     if isinstance(value, int) and value.bit_length() > 64:
         return f"{'-' if value < 0 else ''}<a number of about {int(value.bit_length() * 0.30103) + 1} digits>"
-    text = value if isinstance(value, str) else reprlib.repr(value)
+    text = reprlib.repr(value)  # a string in quotes, so an empty one still shows
     return text if len(text) <= 40 else f"{text[:37]}..."
 
 

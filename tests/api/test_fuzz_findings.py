@@ -11,6 +11,9 @@
    regexes in ECMA-262 engines, which refuse a class of lone surrogates; then they are ignored, not enforced).
 5. The API took what the document refuses (found by `make fuzz`): `"expires_in_days": true` made a 1-day key,
    `"disabled": 0.0` enabled a user; pydantic reads true as 1, 0 as false, "7" as 7 and "0.5" as 0.5.
+6. A time before year 1 or after 9999 once in UTC (`0001-01-01T00:00:00+00:01`): `GET /audit?from=` answered 500
+   (found by `make fuzz`; tests/api/test_audit.py), a schema took it as the default origin of tensors that then
+   could not be made, and `as_of` read it as a moment.
 """
 
 from __future__ import annotations
@@ -227,3 +230,18 @@ def test_the_same_fields_take_their_json_types(client: TestClient, world: World)
     assert client.patch(f"{API}/tensors/{world['TPA']}", json={"schema_version": 1}).status_code == 200
     assert client.patch(f"{API}/tensors/{world['TPA']}", json={"schema_version": 1.0}).status_code == 200  # JSON
     assert client.patch(f"{API}/relations/{world['A-consults']}", json={"weight": 0.5}).json()["weight"] == 0.5
+
+
+# --- 6: a time must be a time in UTC --------------------------------------------------------------------------
+
+EARLY, LATE = "0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59-00:01"
+
+
+@pytest.mark.parametrize("when", [EARLY, LATE])
+def test_a_time_outside_years_1_to_9999_in_utc_is_422(client: TestClient, world: World, when: str) -> None:
+    schema = {**VITALS, "name": "early", "time": {"unit": "day", "origin": when}}
+    refused = client.post(f"{API}/schemas", json=schema)  # was 201, and every tensor made from it 422
+    assert refused.status_code == 422 and "years 1..9999" in refused.json()["detail"], refused.text
+    assert client.get(f"{API}/tensor/{world['TPA']}", params={"as_of": when}).status_code == 422  # was 200
+    for path, params in [("/query_master/tensor", {"at": when}), ("/audit", {"to": when})]:
+        assert client.get(f"{API}{path}", params=params).status_code == 422

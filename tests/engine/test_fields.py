@@ -121,7 +121,7 @@ def test_kind_policies_hold_no_hidden_characters(policy: dict[str, Any]) -> None
 def test_a_huge_integer_value_is_refused_with_its_size_not_its_digits(db: Dust) -> None:
     db.create_schema({"name": "v", "axes": [{"name": "m", "labels": ["a"]}], "time": {"unit": "day"}})
     tensor = db.create_tensor(db.create_entity("patient", "Huge").id, "v")
-    with pytest.raises(InvalidInput, match="about 5000 digits"):
+    with pytest.raises(InvalidInput, match="about 5001 digits"):
         db.write_values(tensor.id, [{"time": 0, "m": "a", "value": 10**5000}])
 
 
