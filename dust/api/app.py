@@ -14,7 +14,9 @@ from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
+from dust.engine.caches import Caches
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
+from dust.storage.writer import BatchWriter
 
 API = "/api/v1"
 log = get_logger("dust")
@@ -46,6 +48,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
+    app.state.reads = make_sessionmaker(engine, read_only=True)
+    app.state.writer = BatchWriter(app.state.sessions)
+    app.state.caches = Caches()
     problems.install(app)
     routers = (
         auth.router,
@@ -67,7 +72,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.
     app.add_middleware(
         Idempotency,
-        sessions=app.state.sessions,
+        state=app.state,
         settings=settings,
         passthrough=credential_paths,
     )

@@ -11,7 +11,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from dust.api.deps import PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, allow
+from dust.api.deps import PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, SignedInDep, allow
 from dust.api.problems import problem
 from dust.core.errors import Forbidden
 from dust.core.security import Permission, Role
@@ -103,17 +103,17 @@ def refresh(data: RefreshRequest, session: PublicSessionDep, settings: SettingsD
 
 
 @router.get("/me", response_model=UserPublic, **allow(Permission.self))
-def me(who: PrincipalDep, session: SessionDep) -> UserPublic:
+def me(signed: SignedInDep) -> UserPublic:
     """The signed-in user."""
-    return users.get(session, who.user_id)
+    return signed.user
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, **allow(Permission.self))
 def logout(
-    request: Request, who: PrincipalDep, session: SessionDep, settings: SettingsDep, everywhere: bool = False
+    signed: SignedInDep, who: PrincipalDep, session: SessionDep, settings: SettingsDep, everywhere: bool = False
 ) -> Response:
     """Revoke this access token and your refresh tokens; ``everywhere=true`` every token and API key you hold."""
-    users.logout(session, settings, who.user_id, getattr(request.state, "claims", None), everywhere)
+    users.logout(session, settings, who.user_id, signed.claims, everywhere)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

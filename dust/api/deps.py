@@ -8,27 +8,53 @@ the session, where the engine's access policy finds it. ``allow(permission)`` de
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from dust.core.config import Settings
 from dust.core.errors import Unauthorized
 from dust.core.security import Permission, Role
-from dust.engine import access, users
+from dust.engine import access, caches, users
+from dust.storage.db import AFTER_COMMIT, Write
 
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@contextmanager
+def transaction(state: State, *, read_only: bool) -> Iterator[Session]:
+    """One request's transaction on the app's database, with the app's caches.
+
+    A read's transaction is read-only: on SQLite it takes no lock, so reads never queue behind each other or a
+    writer. The small writes it causes (audit records, an API key's last use) are committed right after it by
+    the app's batch writer, together with those of every other request waiting meanwhile."""
+    with (state.reads if read_only else state.sessions)() as session:
+        after: list[Write] = []
+        session.info[AFTER_COMMIT] = after
+        caches.attach(session, state.caches)
+        with session.begin():
+            yield session
+        state.writer.write(after)
+
+
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed when the handler returns (before the response is sent)."""
-    with request.app.state.sessions() as session, session.begin():
+    with transaction(request.app.state, read_only=request.method in READS) as session:
         yield session
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies that neither wait nor block are ``async def``: FastAPI runs a plain ``def`` dependency in its
+# thread pool, and a hop there and back costs more than they do.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -44,9 +70,10 @@ def signed_in(
     if not token:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token or API key>")
     try:
-        user, claims = users.authenticate(session, settings, token)
+        signed = users.authenticate(session, settings, token)
     except users.AuthError as problem:
         raise Unauthorized(str(problem)) from None
+    user = signed.user
     assert settings.secret_key is not None  # authenticate() succeeded, so tokens are signed with it
     who = access.Principal(
         user_id=user.id,
@@ -65,14 +92,14 @@ def signed_in(
     )
     access.act_as(session, who)
     request.state.user = user.username
-    request.state.claims = claims
+    request.state.signed_in = signed
     return session
 
 
 SessionDep = Annotated[Session, Depends(signed_in, scope="function")]
 
 
-def principal_of(session: SessionDep) -> access.Principal:
+async def principal_of(session: SessionDep) -> access.Principal:
     who = access.principal(session)
     assert who is not None  # signed_in put it there
     return who
@@ -81,10 +108,17 @@ def principal_of(session: SessionDep) -> access.Principal:
 PrincipalDep = Annotated[access.Principal, Depends(principal_of)]
 
 
+async def signed_in_as(request: Request, session: SessionDep) -> users.SignedIn:
+    return request.state.signed_in
+
+
+SignedInDep = Annotated[users.SignedIn, Depends(signed_in_as)]
+
+
 def allow(permission: Permission) -> dict[str, Any]:
     """Route options requiring ``permission``: ``@router.get(..., **allow(Permission.read))``."""
 
-    def check(session: SessionDep) -> None:
+    async def check(session: SessionDep) -> None:
         access.require(session, permission)
 
     return {"dependencies": [Depends(check)], "openapi_extra": {"x-permission": permission.value}}

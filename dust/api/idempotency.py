@@ -19,9 +19,11 @@ from typing import Any
 
 from anyio import to_thread
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dust.api.deps import transaction
 from dust.api.middleware import buffered, header
 from dust.api.problems import problem
 from dust.core.config import Settings
@@ -45,12 +47,13 @@ class Idempotency:
     def __init__(
         self,
         app: ASGIApp,
-        sessions: sessionmaker[Session],
+        state: State,
         settings: Settings,
         passthrough: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
-        self.sessions = sessions
+        self.state = state  # the app's: sessions, caches, batch writer
+        self.sessions: sessionmaker[Session] = state.sessions
         self.settings = settings
         self.ttl = timedelta(hours=settings.idempotency_ttl_hours)
         self.passthrough = passthrough  # paths (with the API prefix) whose answers are never stored
@@ -96,9 +99,9 @@ class Idempotency:
         if scheme.lower() != "bearer" or not credential:
             return None
         try:
-            with unit_of_work(self.sessions) as session:
-                user = users.authenticate(session, self.settings, credential.strip())[0]
-                return _Caller(user.id, user.username, user.role)
+            with transaction(self.state, read_only=True) as session:
+                user = users.authenticate(session, self.settings, credential.strip()).user
+            return _Caller(user.id, user.username, user.role)
         except users.AuthError:
             return None
 

@@ -78,6 +78,12 @@ class TooLarge(DustError):
     type = "https://dust.dev/problems/too-large"
 
 
+class Unavailable(DustError):
+    status = 503
+    title = "Service unavailable"
+    type = "https://dust.dev/problems/unavailable"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A "; did you mean 'x'?" suffix when one of ``choices`` is close to ``word``, else ''."""
     match = get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -1,6 +1,8 @@
 """The audit trail: who read or changed which entity, tensor or relation, when, from where.
 
-Records join the transaction of the work they describe, so a change and its record commit together.
+Records of changes join the transaction of the change, so a change and its record commit together. A read's
+records are written just after its read-only transaction, by the request's batch writer, before the read is
+answered (``dust.storage.writer``): a read never waits for the write lock or a commit of its own.
 Work done without a principal (the process itself: embedded use, CLI, importers) is not recorded here.
 """
 
@@ -17,6 +19,7 @@ from sqlalchemy.orm import Session
 from dust.engine.access import principal
 from dust.engine.paging import OFFSET, decode_cursor, encode_cursor
 from dust.engine.timegrid import as_utc
+from dust.storage.db import after_commit, is_read_only
 from dust.storage.models import utcnow
 from dust.storage.repositories import audit as repo
 
@@ -80,14 +83,17 @@ def record_each(
         "method": who.method,
         "path": who.path,
     }
-    repo.append(
-        session,
-        [
-            {**base, "resource_id": None if resource_id is None else str(resource_id), "entity_id": entity_id}
-            for resource_id, entity_ids in targets
-            for entity_id in entity_ids
-        ],
-    )
+    rows = [
+        {**base, "resource_id": None if resource_id is None else str(resource_id), "entity_id": entity_id}
+        for resource_id, entity_ids in targets
+        for entity_id in entity_ids
+    ]
+    if not rows:
+        return
+    if is_read_only(session):
+        after_commit(session, lambda writer: repo.append(writer, rows))
+    else:
+        repo.append(session, rows)
 
 
 def search(

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound, did_you_mean
+from dust.engine import caches
 from dust.engine.fields import NEVER_IN_NAMES, Integer, Plain, Timestamp, Unit
 from dust.storage.repositories import schemas as repo
 
@@ -257,9 +258,21 @@ def get_def(session: Session, name: str, version: int | None = None) -> SchemaDe
     cache: dict[tuple[str, int | None], SchemaDef] = session.info.setdefault(_CACHE, {})
     found = cache.get((name, version))
     if found is None:
+        found = _shared_def(session, name, version)
+        cache[(name, version)] = cache[(name, found.version)] = found
+    return found
+
+
+def _shared_def(session: Session, name: str, version: int | None) -> SchemaDef:
+    """A version from the app's caches where there are some (only deleting a schema can change what a name and
+    version mean: it raises the schemas epoch)."""
+    shared = caches.of(session) if version is not None else None
+    found = None if shared is None else shared.get(session, caches.SCHEMAS, (name, version))
+    if found is None:
         row = _row(session, name, version)
         found = definition(row.name, row.version, row.definition)
-        cache[(name, version)] = cache[(name, found.version)] = found
+        if shared is not None:
+            shared.put(session, caches.SCHEMAS, (name, version), found)
     return found
 
 
@@ -290,6 +303,7 @@ def delete(session: Session, name: str) -> None:
     if used:
         raise Conflict(f"schema '{name}' is used by {used} tensor(s); delete them first")
     _forget(session, name)
+    caches.changed(session, caches.SCHEMAS)  # the name may come back with other labels under the same versions
     repo.delete(session, name)
 
 

@@ -71,6 +71,7 @@ NOT_EXPORTED = {
     "revoked_tokens": "credentials (of tokens that are not exported either)",
     "login_failures": "sign-in throttle state",
     "idempotency_keys": "a 24-hour replay cache of responses",
+    "cache_epochs": "counters that keep a running server's caches exact; a new database starts them afresh",
 }
 
 

@@ -31,8 +31,9 @@ from dust.core.security import (
     read_access_token,
     verify_password,
 )
-from dust.engine import audit
+from dust.engine import audit, caches
 from dust.engine.fields import Integer, Text
+from dust.storage.db import after_commit
 from dust.storage.models import ApiKey, User
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import users as repo
@@ -179,6 +180,7 @@ def update(session: Session, user_id: uuid.UUID, data: UserUpdate) -> UserPublic
         row.password_hash = hash_password(changes["password"])
     if {"role", "disabled", "password"} & changes.keys():
         _sign_out_everywhere(session, row, datetime.now(UTC))
+    caches.changed(session, caches.CREDENTIALS)  # a signed-in copy of the user holds the role and link too
     session.flush()
     audit.record(session, "update", "user", row.id)
     return UserPublic.model_validate(row)
@@ -202,6 +204,7 @@ def _sign_out_everywhere(session: Session, user: User, now: datetime) -> None:
     user.token_version += 1
     repo.revoke_user_refresh(session, user.id, now)
     repo.revoke_user_keys(session, user.id, now)
+    caches.changed(session, caches.CREDENTIALS)
 
 
 # --- sign-in ----------------------------------------------------------------------------------------------
@@ -271,6 +274,7 @@ def _issue(session: Session, settings: Settings, user: User, family: uuid.UUID) 
 def _revoke_sign_in(session: Session, settings: Settings, family: uuid.UUID, now: datetime) -> None:
     """Revoke every refresh token of one sign-in and, through their ``sid``, its access tokens at once."""
     repo.revoke_family(session, family, now)
+    caches.changed(session, caches.CREDENTIALS)
     # Kept as long as an access token issued until now can live; none of this sign-in is issued after.
     repo.revoke_access(session, _sid(family), now + timedelta(minutes=settings.access_token_minutes))
 
@@ -289,6 +293,7 @@ def logout(
     now = datetime.now(UTC)
     if claims is not None:
         repo.revoke_access(session, claims.jti, claims.expires_at)
+        caches.changed(session, caches.CREDENTIALS)
         if claims.session_id is not None:
             _revoke_sign_in(session, settings, uuid.UUID(str(claims.session_id)), now)
     if everywhere:
@@ -299,11 +304,39 @@ def logout(
     session.flush()
 
 
-def authenticate(session: Session, settings: Settings, credential: str) -> tuple[User, AccessClaims | None]:
-    """The active user behind a bearer credential (an access token or an API key)."""
+@dataclass
+class SignedIn:
+    """Who a bearer credential is: the user, the token's claims (None for an API key), until when it holds."""
+
+    user: UserPublic
+    claims: AccessClaims | None
+    expires_at: datetime
+    key_id: uuid.UUID | None = None
+    key_used_at: datetime | None = None  # an API key's last recorded use, kept to KEY_USE_PRECISION
+
+
+def authenticate(session: Session, settings: Settings, credential: str) -> SignedIn:
+    """The active user behind a bearer credential (an access token or an API key).
+
+    With the app's caches on the session, a credential checked before under the current credentials epoch is
+    taken as checked (one query: the epoch); every revocation raises that epoch (``caches.changed``)."""
+    shared = caches.of(session)
+    if shared is None:
+        return _check(session, settings, credential)
+    key = digest(credential)
+    now = datetime.now(UTC)
+    found: SignedIn | None = shared.get(session, caches.CREDENTIALS, key)
+    if found is None or found.expires_at <= now:
+        found = _check(session, settings, credential)
+        shared.put(session, caches.CREDENTIALS, key, found)
+    _note_key_use(session, found, now)
+    return found
+
+
+def _check(session: Session, settings: Settings, credential: str) -> SignedIn:
     prefix = api_key_prefix(credential)
     if prefix is not None:
-        return _by_api_key(session, credential, prefix), None
+        return _by_api_key(session, credential, prefix)
     try:
         claims = read_access_token(_secret(settings), credential)
     except TokenError as problem:
@@ -311,26 +344,33 @@ def authenticate(session: Session, settings: Settings, credential: str) -> tuple
     user = repo.get(session, claims.user_id)
     if user is None or user.disabled:
         raise AuthError("the user is unknown or disabled")
-    # The token and its sign-in in one query: this runs on every request.
+    # The token and its sign-in in one query.
     revocable = (claims.jti,) if claims.session_id is None else (claims.jti, _sid(claims.session_id))
     if claims.version != user.token_version or claims.role != user.role or repo.is_revoked(session, *revocable):
         raise AuthError("token has been revoked")
-    return user, claims
+    return SignedIn(UserPublic.model_validate(user), claims, claims.expires_at)
 
 
-def _by_api_key(session: Session, key: str, prefix: str) -> User:
+def _by_api_key(session: Session, key: str, prefix: str) -> SignedIn:
     row = repo.key_by_prefix(session, prefix)
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest(key)):
         raise AuthError("API key is invalid or revoked")
-    now = datetime.now(UTC)
-    if row.expires_at <= now:
+    if row.expires_at <= datetime.now(UTC):
         raise AuthError("API key has expired")
     user = repo.get(session, row.user_id)
     if user is None or user.disabled:
         raise AuthError("the key's user is disabled")
-    if row.last_used_at is None or now - row.last_used_at > KEY_USE_PRECISION:
-        repo.touch_key(session, row.id, now, stale=now - KEY_USE_PRECISION)
-    return user
+    return SignedIn(UserPublic.model_validate(user), None, row.expires_at, row.id, row.last_used_at)
+
+
+def _note_key_use(session: Session, signed: SignedIn, now: datetime) -> None:
+    """Record an API key's use, to the minute: after the request's transaction, so the key's row is never
+    locked for the length of a request (every other request of the key would wait for it)."""
+    if signed.key_id is None or (signed.key_used_at is not None and now - signed.key_used_at <= KEY_USE_PRECISION):
+        return
+    signed.key_used_at = now
+    key_id, stale = signed.key_id, now - KEY_USE_PRECISION
+    after_commit(session, lambda writer: repo.touch_key(writer, key_id, now, stale=stale))
 
 
 def _secret(settings: Settings) -> str:
@@ -372,5 +412,6 @@ def revoke_key(session: Session, key_id: uuid.UUID, owner: uuid.UUID | None) -> 
     if row is None or (owner is not None and row.user_id != owner):
         raise NotFound(f"API key {key_id} does not exist")
     row.revoked_at = row.revoked_at or datetime.now(UTC)
+    caches.changed(session, caches.CREDENTIALS)
     session.flush()
     audit.record(session, "delete", "api_key", row.id)

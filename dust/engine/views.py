@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
@@ -148,23 +149,29 @@ class TensorView:
         return np.full(recorded.size, self.selection["time"], dtype=np.int64)
 
     def to_json(self) -> dict[str, Any]:
-        """The REST shape: metadata, dims, coords, values as nested lists with null for "not recorded"."""
+        """The REST shape as Python objects: metadata, dims, coords, values as nested lists with None for "not
+        recorded"."""
+        return orjson.loads(self.to_json_bytes())
+
+    def to_json_bytes(self) -> bytes:
+        """The REST body. orjson writes the values' array straight out (NaN as null): reading a whole tensor
+        costs no Python object per value."""
         body: dict[str, Any] = self.meta.model_dump(mode="json", by_alias=True)
         body.update(
             dims=self.dims,
             coords=self.coords,
             selection=self.selection,
-            values=_nested(self.values),
+            values=self.values.item() if self.values.ndim == 0 else np.ascontiguousarray(self.values),
         )
         if "time" in self.dims:
             body["timestamps"] = [t.isoformat() for t in self.timestamps]
         if self.times is not None:
             body["times"] = _nested(self.times, self.times < 0)
-        return body
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _nested(values: np.ndarray, missing: np.ndarray | None = None) -> Any:
-    """Nested lists (or a scalar, for no dims) with None where ``missing`` (default: where NaN)."""
+def _nested(values: np.ndarray, missing: np.ndarray) -> Any:
+    """Nested lists (or a scalar, for no dims) with None where ``missing``."""
     as_objects = values.astype(object)
-    as_objects[np.isnan(values) if missing is None else missing] = None
+    as_objects[missing] = None
     return as_objects.tolist()

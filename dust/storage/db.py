@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -15,7 +16,11 @@ from dust.core.logging import get_logger
 
 log = get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before "database is locked"
 MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond it, it reads as usual
+READ_ONLY = "dust.read_only"  # an engine execution option and a session.info flag: this transaction only reads
+AFTER_COMMIT = "dust.after_commit"  # session.info: writes to run once the transaction has committed
+Write = Callable[[Session], None]
 
 
 def make_engine(url: str) -> Engine:
@@ -25,13 +30,70 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS})
     event.listen(engine, "connect", _sqlite_pragmas)
-    # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINTs; take it over. IMMEDIATE takes
-    # the write lock up front: nearly every transaction writes (an audit record at least), and a deferred
-    # one that reads first fails with "database is locked" instead of waiting when another writer is active.
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    _WriterTurns().listen(engine)
     return engine
+
+
+class _WriterTurns:
+    """SQLite transactions, begun by hand: pysqlite's own handling defers BEGIN and breaks SAVEPOINTs.
+
+    A writer takes the write lock up front (IMMEDIATE): a deferred transaction that reads first and writes later
+    fails at once with "database is locked" when another writer committed meanwhile, instead of waiting. A reader
+    begins deferred: in WAL mode it takes no lock, so readers never queue behind writers or each other.
+
+    Writers of this process first take turns on a lock of this engine's own. SQLite makes a writer that finds the
+    database locked sleep and retry (1, 2, 5, … 100 ms), so under load a short write could wait far longer than
+    the writes before it took; this lock wakes the next writer the moment the last one ends. (Writers of other
+    processes still meet SQLite's lock, as before.)
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.holder: Any = None  # the DBAPI connection whose turn it is
+
+    def listen(self, engine: Engine) -> None:
+        event.listen(engine, "begin", self.begin)
+        event.listen(engine.pool, "checkin", self.checked_in)
+        # The turn passes on once COMMIT or ROLLBACK is done: the "commit" and "rollback" events come before
+        # them, and a writer let in then would find SQLite still locked and go to sleep. So the dialect's own
+        # commit and rollback (this engine's dialect only) hand the turn on after they return.
+        dialect = engine.dialect
+        for name in ("do_commit", "do_rollback"):
+            setattr(dialect, name, self._then_pass_on(getattr(dialect, name)))
+
+    def begin(self, conn: Connection) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        if self.lock.acquire(timeout=BUSY_SECONDS):
+            self.holder = conn.connection.dbapi_connection
+        else:  # a turn never given back (a bug): fall back on SQLite's own waiting rather than stop writing
+            log.error("no turn to write within the busy timeout; waiting on SQLite's lock instead")
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self.pass_on(conn.connection.dbapi_connection)
+            raise
+
+    def _then_pass_on(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def ended(dbapi_conn: Any) -> None:
+            try:
+                end(dbapi_conn)
+            finally:
+                self.pass_on(dbapi_conn)
+
+        return ended
+
+    def pass_on(self, dbapi_conn: Any) -> None:
+        if dbapi_conn is not None and self.holder is dbapi_conn:
+            self.holder = None
+            self.lock.release()
+
+    def checked_in(self, dbapi_conn: Any, _record: Any) -> None:
+        """A connection handed back without a commit or rollback (invalidated, say) passes its turn on too."""
+        self.pass_on(dbapi_conn)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -41,7 +103,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # NORMAL in WAL mode: a commit survives a crash of the process (not of the OS); FULL would fsync each commit.
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
     # Reads through a memory map of the file rather than copies into SQLite's page cache: a scan of every block
     # of a schema (insights.aggregate_by_step) runs ~1.5x faster (bench/ingest_aggregate.py --what-if). Only
     # address space: the pages are the OS's file cache, shared by every connection.
@@ -49,8 +111,32 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``read_only`` ones begin without SQLite's write lock, and PostgreSQL refuses any
+    write in them (so a read path that writes fails its tests on PostgreSQL instead of queueing readers)."""
+    if read_only:
+        options: dict[str, Any] = {READ_ONLY: True}
+        if engine.dialect.name == "postgresql":
+            options["postgresql_readonly"] = True
+        engine = engine.execution_options(**options)
+    return sessionmaker(engine, expire_on_commit=False, info={READ_ONLY: read_only})
+
+
+def is_read_only(session: Session) -> bool:
+    return bool(session.info.get(READ_ONLY))
+
+
+def after_commit(session: Session, write: Write) -> None:
+    """Run ``write`` once this transaction has committed, if the session's owner collects such writes (a request
+    does, and commits them before it answers: ``dust.storage.writer``); otherwise run it now, in this transaction.
+
+    For the small writes a read causes (its audit record, an API key's last use), so the read itself needs no
+    write lock and no row lock."""
+    pending: list[Write] | None = session.info.get(AFTER_COMMIT)
+    if pending is None:
+        write(session)
+    else:
+        pending.append(write)
 
 
 @contextmanager

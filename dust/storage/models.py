@@ -289,3 +289,14 @@ class AuditRecord(Base):
     client: Mapped[str | None] = mapped_column(String(64))
     method: Mapped[str | None] = mapped_column(String(8))
     path: Mapped[str | None] = mapped_column(String(512))
+
+
+class CacheEpoch(Base):
+    """A counter per cached kind of thing (credentials, schemas), raised by every change that makes a cached copy
+    wrong. Each request reads them all in one query and uses a copy only if it was made under the current value,
+    so a change committed by any process is seen by the very next request of every process."""
+
+    __tablename__ = "cache_epochs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

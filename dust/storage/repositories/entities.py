@@ -12,6 +12,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Entity, Relation
+from dust.storage.repositories import Visible
 
 _ENTITIES = cast(Table, Entity.__table__)
 # Built once: the hot paths of creating many entities or tensors run these per call, and building a statement
@@ -36,10 +37,13 @@ def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(_INSERT, rows)
 
 
-def get(session: Session, entity_id: uuid.UUID, *, lock: bool = False) -> Entity | None:
-    """The entity; ``lock``: read afresh and held until commit (None if a delete committed meanwhile)."""
+def get(session: Session, entity_id: uuid.UUID, *, lock: bool = False, within: Visible | None = None) -> Entity | None:
+    """The entity; ``lock``: read afresh and held until commit (None if a delete committed meanwhile);
+    ``within``: only if its id is among these (a principal's visible ids), in the same query."""
     if lock:
         return session.get(Entity, entity_id, with_for_update=True, populate_existing=True)
+    if within is not None:
+        return session.scalars(select(Entity).where(Entity.id == entity_id, Entity.id.in_(within))).first()
     return session.get(Entity, entity_id)
 
 

@@ -1,0 +1,222 @@
+"""What a request costs and what it may not skip: reads take no write lock, the hot routes run few queries, and
+a cached credential is refused by the very next request after it is revoked, through any process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from dust.api.app import create_app
+from dust.core.config import Settings
+from tests.api.conftest import API, VITALS, World, make
+from tests.conftest import PASSWORD
+
+WRITER = "dust-batch-writer"
+
+
+class Statements:
+    """The statements an engine ran, split into the request's own and the batch writer's."""
+
+    def __init__(self) -> None:
+        self.request: list[str] = []
+        self.writer: list[str] = []
+
+    def seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        mine = threading.current_thread().name == WRITER
+        (self.writer if mine else self.request).append(" ".join(statement.split()))
+
+    @property
+    def queries(self) -> list[str]:
+        """The request's statements but BEGIN: those a database answers."""
+        return [s for s in self.request if not s.startswith("BEGIN")]
+
+
+@contextmanager
+def counted(app: FastAPI) -> Iterator[Statements]:
+    statements = Statements()
+    event.listen(app.state.engine, "before_cursor_execute", statements.seen)
+    try:
+        yield statements
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", statements.seen)
+
+
+def hot_routes(world: World) -> dict[str, str]:
+    return {
+        "/auth/me": "/auth/me",
+        "entity get": f"/entities/{world['PA']}",
+        "point read": f"/tensor/{world['TPA']}?time=0&metric=heart_rate",
+        "whole tensor": f"/tensor/{world['TPA']}",
+        "patient list": "/patients?limit=50",
+    }
+
+
+# The most queries each hot route may run, for an admin and for a clinician (whose reach is part of the query).
+MOST = {"/auth/me": 1, "entity get": 2, "point read": 3, "whole tensor": 3, "patient list": 2}
+
+
+@pytest.mark.parametrize("role", ["admin", "clinician"])
+def test_hot_routes_run_few_queries_and_leave_their_audit_to_the_batch_writer(
+    app: FastAPI, client: TestClient, world: World, login_as: Callable[..., TestClient], role: str
+) -> None:
+    reader = client if role == "admin" else login_as("clinician", entity_id=world["A"])
+    for name, path in hot_routes(world).items():
+        assert reader.get(API + path).status_code == 200  # caches warm, as on a serving process
+        with counted(app) as statements:
+            response = reader.get(API + path)
+        assert response.status_code == 200, response.text
+        assert len(statements.queries) <= MOST[name], (name, statements.queries)
+        assert not [s for s in statements.request if s.startswith(("INSERT", "UPDATE", "DELETE"))], name
+        if name != "/auth/me":  # reading the data is recorded, in the writer's transaction
+            assert any(s.startswith("INSERT INTO audit_log") for s in statements.writer), name
+
+
+def test_reads_begin_without_the_write_lock_and_writes_with_it(
+    app: FastAPI, client: TestClient, world: World, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's locks")
+    with counted(app) as read:
+        client.get(f"{API}/entities/{world['PA']}")
+    with counted(app) as write:
+        client.patch(f"{API}/entities/{world['PA']}", json={"name": "renamed"})
+    assert read.request[0] == "BEGIN"
+    assert write.request[0] == "BEGIN IMMEDIATE"
+
+
+def test_a_read_is_answered_only_after_its_audit_record_is_committed(client: TestClient, world: World) -> None:
+    read = client.get(f"{API}/entities/{world['PA']}")
+    trail = client.get(f"{API}/audit", params={"entity_id": world["PA"]}).json()["items"]
+    assert read.headers["x-request-id"] in [entry["request_id"] for entry in trail]
+
+
+# --- credentials: cached per process, refused at once after a revocation through any process ----------------
+
+
+@pytest.fixture
+def second_worker(settings: Settings) -> Iterator[TestClient]:
+    """Another process's app on the same database: caches of its own."""
+    with TestClient(create_app(settings, migrate=False), raise_server_exceptions=False) as other:
+        yield other
+
+
+@pytest.fixture
+def alice(client: TestClient) -> dict[str, Any]:
+    response = client.post(f"{API}/users", json={"username": "alice", "password": PASSWORD, "role": "clinician"})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def sign_in(anon: TestClient) -> dict[str, Any]:
+    response = anon.post(f"{API}/auth/token", data={"username": "alice", "password": PASSWORD})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+REVOCATIONS: dict[str, Callable[[TestClient, dict[str, Any], str], Any]] = {
+    "logout": lambda admin, alice, token: admin.post(f"{API}/auth/logout", headers=bearer(token)),
+    "logout everywhere": lambda admin, alice, token: admin.post(
+        f"{API}/auth/logout", params={"everywhere": "true"}, headers=bearer(token)
+    ),
+    "role change": lambda admin, alice, token: admin.patch(f"{API}/users/{alice['id']}", json={"role": "viewer"}),
+    "disable": lambda admin, alice, token: admin.patch(f"{API}/users/{alice['id']}", json={"disabled": True}),
+    "password change": lambda admin, alice, token: admin.patch(
+        f"{API}/users/{alice['id']}", json={"password": "a brand new password"}
+    ),
+}
+
+
+@pytest.mark.parametrize("revocation", list(REVOCATIONS))
+def test_a_revoked_token_is_refused_by_the_next_request_on_every_process(
+    client: TestClient, anon_client: TestClient, second_worker: TestClient, alice: dict[str, Any], revocation: str
+) -> None:
+    token = sign_in(anon_client)["access_token"]
+    for worker in (anon_client, second_worker):  # both processes have it cached
+        assert worker.get(f"{API}/auth/me", headers=bearer(token)).status_code == 200
+    done = REVOCATIONS[revocation](client, alice, token)
+    assert done.status_code in (200, 204), done.text
+    for worker in (second_worker, anon_client):
+        assert worker.get(f"{API}/auth/me", headers=bearer(token)).status_code == 401
+
+
+def test_a_revoked_api_key_is_refused_by_the_next_request_on_every_process(
+    anon_client: TestClient, second_worker: TestClient, alice: dict[str, Any]
+) -> None:
+    token = sign_in(anon_client)["access_token"]
+    key = anon_client.post(f"{API}/auth/api-keys", json={"name": "etl"}, headers=bearer(token)).json()
+    for worker in (anon_client, second_worker):
+        assert worker.get(f"{API}/auth/me", headers=bearer(key["key"])).status_code == 200
+    assert anon_client.delete(f"{API}/auth/api-keys/{key['id']}", headers=bearer(token)).status_code == 204
+    assert second_worker.get(f"{API}/auth/me", headers=bearer(key["key"])).status_code == 401
+
+
+def test_a_new_role_applies_to_the_next_request_on_every_process(
+    client: TestClient, anon_client: TestClient, second_worker: TestClient, alice: dict[str, Any]
+) -> None:
+    """A role change signs the user out; their next sign-in acts with the new role everywhere."""
+    before = sign_in(anon_client)["access_token"]
+    assert second_worker.get(f"{API}/users", headers=bearer(before)).status_code == 403
+    assert client.patch(f"{API}/users/{alice['id']}", json={"role": "admin"}).status_code == 200
+    after = sign_in(anon_client)["access_token"]
+    assert second_worker.get(f"{API}/users", headers=bearer(after)).status_code == 200
+
+
+def test_a_token_revoked_under_concurrent_use_is_refused_from_then_on(
+    client: TestClient, anon_client: TestClient, second_worker: TestClient, alice: dict[str, Any]
+) -> None:
+    """Readers hammer two processes with one token; every request that starts after the logout answered is 401."""
+    token = sign_in(anon_client)["access_token"]
+    results: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def hammer(worker: TestClient) -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            results.append((started, worker.get(f"{API}/auth/me", headers=bearer(token)).status_code))
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in (anon_client, second_worker, second_worker)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    assert client.post(f"{API}/auth/logout", headers=bearer(token)).status_code == 204
+    answered = time.monotonic()
+    time.sleep(0.3)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    before = [status for started, status in results if started < answered]
+    after = [status for started, status in results if started > answered]
+    assert 200 in before and after, "the readers did not overlap the logout"
+    assert set(after) == {401}
+
+
+def test_a_schema_deleted_and_made_again_is_read_afresh_by_every_process(
+    client: TestClient, second_worker: TestClient
+) -> None:
+    """Deleting a schema is the one change that gives a name and version other labels: no process keeps the old."""
+    token_header = dict(client.headers)
+    client.post(f"{API}/schemas", json=VITALS)
+    patient = make(client, "/patients", {"name": "Jane"})
+    tensor = make(client, "/tensors", {"entity_id": patient, "schema": "vitals"})
+    assert second_worker.get(f"{API}/tensor/{tensor}", headers=token_header).json()["coords"]["metric"] == [
+        "heart_rate",
+        "temperature",
+    ]
+    assert client.delete(f"{API}/tensors/{tensor}").status_code == 204
+    assert client.delete(f"{API}/schemas/vitals").status_code == 204
+    client.post(f"{API}/schemas", json={"name": "vitals", "axes": [{"name": "metric", "labels": ["spo2"]}]})
+    tensor = make(client, "/tensors", {"entity_id": patient, "schema": "vitals"})
+    read = second_worker.get(f"{API}/tensor/{tensor}", headers=token_header).json()
+    assert read["coords"]["metric"] == ["spo2"]

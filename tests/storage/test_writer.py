@@ -1,0 +1,118 @@
+"""The batch writer: what requests hand it is committed before they go on, together under load, each on its own
+when one of a batch fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event, func, select, text
+from sqlalchemy.orm import Session
+
+from dust.core.errors import Unavailable
+from dust.core.logging import configure_logging
+from dust.storage import writer as writer_module
+from dust.storage.db import make_engine, make_sessionmaker
+from dust.storage.models import AuditRecord
+from dust.storage.writer import BatchWriter
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[object]:
+    configure_logging("CRITICAL", "console")  # as the app does: the failure tests log tracebacks
+    engine = make_engine(database_url)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def record(action: str):  # type: ignore[no-untyped-def]
+    def write(session: Session) -> None:
+        session.add(AuditRecord(action=action, resource="test"))
+
+    return write
+
+
+def actions(sessions) -> list[str]:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        return list(session.scalars(select(AuditRecord.action).order_by(AuditRecord.id)))
+
+
+def test_a_write_is_committed_when_write_returns(sessions) -> None:  # type: ignore[no-untyped-def]
+    BatchWriter(sessions).write([record("one"), record("two")])
+    assert actions(sessions) == ["one", "two"]
+
+
+def test_writes_waiting_together_share_one_transaction(sessions) -> None:  # type: ignore[no-untyped-def]
+    writer = BatchWriter(sessions)
+    commits: list[int] = []
+    event.listen(sessions.kw["bind"], "commit", lambda conn: commits.append(1))
+    slow = threading.Event()
+
+    def hold(session: Session) -> None:  # keeps the writer busy while the others queue up
+        slow.wait(5)
+
+    first = threading.Thread(target=writer.write, args=([hold],))
+    first.start()
+    time.sleep(0.1)
+    queued = [threading.Thread(target=writer.write, args=([record(f"r{n}")],)) for n in range(20)]
+    for thread in queued:
+        thread.start()
+    time.sleep(0.2)
+    slow.set()
+    for thread in [first, *queued]:
+        thread.join(10)
+    assert sorted(actions(sessions)) == sorted(f"r{n}" for n in range(20))
+    assert len(commits) <= 3, "20 waiting writes should have shared a transaction or two"
+
+
+def test_a_failing_write_fails_only_its_own_request(sessions) -> None:  # type: ignore[no-untyped-def]
+    writer = BatchWriter(sessions)
+    errors: dict[str, BaseException] = {}
+    release = threading.Event()
+
+    def bad(session: Session) -> None:
+        release.wait(5)
+        session.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    def send(name: str, writes: list) -> None:  # type: ignore[type-arg]
+        try:
+            writer.write(writes)
+        except Exception as error:
+            errors[name] = error
+
+    threads = [threading.Thread(target=send, args=("bad", [bad]))]
+    threads += [threading.Thread(target=send, args=(f"good{n}", [record(f"good{n}")])) for n in range(5)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.02)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert list(errors) == ["bad"]
+    assert sorted(actions(sessions)) == [f"good{n}" for n in range(5)]
+
+
+def test_the_thread_ends_when_idle_and_comes_back_for_more(
+    sessions,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "IDLE_SECONDS", 0.05)
+    writer = BatchWriter(sessions)
+    writer.write([record("before")])
+    assert writer.running
+    time.sleep(0.3)
+    assert not writer.running
+    writer.write([record("after")])
+    assert actions(sessions) == ["before", "after"]
+
+
+def test_a_writer_that_cannot_commit_in_time_answers_503(sessions) -> None:  # type: ignore[no-untyped-def]
+    writer = BatchWriter(sessions, wait_seconds=0.1)
+    release = threading.Event()
+    with pytest.raises(Unavailable):
+        writer.write([lambda session: release.wait(5)])
+    release.set()
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AuditRecord)) == 0
