@@ -3,7 +3,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench crash fuzz install services clean
+.PHONY: run test lint bench bench-serve crash fuzz install services clean
 
 run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
 	$(BIN)/dust demo healthcare --serve
@@ -18,6 +18,10 @@ lint: install
 
 bench: install  ## the benchmarks in bench/ (minutes; prints tables)
 	$(BIN)/python bench/ingest_aggregate.py
+
+bench-serve: install services  ## one `dust serve` under wrk on SQLite and PostgreSQL: req/s, p50/p99 per route, HTTP ingest
+	@command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python bench/serve.py --postgres-url $(PG_URL)
 
 crash: install services  ## SIGKILL `dust serve` mid-write and check every acknowledged write, 100 rounds per backend
 	$(BIN)/python -m tests.reliability.crash --rounds 100 --backend sqlite

@@ -98,6 +98,7 @@ def _serve(host: str, port: int, workers: int) -> None:
         # does, and answers 503 past DUST_MAX_CONNECTIONS (dust.api.protocol).
         http=BoundedHttpToolsProtocol,
         ws="none",  # no route speaks WebSocket, and an upgraded connection would leave the protocol's deadline
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
 from dust.embedded import Dust
-from dust.engine import users
+from dust.engine import tensors, users
 from dust.engine.users import UserCreate
-from tests.reliability.server import served
+from tests.reliability.server import Server, served
 
 PASSWORD = "a long enough password"
+VALUES = 400_000  # in one write: a second or two of work
 SPOOFED = "203.0.113.9"
 
 
@@ -42,3 +47,66 @@ def test_forwarded_headers_are_ignored_unless_the_proxy_is_trusted(admin_databas
 def test_a_trusted_proxy_names_the_client(admin_database: str) -> None:
     with served(admin_database, DUST_TRUSTED_PROXIES='["127.0.0.1"]') as api:
         assert _client_recorded(api) == SPOOFED
+
+
+# --- several workers ---------------------------------------------------------------------------------------
+
+
+def _token(api: str) -> dict[str, str]:
+    signed = httpx.post(f"{api}/auth/token", data={"username": "admin", "password": PASSWORD})
+    return {"Authorization": f"Bearer {signed.json()['access_token']}"}
+
+
+def _workers(server: Server) -> list[int]:
+    """The process ids of the server's workers: the supervisor's children that multiprocessing spawned (not its
+    resource tracker)."""
+    assert server.process is not None
+    tasks = Path(f"/proc/{server.process.pid}/task").iterdir()
+    children = [int(child) for task in tasks for child in (task / "children").read_text().split()]
+    return [child for child in children if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def test_a_logout_is_honoured_by_every_worker_at_once(admin_database: str) -> None:
+    with Server(admin_database, workers=2) as server:
+        api = server.start()
+        assert len(_workers(server)) == 2
+        auth = _token(api)
+        # A new connection each time: the workers take turns accepting them, so both cache the token.
+        assert {httpx.get(f"{api}/auth/me", headers=auth).status_code for _ in range(20)} == {200}
+        assert httpx.post(f"{api}/auth/logout", headers=auth).status_code == 204
+        assert {httpx.get(f"{api}/auth/me", headers=auth).status_code for _ in range(20)} == {401}
+
+
+def test_sigterm_lets_requests_in_progress_finish(admin_database: str) -> None:
+    """A restart or scale-down sends SIGTERM: a write in progress is answered and kept, then the server ends."""
+    with Server(admin_database, workers=2, DUST_MAX_BATCH_VALUES=str(VALUES), DUST_MAX_BATCH_BLOCKS="2000") as server:
+        api = server.start()
+        auth = _token(api)
+        schema = {
+            "name": "load",
+            "axes": [{"name": "metric", "labels": ["a", "b", "c", "d"]}],
+            "time": {"unit": "second"},
+        }
+        assert httpx.post(f"{api}/schemas", json=schema, headers=auth).status_code == 201
+        entity = httpx.post(f"{api}/entities", json={"kind": "sensor", "name": "S"}, headers=auth).json()
+        tensor = httpx.post(f"{api}/tensors", json={"entity_id": entity["id"], "schema": "load"}, headers=auth).json()
+        values = [{"time": n // 4, "metric": "abcd"[n % 4], "value": float(n)} for n in range(VALUES)]
+        answer: list[httpx.Response] = []
+        sender = threading.Thread(
+            target=lambda: answer.append(
+                httpx.post(f"{api}/tensors/{tensor['id']}/values", json={"values": values}, headers=auth, timeout=60)
+            )
+        )
+        sender.start()
+        time.sleep(0.5)  # the body is on its way or being written (a second or two of work)
+        assert not answer, "the write was done before SIGTERM: nothing was in progress"
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        sender.join(60)
+        assert server.process.wait(timeout=60) == 0
+        server.process = None
+        assert answer and answer[0].status_code == 200, answer and answer[0].text
+        assert answer[0].json()["written"] == VALUES
+    with Dust(admin_database, migrate=False) as db, db.session() as session:
+        last = tensors.read(session, uuid.UUID(tensor["id"]), time=VALUES // 4 - 1).to_numpy().tolist()
+        assert last == [float(VALUES - n) for n in (4, 3, 2, 1)]

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000, ge=1, description="Connections one server process holds at once; a request beyond them gets 503."
     )
+    shutdown_grace_seconds: int = Field(
+        30,
+        gt=0,
+        le=3600,
+        description="On SIGTERM or Ctrl-C, how long requests in progress get to finish before the server stops "
+        "(new connections are refused at once).",
+    )
     max_history_entries: int = Field(
         100_000, ge=1, description="Most replaced values one tensor history request returns (422 beyond)."
     )

@@ -6,9 +6,10 @@
 Per round: a fresh database (a SQLite file, or a PostgreSQL database made and dropped here) is seeded with a
 schema, entities, their tensors and admin API keys; ``CLIENTS`` threads send batches of values (some
 deliberately bad, to be refused with 422) and relation creates and weight changes, logging each outcome
-(tests/reliability/ledger.py); after a random 0.2–1.5 s the server is SIGKILLed, restarted, read back through
-the API and from its tables, and checked. Exits 1 if any acknowledged write is lost, any write is partly there,
-any refused write left a trace, or the database is unsound.
+(tests/reliability/ledger.py), while ``READERS`` threads read the tensors, entities and relations; after a
+random 0.2–1.5 s the server is SIGKILLed, restarted, read back through the API and from its tables, and checked.
+Exits 1 if any acknowledged write is lost, any write is partly there, any refused write left a trace, any
+request answered 2xx (read or write) has no audit record, or the database is unsound.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import httpx
 from dust.core.logging import configure_logging
 from dust.embedded import Dust
 from tests.reliability import ledger, snapshot
-from tests.reliability.ledger import RelationWrite, ValuesWrite, Verdict, Write
+from tests.reliability.ledger import Answered, RelationWrite, ValuesWrite, Verdict, Write
 from tests.reliability.server import Server, admin_keys, bearer, database
 
 CLIENTS = 4
+READERS = 2  # threads that only read, alongside the writing clients, to the kill
 ENTITIES = 8  # 56 ordered pairs: the relations one client can make in a round
+PATIENTS = 2  # entities of kind patient, for the readers' GET /patients/{id}
 LABELS = ["a", "b", "c", "d"]
 LOW, HIGH = 0.0, 1000.0  # every label's valid range
 KILL_AFTER = (0.2, 1.5)  # seconds of traffic before the SIGKILL
@@ -58,15 +61,19 @@ MIX = {
     "reweigh": 7,
     "reweigh_bad": 3,
 }
+# Read mix: weights of each kind of thing a reader asks for next (each read records a 'read' audit record).
+READ_MIX = {"tensor": 3, "entity": 2, "patient": 1, "relation": 2}
 
 
 @dataclass
 class World:
-    """What the seed made, and the fresh time steps left per tensor (shared by the clients)."""
+    """What the seed made, the fresh time steps left per tensor and the relations made (shared by all threads)."""
 
-    keys: list[str]  # one per client: requests of one key wait for each other on PostgreSQL (see test_locks.py)
+    keys: list[str]  # one per client, then one per reader: a key's requests may wait for each other (test_locks.py)
     entities: list[str]
     tensors: list[str]
+    patients: list[str]
+    relations: list[str] = field(default_factory=list)  # acked relation creates, for the readers
     next_time: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,15 +84,46 @@ class World:
             self.next_time[tensor] = start + steps
             return start
 
+    def add_relation(self, relation_id: str) -> None:
+        with self.lock:
+            self.relations.append(relation_id)
+
+    def readable(self) -> dict[str, tuple[str, list[str]]]:
+        """Per kind of read: its path, and the ids there are to read."""
+        with self.lock:
+            relations = list(self.relations)
+        return {
+            "tensor": ("/tensors/{}", self.tensors),
+            "entity": ("/entities/{}", self.entities),
+            "patient": ("/patients/{}", self.patients),
+            "relation": ("/relations/{}", relations),
+        }
+
 
 def seed(database_url: str) -> World:
-    """Schema, entities, one tensor each, and a key per client; through the engine, before the server starts."""
-    keys = admin_keys(database_url, CLIENTS)
+    """Schema, entities, one tensor each, a few patients, and a key per client and reader; through the engine,
+    before the server starts."""
+    keys = admin_keys(database_url, CLIENTS + READERS)
     with Dust(database_url, migrate=False) as db:
         db.create_schema(SCHEMA)
         made = db.create_entities({"kind": "thing", "name": f"thing {i}"} for i in range(ENTITIES))
         tensors = db.create_tensors({"entity_id": e.id, "schema": "crash", "origin": ORIGIN} for e in made)
-    return World(keys, [str(e.id) for e in made], [str(t.id) for t in tensors])
+        patients = db.create_entities({"kind": "patient", "name": f"patient {i}"} for i in range(PATIENTS))
+    return World(keys, [str(e.id) for e in made], [str(t.id) for t in tensors], [str(p.id) for p in patients])
+
+
+def connect(api: str, key: str) -> httpx.Client:
+    """A thread's HTTP client, made before the clock of the round starts: making one (its TLS context, unused on
+    loopback HTTP) takes 0.05–0.5 s of a busy machine, which the shortest rounds would otherwise spend on it."""
+    return httpx.Client(base_url=api, headers=bearer(key), timeout=REQUEST_SECONDS)
+
+
+def answered(response: httpx.Response, action: str) -> Answered:
+    """A 2xx answer, by the request id the server gave it: its audit record is found by that id."""
+    request = response.request
+    return Answered(
+        response.headers.get("X-Request-ID"), request.method, request.url.path, action, response.status_code
+    )
 
 
 # --- a client -----------------------------------------------------------------------------------------------
@@ -99,8 +137,10 @@ class Client(threading.Thread):
 
     def __init__(self, number: int, world: World, api: str, rng: random.Random) -> None:
         super().__init__(name=f"crash-client-{number}", daemon=True)
-        self.number, self.world, self.api, self.rng = number, world, api, rng
+        self.number, self.world, self.rng = number, world, rng
+        self.http = connect(api, world.keys[number])
         self.log: list[Write] = []
+        self.answered: list[Answered] = []  # the acked writes' requests, for their audit records
         self.statuses: Counter[str] = Counter()
         self.current: dict[tuple[str, int, str], float] = {}  # the values this client's acked writes left
         self.batches: list[ValuesWrite] = []  # acked batches: cells this client owns, to overwrite
@@ -110,8 +150,7 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         deadline = time.monotonic() + ROUND_SECONDS
-        key = self.world.keys[self.number]
-        with httpx.Client(base_url=self.api, headers=bearer(key), timeout=REQUEST_SECONDS) as http:
+        with self.http as http:
             for seq in range(MAX_OPS):
                 if time.monotonic() > deadline:
                     break
@@ -146,6 +185,7 @@ class Client(threading.Thread):
         self.statuses[f"{kind} {response.status_code}"] += 1
         if response.is_success:
             write.outcome = "acked"
+            self.answered.append(answered(response, _action(write)))
             self._remember(write, response)
         else:  # a 5xx may come after the commit (while the answer is built): whether it took effect is unknown
             write.outcome = "unknown" if response.is_server_error else "rejected"
@@ -158,6 +198,8 @@ class Client(threading.Thread):
         relation_id = response.json()["id"] if write.op == "create" else self.edges[write.edge][0]
         write.relation_id = relation_id
         self.edges[write.edge] = (relation_id, write.weight)
+        if write.op == "create":
+            self.world.add_relation(relation_id)
 
     # values -------------------------------------------------------------------------------------------------
 
@@ -286,6 +328,58 @@ class Client(threading.Thread):
         return self._reweigh(seq, bad=True)
 
 
+def _action(write: Write) -> str:
+    """The audit action of an acked write: a batch of values and a weight change update, a relation is created."""
+    return "create" if isinstance(write, RelationWrite) and write.op == "create" else "update"
+
+
+# --- a reader -----------------------------------------------------------------------------------------------
+
+
+class Reader(threading.Thread):
+    """Reads the seeded tensors, entities and patients and the clients' relations, until its first unanswered
+    request or its deadline: reads run alongside the writes right up to the kill, and each answered one must
+    leave its audit record."""
+
+    def __init__(self, number: int, world: World, api: str, rng: random.Random) -> None:
+        super().__init__(name=f"crash-reader-{number}", daemon=True)
+        self.number, self.world, self.rng = number, world, rng
+        self.http = connect(api, world.keys[CLIENTS + number])
+        self.answered: list[Answered] = []
+        self.statuses: Counter[str] = Counter()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + ROUND_SECONDS
+        with self.http as http:
+            for _ in range(MAX_OPS):
+                if time.monotonic() > deadline or not self._read(http, *self._next()):
+                    break
+
+    def _next(self) -> tuple[str, str]:
+        readable = self.world.readable()
+        kinds = list(READ_MIX)
+        while True:
+            kind = self.rng.choices(kinds, weights=[READ_MIX[k] for k in kinds])[0]
+            path, ids = readable[kind]
+            if ids:  # no relation acked yet: pick again
+                return kind, path.format(self.rng.choice(ids))
+
+    def _read(self, http: httpx.Client, kind: str, path: str) -> bool:
+        """One GET; whether it was answered (if not, the server is gone)."""
+        try:
+            response = http.get(path)
+        except httpx.ConnectError:
+            self.statuses[f"read {kind} refused connection"] += 1
+            return False
+        except httpx.TransportError:
+            self.statuses[f"read {kind} no answer"] += 1
+            return False
+        self.statuses[f"read {kind} {response.status_code}"] += 1
+        if response.is_success:
+            self.answered.append(answered(response, "read"))
+        return True
+
+
 # --- a round ------------------------------------------------------------------------------------------------
 
 
@@ -298,23 +392,31 @@ class RoundResult:
 
 
 def run_round(database_url: str, rng: random.Random) -> RoundResult:
-    """Seed, write, SIGKILL, restart, read back, check."""
+    """Seed, write and read, SIGKILL, restart, read back, check."""
     began = time.monotonic()
     world = seed(database_url)
     with Server(database_url, DUST_LOG_LEVEL="WARNING") as server:
         api = server.start()
         _warm_up(api, world)
         clients = [Client(n, world, api, random.Random(rng.random())) for n in range(CLIENTS)]
-        killed_after = _write_until_killed(server, clients, rng)
+        readers = [Reader(n, world, api, random.Random(rng.random())) for n in range(READERS)]
+        threads: list[Client | Reader] = [*clients, *readers]
+        killed_after = _run_until_killed(server, threads, rng)
         api = server.start()  # the restart recovers the database (SQLite replays its WAL)
+        # The audit records too are read after the restart: the restarted server records nothing before
+        # _compare_served's reads, and those records carry request ids of their own.
         stored = snapshot.take(database_url)
         stored.problems += _compare_served(api, world, stored)
     log = [write for client in clients for write in client.log]
-    verdict = ledger.check(log, stored)
-    statuses = sum((client.statuses for client in clients), Counter())
+    acknowledged = [request for thread in threads for request in thread.answered]
+    verdict = ledger.check(log, stored, acknowledged)
+    statuses = sum((thread.statuses for thread in threads), Counter())
     server_errors = {status: n for status, n in statuses.items() if status.split()[-1].startswith("5")}
     if server_errors:
         verdict.problems.append(f"5xx answers (a 5xx is a bug): {server_errors}")
+    refused_reads = {s: n for s, n in statuses.items() if s.startswith("read ") and s.split()[-1].startswith("4")}
+    if refused_reads:  # the readers ask only for what exists, as an admin
+        verdict.problems.append(f"reads refused: {refused_reads}")
     return RoundResult(verdict, statuses, killed_after, time.monotonic() - began)
 
 
@@ -326,17 +428,17 @@ def _warm_up(api: str, world: World) -> None:
             http.get(f"/tensors/{tensor}").raise_for_status()
 
 
-def _write_until_killed(server: Server, clients: list[Client], rng: random.Random) -> float:
-    """Start the clients, SIGKILL the server after a random while, wait for the clients to notice."""
-    for client in clients:
-        client.start()
+def _run_until_killed(server: Server, threads: list[Client | Reader], rng: random.Random) -> float:
+    """Start the clients and readers, SIGKILL the server after a random while, wait for them to notice."""
+    for thread in threads:
+        thread.start()
     killed_after = rng.uniform(*KILL_AFTER)
     time.sleep(killed_after)
     server.kill()
-    for client in clients:
-        client.join(timeout=REQUEST_SECONDS + 10)
-    if any(client.is_alive() for client in clients):
-        raise RuntimeError("a client did not stop after the server was killed")
+    for thread in threads:
+        thread.join(timeout=REQUEST_SECONDS + 10)
+    if any(thread.is_alive() for thread in threads):
+        raise RuntimeError("a client or reader did not stop after the server was killed")
     return killed_after
 
 
@@ -378,12 +480,14 @@ class Totals:
     partial: int = 0
     leaked: int = 0
     problems: int = 0
+    reads: int = 0
+    missing: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     details: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.rounds > 0 and not (self.lost or self.partial or self.leaked or self.problems)
+        return self.rounds > 0 and not (self.lost or self.partial or self.leaked or self.problems or self.missing)
 
     def add(self, result: RoundResult) -> None:
         v = result.verdict
@@ -398,15 +502,26 @@ class Totals:
         self.partial += len(v.partial)
         self.leaked += len(v.leaked)
         self.problems += len(v.problems)
+        self.reads += v.reads
+        self.missing += len(v.missing)
         self.statuses.update(result.statuses)
-        self.details += [f"round {self.rounds}: {d}" for d in v.lost + v.partial + v.leaked + v.problems]
+        self.details += [f"round {self.rounds}: {d}" for d in details(v)]
 
     def line(self) -> str:
         return (
             f"TOTAL {self.backend}: rounds {self.rounds}, acknowledged writes {self.acked}, values {self.values}, "
-            f"rejected {self.rejected}, unknown {self.unknown} (applied {self.applied}), unsent {self.unsent}; "
-            f"lost {self.lost}, partial {self.partial}, leaked {self.leaked}, problems {self.problems}"
+            f"rejected {self.rejected}, unknown {self.unknown} (applied {self.applied}), unsent {self.unsent}, "
+            f"acknowledged reads {self.reads}; lost {self.lost}, partial {self.partial}, leaked {self.leaked}, "
+            f"audit records missing {self.missing}, problems {self.problems}"
         )
+
+
+def details(verdict: Verdict, missing_shown: int = 10) -> list[str]:
+    """What went wrong; a few of the missing audit records (when reads lose theirs, most of them do)."""
+    missing = verdict.missing[:missing_shown]
+    if len(verdict.missing) > missing_shown:
+        missing.append(f"... and {len(verdict.missing) - missing_shown} more answered requests without their record")
+    return verdict.lost + verdict.partial + verdict.leaked + missing + verdict.problems
 
 
 def round_line(number: int, of: int, backend: str, result: RoundResult) -> str:
@@ -414,8 +529,9 @@ def round_line(number: int, of: int, backend: str, result: RoundResult) -> str:
     return (
         f"round {number}/{of} {backend}: killed after {result.killed_after:.2f} s; writes {v.acked} "
         f"acked ({v.values} values), {v.rejected} rejected, {v.unknown} unknown ({v.applied} applied), "
-        f"{v.unsent} unsent; lost {len(v.lost)}, partial {len(v.partial)}, leaked {len(v.leaked)}, "
-        f"problems {len(v.problems)} [{result.seconds:.1f} s]"
+        f"{v.unsent} unsent; reads {v.reads} acked; lost {len(v.lost)}, partial {len(v.partial)}, "
+        f"leaked {len(v.leaked)}, audit records missing {len(v.missing)}, problems {len(v.problems)} "
+        f"[{result.seconds:.1f} s]"
     )
 
 
@@ -428,7 +544,7 @@ def run_rounds(
     out: Callable[[str], None] = print,
 ) -> Totals:
     seed_value = random.randrange(1 << 32) if seed_value is None else seed_value
-    out(f"crash consistency on {backend}: {rounds} rounds, {CLIENTS} clients, seed {seed_value}")
+    out(f"crash consistency on {backend}: {rounds} rounds, {CLIENTS} clients, {READERS} readers, seed {seed_value}")
     rng = random.Random(seed_value)
     totals = Totals(backend)
     for number in range(1, rounds + 1):
@@ -436,7 +552,7 @@ def run_rounds(
             result = run_round(url, rng)
         totals.add(result)
         out(round_line(number, rounds, backend, result))
-        for detail in result.verdict.lost + result.verdict.partial + result.verdict.leaked + result.verdict.problems:
+        for detail in details(result.verdict):
             out(f"  {detail}")
     out(totals.line())
     out(f"statuses {backend}: {dict(sorted(totals.statuses.items()))}")

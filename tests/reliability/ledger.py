@@ -8,6 +8,9 @@ rejected or unsent one, and each unknown write either whole or not at all.
 Two rules of the clients keep the check exact without knowing the server's order of commits: each cell and
 each relation is written by one client only (so the order of its writes is that client's order), and an
 unknown write ends its client's log (the server is gone).
+
+Every request answered 2xx, read or write, is also kept by its ``X-Request-ID`` (``Answered``): the database
+must hold an audit record of it, with the action it stands for, however soon after the answer the server died.
 """
 
 from __future__ import annotations
@@ -70,6 +73,23 @@ Write = ValuesWrite | RelationWrite
 
 
 @dataclass
+class Answered:
+    """A request answered 2xx, read or write: its audit record was committed before the answer was sent."""
+
+    request_id: str | None  # the answer's X-Request-ID
+    method: str
+    path: str  # as the server saw it (with the /api/v1 prefix), as its audit record keeps it
+    action: str  # what its audit record must say: read, create or update
+    status: int
+
+    def name(self) -> str:
+        return f"{self.method} {self.path} answered {self.status} (request {self.request_id})"
+
+
+AuditTrail = dict[str, set[tuple[str, str | None, str | None]]]  # request id: its records' (action, method, path)
+
+
+@dataclass
 class StoredRelation:
     id: str
     weight: float
@@ -84,6 +104,7 @@ class Snapshot:
     history: Counter[HistoryRow] = field(default_factory=Counter)
     relations: dict[Edge, StoredRelation] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # integrity check, undecodable blocks, orphan rows
+    audit: AuditTrail = field(default_factory=dict)
 
 
 @dataclass
@@ -98,20 +119,39 @@ class Verdict:
     partial: list[str] = field(default_factory=list)  # writes partly there
     leaked: list[str] = field(default_factory=list)  # rejected or unsent writes (partly) there, or stray data
     problems: list[str] = field(default_factory=list)
+    reads: int = 0  # reads answered 2xx (their audit records are checked, as the acked writes' are)
+    missing: list[str] = field(default_factory=list)  # answered requests without their audit record
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.partial or self.leaked or self.problems)
+        return not (self.lost or self.partial or self.leaked or self.problems or self.missing)
 
 
-def check(log: Sequence[Write], snapshot: Snapshot) -> Verdict:
-    """Compare ``snapshot`` with what ``log`` says was acknowledged, rejected or left unknown."""
+def check(log: Sequence[Write], snapshot: Snapshot, answered: Iterable[Answered] = ()) -> Verdict:
+    """Compare ``snapshot`` with what ``log`` says was acknowledged, rejected or left unknown, and with the
+    requests ``answered`` 2xx (reads and writes), whose audit records it must hold."""
     verdict = Verdict(problems=list(snapshot.problems))
     _count(log, verdict)
     ordered = sorted(log, key=lambda w: (w.client, w.seq))
     _check_values([w for w in ordered if isinstance(w, ValuesWrite)], snapshot, verdict)
     _check_relations([w for w in ordered if isinstance(w, RelationWrite)], snapshot, verdict)
+    _check_audit(answered, snapshot.audit, verdict)
     return verdict
+
+
+def _check_audit(answered: Iterable[Answered], trail: AuditTrail, verdict: Verdict) -> None:
+    """Each answered request must have an audit record with its action, method and path: a read's record is
+    committed by the batch writer, apart from the read, and the answer must wait for that commit."""
+    for request in answered:
+        verdict.reads += request.action == "read"
+        if request.request_id is None:
+            verdict.missing.append(f"{request.name()}: no X-Request-ID, so no audit record can be found")
+            continue
+        records = trail.get(request.request_id, set())
+        if (request.action, request.method, request.path) in records:
+            continue
+        found = f"only {sorted(records, key=str)}" if records else "none"
+        verdict.missing.append(f"{request.name()}: no '{request.action}' audit record; found {found}")
 
 
 def _count(log: Sequence[Write], verdict: Verdict) -> None:

@@ -42,8 +42,9 @@ class Server:
     the server mid-request.
     """
 
-    def __init__(self, database_url: str, **env: str) -> None:
+    def __init__(self, database_url: str, *, workers: int = 1, **env: str) -> None:
         self.database_url = database_url
+        self.workers = workers
         self.env = {**os.environ, "DUST_DATABASE_URL": database_url, "DUST_SECRET_KEY": SECRET, **env}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 -- kept open across restarts; close() closes it
@@ -57,7 +58,14 @@ class Server:
         """Start and wait until ``/healthz`` answers; the API's base URL."""
         assert self.process is None, "already running"
         port = free_port()
-        command = [str(Path(sys.executable).parent / "dust"), "serve", "--port", str(port)]
+        command = [
+            str(Path(sys.executable).parent / "dust"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(self.workers),
+        ]
         # A session of its own, so that a SIGKILL reaches the server (and any worker) but never us.
         self.process = subprocess.Popen(
             command, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True
@@ -93,7 +101,7 @@ class Server:
         if self.process is None:
             return
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)  # as a supervisor would: the server stops its workers
             try:
                 self.process.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:

@@ -18,12 +18,12 @@ from dust.engine import blocks as codec
 from dust.engine import schemas
 from dust.engine.schemas import SchemaDef
 from dust.storage.db import make_engine, make_sessionmaker
-from dust.storage.models import Entity, Relation, RelationWeight, Tensor, TensorBlock, TensorHistory
+from dust.storage.models import AuditRecord, Entity, Relation, RelationWeight, Tensor, TensorBlock, TensorHistory
 from tests.reliability.ledger import Snapshot, StoredRelation
 
 
 def take(database_url: str) -> Snapshot:
-    """Every recorded value, replaced value and relation, and the problems found on the way."""
+    """Every recorded value, replaced value, relation and audit record, and the problems found on the way."""
     engine = make_engine(database_url)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
@@ -31,6 +31,7 @@ def take(database_url: str) -> Snapshot:
             _read_cells(session, snapshot)
             _read_history(session, snapshot)
             _read_relations(session, snapshot)
+            _read_audit(session, snapshot)
             return snapshot
     finally:
         engine.dispose()
@@ -127,3 +128,10 @@ def _read_relations(session: Session, snapshot: Snapshot) -> None:
             snapshot.problems.append(f"relation {r.id} has weight {r.weight}")
         edge = (str(r.source_id), str(r.target_id), r.type)
         snapshot.relations[edge] = StoredRelation(str(r.id), r.weight, weights.get(r.id, []))
+
+
+def _read_audit(session: Session, snapshot: Snapshot) -> None:
+    columns = (AuditRecord.request_id, AuditRecord.action, AuditRecord.method, AuditRecord.path)
+    for request_id, action, method, path in session.execute(select(*columns)):
+        if request_id is not None:  # work done without a principal (the seed) has none
+            snapshot.audit.setdefault(request_id, set()).add((action, method, path))

@@ -1,10 +1,19 @@
-"""The crash checker on fabricated logs: it must see a lost, partial or leaked write, or it proves nothing."""
+"""The crash checker on fabricated logs: it must see a lost, partial or leaked write, or a missing audit record,
+or it proves nothing."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from tests.reliability.ledger import RelationWrite, Snapshot, StoredRelation, ValuesWrite, check
+from tests.reliability.ledger import (
+    Answered,
+    AuditTrail,
+    RelationWrite,
+    Snapshot,
+    StoredRelation,
+    ValuesWrite,
+    check,
+)
 
 T = "tensor-1"
 EDGE = ("source", "target", "crash_0")
@@ -102,3 +111,30 @@ def test_a_conflicting_create_leaves_the_weight_alone() -> None:
     assert check(log, Snapshot(relations={EDGE: StoredRelation("r1", 1.0, [1.0])})).ok
     overwritten = check(log, Snapshot(relations={EDGE: StoredRelation("r1", 5.0, [1.0, 5.0])}))
     assert overwritten.leaked
+
+
+READ = Answered("r-1", "GET", "/api/v1/tensors/t1", "read", 200)
+WRITE = Answered("r-2", "POST", "/api/v1/tensors/t1/values", "update", 200)
+AUDIT: AuditTrail = {
+    "r-1": {("read", "GET", "/api/v1/tensors/t1")},
+    "r-2": {("update", "POST", "/api/v1/tensors/t1/values")},
+}
+
+
+def test_every_answered_request_needs_its_audit_record() -> None:
+    verdict = check([], Snapshot(audit=AUDIT), [READ, WRITE])
+    assert verdict.ok and verdict.reads == 1
+    without_read = check([], Snapshot(audit={"r-2": AUDIT["r-2"]}), [READ, WRITE])
+    assert len(without_read.missing) == 1 and "r-1" in without_read.missing[0] and not without_read.ok
+
+
+def test_an_audit_record_of_another_action_or_path_does_not_count() -> None:
+    wrong_action = check([], Snapshot(audit={"r-1": {("update", "GET", "/api/v1/tensors/t1")}}), [READ])
+    assert len(wrong_action.missing) == 1 and "'read'" in wrong_action.missing[0]
+    wrong_path = check([], Snapshot(audit={"r-1": {("read", "GET", "/api/v1/tensors/t2")}}), [READ])
+    assert len(wrong_path.missing) == 1
+
+
+def test_an_answer_without_a_request_id_cannot_be_audited() -> None:
+    verdict = check([], Snapshot(audit=AUDIT), [Answered(None, "GET", "/api/v1/entities/e1", "read", 200)])
+    assert len(verdict.missing) == 1 and "X-Request-ID" in verdict.missing[0]
