@@ -74,9 +74,11 @@ def epoch(session: Session, kind: str) -> int:
 
 
 def changed(session: Session, kind: str) -> None:
-    """Copies of ``kind`` made before this transaction commits are no longer to be used, in any process."""
-    repo.bump(session, kind)
-    session.info[_CHANGED + kind] = True
+    """Copies of ``kind`` made before this transaction commits are no longer to be used, in any process. Once
+    per transaction: one raise covers every change it makes."""
+    if not session.info.get(_CHANGED + kind):
+        repo.bump(session, kind)
+        session.info[_CHANGED + kind] = True
 
 
 @event.listens_for(Session, "after_transaction_end")

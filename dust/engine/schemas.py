@@ -158,6 +158,11 @@ class SchemaDef:
         return tuple(len(a.labels) for a in self.axes)
 
     @cached_property
+    def strides(self) -> np.ndarray:
+        """Per axis, how far one label along it moves the flat cell index (C order, as ``bounds``)."""
+        return np.cumprod((*self.shape[1:], 1)[::-1])[::-1]
+
+    @cached_property
     def _positions(self) -> dict[str, dict[str, int]]:
         # A dict per axis: list.index would make a batch of n values over L labels cost n × L.
         return {a.name: {label: i for i, label in enumerate(a.labels)} for a in self.axes}

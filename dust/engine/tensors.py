@@ -372,9 +372,8 @@ def _number_column(raw: Sequence[Any]) -> np.ndarray | None:
 
 def _cell_column(labels: Sequence[Sequence[Any]], sdef: SchemaDef) -> np.ndarray | None:
     """Flat cells of the labels given per axis (a column each), or None if one is not a label of its axis."""
-    strides = np.cumprod((*sdef.shape[1:], 1)[::-1])[::-1]
     cells = np.zeros(len(labels[0]), dtype=np.int64)
-    for axis, stride, raw in zip(sdef.axes, strides, labels, strict=True):
+    for axis, stride, raw in zip(sdef.axes, sdef.strides, labels, strict=True):
         if set(map(type, raw)) != {str}:
             return None
         try:  # each distinct label looked up once
@@ -394,7 +393,6 @@ def _parse_each(
     cells = np.empty(n, dtype=np.int64)
     numbers = np.empty(n, dtype=np.float64)
     allowed = {"time", "value", *(a.name for a in sdef.axes)}
-    strides = np.cumprod((*sdef.shape[1:], 1)[::-1])[::-1]
     errors: list[dict[str, Any]] = []
     for i, item in enumerate(values):
         try:
@@ -407,7 +405,7 @@ def _parse_each(
                 raise InvalidInput("time is required (an index or an ISO 8601 timestamp)")
             times[i] = grid.index(item["time"])
             cell = 0
-            for axis, stride in zip(sdef.axes, strides, strict=True):
+            for axis, stride in zip(sdef.axes, sdef.strides, strict=True):
                 if axis.name not in item:
                     raise InvalidInput(f"'{axis.name}' is required: one of {axis.labels[:20]}")
                 cell += int(stride) * sdef.label_index(axis, _label(item[axis.name], axis.name))

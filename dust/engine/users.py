@@ -291,9 +291,9 @@ def logout(
     ``everywhere``: every token and key."""
     user = _row(session, user_id)
     now = datetime.now(UTC)
+    caches.changed(session, caches.CREDENTIALS)
     if claims is not None:
         repo.revoke_access(session, claims.jti, claims.expires_at)
-        caches.changed(session, caches.CREDENTIALS)
         if claims.session_id is not None:
             _revoke_sign_in(session, settings, uuid.UUID(str(claims.session_id)), now)
     if everywhere:
