@@ -99,3 +99,31 @@ def test_a_refused_create_many_leaves_the_session_usable(db: Dust) -> None:
 
 def test_create_many_of_nothing_is_nothing(db: Dust) -> None:
     assert db.create_entities([]) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (51, ["int", "float"]),
+        (51.0, ["int", "float"]),
+        ("51", ["text"]),
+        (True, ["true"]),
+        (False, ["false"]),
+        ("F", ["F"]),
+    ],
+)
+def test_an_attribute_filter_compares_json_values_with_their_types(db: Dust, value: Any, expected: list[str]) -> None:
+    """Every row holding something else under the key, of any JSON type, is simply not a match (PostgreSQL once
+    answered 500 for a number filter as soon as one row held a non-number)."""
+    stored = {"int": 51, "float": 51.0, "text": "51", "true": True, "false": False, "F": "F", "list": [51]}
+    stored |= {"object": {"a": 51}, "null": None, "one": 1, "zero": 0}
+    db.create_entities([{"kind": "patient", "name": name, "attributes": {"k": v}} for name, v in stored.items()])
+    db.create_entity("patient", "no such key", attributes={"other": 51})
+    matched = db.entities(kind="patient", limit=500, k=value).items
+    assert sorted(e.name for e in matched) == sorted(expected)
+
+
+def test_an_attribute_filter_key_may_hold_any_character(db: Dust) -> None:
+    key = 'a."b$[0]\\'
+    db.create_entity("patient", "odd", attributes={key: 1})
+    assert [e.name for e in db.entities(**{key: 1}).items] == ["odd"]

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 from dust.storage.db import MIGRATIONS, make_engine, upgrade
-from dust.storage.models import UTCDateTime
+from dust.storage.models import Base, UTCDateTime
 from tests.conftest import BACKENDS, POSTGRES_URL
 from tests.databases import throwaway_postgres
 
@@ -84,3 +86,21 @@ def test_0003_gives_existing_api_keys_the_default_lifetime(empty: Engine) -> Non
     assert not columns["expires_at"]["nullable"]  # no key is ever without an expiry
     downgrade(empty, "0002")
     assert "expires_at" not in {c["name"] for c in sa.inspect(empty).get_columns("api_keys")}
+
+
+def test_every_migration_goes_down_and_up_again(empty: Engine) -> None:
+    upgrade(empty)
+    tables = set(sa.inspect(empty).get_table_names())
+    downgrade(empty, "base")
+    assert set(sa.inspect(empty).get_table_names()) <= {"alembic_version"}
+    assert upgrade(empty) == [p.stem.split("_", 1)[0] for p in sorted((MIGRATIONS / "versions").glob("0*.py"))]
+    assert set(sa.inspect(empty).get_table_names()) == tables
+
+
+def test_the_models_match_what_the_migrations_make(empty: Engine) -> None:
+    """A model changed without a migration (or the other way round) fails here, not on a user's database."""
+    upgrade(empty)
+    with empty.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+        differences = compare_metadata(context, Base.metadata)
+    assert differences == []

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, insert, or_, select
+from sqlalchemy import ColumnElement, Select, String, Table, and_, bindparam, exists, func, insert, or_, select
+from sqlalchemy import cast as cast_
 from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Entity, Relation
@@ -79,21 +82,41 @@ def delete(session: Session, entity_id: uuid.UUID) -> None:
     session.execute(sql_delete(Entity).where(Entity.id == entity_id))
 
 
-def _filtered(stmt: Select, kind: str | None, attributes: Mapping[str, Any], visible: Any = None) -> Select:
+def _filtered(
+    session: Session, stmt: Select, kind: str | None, attributes: Mapping[str, Any], visible: Any = None
+) -> Select:
     """``stmt`` narrowed to a kind, attribute values, and the ids in the query ``visible`` (None: all)."""
     if visible is not None:
         stmt = stmt.where(Entity.id.in_(visible))
     if kind is not None:
         stmt = stmt.where(Entity.kind == kind)
+    postgres = session.get_bind().dialect.name == "postgresql"
     for key, value in attributes.items():
-        field = Entity.attributes[key]
-        if isinstance(value, bool):
-            stmt = stmt.where(field.as_boolean() == value)
-        elif isinstance(value, int | float):
-            stmt = stmt.where(field.as_float() == float(value))
-        else:
-            stmt = stmt.where(field.as_string() == str(value))
+        stmt = stmt.where(_json_equals(key, value) if postgres else _sqlite_equals(key, value))
     return stmt
+
+
+# An attribute filter compares JSON values, with their types: 51 matches 51 and 51.0 but not "51", true matches
+# true but not 1. A SQL CAST would do neither and, on PostgreSQL, fail the whole query on the first row whose
+# value under the key is not a number. The key is a bound value on both backends, never part of a JSON path.
+
+
+def _json_equals(key: str, value: Any) -> ColumnElement[bool]:
+    """PostgreSQL: jsonb equality (numbers compare by value, across int and float)."""
+    stored = cast_(Entity.attributes.op("->")(bindparam(None, key, type_=String)), JSONB)
+    return stored == cast_(bindparam(None, json.dumps(value), type_=String), JSONB)
+
+
+def _sqlite_equals(key: str, value: Any) -> ColumnElement[bool]:
+    """SQLite: the key's top-level entry, if its JSON type is the value's, equal as an SQL value."""
+    entry = func.json_each(Entity.attributes).table_valued("key", "type", "atom").alias("entry")
+    if isinstance(value, bool):
+        matches = entry.c.type == ("true" if value else "false")
+    elif isinstance(value, int | float):
+        matches = and_(entry.c.type.in_(["integer", "real"]), entry.c.atom == value)
+    else:
+        matches = and_(entry.c.type == "text", entry.c.atom == str(value))
+    return exists().where(entry.c.key == key, matches)
 
 
 def page(
@@ -105,7 +128,7 @@ def page(
     limit: int,
 ) -> list[Entity]:
     """Entities in creation order, after the keyset position ``after``."""
-    stmt = _filtered(select(Entity), kind, attributes, visible)
+    stmt = _filtered(session, select(Entity), kind, attributes, visible)
     if after is not None:
         created, last_id = after
         stmt = stmt.where(or_(Entity.created_at > created, and_(Entity.created_at == created, Entity.id > last_id)))
@@ -117,7 +140,7 @@ def search_space(
     session: Session, kind: str | None, attributes: Mapping[str, Any], visible: Any = None, chunk: int = 20_000
 ) -> Iterator[list[tuple[uuid.UUID, str, str | None]]]:
     """(id, name, external_id) of every matching entity, in chunks, for fuzzy matching."""
-    stmt = _filtered(select(Entity.id, Entity.name, Entity.external_id), kind, attributes, visible)
+    stmt = _filtered(session, select(Entity.id, Entity.name, Entity.external_id), kind, attributes, visible)
     result = session.execute(stmt.execution_options(yield_per=chunk))
     for part in result.partitions(chunk):
         yield [(row[0], row[1], row[2]) for row in part]
