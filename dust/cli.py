@@ -50,7 +50,9 @@ users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 import_app = typer.Typer(help="Load data from files (a DUST export).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
-console = Console(stderr=True)
+# soft_wrap: a line longer than the console is left for the terminal to wrap, never broken by Rich (which takes
+# 80 columns when output is not a terminal), so a URL, path, id or password stays whole on one line to copy.
+console = Console(stderr=True, soft_wrap=True)
 
 
 class Domain(StrEnum):
@@ -175,15 +177,19 @@ def db_upgrade() -> None:
     """Apply pending migrations to DUST_DATABASE_URL."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    _migrate(settings)
+    applied = _migrate(settings)
+    console.print(f"Applied migrations {', '.join(applied)}." if applied else "Up to date: no migration to apply.")
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings) -> list[str]:
+    """Pending migrations applied (the revisions, oldest first; the log names them too)."""
     from dust.storage.db import make_engine, upgrade
 
     engine = make_engine(settings.database_url)
-    upgrade(engine)
-    engine.dispose()
+    try:
+        return upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 @db_app.command("backup")
@@ -252,9 +258,7 @@ def _report(verb: str, done: Outcome) -> None:
 
     counts = ", ".join(f"{n} {table}" for table, n in done.counts.items())
     said = f"{verb} {done.path} ({decimal(done.bytes)}, {done.method}) in {done.seconds:.2f} s: {counts}."
-    # soft_wrap: a long path is neither cropped nor broken, so it can be copied from the terminal; no markup: a
-    # path may hold brackets
-    console.print(said, soft_wrap=True, markup=False)
+    console.print(said, markup=False)  # a path may hold brackets
 
 
 def _progress() -> Progress:
@@ -301,17 +305,34 @@ def users_create(
 
 @users_app.command("list")
 def users_list() -> None:
-    """List users with their roles and status."""
-    from rich.table import Table
-
+    """List users with their roles and status (a table on a terminal wide enough, else tab-separated lines)."""
     from dust.engine import users
 
-    table = Table("username", "role", "entity", "status", "id")
+    rows = []
     with _open() as db, db.session() as session:
         for user in users.list_(session):
             status = "disabled" if user.disabled else "active"
-            table.add_row(user.username, user.role, str(user.entity_id or ""), status, str(user.id))
-    Console().print(table)
+            rows.append([user.username, user.role, str(user.entity_id or ""), status, str(user.id)])
+    _rows(["username", "role", "entity", "status", "id"], rows)
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> None:
+    """A table on a terminal wide enough for it. Otherwise tab-separated lines, so nothing is cut (a Rich table
+    squeezes columns to the width and cuts ids short) and each value can be copied or passed to `cut -f`."""
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Console()
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*map(Text, row))  # Text: a name holding brackets is not markup
+    unbounded = out.options.update_width(1 << 20)  # the table's natural width, not squeezed into the terminal's
+    if out.is_terminal and Measurement.get(out, unbounded, table).maximum <= out.width:
+        out.print(table)
+        return
+    for line in [header, *rows]:
+        typer.echo("\t".join(line))
 
 
 @users_app.command("disable")

@@ -7,29 +7,103 @@
     db.write_values(t.id, [{"time": 3, "metric": "hr", "value": 72}])
     db.read_tensor(t.id).to_xarray()
 
-Each method is one transaction; ``with db.session() as s:`` groups many engine calls into one.
+Every REST operation has a method here with the same name, parameters and meaning (docs/python.md lists them,
+and the few that only HTTP needs). Each method is one transaction; ``with db.session() as s:`` groups many engine
+calls into one. Bad input raises ``InvalidInput`` worded as the REST 422s, never pydantic's ``ValidationError``.
 """
 
 from __future__ import annotations
 
 import builtins
+import functools
+import inspect
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, TypeAdapter, ValidationError, validate_call
 from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
-from dust.engine import entities, insights, relations, schemas, tensors
-from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
-from dust.engine.relations import MasterTensor, Neighbourhood, RelationCreate, RelationPublic
-from dust.engine.schemas import SchemaCreate, SchemaPublic
-from dust.engine.tensors import TensorCreate, TensorPublic, WriteResult
+from dust.core.errors import invalid_input
+from dust.engine import audit, entities, insights, kinds, relations, schemas, tensors, users
+from dust.engine.audit import AuditList
+from dust.engine.entities import KIND, EntityCreate, EntityList, EntityPublic, EntityUpdate
+from dust.engine.fields import Timestamp
+from dust.engine.kinds import KindPolicy, KindPublic
+from dust.engine.relations import (
+    Direction,
+    MasterTensor,
+    Neighbourhood,
+    RelationCreate,
+    RelationDetail,
+    RelationList,
+    RelationPublic,
+    RelationUpdate,
+)
+from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
+from dust.engine.tensors import HistoryEntry, TensorCreate, TensorPublic, TensorUpdate, WriteResult
+from dust.engine.users import UserCreate, UserPublic, UserUpdate
 from dust.engine.views import TensorView
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
+
+P = ParamSpec("P")
+R = TypeVar("R")
+M = TypeVar("M", bound=BaseModel)
+PATIENT = "patient"  # the kind of the /patients routes and of the *_patient methods
+
+# Arguments are checked as REST checks its path and query parameters, with the same bounds. What REST takes in a
+# body is marked SkipValidation: the engine's model it goes into checks it, in the same words as for REST.
+Limit = Annotated[int, Field(ge=1, le=500)]
+AuditLimit = Annotated[int, Field(ge=1, le=1000)]
+Cursor = Annotated[str, Field(max_length=512)] | None
+Search = Annotated[str, Field(max_length=256)] | None
+KindFilter = Annotated[str, Field(max_length=64)] | None
+KindName = Annotated[str, Field(pattern=KIND)]
+SchemaName = Annotated[str, Field(pattern=NAME)]
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)] | None
+Depth = Annotated[int, Field(ge=1, le=3)]
+Username = Annotated[str, Field(max_length=64)] | None
+Types = SkipValidation[str | Sequence[str] | None]  # a type, a comma list or a list: relations.type_names checks it
+TimeArg = SkipValidation[int | str | datetime | None]  # an index or a timestamp: the tensor's time grid checks it
+_ENTITIES = TypeAdapter(list[EntityCreate])
+_TENSORS = TypeAdapter(list[TensorCreate])
+
+
+def _checked(method: Callable[P, R]) -> Callable[P, R]:
+    """``method``, raising ``InvalidInput`` for bad input in the words of the REST 422s, never pydantic's
+    ``ValidationError``: its arguments are checked against their annotations, as FastAPI checks a request's
+    parameters, and the errors of the engine's models built from them are converted too."""
+    validated = validate_call(config=ConfigDict(arbitrary_types_allowed=True))(method)
+    names = list(inspect.signature(method).parameters)
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return validated(*args, **kwargs)
+        except ValidationError as problem:
+            errors = problem.errors()
+            if problem.title == method.__qualname__:  # about the arguments: a positional one is named by its index
+                errors = [{**e, "loc": _named(e["loc"], names)} for e in errors]
+            raise invalid_input(errors) from None
+
+    return call
+
+
+def _named(loc: tuple[int | str, ...], names: list[str]) -> tuple[int | str, ...]:
+    first = loc[0] if loc else None
+    return (names[first], *loc[1:]) if isinstance(first, int) and first < len(names) else loc
+
+
+def _each(adapter: TypeAdapter[list[M]], items: Iterable[Any]) -> list[M]:
+    """``items`` as the adapter's models; a bad one is named by its position (``items.3.name``)."""
+    try:
+        return adapter.validate_python(list(items))
+    except ValidationError as problem:
+        raise invalid_input([{**e, "loc": ("items", *e["loc"])} for e in problem.errors()]) from None
 
 
 class Dust:
@@ -57,83 +131,229 @@ class Dust:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    # entities
-    def create_entity(self, kind: str, name: str, **fields: Any) -> EntityPublic:
+    # entities: /entities
+    @_checked
+    def create_entity(self, kind: SkipValidation[str], name: SkipValidation[str], **fields: Any) -> EntityPublic:
+        """A new entity with a new UUID; ``external_id=``, ``attributes=``. POST /entities."""
         with self.session() as s:
             return entities.create(s, EntityCreate(kind=kind, name=name, **fields))
 
-    def create_entities(self, items: Iterable[EntityCreate | Mapping[str, Any]]) -> builtins.list[EntityPublic]:
+    @_checked
+    def create_entities(
+        self, items: SkipValidation[Iterable[EntityCreate | Mapping[str, Any]]]
+    ) -> builtins.list[EntityPublic]:
         """Many entities in one transaction and a few statements (for importers), in the order given."""
         with self.session() as s:
-            return entities.create_many(s, [EntityCreate.model_validate(item) for item in items])
+            return entities.create_many(s, _each(_ENTITIES, items))
 
+    @_checked
     def get_entity(self, entity_id: uuid.UUID) -> EntityPublic:
+        """One entity. GET /entities/{entity_id}."""
         with self.session() as s:
             return entities.get(s, entity_id)
 
+    @_checked
     def update_entity(self, entity_id: uuid.UUID, **changes: Any) -> EntityPublic:
+        """``name=``, ``external_id=``, ``attributes=`` (merged; a key set to None is removed). PATCH /entities/…"""
         with self.session() as s:
             return entities.update(s, entity_id, EntityUpdate(**changes))
 
+    @_checked
     def delete_entity(self, entity_id: uuid.UUID) -> None:
+        """Delete it with its tensors and relations. DELETE /entities/{entity_id}."""
         with self.session() as s:
             entities.delete(s, entity_id)
 
+    @_checked
     def entities(
         self,
-        kind: str | None = None,
-        q: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
+        kind: KindFilter = None,
+        q: Search = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
         **attributes: Any,
     ) -> EntityList:
+        """A page in creation order (with ``q``, best matches first); ``gender="F"`` filters on attributes."""
         with self.session() as s:
-            return entities.list_(s, kind=kind, q=q, attributes=attributes, limit=limit, cursor=cursor)
+            return entities.list_(s, kind=kind, q=q, attributes=attributes, limit=self._page(limit), cursor=cursor)
 
-    # schemas
-    def create_schema(self, definition: Mapping[str, Any] | SchemaCreate) -> SchemaPublic:
+    @_checked
+    def entity_tensors(self, entity_id: uuid.UUID) -> builtins.list[TensorPublic]:
+        """Metadata of the entity's tensors. GET /entities/{entity_id}/tensors."""
+        with self.session() as s:
+            return tensors.of_entity(s, entity_id)
+
+    # patients: /patients, the entity methods fixed to kind "patient"
+    @_checked
+    def create_patient(self, name: SkipValidation[str], **fields: Any) -> EntityPublic:
+        """``create_entity("patient", name, …)``. POST /patients."""
+        with self.session() as s:
+            return entities.create(s, EntityCreate(kind=PATIENT, name=name, **fields))
+
+    @_checked
+    def patients(self, q: Search = None, limit: Limit = 50, cursor: Cursor = None, **attributes: Any) -> EntityList:
+        """``entities(kind="patient", …)``. GET /patients."""
+        with self.session() as s:
+            return entities.list_(s, kind=PATIENT, q=q, attributes=attributes, limit=self._page(limit), cursor=cursor)
+
+    @_checked
+    def get_patient(self, entity_id: uuid.UUID) -> EntityPublic:
+        """A patient; NotFound for an entity of another kind. GET /patients/{entity_id}."""
+        with self.session() as s:
+            return entities.get(s, entity_id, PATIENT)
+
+    @_checked
+    def update_patient(self, entity_id: uuid.UUID, **changes: Any) -> EntityPublic:
+        """``update_entity`` of a patient. PATCH /patients/{entity_id}."""
+        with self.session() as s:
+            return entities.update(s, entity_id, EntityUpdate(**changes), PATIENT)
+
+    @_checked
+    def delete_patient(self, entity_id: uuid.UUID) -> None:
+        """``delete_entity`` of a patient. DELETE /patients/{entity_id}."""
+        with self.session() as s:
+            entities.delete(s, entity_id, PATIENT)
+
+    # kinds: /kinds
+    @_checked
+    def kinds(self) -> builtins.list[KindPublic]:
+        """Every kind with a field policy of its own. GET /kinds."""
+        with self.session() as s:
+            return kinds.list_(s)
+
+    @_checked
+    def get_kind(self, kind: KindName) -> KindPublic:
+        """One kind's policy; NotFound if it has none (the defaults apply). GET /kinds/{kind}."""
+        with self.session() as s:
+            return kinds.get(s, kind)
+
+    @_checked
+    def set_kind(
+        self,
+        kind: KindName,
+        description: SkipValidation[str | None] = None,
+        sensitive: SkipValidation[Sequence[str]] = (),
+        public: SkipValidation[Sequence[str]] = (),
+    ) -> KindPublic:
+        """Replace the kind's policy: fields hidden from de-identified readers. PUT /kinds/{kind}."""
+        with self.session() as s:
+            policy = KindPolicy.model_validate({"description": description, "sensitive": sensitive, "public": public})
+            return kinds.put(s, kind, policy)
+
+    # schemas: /schemas
+    @_checked
+    def create_schema(self, definition: SkipValidation[Mapping[str, Any] | SchemaCreate]) -> SchemaPublic:
+        """Version 1 of a schema; Conflict if the name exists. POST /schemas."""
         with self.session() as s:
             return schemas.create(s, SchemaCreate.model_validate(definition))
 
+    @_checked
     def schemas(self) -> builtins.list[SchemaPublic]:
+        """The latest version of each schema. GET /schemas."""
         with self.session() as s:
             return schemas.list_(s)
 
-    # tensors
-    def create_tensor(self, entity_id: uuid.UUID, schema: str, origin: datetime | str | None = None) -> TensorPublic:
+    @_checked
+    def get_schema(self, name: SchemaName, version: Version = None) -> SchemaPublic:
+        """A schema's latest version, or ``version``. GET /schemas/{name}?version=."""
+        with self.session() as s:
+            return schemas.get(s, name, version)
+
+    @_checked
+    def update_schema(
+        self, name: SchemaName, definition: SkipValidation[Mapping[str, Any] | SchemaUpdate]
+    ) -> SchemaPublic:
+        """Publish a new version (``axes``, ``time``, ``description``, ``sensitive``; no ``name``): labels only
+        appended, units and ranges may change; Conflict otherwise. PUT /schemas/{name}."""
+        with self.session() as s:
+            return schemas.publish(s, name, SchemaUpdate.model_validate(definition))
+
+    @_checked
+    def delete_schema(self, name: SchemaName) -> None:
+        """Delete every version; Conflict while tensors use it. DELETE /schemas/{name}."""
+        with self.session() as s:
+            schemas.delete(s, name)
+
+    # tensors: /tensors
+    @_checked
+    def create_tensor(
+        self,
+        entity_id: SkipValidation[uuid.UUID],
+        schema: SkipValidation[str],
+        origin: SkipValidation[datetime | str | None] = None,
+    ) -> TensorPublic:
+        """The entity's tensor under the latest version of ``schema``. POST /tensors."""
         with self.session() as s:
             return tensors.create(
                 s, TensorCreate.model_validate({"entity_id": entity_id, "schema": schema, "origin": origin})
             )
 
-    def create_tensors(self, items: Iterable[TensorCreate | Mapping[str, Any]]) -> builtins.list[TensorPublic]:
+    @_checked
+    def create_tensors(
+        self, items: SkipValidation[Iterable[TensorCreate | Mapping[str, Any]]]
+    ) -> builtins.list[TensorPublic]:
         """Many tensors, ``{entity_id, schema, origin}`` each, in one transaction and a few statements."""
         with self.session() as s:
-            return tensors.create_many(s, [TensorCreate.model_validate(item) for item in items])
+            return tensors.create_many(s, _each(_TENSORS, items))
 
-    def write_values(self, tensor_id: uuid.UUID, values: Sequence[Mapping[str, Any]]) -> WriteResult:
+    @_checked
+    def get_tensor(self, tensor_id: uuid.UUID) -> TensorPublic:
+        """A tensor's metadata (``read_tensor`` for its values)."""
+        with self.session() as s:
+            return tensors.get(s, tensor_id)
+
+    @_checked
+    def update_tensor(self, tensor_id: uuid.UUID, schema_version: SkipValidation[int]) -> TensorPublic:
+        """Move to a later version of its schema; new labels read as NaN until written. PATCH /tensors/{tensor_id}."""
+        with self.session() as s:
+            return tensors.update(s, tensor_id, TensorUpdate(schema_version=schema_version))
+
+    @_checked
+    def write_values(self, tensor_id: uuid.UUID, values: SkipValidation[Sequence[Mapping[str, Any]]]) -> WriteResult:
+        """``[{time, <axis>: label, …, value}]``, all or nothing. POST /tensors/{tensor_id}/values."""
         with self.session() as s:
             return tensors.write_values(s, tensor_id, values, max_batch=self.settings.max_batch_values)
 
-    def write_array(self, tensor_id: uuid.UUID, array: np.ndarray, start: int = 0) -> WriteResult:
+    @_checked
+    def write_array(self, tensor_id: uuid.UUID, array: SkipValidation[np.ndarray], start: int = 0) -> WriteResult:
+        """Bulk: ``array`` of shape (*labels per axis, time) from time index ``start``; NaN cells are left alone."""
         with self.session() as s:
             return tensors.write_array(s, tensor_id, array, start)
 
-    def write_arrays(self, arrays: Mapping[uuid.UUID, np.ndarray], start: int = 0) -> dict[uuid.UUID, int]:
+    @_checked
+    def write_arrays(
+        self, arrays: SkipValidation[Mapping[uuid.UUID, np.ndarray]], start: int = 0
+    ) -> dict[uuid.UUID, int]:
         """``write_array`` for many tensors in one transaction and a few statements; values written per tensor."""
         with self.session() as s:
             return tensors.write_arrays(s, arrays, start)
 
     def read_tensor(self, tensor_id: uuid.UUID, **selection: Any) -> TensorView:
-        """``time=``, ``start=``, ``stop=``, ``labels={axis: label}``, ``as_of=``, ``latest=True``."""
+        """``time=``, ``start=``/``end=`` (inclusive at both ends, as REST's ``from``/``to``; clipped to the
+        recorded range), ``labels={axis: label}``, ``as_of=``, ``latest=True``; see ``dust.engine.tensors.read``.
+        ``view.selection`` says what was read."""
+        if "stop" in selection:
+            raise TypeError("read_tensor() takes end= in place of stop=; it is inclusive: start=2, end=5 reads 4 steps")
         with self.session() as s:
             return tensors.read(s, tensor_id, max_cells=self.settings.max_read_cells, **selection)
 
+    @_checked
     def delete_tensor(self, tensor_id: uuid.UUID) -> None:
+        """Delete the tensor and its values. DELETE /tensors/{tensor_id}."""
         with self.session() as s:
             tensors.delete(s, tensor_id)
 
+    @_checked
+    def tensor_history(
+        self, tensor_id: uuid.UUID, start: TimeArg = None, end: TimeArg = None
+    ) -> builtins.list[HistoryEntry]:
+        """Values later writes replaced, at times ``start``..``end`` (inclusive), oldest time first; InvalidInput
+        beyond ``DUST_MAX_HISTORY_ENTRIES``. GET /tensors/{tensor_id}/history?from=&to=."""
+        with self.session() as s:
+            return tensors.history(s, tensor_id, start, end, limit=self.settings.max_history_entries)
+
     # insights
+    @_checked
     def aggregate(
         self, schema: str, label: str, agg: str = "mean", kind: str | None = None
     ) -> builtins.list[dict[str, Any]]:
@@ -141,22 +361,132 @@ class Dust:
         with self.session() as s:
             return insights.aggregate_by_step(s, schema, label, agg=agg, kind=kind)
 
-    # relations
+    # relations: /relations and /query_master
+    @_checked
     def relate(
-        self, source_id: uuid.UUID, target_id: uuid.UUID, type: str, weight: float = 1.0, **fields: Any
+        self,
+        source_id: SkipValidation[uuid.UUID],
+        target_id: SkipValidation[uuid.UUID],
+        type: SkipValidation[str],
+        weight: SkipValidation[float] = 1.0,
+        **fields: Any,
     ) -> RelationPublic:
+        """A typed, weighted edge; ``attributes=``, ``valid_from=``, ``valid_to=``. Conflict if that (source,
+        target, type) exists: ``update_relation`` changes it. POST /relations."""
         with self.session() as s:
             return relations.create(
                 s, RelationCreate(source_id=source_id, target_id=target_id, type=type, weight=weight, **fields)
             )
 
-    def neighbours(self, entity_id: uuid.UUID, **query: Any) -> Neighbourhood:
+    @_checked
+    def relations(
+        self, entity_id: uuid.UUID | None = None, type: Types = None, limit: Limit = 50, cursor: Cursor = None
+    ) -> RelationList:
+        """A page of relations touching an entity and/or of some types, in creation order. GET /relations."""
         with self.session() as s:
-            return relations.neighbourhood(s, entity_id, **query)
+            return relations.list_(
+                s, entity_id=entity_id, types=relations.type_names(type), limit=self._page(limit), cursor=cursor
+            )
 
-    def master_tensor(self, types: builtins.list[str] | None = None, at: datetime | None = None) -> MasterTensor:
+    @_checked
+    def get_relation(self, relation_id: uuid.UUID) -> RelationDetail:
+        """One relation with ``history``, every weight it has had. GET /relations/{relation_id}."""
         with self.session() as s:
-            return relations.master_tensor(s, types=types, at=at)
+            return relations.get(s, relation_id)
+
+    @_checked
+    def update_relation(self, relation_id: uuid.UUID, **changes: Any) -> RelationDetail:
+        """``weight=`` (appended to the history), ``attributes=`` (merged), ``valid_from=``, ``valid_to=`` (None
+        removes a bound). PATCH /relations/{relation_id}."""
+        with self.session() as s:
+            return relations.update(s, relation_id, RelationUpdate(**changes))
+
+    @_checked
+    def delete_relation(self, relation_id: uuid.UUID) -> None:
+        """Delete a relation. DELETE /relations/{relation_id}."""
+        with self.session() as s:
+            relations.delete(s, relation_id)
+
+    @_checked
+    def query_master(
+        self,
+        entity_id: uuid.UUID,
+        type: Types = None,
+        direction: Direction = "both",
+        depth: Depth = 1,
+        min_weight: float | None = None,
+        at: Timestamp | None = None,
+    ) -> Neighbourhood:
+        """Entities (with their ``depth`` in hops) and edges around an entity: by type and direction, 1..3 hops,
+        at least ``min_weight``, as of ``at``. GET /query_master."""
+        with self.session() as s:
+            return relations.neighbourhood(
+                s,
+                entity_id,
+                types=relations.type_names(type),
+                direction=direction,
+                depth=depth,
+                min_weight=min_weight,
+                at=at,
+            )
+
+    @_checked
+    def master_tensor(self, type: Types = None, at: Timestamp | None = None) -> MasterTensor:
+        """R[type, source, target] = weight as sparse COO, of some types, as of ``at``. GET /query_master/tensor."""
+        with self.session() as s:
+            return relations.master_tensor(s, types=relations.type_names(type), at=at)
+
+    # users and the audit trail: /users and /audit (sign-in, tokens and API keys are HTTP's: docs/python.md)
+    @_checked
+    def create_user(
+        self,
+        username: SkipValidation[str],
+        role: SkipValidation[str],
+        password: SkipValidation[str | None] = None,
+        entity_id: SkipValidation[uuid.UUID | None] = None,
+    ) -> UserPublic:
+        """A user who signs in to the REST API; without a password, one for API keys only. POST /users."""
+        data = UserCreate.model_validate(
+            {"username": username, "role": role, "password": password, "entity_id": entity_id}
+        )
+        with self.session() as s:
+            return users.create(s, data)
+
+    @_checked
+    def users(self) -> builtins.list[UserPublic]:
+        """Every user. GET /users."""
+        with self.session() as s:
+            return users.list_(s)
+
+    @_checked
+    def get_user(self, user_id: uuid.UUID) -> UserPublic:
+        """One user. GET /users/{user_id}."""
+        with self.session() as s:
+            return users.get(s, user_id)
+
+    @_checked
+    def update_user(self, user_id: uuid.UUID, **changes: Any) -> UserPublic:
+        """``role=``, ``disabled=``, ``entity_id=`` (None unlinks), ``password=``; a change of role, password or
+        status revokes the user's tokens and API keys. PATCH /users/{user_id}."""
+        with self.session() as s:
+            return users.update(s, user_id, UserUpdate(**changes))
+
+    @_checked
+    def audit(
+        self,
+        entity_id: uuid.UUID | None = None,
+        user: Username = None,
+        start: Timestamp | None = None,
+        end: Timestamp | None = None,
+        limit: AuditLimit = 100,
+        cursor: Cursor = None,
+    ) -> AuditList:
+        """Who read or changed what over REST, newest first, from ``start`` to ``end``. GET /audit?from=&to=."""
+        with self.session() as s:
+            return audit.search(s, entity_id=entity_id, username=user, start=start, end=end, limit=limit, cursor=cursor)
+
+    def _page(self, limit: int) -> int:
+        return min(limit, self.settings.page_size_max)
 
 
 def open(url: str | None = None, *, migrate: bool = True) -> Dust:

@@ -12,6 +12,7 @@ from dust.core.config import Settings
 from dust.embedded import Dust
 from dust.engine import users
 from dust.engine.users import TokenPair
+from dust.storage import db as db_module
 from tests.roundtrip import fresh_fixture  # noqa: F401  (the fixture `fresh`)
 
 PASSWORD = "a long enough password"
@@ -23,6 +24,7 @@ def run(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DUST_DATABASE_URL", database_url)
     monkeypatch.setenv("DUST_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("COLUMNS", "80")  # Rich's width when output is not a terminal, whatever runs the tests
     monkeypatch.setenv("DUST_SECRET_KEY", "")  # restored by monkeypatch after the demo sets one
     monkeypatch.delenv("DUST_SECRET_KEY")
     runner = CliRunner()
@@ -67,14 +69,18 @@ def test_serve_refuses_without_a_secret_key(run) -> None:  # type: ignore[no-unt
     assert "DUST_SECRET_KEY" in result.output
 
 
-def test_demo_loads_once_and_prints_a_working_admin_login(run, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_demo_loads_once_and_prints_a_working_admin_login(run, database_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     first = run("demo", "healthcare", "--size", "4", "--days", "10")
     assert first.exit_code == 0, first.output
     assert "4 patients" in first.output
     password = first.output.split("with password")[1].split()[0]
     assert isinstance(sign_in(database_url, "admin", password), TokenPair)
-    second = run("demo", "--size", "4", "--days", "10")
+    served = no_server(monkeypatch)
+    second = run("demo", "--size", "4", "--days", "10", "--serve", "--port", "8999")
+    assert second.exit_code == 0, second.output
+    assert served and served[0]["port"] == 8999
     assert "already loaded" in second.output
+    assert banner(second.output, 8999)
     new_password = second.output.split("with password")[1].split()[0]
     assert new_password != password
     assert isinstance(sign_in(database_url, "admin", new_password), TokenPair)
@@ -83,7 +89,85 @@ def test_demo_loads_once_and_prints_a_working_admin_login(run, database_url: str
 
 
 def test_db_upgrade(run) -> None:  # type: ignore[no-untyped-def]
+    done = run("db", "upgrade")
+    assert done.exit_code == 0 and "Up to date" in done.output
+
+
+class Logged:
+    """Stands in for dust.storage.db's logger: the events logged (the real one writes from a thread, after the
+    CLI runner has given stderr back)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def info(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+    error = info
+
+
+def test_migrations_are_logged_only_when_one_is_applied(  # type: ignore[no-untyped-def]
+    run, database_url: str, monkeypatch: pytest.MonkeyPatch, fresh
+) -> None:
+    logged = Logged()
+    monkeypatch.setattr(db_module, "log", logged)
+    monkeypatch.setenv("DUST_DATABASE_URL", fresh(database_url, migrated=False))
+    first = run("db", "upgrade")
+    assert first.exit_code == 0, first.output
+    ((event, fields),) = logged.events
+    assert event == "migrations applied" and fields["applied"][0] == "0001"  # type: ignore[index]
+    assert fields["revision"] == fields["applied"][-1]  # type: ignore[index]
+    assert "Applied migrations 0001, " in first.output
+    assert run("users", "list").exit_code == 0
     assert run("db", "upgrade").exit_code == 0
+    assert len(logged.events) == 1
+
+
+def banner(output: str, port: int) -> bool:
+    """Whether one line of ``output`` holds the whole start banner, both URLs unbroken."""
+    return any(
+        f"DUST is serving at http://127.0.0.1:{port}/" in line and f"http://127.0.0.1:{port}/docs" in line
+        for line in output.splitlines()
+    )
+
+
+def no_server(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """uvicorn.run replaced by a stand-in that only collects the options of each call."""
+    import uvicorn
+
+    served: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **options: served.append(options))
+    return served
+
+
+def test_serve_prints_whole_urls_when_output_is_not_a_terminal(  # type: ignore[no-untyped-def]
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = no_server(monkeypatch)
+    monkeypatch.setenv("DUST_SECRET_KEY", "k" * 40)
+    result = run("serve", "--port", "8999")
+    assert result.exit_code == 0, result.output
+    assert served and served[0]["port"] == 8999
+    assert banner(result.output, 8999), result.output  # 82 characters: Rich would break it at 80
+
+
+def test_users_list_shows_whole_ids(run, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    for name in ("alice", "a-rather-long-username-for-a-table"):
+        made = run("users", "create", name, "--role", "viewer", "--password-stdin", stdin=PASSWORD + "\n")
+        assert made.exit_code == 0, made.output
+    with Dust(database_url, migrate=False) as db, db.session() as session:
+        ids = {u.username: str(u.id) for u in users.list_(session)}
+    plain = run("users", "list")  # not a terminal: tab-separated lines
+    lines = [line.split("\t") for line in plain.stdout.splitlines()]
+    assert lines[0] == ["username", "role", "entity", "status", "id"]
+    assert {line[0]: line[4] for line in lines[1:]} == ids
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("COLUMNS", "150")
+    table = run("users", "list")  # a terminal wide enough: a table
+    assert "\t" not in table.stdout and all(i in table.stdout for i in ids.values())
+    monkeypatch.setenv("COLUMNS", "60")
+    narrow = run("users", "list")  # too narrow for the table: the lines again, never cut
+    assert narrow.stdout == plain.stdout
 
 
 def _said(result) -> str:  # type: ignore[no-untyped-def]

@@ -61,7 +61,7 @@ def _answer(result: TokenPair | Refused) -> TokenPair | JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="dust"'}
         if result.retry_after is not None:
             headers["Retry-After"] = str(result.retry_after)
-        return problem(result.status, result.detail, headers=headers)
+        return problem(result.status, result.detail, type_=result.type, headers=headers)
     return result
 
 

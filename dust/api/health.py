@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from dust.api.problems import problem
+from dust.core.errors import ProblemType
 
 router = APIRouter(tags=["health"])
 
@@ -24,5 +25,6 @@ def readyz(request: Request) -> JSONResponse:
         with request.app.state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means not ready; say which
-        return problem(503, f"database is not reachable: {type(exc).__name__}", title="Not ready")
+        detail = f"database is not reachable: {type(exc).__name__}"
+        return problem(503, detail, type_=ProblemType.unavailable, title="Not ready")
     return JSONResponse({"status": "ready", "database": request.app.state.engine.dialect.name})

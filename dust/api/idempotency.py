@@ -27,6 +27,7 @@ from dust.api.deps import transaction
 from dust.api.middleware import buffered, header
 from dust.api.problems import problem
 from dust.core.config import Settings
+from dust.core.errors import ProblemType
 from dust.engine import users
 from dust.storage.db import unit_of_work
 from dust.storage.models import utcnow
@@ -64,7 +65,8 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         if not 1 <= len(key) <= MAX_KEY:
-            await problem(400, f"Idempotency-Key must be 1..{MAX_KEY} characters")(scope, receive, send)
+            refused = problem(400, f"Idempotency-Key must be 1..{MAX_KEY} characters", type_=ProblemType.bad_request)
+            await refused(scope, receive, send)
             return
         caller = await to_thread.run_sync(self._caller, header(scope, b"authorization") or "")
         if caller is None:  # not signed in: the app answers 401 and there is nothing to remember
@@ -113,9 +115,11 @@ class Idempotency:
             if row is None:
                 return None
             if row.fingerprint != fingerprint:
-                return problem(422, "Idempotency-Key was used with a different request; use a new key")
+                detail = "this Idempotency-Key was already used with a different request; use a new key"
+                return problem(422, detail, type_=ProblemType.idempotency_mismatch)
             if row.status is None:
-                return problem(409, "a request with this Idempotency-Key is still in progress; retry shortly")
+                detail = "a request with this Idempotency-Key is still in progress; retry shortly"
+                return problem(409, detail, type_=ProblemType.idempotency_in_progress)
             resource_id = _resource_id(row.body) or where.partition(":")[2]
             audit_repo.append(session, [{**audit, "at": utcnow(), "resource_id": resource_id}])
             return _replay(row.status, row.body or b"")

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dust.api.problems import problem
+from dust.core.errors import ProblemType
 from dust.core.logging import get_logger
 from dust.engine.fields import excerpt
 
@@ -60,6 +61,7 @@ class RequestLog:
             response = problem(
                 500,
                 f"an unexpected error occurred; quote request id {request_id} when reporting it",
+                type_=ProblemType.internal_error,
                 request_id=request_id,
                 headers={"X-Request-ID": request_id},
             )
@@ -109,7 +111,8 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(413, f"request body is over the limit of {self.max_bytes} bytes; split the request")
+        detail = f"request body is over the limit of {self.max_bytes} bytes; split the request"
+        response = problem(413, detail, type_=ProblemType.too_large)
         await response(scope, receive, send)
 
 
@@ -174,7 +177,9 @@ class RequestTimeout:
             f"the request did not arrive within {self.seconds:g} s (DUST_REQUEST_TIMEOUT_SECONDS); send the "
             "body without pauses, or split it into smaller requests"
         )
-        response = problem(408, detail, title="Request timeout", headers={"Connection": "close"})
+        response = problem(
+            408, detail, type_=ProblemType.request_timeout, title="Request timeout", headers={"Connection": "close"}
+        )
         await response(scope, _nothing, send)
 
 
@@ -325,7 +330,7 @@ def _char(char: str) -> str:
 
 
 async def _bad_text_problem(detail: str, scope: Scope, receive: Receive, send: Send) -> None:
-    response = problem(422, detail, type_="https://dust.dev/problems/invalid-input")
+    response = problem(422, detail, type_=ProblemType.invalid_input)
     await response(scope, receive, send)
 
 

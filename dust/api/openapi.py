@@ -18,13 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from dust.api.idempotency import MAX_KEY
 from dust.api.problems import MEDIA_TYPE
 from dust.core.config import Settings
+from dust.core.errors import ProblemType
 from dust.core.security import GRANTS, Permission
 
 # Whatever the route, because of where the cause lives; a route's own description of a status wins.
 SHARED = {
     400: "The Idempotency-Key header is not 1..255 characters.",
     401: "No credential, or one that does not identify an active user: sign in (WWW-Authenticate: Bearer).",
-    403: "Your role may not do this; ask an admin.",
+    403: "Your role cannot do this; ask an admin.",
     408: "The body did not arrive within DUST_REQUEST_TIMEOUT_SECONDS; the connection is closed.",
     409: "A request with this Idempotency-Key is still running; retry when it has finished.",
     413: "The request body is over DUST_MAX_REQUEST_BYTES.",
@@ -40,7 +41,7 @@ _EVERY_ROLE = frozenset.intersection(*GRANTS.values())
 class FieldProblem(BaseModel):
     loc: list[str | int] = Field(description='Where: ["body", "name"], ["query", "limit"], ["values", 3]…')
     msg: str
-    type: str | None = Field(None, description="A short code, such as missing or string_too_long.")
+    type: str = Field(description="A short code, such as missing, string_too_long or unknown_label.")
 
 
 class Problem(BaseModel):
@@ -48,7 +49,7 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(description="A URI naming the kind of problem; about:blank when the status says it all.")
+    type: ProblemType = Field(description="A URI naming the kind of problem, one of a fixed vocabulary.")
     title: str
     status: int = Field(ge=400, le=599)
     detail: str = Field(description="What was wrong and what is allowed.")

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from dust.core.errors import DustError
+from dust.core.errors import DustError, ProblemType, invalid_input
 from dust.engine.fields import MAX_ATTRIBUTE_DEPTH
 from dust.engine.timegrid import MAX_TIME_INDEX
 
@@ -31,6 +31,22 @@ _TITLES = {
     422: "Invalid input",
     429: "Too many requests",
     500: "Internal server error",
+    503: "Service unavailable",
+}
+# The type of a framework error, which knows only its status.
+_TYPES = {
+    400: ProblemType.bad_request,
+    401: ProblemType.unauthorized,
+    403: ProblemType.forbidden,
+    404: ProblemType.not_found,
+    405: ProblemType.method_not_allowed,
+    408: ProblemType.request_timeout,
+    409: ProblemType.conflict,
+    413: ProblemType.too_large,
+    422: ProblemType.invalid_input,
+    429: ProblemType.too_many_requests,
+    431: ProblemType.header_too_large,
+    503: ProblemType.unavailable,
 }
 
 
@@ -38,14 +54,15 @@ def problem(
     status: int,
     detail: str,
     *,
+    type_: ProblemType,
     title: str | None = None,
-    type_: str = "about:blank",
     errors: list[dict[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
+    """The problem+json answer; ``type_`` from the fixed vocabulary (a plain string that is not in it raises)."""
     body: dict[str, Any] = {
-        "type": type_,
+        "type": ProblemType(type_).value,
         "title": title or _TITLES.get(status, "Error"),
         "status": status,
         "detail": _encodable(detail),
@@ -78,34 +95,28 @@ async def _dust_error(request: Request, exc: DustError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [_field_error(e) for e in exc.errors()]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    where = ".".join(str(p) for p in first["loc"]) or "request"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return problem(
-        422, f"{where}: {first['msg']}{more}", type_="https://dust.dev/problems/invalid-input", errors=errors
-    )
-
-
-def _field_error(error: Any) -> dict[str, Any]:
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-    if error.get("type") == "json_invalid":
-        message = f"body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-    return {"loc": list(error.get("loc", [])), "msg": message, "type": error.get("type")}
+    invalid = invalid_input(exc.errors())  # worded as the embedded API words its InvalidInput
+    return problem(422, invalid.detail, type_=ProblemType.invalid_input, errors=invalid.errors)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     detail = str(exc.detail)
     unparsed = _unparsable_body(exc.__cause__) if exc.status_code == 400 else None
     if unparsed:
-        return problem(422, unparsed, type_="https://dust.dev/problems/invalid-input")
+        return problem(422, unparsed, type_=ProblemType.invalid_input)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}; the API is listed at /docs"
     elif exc.status_code == 405:
         allowed = ", ".join(_allowed_methods(request))
         detail = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
-        return problem(405, detail, headers={"Allow": allowed})
-    return problem(exc.status_code, detail, headers=exc.headers)
+        return problem(405, detail, type_=ProblemType.method_not_allowed, headers={"Allow": allowed})
+    return problem(exc.status_code, detail, type_=_type_of(exc.status_code), headers=exc.headers)
+
+
+def _type_of(status: int) -> ProblemType:
+    """The problem type of an error known only by its status."""
+    fallback = ProblemType.internal_error if status >= 500 else ProblemType.bad_request
+    return _TYPES.get(status, fallback)
 
 
 def _unparsable_body(cause: BaseException | None) -> str | None:
@@ -120,7 +131,7 @@ def _unparsable_body(cause: BaseException | None) -> str | None:
     if isinstance(cause, ValueError) and "digits" in str(cause):
         return (
             f"body holds an integer of more than {sys.get_int_max_str_digits()} digits; numbers must be finite "
-            f"and within float64, time indices within 0..{MAX_TIME_INDEX}"
+            f"and within float64, time indices from 0 to {MAX_TIME_INDEX:,}"
         )
     return None
 

@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from dust.api.middleware import DEADLINE
 from dust.api.problems import problem
 from dust.core.config import Settings
+from dust.core.errors import ProblemType
 from dust.core.logging import get_logger
 
 log = get_logger("dust.server")
@@ -40,7 +41,8 @@ def _limits() -> tuple[float, int, int]:
 
 async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
     detail = "the server holds as many connections as it may (DUST_MAX_CONNECTIONS); retry shortly"
-    await problem(503, detail, title="Service unavailable", headers={"Retry-After": "1"})(scope, receive, send)
+    busy = problem(503, detail, type_=ProblemType.unavailable, headers={"Retry-After": "1"})
+    await busy(scope, receive, send)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -69,7 +71,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         super().data_received(data)
         if self._in_head and self._head_bytes > self.max_head and not self.transport.is_closing():
-            self._refuse(431, f"the request head is over {self.max_head} bytes (DUST_MAX_HEADER_BYTES)")
+            self._refuse(
+                431,
+                ProblemType.header_too_large,
+                f"the request head is over {self.max_head} bytes (DUST_MAX_HEADER_BYTES)",
+            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -107,16 +113,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Either way the connection closes once that answer is out, which ends any trickle.
             self.cycle.keep_alive = False
         elif self._in_head and self._head_bytes:
-            self._refuse(408, f"the request head did not arrive within {self.request_timeout:g} s")
+            self._refuse(
+                408, ProblemType.request_timeout, f"the request head did not arrive within {self.request_timeout:g} s"
+            )
         else:  # nothing sent since connecting, or the rest of a body nobody reads: no one to answer
             self.transport.close()
 
-    def _refuse(self, status: int, detail: str) -> None:
+    def _refuse(self, status: int, type_: ProblemType, detail: str) -> None:
         """Answer as a problem and close: the app never saw this request, so it cannot answer. (Unless a
         pipelined request's answer is still being written: then only close.)"""
         if self.cycle is None or self.cycle.response_complete:
             phrase = http.HTTPStatus(status).phrase
-            problem = {"type": "about:blank", "title": phrase.capitalize(), "status": status, "detail": detail}
+            problem = {"type": type_.value, "title": phrase.capitalize(), "status": status, "detail": detail}
             body = json.dumps(problem).encode()
             head = (
                 f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"

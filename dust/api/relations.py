@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from dust.api.deps import SessionDep, SettingsDep, allow
-from dust.core.errors import InvalidInput
 from dust.core.security import Permission
 from dust.engine import relations
 from dust.engine.fields import Timestamp
@@ -24,7 +23,6 @@ from dust.engine.relations import (
 )
 
 router = APIRouter(tags=["relations"])
-MAX_TYPES = 32
 Types = Annotated[str | None, Query(max_length=1000, description="Relation type, or a comma list of types.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such relation, or one whose ends are not both yours to see."}
@@ -32,14 +30,21 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 GRANTING: dict[int | str, dict[str, Any]] = {
     403: {"description": "Relations of the access-granting types are for DUST_GRANTING_ROLES only."}
 }
-At = Annotated[Timestamp | None, Query(description="As of this time: validity and weight then.")]
-
-
-def _types(value: str | None) -> list[str]:
-    names = [t.strip() for t in value.split(",") if t.strip()] if value else []
-    if len(names) > MAX_TYPES:
-        raise InvalidInput(f"type may name at most {MAX_TYPES} relation types a request; this one names {len(names)}")
-    return names
+At = Annotated[
+    Timestamp | None,
+    Query(
+        description="As of this time: only relations valid then (valid_from <= at < valid_to, a null bound being "
+        "open), with the weight they had then. Default now: relations not valid now are left out."
+    ),
+]
+Hops = Annotated[int, Query(ge=1, le=3, description="Hops from the entity, 1..3; default 1.")]
+Towards = Annotated[
+    Direction,
+    Query(description="out: relations from the entity; in: relations to it; both (the default): either way."),
+]
+MinWeight = Annotated[
+    float | None, Query(description="Only relations of at least this weight (the weight then, with at); default any.")
+]
 
 
 @router.post(
@@ -65,7 +70,11 @@ def list_(
 ) -> RelationList:
     """Relations touching an entity and/or of some types, in creation order."""
     return relations.list_(
-        session, entity_id=entity_id, types=_types(type), limit=min(limit, settings.page_size_max), cursor=cursor
+        session,
+        entity_id=entity_id,
+        types=relations.type_names(type),
+        limit=min(limit, settings.page_size_max),
+        cursor=cursor,
     )
 
 
@@ -105,21 +114,27 @@ def delete(relation_id: uuid.UUID, session: SessionDep) -> Response:
     **allow(Permission.read),
 )
 def query_master(
-    entity_id: uuid.UUID,
+    entity_id: Annotated[uuid.UUID, Query(description="The entity to start from.")],
     session: SessionDep,
     type: Types = None,
-    direction: Direction = "both",
-    depth: Annotated[int, Query(ge=1, le=3)] = 1,
-    min_weight: float | None = None,
+    direction: Towards = "both",
+    depth: Hops = 1,
+    min_weight: MinWeight = None,
     at: At = None,
 ) -> Neighbourhood:
     """Entities and edges around an entity: by type and direction, 1..3 hops, above a weight, as of a time."""
     return relations.neighbourhood(
-        session, entity_id, types=_types(type), direction=direction, depth=depth, min_weight=min_weight, at=at
+        session,
+        entity_id,
+        types=relations.type_names(type),
+        direction=direction,
+        depth=depth,
+        min_weight=min_weight,
+        at=at,
     )
 
 
 @router.get("/query_master/tensor", response_model=MasterTensor, **allow(Permission.read))
 def master_tensor(session: SessionDep, type: Types = None, at: At = None) -> MasterTensor:
     """The master tensor R[type, source, target] = weight as sparse COO."""
-    return relations.master_tensor(session, types=_types(type), at=at)
+    return relations.master_tensor(session, types=relations.type_names(type), at=at)

@@ -50,12 +50,21 @@ def get(
     "/{name}",
     status_code=status.HTTP_201_CREATED,
     response_model=SchemaPublic,
-    responses={**NOT_FOUND, 409: {"description": "Not a compatible change, or another version was just published."}},
+    responses={
+        **NOT_FOUND,
+        200: {"description": "The same as the current version: that version, and no new one.", "model": SchemaPublic},
+        201: {"description": "A new version."},
+        409: {"description": "Not a compatible change, or another version was just published."},
+        422: {"description": "Invalid input, or read-only fields (name, version, created_at) unlike the current's."},
+    },
     **allow(Permission.admin),
 )
-def publish(name: SchemaName, data: SchemaUpdate, session: SessionDep) -> SchemaPublic:
-    """Publish a new version: labels may be appended, units and ranges changed; 409 otherwise."""
-    return schemas.publish(session, name, data)
+def publish(name: SchemaName, data: SchemaUpdate, session: SessionDep, response: Response) -> SchemaPublic:
+    """A new version (201) with labels appended, units or ranges changed; the current one (200) if unchanged."""
+    published, made = schemas.put(session, name, data)
+    if not made:
+        response.status_code = status.HTTP_200_OK
+    return published
 
 
 @router.delete(

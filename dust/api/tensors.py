@@ -98,11 +98,12 @@ def read(
     settings: SettingsDep,
     time: TimeParam = None,
     start: Annotated[str | None, Query(alias="from", max_length=64, description="First time (inclusive).")] = None,
-    stop: Annotated[str | None, Query(alias="to", max_length=64, description="Last time (inclusive).")] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64, description="Last time (inclusive).")] = None,
     as_of: Annotated[Timestamp | None, Query(description="Values as they stood at this write time.")] = None,
 ) -> Response:
-    """Metadata and values. ``time`` (an index, a timestamp or ``latest``), ``from``/``to``, and
-    ``<axis>=<label>`` (one label drops the axis; a comma list keeps it) select slices."""
+    """Metadata and values. ``time`` (an index, a timestamp or ``latest``), ``from``/``to`` (inclusive, clipped
+    to the recorded range: ``selection`` says what was read), and ``<axis>=<label>`` (one label drops the axis;
+    a comma list keeps it) select slices."""
     labels = _label_params(request)
     latest = time == "latest"
     view = tensors.read(
@@ -110,7 +111,7 @@ def read(
         tensor_id,
         time=None if latest else time,
         start=start,
-        stop=stop,
+        end=end,
         labels=labels,
         as_of=as_of,
         latest=latest,
@@ -187,8 +188,8 @@ def history(
     session: SessionDep,
     settings: SettingsDep,
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    stop: Annotated[str | None, Query(alias="to", max_length=64)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
 ) -> list[HistoryEntry]:
     """Values that later writes replaced, with when each was written and replaced; 422 beyond
     DUST_MAX_HISTORY_ENTRIES (narrow with from/to)."""
-    return tensors.history(session, tensor_id, start, stop, limit=settings.max_history_entries)
+    return tensors.history(session, tensor_id, start, end, limit=settings.max_history_entries)

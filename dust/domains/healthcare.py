@@ -8,7 +8,7 @@ and occasional fever episodes, so that the demo shows trends and anomalies worth
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -51,30 +51,13 @@ VITALS = SchemaCreate.model_validate(
 )
 # mean, between-patient sd, day-to-day sd per metric (order of VITALS' labels)
 _REFERENCE = np.array([[72, 8, 4], [120, 12, 6], [78, 7, 4], [36.8, 0.2, 0.15], [97.5, 1.0, 0.6], [15, 2, 1.2]])
-_FIRST = [
-    "Jane",
-    "John",
-    "Maria",
-    "Wei",
-    "Aisha",
-    "Lucas",
-    "Sofia",
-    "Omar",
-    "Yuki",
-    "Elena",
-    "Kwame",
-    "Priya",
-    "Noah",
-    "Fatima",
-    "Liam",
-    "Chen",
-    "Ana",
-    "Ivan",
-    "Zara",
-    "Mateo",
-]
+# First names by the gender a patient's record carries; doctors draw from both.
+_FIRST = {
+    "F": ["Jane", "Maria", "Aisha", "Sofia", "Yuki", "Elena", "Priya", "Fatima", "Ana", "Zara"],
+    "M": ["John", "Wei", "Lucas", "Omar", "Kwame", "Noah", "Liam", "Ivan", "Mateo", "Kenji"],
+}
+# No "Doe": the only Does are the two Jane Does below, so a search for "jane doe" shows just the two of them.
 _LAST = [
-    "Doe",
     "Smith",
     "Garcia",
     "Wang",
@@ -95,12 +78,15 @@ _LAST = [
     "Ahmed",
     "Lopez",
 ]
+# The case a name alone cannot settle: the first two patients are both Jane Doe, told apart by id, record number
+# and birth date.
+JANE_DOES = [{"gender": "F", "birth_date": "1984-03-12"}, {"gender": "F", "birth_date": "1961-08-30"}]
 MARKER = ("hospital", "demo-hospital-1")
-# What de-identified readers (analysts) may not see. A patient's name, record number and birth year identify
-# them (HIPAA Safe Harbor lists names, record numbers and dates); a doctor's or hospital's name does not.
+# What de-identified readers (analysts) may not see. A patient's name, record number and birth date identify
+# them (HIPAA Safe Harbor lists names, record numbers and dates) and are among DUST_SENSITIVE_FIELDS (name,
+# external id, ssn, address, birth date, phone, email); a doctor's or hospital's name identifies no patient.
 POLICIES = {
-    # On top of DUST_SENSITIVE_FIELDS (name, external id, ssn, address, birth date, phone, email).
-    "patient": KindPolicy(description="A person receiving care.", sensitive=["birth_year"]),
+    "patient": KindPolicy(description="A person receiving care."),
     "doctor": KindPolicy(description="A clinician; linked users see the patients they treat.", public=["name"]),
     "hospital": KindPolicy(description="A place of care.", public=["name", "external_id"]),
 }
@@ -126,7 +112,7 @@ def generate(
             session,
             EntityCreate(
                 kind="doctor",
-                name=f"Dr. {_name(rng)}",
+                name=f"Dr. {_name(rng, str(rng.choice(['F', 'M'])))}",
                 external_id=f"demo-doctor-{i + 1}",
                 attributes={"specialty": str(rng.choice(["cardiology", "general practice", "internal medicine"]))},
             ),
@@ -134,15 +120,7 @@ def generate(
         relations.create(session, RelationCreate(source_id=doctor.id, target_id=hospitals[i % 2].id, type="works_at"))
         doctors.append(doctor)
     for i in range(size):
-        patient = entities.create(
-            session,
-            EntityCreate(
-                kind="patient",
-                name=_name(rng),
-                external_id=f"MRN-{100000 + i}",
-                attributes={"gender": str(rng.choice(["F", "M"])), "birth_year": int(rng.integers(1940, 2010))},
-            ),
-        )
+        patient = entities.create(session, _patient(rng, i))
         for doctor in rng.choice(len(doctors), size=int(rng.integers(1, 3)), replace=False):
             relations.create(
                 session,
@@ -160,8 +138,19 @@ def generate(
     return {"hospitals": len(hospitals), "doctors": len(doctors), "patients": size, "values": size * days * 6}
 
 
-def _name(rng: np.random.Generator) -> str:
-    return f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+def _patient(rng: np.random.Generator, i: int) -> EntityCreate:
+    """Patient ``i``: one of the Jane Does, or a first name that fits the gender on record and a birth date."""
+    if i < len(JANE_DOES):
+        name, attributes = "Jane Doe", dict(JANE_DOES[i])
+    else:
+        gender = str(rng.choice(["F", "M"]))
+        born = date(1940, 1, 1) + timedelta(days=int(rng.integers(0, 70 * 365)))
+        name, attributes = _name(rng, gender), {"gender": gender, "birth_date": born.isoformat()}
+    return EntityCreate(kind="patient", name=name, external_id=f"MRN-{100000 + i}", attributes=attributes)
+
+
+def _name(rng: np.random.Generator, gender: str) -> str:
+    return f"{rng.choice(_FIRST[gender])} {rng.choice(_LAST)}"
 
 
 def _vitals(rng: np.random.Generator, days: int) -> np.ndarray:

@@ -67,7 +67,20 @@ def act_as(session: Session, who: Principal | None) -> None:
 def require(session: Session, permission: Permission) -> None:
     who = principal(session)
     if who is not None and not who.may(permission):
-        raise Forbidden(f"role '{who.role}' may not {permission.value}; ask an admin")
+        raise Forbidden(refusal(who.role, permission))
+
+
+def refusal(role: Role, permission: Permission) -> str:
+    """Why ``role`` cannot do what needs ``permission``, as a person would say it."""
+    if permission is Permission.admin:
+        return f"only an admin can do this, and you are signed in as {_a(role)}; ask an admin"
+    if permission is Permission.write and Permission.read in GRANTS[role]:
+        return f"you are signed in as {_a(role)}, who can read but not change data; ask an admin"
+    return f"you are signed in as {_a(role)}, who cannot {permission.value} here; ask an admin"
+
+
+def _a(role: Role) -> str:
+    return f"{'an' if role.value[0] in 'aeiou' else 'a'} {role.value}"
 
 
 def visible_ids(session: Session) -> CompoundSelect[Any] | Select[Any] | None:
@@ -127,8 +140,8 @@ def require_grant(session: Session, relation_type: str) -> None:
     who = principal(session)
     if who is not None and relation_type in who.grant_types and not who.may_grant:
         raise Forbidden(
-            f"'{relation_type}' relations grant access to entities; only the roles in DUST_GRANTING_ROLES "
-            "may create, change or delete them (ask an admin)"
+            f"'{relation_type}' relations decide who can see which entities, so only the roles named in "
+            "DUST_GRANTING_ROLES can create, change or delete them; ask an admin"
         )
 
 

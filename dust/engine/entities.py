@@ -165,14 +165,14 @@ def _check_deletable(session: Session, entity_id: uuid.UUID) -> None:
     hidden = relation_repo.count_touching(session, entity_id, outside=access.visible_ids(session))
     if hidden:
         raise Conflict(
-            f"entity {entity_id} has {hidden} relation(s) to entities outside your reach; deleting it would remove "
-            "them, so ask an admin"
+            f"entity {entity_id} has {hidden} relation(s) to entities you cannot see; deleting it would delete "
+            "those too, so ask an admin"
         )
     granting = [] if who.may_grant else relation_repo.types_touching(session, entity_id, who.grant_types)
     if granting:
         raise Conflict(
-            f"entity {entity_id} has '{granting[0]}' relations, which grant access: deleting it would change who may "
-            "see what, which only the roles in DUST_GRANTING_ROLES may do (ask an admin)"
+            f"entity {entity_id} has '{granting[0]}' relations, which decide who can see what: deleting it would "
+            "change that, which only the roles named in DUST_GRANTING_ROLES can do; ask an admin"
         )
 
 
@@ -247,7 +247,7 @@ def _check_deidentified_filters(
     hidden = access.sensitive_fields(session, kind)  # without a kind: sensitive for any kind
     for key in attributes:
         if key in hidden:
-            raise Forbidden(f"attribute '{key}' is sensitive; de-identified readers may not filter by it")
+            raise Forbidden(f"attribute '{key}' is sensitive, so a de-identified reader cannot filter by it")
 
 
 def _search(
@@ -328,7 +328,9 @@ def parse_attribute_filters(params: Mapping[str, str]) -> dict[str, Any]:
             raise InvalidInput(f"attribute filter '{name}': key must be letters, digits, '_' or '-'")
         filters[key] = _filter_value(name, raw)
     if len(filters) > MAX_ATTRIBUTE_FILTERS:  # each is a condition in one SQL statement; SQLite's nest 1,000 deep
-        raise InvalidInput(f"at most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters a request; this one has {len(filters)}")
+        raise InvalidInput(
+            f"a request may carry at most {MAX_ATTRIBUTE_FILTERS} attr.<key> filters; this one has {len(filters)}"
+        )
     return filters
 
 

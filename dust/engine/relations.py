@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -20,13 +21,14 @@ from dust.engine import access, audit
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_after, keyset_cursor
-from dust.engine.timegrid import as_utc
+from dust.engine.timegrid import as_utc, shown
 from dust.storage.models import Relation, utcnow
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import relations as repo
 
 TYPE = r"^[a-z][a-z0-9_\-]{0,63}$"
 TYPE_NAME = re.compile(TYPE, re.ASCII)
+MAX_TYPES = 32  # each is a bound parameter of every query it filters
 Direction = Literal["out", "in", "both"]
 
 
@@ -52,9 +54,9 @@ class RelationCreate(BaseModel):
     weight: float = Field(1.0, description="Strength of the relation.")
     attributes: Attributes = Field(default_factory=dict)
     valid_from: Timestamp | None = Field(
-        None, description="Start of validity (inclusive), before valid_to; null: always."
+        None, description="Start of validity (inclusive), before valid_to; null: valid since always."
     )
-    valid_to: Timestamp | None = Field(None, description="End of validity (exclusive); null: open.")
+    valid_to: Timestamp | None = Field(None, description="End of validity (exclusive); null: valid for good.")
 
     _weight = field_validator("weight")(_finite)
     _weight_type = field_validator("weight", mode="before")(_number)
@@ -151,13 +153,14 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
     if missing:
         raise InvalidInput(f"entity {sorted(map(str, missing))[0]} does not exist; relations join existing entities")
     access.require_grant(session, data.type)
-    if repo.find_edge(session, data.source_id, data.target_id, data.type) is not None:
-        raise _duplicate(data)
+    existing = repo.find_edge(session, data.source_id, data.target_id, data.type)
+    if existing is not None:
+        raise _duplicate(data, existing.id)
     try:
         with session.begin_nested():
             row = repo.add(session, **data.model_dump())
     except IntegrityError:
-        raise _duplicate(data) from None
+        raise _duplicate(data, None) from None
     audit.record(session, "create", "relation", row.id, ids)
     return _public(session, row)
 
@@ -169,9 +172,11 @@ def _public(session: Session, row: Relation) -> RelationPublic:
     return public
 
 
-def _duplicate(data: RelationCreate) -> Conflict:
+def _duplicate(data: RelationCreate, relation_id: uuid.UUID | None) -> Conflict:
+    which = "" if relation_id is None else f" ({relation_id})"
     return Conflict(
-        f"a '{data.type}' relation from {data.source_id} to {data.target_id} exists; PATCH it to change its weight"
+        f"a '{data.type}' relation from {data.source_id} to {data.target_id} exists{which}; change its weight with "
+        "PATCH /relations/{relation_id} (in Python: update_relation)"
     )
 
 
@@ -252,6 +257,19 @@ def list_(
     )
 
 
+def type_names(value: str | Sequence[str] | None) -> list[str]:
+    """The relation types a query names: a comma list (``type=treats,works_at``) or a list of names."""
+    if isinstance(value, str):
+        names = [t.strip() for t in value.split(",") if t.strip()]
+    elif value is None or (isinstance(value, Sequence) and all(isinstance(t, str) for t in value)):
+        names = list(value or [])
+    else:
+        raise InvalidInput(f"type must be a relation type, a comma list or a list of them, not {shown(value)}")
+    if len(names) > MAX_TYPES:
+        raise InvalidInput(f"type may name at most {MAX_TYPES} relation types; this request names {len(names)}")
+    return names
+
+
 def _types(types: list[str] | None) -> list[str]:
     """The type filter, each checked: a name that no relation can have is a mistake worth saying."""
     for name in types or []:
@@ -278,7 +296,7 @@ def neighbourhood(
     With ``at``, only relations valid at that time count, with the weight they had then.
     """
     if not 1 <= depth <= 3:
-        raise InvalidInput(f"depth {depth} is outside 1..3")
+        raise InvalidInput(f"depth must be 1, 2 or 3, not {depth}")
     if min_weight is not None and math.isnan(min_weight):
         raise InvalidInput("min_weight must be a number, not NaN")
     at = _as_of(at)

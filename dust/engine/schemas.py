@@ -21,7 +21,8 @@ from dust.engine.fields import NEVER_IN_NAMES, Integer, Plain, Timestamp, Unit
 from dust.storage.repositories import schemas as repo
 
 NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
-RESERVED_AXES = {"time", "from", "to", "as_of", "value", "latest"}
+# Read parameters, and keys of a read's `selection` beside the axes picked by one label.
+RESERVED_AXES = {"time", "from", "to", "as_of", "value", "latest", "requested"}
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 TimeUnit = Literal["second", "minute", "hour", "day", "week"]
 MAX_CELLS = 100_000
@@ -125,7 +126,11 @@ class SchemaCreate(BaseModel):
 
 
 class SchemaUpdate(BaseModel):
-    """A new version: the same axes and time axis, labels only appended; units and ranges may change."""
+    """A new version: the same axes and time axis, labels only appended; units and ranges may change.
+
+    The read-only fields a read returns (``name``, ``version``, ``created_at``) may come back with it, as read:
+    a schema read, edited and sent back is a new version. They are checked, not taken (``check_read_only``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -133,6 +138,15 @@ class SchemaUpdate(BaseModel):
     sensitive: bool | None = Field(None, strict=True, description="Default: as the current version.")
     axes: list[Axis] = Field(min_length=1, max_length=8)
     time: TimeAxis | None = None
+    name: str | None = Field(
+        None, pattern=NAME, description="Read-only: if sent, the schema's name (the path's), else 422."
+    )
+    version: Integer | None = Field(
+        None, ge=1, le=MAX_VERSION, description="Read-only: if sent, the current version's number, else 422."
+    )
+    created_at: Timestamp | None = Field(
+        None, description="Read-only: if sent, when the current version was created (as read), else 422."
+    )
 
     # Checked here too, so that a bad new version is refused as input rather than failing inside publish.
     _axes = field_validator("axes")(_check_axes)
@@ -186,7 +200,8 @@ class SchemaDef:
         if position is None:
             raise InvalidInput(
                 f"label '{label}' is not in axis {axis.name}{did_you_mean(label, axis.labels)}"
-                f" (labels: {', '.join(axis.labels[:20])}{', …' if len(axis.labels) > 20 else ''})"
+                f" (labels: {', '.join(axis.labels[:20])}{', …' if len(axis.labels) > 20 else ''})",
+                code="unknown_label",
             )
         return position
 
@@ -206,7 +221,9 @@ def create(session: Session, data: SchemaCreate) -> SchemaPublic:
 
 
 def _exists(name: str) -> Conflict:
-    return Conflict(f"schema '{name}' exists; PUT /schemas/{name} publishes a new version")
+    return Conflict(
+        f"schema '{name}' exists; publish a new version with PUT /schemas/{name} (in Python: update_schema)"
+    )
 
 
 def _add(session: Session, data: SchemaCreate, version: int, clash: Conflict) -> Any:
@@ -219,8 +236,16 @@ def _add(session: Session, data: SchemaCreate, version: int, clash: Conflict) ->
 
 
 def publish(session: Session, name: str, data: SchemaUpdate) -> SchemaPublic:
-    """A compatible new version of ``name``: existing labels kept in order, new ones appended."""
-    current = get_def(session, name)
+    """A compatible new version of ``name``: existing labels kept in order, new ones appended; the current
+    version itself if ``data`` changes nothing."""
+    return put(session, name, data)[0]
+
+
+def put(session: Session, name: str, data: SchemaUpdate) -> tuple[SchemaPublic, bool]:
+    """``publish``, and whether it made a new version: ``data`` the same as the current version makes none."""
+    row = _row(session, name, None)
+    current = definition(row.name, row.version, row.definition)
+    check_read_only(row, data)
     new = SchemaCreate(
         name=name,
         description=data.description,
@@ -228,10 +253,42 @@ def publish(session: Session, name: str, data: SchemaUpdate) -> SchemaPublic:
         axes=data.axes,
         time=data.time or current.time,
     )
+    if new.model_dump(mode="json") == SchemaCreate.model_validate(row.definition).model_dump(mode="json"):
+        return _public(row), False
     _check_compatible(current, new)
     clash = Conflict(f"version {current.version + 1} of schema '{name}' was just published; read it and retry")
     _forget(session, name)  # the cached latest is no longer the latest
-    return _public(_add(session, new, current.version + 1, clash))
+    return _public(_add(session, new, current.version + 1, clash)), True
+
+
+def check_read_only(row: Any, data: SchemaUpdate) -> None:
+    """The read-only fields sent back must be as a read of the current version gives them."""
+    if data.name is not None and data.name != row.name:
+        raise InvalidInput(
+            f"name '{data.name}' is not this schema's: the path names '{row.name}'. name is read-only; send it "
+            "unchanged or leave it out (a schema is renamed by creating it under the new name)"
+        )
+    if data.version is not None and data.version < row.version:
+        # a lost update in the making: someone published since this copy was read
+        raise Conflict(
+            f"version {data.version} of schema '{row.name}' is no longer the current one: version {row.version} "
+            f"was published since. Read the schema again (GET /schemas/{row.name}; in Python get_schema), apply "
+            "your change to it and send that, or leave version out"
+        )
+    if data.version is not None and data.version != row.version:
+        raise InvalidInput(
+            f"version {data.version} of schema '{row.name}' does not exist; the current one is {row.version}. "
+            "version is read-only: send it as read, or leave it out"
+        )
+    if data.created_at is not None and data.created_at != row.created_at:
+        raise InvalidInput(
+            f"created_at {_z(data.created_at)} is not when version {row.version} of schema '{row.name}' "
+            f"was created ({_z(row.created_at)}). created_at is read-only; send it unchanged or leave it out"
+        )
+
+
+def _z(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def _check_compatible(old: SchemaDef, new: SchemaCreate) -> None:

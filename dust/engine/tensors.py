@@ -27,7 +27,7 @@ from dust.engine import access, audit, entities, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
 from dust.engine.schemas import SchemaDef
-from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, shown, to_us
+from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, parse_timestamp, shown, to_us
 from dust.engine.views import TensorView, TimeInfo
 from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
@@ -182,7 +182,7 @@ def of_entity(session: Session, entity_id: uuid.UUID) -> list[TensorPublic]:
 def update(session: Session, tensor_id: uuid.UUID, data: TensorUpdate) -> TensorPublic:
     row = get_row(session, tensor_id)
     if data.schema_version < row.schema_version:
-        raise Conflict(f"tensor is on version {row.schema_version}; versions only move forward")
+        raise Conflict(f"the tensor is already on version {row.schema_version}; a tensor moves only to a later version")
     sdef = schemas.get_def(session, row.schema_name, data.schema_version)
     row.schema_version = sdef.version  # compatible by construction: versions only append labels
     session.flush()
@@ -212,7 +212,7 @@ def public(row: Tensor, sdef: SchemaDef) -> TensorPublic:
 
 
 def _time_info(row: Tensor, sdef: SchemaDef) -> TimeInfo:
-    return TimeInfo(unit=sdef.time.unit, step=sdef.time.step, origin=row.origin, start=row.time_min, stop=row.time_max)
+    return TimeInfo(unit=sdef.time.unit, step=sdef.time.step, origin=row.origin, start=row.time_min, end=row.time_max)
 
 
 def _schema(session: Session, row: Tensor) -> SchemaDef:
@@ -397,26 +397,29 @@ def _parse_each(
     for i, item in enumerate(values):
         try:
             if not isinstance(item, Mapping):
-                raise InvalidInput("each value must be an object {time, <axis>: label, value}")
+                raise InvalidInput("each value must be an object {time, <axis>: label, value}", code="not_an_object")
             extra = set(item) - allowed
             if extra:
-                raise InvalidInput(f"unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}")
+                raise InvalidInput(
+                    f"unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}", code="unknown_field"
+                )
             if "time" not in item:
-                raise InvalidInput("time is required (an index or an ISO 8601 timestamp)")
+                raise InvalidInput("time is required (an index or an ISO 8601 timestamp)", code="missing")
             times[i] = grid.index(item["time"])
             cell = 0
             for axis, stride in zip(sdef.axes, sdef.strides, strict=True):
                 if axis.name not in item:
-                    raise InvalidInput(f"'{axis.name}' is required: one of {axis.labels[:20]}")
+                    raise InvalidInput(f"'{axis.name}' is required: one of {axis.labels[:20]}", code="missing")
                 cell += int(stride) * sdef.label_index(axis, _label(item[axis.name], axis.name))
             cells[i] = cell
             numbers[i] = _number(item.get("value"), sdef, cell)
         except InvalidInput as problem:
-            errors.append({"loc": ["values", i], "msg": problem.detail})
+            errors.append({"loc": ["values", i], "msg": problem.detail, "type": problem.code})
     if errors:
         first = errors[0]
         raise InvalidInput(
-            f"{len(errors)} of {n} values rejected, nothing written; first, values[{first['loc'][1]}]: {first['msg']}",
+            f"{len(errors)} of {n} values were rejected, so nothing was written; the first, "
+            f"values[{first['loc'][1]}]: {first['msg']}",
             errors=errors[:100],
         )
     return times, cells, numbers
@@ -424,19 +427,21 @@ def _parse_each(
 
 def _label(raw: Any, axis: str) -> str:
     if not isinstance(raw, str):
-        raise InvalidInput(f"'{axis}' must be a label (a string), not {raw!r}")
+        raise InvalidInput(f"'{axis}' must be a label (a string), not {raw!r}", code="not_a_label")
     return raw
 
 
 def _number(raw: Any, sdef: SchemaDef, cell: int) -> float:
     if isinstance(raw, bool | np.bool_) or not isinstance(raw, numbers.Real):
-        raise InvalidInput(f"value must be a number, not {shown(raw)}")
+        raise InvalidInput(f"value must be a number, not {shown(raw)}", code="not_a_number")
     try:
         number = float(raw)
     except OverflowError:  # an integer beyond float64, e.g. 10**400 (JSON allows any number of digits)
-        raise InvalidInput(f"value must be a number within float64 range, not {shown(raw)}") from None
+        raise InvalidInput(
+            f"value must be a number within float64 range, not {shown(raw)}", code="not_finite"
+        ) from None
     if not math.isfinite(number):
-        raise InvalidInput("value must be a finite number; NaN and infinity are not allowed")
+        raise InvalidInput("value must be a finite number; NaN and infinity are not allowed", code="not_finite")
     low, high = sdef.bounds
     if not low[cell] <= number <= high[cell]:
         raise _out_of_range(sdef, cell, number)
@@ -463,8 +468,11 @@ def _out_of_range(sdef: SchemaDef, cell: int, number: float) -> InvalidInput:
         low, high = axis.ranges.get(label, (-math.inf, math.inf))
         if not low <= number <= high:
             unit = f" {axis.units[label]}" if label in axis.units else ""
-            return InvalidInput(f"{label} {number:g}{unit} is outside its valid range {low:g}..{high:g}{unit}")
-    return InvalidInput(f"value {number:g} is outside its valid range")  # not reached: bounds come from ranges
+            return InvalidInput(
+                f"{label} {number:g}{unit} is outside its valid range {low:g}..{high:g}{unit}", code="out_of_range"
+            )
+    # Not reached: the bounds come from the ranges.
+    return InvalidInput(f"value {number:g} is outside its valid range", code="out_of_range")
 
 
 @dataclass
@@ -600,23 +608,36 @@ def read(
     *,
     time: int | str | datetime | None = None,
     start: int | str | datetime | None = None,
-    stop: int | str | datetime | None = None,
+    end: int | str | datetime | None = None,
     labels: Mapping[str, str | Sequence[str]] | None = None,
-    as_of: datetime | None = None,
+    as_of: datetime | str | None = None,
     latest: bool = False,
     max_cells: int = 5_000_000,
 ) -> TensorView:
-    """Values of a tensor: all of it, one time step, a range (inclusive), some labels, or "as of" a write time.
+    """Values of a tensor: all of it, one time step, a range, some labels, or "as of" a write time.
 
-    A single label (a string) drops its axis, as does a single ``time``; lists and ranges keep theirs.
-    ``latest`` gives, per cell, the last recorded value and its time index.
+    Time is selected as over REST, where ``start``/``end`` are ``from``/``to``; a time is an index or a
+    timestamp (floored onto the grid):
+
+    - ``time``: one step; the time dim is dropped. OutOfRange unless that step is in the recorded range.
+    - ``start``/``end``: a range, inclusive at both ends like pandas ``.loc`` ("day 2 to day 5" is four steps);
+      either end may be left open. A range partly outside the recorded range is clipped to it (the view's
+      ``selection`` gives the ``from``/``to`` read and the ``requested`` ones); one entirely outside it is
+      OutOfRange. With nothing recorded, a range reads no steps.
+    - neither: every recorded step.
+
+    A single label (a string) drops its axis; a list keeps it. ``latest`` gives, per cell, the last value
+    recorded within the time selected and its time index (``times``, masked where none). ``as_of`` gives the
+    values as they stood at that write time.
     """
     row = get_row(session, tensor_id)
     sdef = _schema(session, row)
     _readable(session, row, sdef)
     grid = _grid(row, sdef)
     meta = public(row, sdef)
-    first, last = _time_window(row, grid, time, start, stop)
+    first, last, selected = _time_window(row, grid, time, start, end)
+    if as_of is not None:
+        as_of = selected["as_of"] = _moment(as_of)
     picks, dropped = _label_picks(sdef, labels or {})
     cells = math.prod(len(p) for p in picks)
     steps = 0 if first is None or last is None else last - first + 1
@@ -629,30 +650,49 @@ def read(
         indices = np.empty(0, dtype=np.int64)
     else:
         values, indices = _gather(session, row, sdef, first, last, as_of, picks)
-    view = TensorView.build(meta, sdef, grid, values, indices, picks, dropped)
+    view = TensorView.build(meta, sdef, grid, values, indices, picks, dropped, selected)
     if latest:
         return view.latest()
-    return view.single_time(time is not None)
+    return view if time is None else view.single_time()
 
 
-def _time_window(row: Tensor, grid: TimeGrid, time: Any, start: Any, stop: Any) -> tuple[int | None, int | None]:
-    recorded = "nothing recorded" if row.time_min is None else f"{row.time_min}..{row.time_max} recorded"
+def _time_window(
+    row: Tensor, grid: TimeGrid, time: Any, start: Any, end: Any
+) -> tuple[int | None, int | None, dict[str, Any]]:
+    """The first and last time index to read (None with nothing recorded), and the time part of ``selection``."""
     if time is not None:
-        if start is not None or stop is not None:
+        if start is not None or end is not None:
             raise InvalidInput("give either time or from/to, not both")
         index = grid.index(time)
-        if row.time_min is None or not row.time_min <= index <= (row.time_max or 0):
-            raise OutOfRange(f"time index {index} is outside {recorded} for tensor {row.id}")
-        return index, index
+        if row.time_min is None or row.time_max is None:
+            raise OutOfRange(f"tensor {row.id} has no values recorded yet; nothing to read at time index {index}")
+        if not row.time_min <= index <= row.time_max:
+            raise OutOfRange(
+                f"time index {index} is outside {row.time_min}..{row.time_max} recorded for tensor {row.id}"
+            )
+        return index, index, {"time": index}
+    low = None if start is None else grid.index(start, "from")
+    high = None if end is None else grid.index(end, "to")
+    if low is not None and high is not None and low > high:
+        raise InvalidInput(f"from ({low}) is after to ({high}); both ends are inclusive")
+    requested = {"from": low, "to": high}
     if row.time_min is None or row.time_max is None:
-        return None, None
-    first = row.time_min if start is None else grid.index(start, "from")
-    last = row.time_max if stop is None else grid.index(stop, "to")
-    if first > last:
-        raise InvalidInput(f"from ({first}) is after to ({last})")
-    if last < row.time_min or first > row.time_max:
-        raise OutOfRange(f"time range {first}..{last} is outside {recorded} for tensor {row.id}")
-    return max(first, row.time_min), min(last, row.time_max)
+        return None, None, {"from": None, "to": None, "requested": requested}
+    if (high is not None and high < row.time_min) or (low is not None and low > row.time_max):
+        asked = f"{'' if low is None else low}..{'' if high is None else high}"
+        raise OutOfRange(f"time range {asked} is outside {row.time_min}..{row.time_max} recorded for tensor {row.id}")
+    first = row.time_min if low is None else max(low, row.time_min)
+    last = row.time_max if high is None else min(high, row.time_max)
+    return first, last, {"from": first, "to": last, "requested": requested}
+
+
+def _moment(as_of: object) -> datetime:
+    """``as_of`` in UTC, from a datetime (naive = UTC) or an ISO 8601 timestamp."""
+    if isinstance(as_of, str):
+        return parse_timestamp(as_of, "as_of")
+    if not isinstance(as_of, datetime):
+        raise InvalidInput(f"as_of must be a datetime or an ISO 8601 timestamp, not {shown(as_of)}", code="not_a_time")
+    return as_utc(as_of, "as_of")
 
 
 def _label_picks(sdef: SchemaDef, labels: Mapping[str, str | Sequence[str]]) -> tuple[list[np.ndarray], dict[str, str]]:
@@ -729,15 +769,16 @@ def _cell_of(sdef: SchemaDef, labels: list[str]) -> tuple[int, ...] | None:
 
 
 def history(
-    session: Session, tensor_id: uuid.UUID, start: Any = None, stop: Any = None, *, limit: int | None = None
+    session: Session, tensor_id: uuid.UUID, start: Any = None, end: Any = None, *, limit: int | None = None
 ) -> list[HistoryEntry]:
-    """Every value that a later write replaced, oldest time first; InvalidInput if there are over ``limit``."""
+    """Every value that a later write replaced at times ``start..end`` (inclusive), oldest time first;
+    InvalidInput if there are over ``limit``."""
     row = get_row(session, tensor_id)
     sdef = _schema(session, row)
     _readable(session, row, sdef)
     grid = _grid(row, sdef)
     first = 0 if start is None else grid.index(start, "from")
-    last = (row.time_max or 0) if stop is None else grid.index(stop, "to")
+    last = (row.time_max or 0) if end is None else grid.index(end, "to")
     found = repo.history(session, row.id, first, last, limit=None if limit is None else limit + 1)
     if limit is not None and len(found) > limit:
         raise InvalidInput(

@@ -32,7 +32,9 @@ class TimeGrid:
     def index(self, when: object, field: str = "time") -> int:
         """A time index from an index or an ISO 8601 timestamp (floored onto the grid)."""
         if isinstance(when, bool | np.bool_):
-            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {shown(when)}")
+            raise InvalidInput(
+                f"{field} must be a time index or an ISO 8601 timestamp, not {shown(when)}", code="not_a_time"
+            )
         if isinstance(when, numbers.Integral):
             return self.check(int(when), field)
         if isinstance(when, float) and when.is_integer():
@@ -42,7 +44,9 @@ class TimeGrid:
         if isinstance(when, str):
             when = parse_timestamp(when, field)
         if not isinstance(when, datetime):
-            raise InvalidInput(f"{field} must be a time index or an ISO 8601 timestamp, not {shown(when)}")
+            raise InvalidInput(
+                f"{field} must be a time index or an ISO 8601 timestamp, not {shown(when)}", code="not_a_time"
+            )
         offset_us = (as_utc(when, field) - self.origin) // _US
         if offset_us < 0:
             raise OutOfRange(f"{field} {when.isoformat()} is before the tensor's origin {self.origin.isoformat()}")
@@ -85,7 +89,9 @@ def _integer(text: str, field: str) -> int:
 
 
 def _outside(field: str, index: str) -> OutOfRange:
-    return OutOfRange(f"{field} index {index} is outside 0..{MAX_TIME_INDEX}, the time indices a tensor holds")
+    return OutOfRange(
+        f"{field} index {index} is out of range: a tensor's time indices run from 0 to {MAX_TIME_INDEX:,}"
+    )
 
 
 def shown(value: object) -> str:
@@ -101,7 +107,8 @@ def parse_timestamp(text: str, field: str = "time") -> datetime:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(
-            f"{field} '{text[:64]}' is neither a time index nor an ISO 8601 timestamp (e.g. 2026-01-05T08:00:00Z)"
+            f"{field} '{text[:64]}' is neither a time index nor an ISO 8601 timestamp (e.g. 2026-01-05T08:00:00Z)",
+            code="not_a_time",
         ) from None
     return as_utc(parsed, field)
 

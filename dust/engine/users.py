@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
-from dust.core.errors import Conflict, InvalidInput, NotFound
+from dust.core.errors import Conflict, InvalidInput, NotFound, ProblemType
 from dust.core.security import (
     AccessClaims,
     Role,
@@ -122,6 +122,7 @@ class Refused:
     status: int
     detail: str
     retry_after: int | None = None
+    type: ProblemType = ProblemType.unauthorized
 
 
 class AuthError(Exception):
@@ -133,7 +134,7 @@ class AuthError(Exception):
 
 def create(session: Session, data: UserCreate) -> UserPublic:
     if repo.by_username(session, data.username) is not None:
-        raise Conflict(f"user '{data.username}' exists")
+        raise Conflict(f"a user named '{data.username}' already exists")
     _check_entity(session, data.entity_id)
     try:
         with session.begin_nested():
@@ -145,7 +146,7 @@ def create(session: Session, data: UserCreate) -> UserPublic:
                 entity_id=data.entity_id,
             )
     except IntegrityError:
-        raise Conflict(f"user '{data.username}' exists") from None
+        raise Conflict(f"a user named '{data.username}' already exists") from None
     audit.record(session, "create", "user", row.id)
     return UserPublic.model_validate(row)
 
@@ -215,10 +216,12 @@ def login(session: Session, settings: Settings, username: str, password: str, cl
     now = datetime.now(UTC)
     name, client = username[:64], client[:64]  # as the failures table keeps them
     if repo.failures_since(session, now - timedelta(minutes=1), client=client) >= settings.login_rate_per_minute:
-        return Refused(429, "too many failed sign-ins from this client; wait a minute", retry_after=60)
+        detail = "too many failed sign-ins from this client; wait a minute"
+        return Refused(429, detail, retry_after=60, type=ProblemType.too_many_requests)
     wait = _throttle(session, settings, name, client, now)
     if wait is not None:
-        return Refused(429, f"too many failed sign-ins as this user from this client; retry in {wait} s", wait)
+        detail = f"too many failed sign-ins as this user from this client; retry in {wait} s"
+        return Refused(429, detail, retry_after=wait, type=ProblemType.too_many_requests)
     user = repo.by_username(session, username)
     if not verify_password(user.password_hash if user else None, password) or user is None or user.disabled:
         repo.add_failure(session, name, client, now)
@@ -249,7 +252,8 @@ def refresh(session: Session, settings: Settings, token: str) -> TokenPair | Ref
         return Refused(401, "refresh token is invalid, expired or revoked; sign in again")
     if row.used_at is not None:
         _revoke_sign_in(session, settings, row.family_id, now)
-        return Refused(401, "refresh token was already used; every token of this sign-in is now revoked")
+        detail = "this refresh token was already used, so every token of its sign-in is now revoked; sign in again"
+        return Refused(401, detail, type=ProblemType.refresh_token_reused)
     user = repo.get(session, row.user_id)
     if user is None or user.disabled:
         return Refused(401, "the user is disabled")
@@ -398,7 +402,7 @@ def _key_days(settings: Settings, asked: int | None) -> int:
     if asked is None:
         return min(settings.api_key_days, most)
     if not 1 <= asked <= most:
-        raise InvalidInput(f"expires_in_days must be 1..{most} (DUST_API_KEY_MAX_DAYS); got {asked}")
+        raise InvalidInput(f"expires_in_days must be 1..{most} (DUST_API_KEY_MAX_DAYS), not {asked}")
     return asked
 
 

@@ -24,15 +24,22 @@ class TimeInfo(BaseModel):
     step: int
     origin: datetime
     start: int | None = None
-    stop: int | None = None
+    end: int | None = None  # the first and last time index recorded, inclusive (None: nothing yet)
 
 
 @dataclass(frozen=True)
 class TensorView:
     """Values of (part of) a tensor with dims in tensor order: the remaining axes, then ``time``.
 
-    ``selection`` names the dims dropped by picking a single label or time step; ``times`` (only after
-    ``latest()``) gives the time index each value was recorded at.
+    ``values`` is float64 with NaN for "not recorded". ``selection`` says what was read, in the REST names:
+    each axis picked by a single label (its dim is dropped) with that label; ``time`` for one time step (the time
+    dim is dropped), else ``from``/``to``, the first and last time index read (inclusive; ``None`` when nothing
+    is recorded) with ``requested``, the ``{from, to}`` asked for (``None`` for an end left open), which the
+    recorded range may have clipped; ``latest: True`` after ``latest``; ``as_of`` (UTC) when given.
+
+    ``times`` (only after ``latest()``) is the time index of each value, as an int64 masked array of the values'
+    shape, masked where never recorded (``times.tolist()`` gives ``None`` there, as REST's JSON does;
+    ``times.filled(-1)`` gives a plain array). ``timestamps`` names the same time steps as UTC datetimes.
     """
 
     meta: TensorPublic
@@ -41,7 +48,7 @@ class TensorView:
     coords: dict[str, list[Any]]
     grid: TimeGrid
     selection: dict[str, Any] = field(default_factory=dict)
-    times: np.ndarray | None = None
+    times: np.ma.MaskedArray | None = None
 
     @classmethod
     def build(
@@ -53,7 +60,9 @@ class TensorView:
         indices: np.ndarray,
         picks: list[np.ndarray],
         dropped: dict[str, str],
+        selection: dict[str, Any],
     ) -> TensorView:
+        """A view with every dim; ``dropped`` axes squeezed out, and ``selection`` (the time part) after them."""
         coords: dict[str, list[Any]] = {
             axis.name: [axis.labels[i] for i in pick.tolist()] for axis, pick in zip(sdef.axes, picks, strict=True)
         }
@@ -63,24 +72,17 @@ class TensorView:
         squeeze = tuple(i for i, d in enumerate(dims) if d in dropped)
         for name in dropped:
             coords.pop(name)
-        return cls(meta, values.squeeze(axis=squeeze) if squeeze else values, keep, coords, grid, dict(dropped))
+        values = values.squeeze(axis=squeeze) if squeeze else values
+        return cls(meta, values, keep, coords, grid, {**dropped, **selection})
 
-    def single_time(self, drop: bool) -> TensorView:
+    def single_time(self) -> TensorView:
         """Drop the time dim after a read of one time step."""
-        if not drop:
-            return self
         coords = dict(self.coords)
-        index = coords.pop("time")[0]
-        return replace(
-            self,
-            values=self.values[..., 0],
-            dims=self.dims[:-1],
-            coords=coords,
-            selection={**self.selection, "time": index},
-        )
+        coords.pop("time")
+        return replace(self, values=self.values[..., 0], dims=self.dims[:-1], coords=coords)
 
     def latest(self) -> TensorView:
-        """Per cell, the last recorded value, with ``times`` holding when it was recorded (-1 if never)."""
+        """Per cell, the last recorded value, with ``times`` holding when it was recorded (masked if never)."""
         recorded = ~np.isnan(self.values)
         steps = self.values.shape[-1]
         if steps == 0:
@@ -93,14 +95,36 @@ class TensorView:
             np.take_along_axis(self.values, last[..., None], axis=-1)[..., 0] if steps else np.full(last.shape, np.nan)
         )
         index = np.asarray(self.coords["time"], dtype=np.int64)
-        times = np.where(found, index[last] if steps else -1, -1)
+        times = np.ma.MaskedArray(np.where(found, index[last] if steps else -1, -1), mask=~found, fill_value=-1)
         coords = dict(self.coords)
         coords.pop("time")
-        return replace(self, values=np.where(found, values, np.nan), dims=self.dims[:-1], coords=coords, times=times)
+        return replace(
+            self,
+            values=np.where(found, values, np.nan),
+            dims=self.dims[:-1],
+            coords=coords,
+            selection={**self.selection, "latest": True},
+            times=times,
+        )
 
     @property
-    def timestamps(self) -> list[datetime]:
-        return [self.grid.timestamp(i) for i in self.coords.get("time", [])]
+    def timestamps(self) -> Any:
+        """The UTC start of each time step the view names, shaped as the indices it names: a list along the time
+        dim (``coords["time"]``); one datetime after a read of one step (``selection["time"]``); after
+        ``latest()``, nested lists of ``times``' shape with ``None`` where never recorded."""
+        if self.times is not None:
+            return self._stamps_of(self.times)
+        if "time" in self.dims:
+            return [self.grid.timestamp(i) for i in self.coords["time"]]
+        return self.grid.timestamp(self.selection["time"])
+
+    def _stamps_of(self, times: np.ma.MaskedArray) -> Any:
+        recorded = ~np.ma.getmaskarray(times)
+        indices = np.ma.getdata(times)[recorded].tolist()
+        known = {i: self.grid.timestamp(i) for i in set(indices)}  # cells mostly share a few last steps
+        stamps = np.full(times.shape, None, dtype=object)
+        stamps[recorded] = [known[i] for i in indices]
+        return stamps.tolist()
 
     def to_numpy(self) -> np.ndarray:
         return self.values
@@ -118,7 +142,8 @@ class TensorView:
             "entity_id": str(self.meta.entity_id),
             "schema": self.meta.schema_name,
         }
-        attrs.update({k: str(v) for k, v in self.selection.items()})
+        # netCDF attributes are text or numbers: what was picked, read or clipped, but not `requested`
+        attrs.update({k: _attr(v) for k, v in self.selection.items() if v is not None and k != "requested"})
         return xr.DataArray(self.values, dims=self.dims, coords=coords, name=self.meta.schema_name, attrs=attrs)
 
     def to_pandas(self) -> pd.DataFrame:
@@ -145,33 +170,29 @@ class TensorView:
         if positions is not None:
             return np.asarray(self.coords["time"], dtype=np.int64)[positions]
         if self.times is not None:
-            return self.times.reshape(-1)[recorded]
+            return np.ma.getdata(self.times).reshape(-1)[recorded]
         return np.full(recorded.size, self.selection["time"], dtype=np.int64)
 
     def to_json(self) -> dict[str, Any]:
         """The REST shape as Python objects: metadata, dims, coords, values as nested lists with None for "not
-        recorded"."""
+        recorded", selection, timestamps (ISO 8601 ending in Z) and, after ``latest()``, times."""
         return orjson.loads(self.to_json_bytes())
 
     def to_json_bytes(self) -> bytes:
-        """The REST body. orjson writes the values' array straight out (NaN as null): reading a whole tensor
-        costs no Python object per value."""
+        """The REST body: each field the direct serialisation of the attribute of the same name. orjson writes the
+        values' array straight out (NaN as null): reading a whole tensor costs no Python object per value."""
         body: dict[str, Any] = self.meta.model_dump(mode="json", by_alias=True)
         body.update(
             dims=self.dims,
             coords=self.coords,
             selection=self.selection,
             values=self.values.item() if self.values.ndim == 0 else np.ascontiguousarray(self.values),
+            timestamps=self.timestamps,
         )
-        if "time" in self.dims:
-            body["timestamps"] = [t.isoformat() for t in self.timestamps]
         if self.times is not None:
-            body["times"] = _nested(self.times, self.times < 0)
-        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+            body["times"] = self.times.tolist()  # None where masked
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_UTC_Z)
 
 
-def _nested(values: np.ndarray, missing: np.ndarray) -> Any:
-    """Nested lists (or a scalar, for no dims) with None where ``missing``."""
-    as_objects = values.astype(object)
-    as_objects[missing] = None
-    return as_objects.tolist()
+def _attr(value: Any) -> str:
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)

@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
-from dust.core.errors import DustError, InvalidInput
+from dust.core.errors import DustError, InvalidInput, ProblemType
 from dust.storage.db import make_engine
 
 Progress = Callable[[int, int | None], None]  # (done, total or None while unknown)
@@ -48,6 +48,7 @@ class ToolFailed(DustError):
 
     status = 500
     title = "Backup tool failed"
+    type = ProblemType.internal_error
 
 
 def kind_of(path: Path) -> BackupKind:

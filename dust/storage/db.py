@@ -146,14 +146,29 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply Alembic migrations up to ``revision`` on ``engine``."""
+def upgrade(engine: Engine, revision: str = "head") -> list[str]:
+    """Apply Alembic migrations up to ``revision`` on ``engine``; the revisions applied, oldest first (logged
+    only if there are any: every command migrates first, and mostly finds nothing to do)."""
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
-    log.info("migrations applied", database=engine.url.render_as_string(hide_password=True), revision=revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    if after == before:
+        return []
+    steps = ScriptDirectory.from_config(cfg).iterate_revisions(after, before)  # newest first
+    applied = [step.revision for step in steps][::-1]
+    log.info(
+        "migrations applied",
+        database=engine.url.render_as_string(hide_password=True),
+        revision=after,
+        applied=applied,
+    )
+    return applied

@@ -138,10 +138,10 @@ def test_admins_may_write_granting_relations(world: World, client: TestClient) -
     ("who", "victim", "why"),
     [
         ("A", "A", "is linked to"),  # her own doctor entity
-        ("A", "H", "outside your reach"),  # the shared hospital: B works there too
-        ("A", "PA", "grant access"),  # her patient: deleting it removes a granting relation
-        ("D", "E", "outside your reach"),  # a doctor she reaches, who treats a patient she does not
-        ("D", "H3", "grant access"),  # her hospital: every relation visible, but granting
+        ("A", "H", "entities you cannot see"),  # the shared hospital: B works there too
+        ("A", "PA", "decide who can see what"),  # her patient: deleting it removes a granting relation
+        ("D", "E", "entities you cannot see"),  # a doctor she reaches, who treats a patient she does not
+        ("D", "H3", "decide who can see what"),  # her hospital: every relation visible, but granting
     ],
 )
 def test_a_delete_never_removes_what_the_caller_may_not(

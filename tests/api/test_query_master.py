@@ -217,6 +217,42 @@ def test_at_respects_validity(client: TestClient) -> None:
     assert reached("2025-01-01T01:00:00+02:00") == [patient]  # that is 23:00 UTC the day before
 
 
+def test_without_at_only_relations_valid_now_count(client: TestClient) -> None:
+    """No `at` means now: an ended relation and one not yet begun are left out; a null valid_from is always valid
+    (from the start of time), as is a null valid_to (for good)."""
+    doctor = entity(client, "dr", "doctor")
+    names = ("ended", "future", "open_start", "open_end", "always")
+    ids = {name: entity(client, name, "patient") for name in names}
+    now = datetime.now().astimezone()
+    past, soon = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=1)).isoformat()
+    relate(client, doctor, ids["ended"], "treats", valid_to=past)
+    relate(client, doctor, ids["future"], "treats", valid_from=soon)
+    relate(client, doctor, ids["open_start"], "treats", valid_from=None, valid_to=soon)
+    relate(client, doctor, ids["open_end"], "treats", valid_from=past, valid_to=None)
+    relate(client, doctor, ids["always"], "treats")
+
+    def reached(**params: str) -> set[str]:
+        body = client.get(f"{API}/query_master", params={"entity_id": doctor, **params}).json()
+        return {e["target_id"] for e in body["edges"]}
+
+    assert reached() == {ids["open_start"], ids["open_end"], ids["always"]}
+    assert reached(at=now.isoformat()) == reached()
+    assert reached(at="0001-01-02T00:00:00Z") == {ids["open_start"], ids["ended"], ids["always"]}
+    tensor = client.get(f"{API}/query_master/tensor").json()
+    assert set(tensor["entity_ids"]) == {doctor, ids["open_start"], ids["open_end"], ids["always"]}
+
+
+def test_the_defaults_are_documented_with_the_parameters(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()["paths"]
+    said = {p["name"]: p.get("description", "") for p in spec["/api/v1/query_master"]["get"]["parameters"]}
+    assert "both (the default)" in said["direction"]
+    assert "default 1" in said["depth"]
+    assert "Default now: relations not valid now are left out" in said["at"]
+    assert "a null bound being open" in said["at"]
+    relation = client.get("/openapi.json").json()["components"]["schemas"]["RelationCreate"]["properties"]
+    assert "null: valid since always" in relation["valid_from"]["description"]
+
+
 def test_at_gives_the_weight_the_relation_had_then(client: TestClient) -> None:
     doctor, patient = entity(client, "dr", "doctor"), entity(client, "pat", "patient")
     made = relate(client, doctor, patient, "treats", 1.0)

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from dust.embedded import Dust
+
 API = "/api/v1"
 LABELS = ["heart_rate", "systolic_bp", "diastolic_bp", "temperature", "spo2"]
 VITALS: dict[str, Any] = {
@@ -99,6 +101,82 @@ def test_put_appends_labels_and_changes_units_and_ranges(client: TestClient) -> 
     # The old version stays readable as it was.
     old = client.get(f"{API}/schemas/vitals", params={"version": 1}).json()
     assert old["axes"][0]["units"]["temperature"] == "Cel"
+
+
+def test_put_of_the_current_version_is_200_and_makes_no_new_one(client: TestClient) -> None:
+    made = create(client)
+    same = {key: VITALS[key] for key in ("axes", "time")}
+    again = client.put(f"{API}/schemas/vitals", json=same)
+    assert again.status_code == 200, again.text
+    assert again.json() == made
+    assert [s["version"] for s in client.get(f"{API}/schemas").json()] == [1]
+    assert_problem(client.get(f"{API}/schemas/vitals", params={"version": 2}), 404)
+    changed = client.put(f"{API}/schemas/vitals", json={**same, "description": "Vital signs"})
+    assert changed.status_code == 201 and changed.json()["version"] == 2
+
+
+def test_a_schema_as_read_can_be_sent_back(client: TestClient) -> None:
+    create(client)
+    read = client.get(f"{API}/schemas/vitals").json()
+    assert {"name", "version", "created_at"} <= read.keys()
+    unchanged = client.put(f"{API}/schemas/vitals", json=read)
+    assert unchanged.status_code == 200 and unchanged.json() == read
+    read["axes"][0]["labels"].append("resp_rate")
+    grown = client.put(f"{API}/schemas/vitals", json=read)
+    assert grown.status_code == 201, grown.text
+    assert grown.json()["version"] == 2 and grown.json()["axes"][0]["labels"][-1] == "resp_rate"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("name", "labs", "the path names 'vitals'"),
+        ("version", 3, "version 3 of schema 'vitals' does not exist; the current one is 2"),
+        ("created_at", "2001-01-01T00:00:00Z", "created_at 2001-01-01T00:00:00Z is not when version 2"),
+    ],
+)
+def test_read_only_fields_unlike_the_current_version_are_422(
+    client: TestClient, field: str, value: Any, says: str
+) -> None:
+    create(client)
+    assert client.put(f"{API}/schemas/vitals", json=update_body([*LABELS, "resp_rate"])).status_code == 201
+    read = client.get(f"{API}/schemas/vitals").json()
+    read["axes"][0]["labels"].append("etco2")
+    refused = assert_problem(client.put(f"{API}/schemas/vitals", json={**read, field: value}), 422)
+    assert refused["type"] == "https://dust.dev/problems/invalid-input"
+    assert says in refused["detail"] and "read-only" in refused["detail"]
+    current = client.get(f"{API}/schemas/vitals").json()
+    assert current["version"] == 2 and "etco2" not in current["axes"][0]["labels"]
+
+
+def test_a_schema_sent_back_after_someone_else_published_is_a_409(client: TestClient) -> None:
+    """Two editors read version 1; the first publishes version 2; the second's edit must not silently undo it."""
+    create(client)
+    mine = client.get(f"{API}/schemas/vitals").json()
+    assert client.put(f"{API}/schemas/vitals", json=update_body([*LABELS, "resp_rate"])).status_code == 201
+    mine["axes"][0]["labels"].append("etco2")
+    refused = assert_problem(client.put(f"{API}/schemas/vitals", json=mine), 409)
+    assert "version 2 was published since" in refused["detail"] and "Read the schema again" in refused["detail"]
+    assert client.get(f"{API}/schemas/vitals").json()["axes"][0]["labels"][-1] == "resp_rate"
+
+
+def test_ranges_read_as_floats_from_every_route_and_the_embedded_api(client: TestClient, db: Dust) -> None:
+    """``[0, 300]`` is sent; ``[0.0, 300.0]`` comes back from POST, PUT, GET (one, a past version, the list),
+    and the embedded API."""
+    as_read = '"ranges":{"heart_rate":[0.0,300.0],"temperature":[25.0,45.0]}'
+    answers = [client.post(f"{API}/schemas", json=VITALS)]
+    answers.append(client.put(f"{API}/schemas/vitals", json=update_body(LABELS, ranges=VITALS["axes"][0]["ranges"])))
+    answers += [
+        client.get(f"{API}/schemas/vitals"),
+        client.get(f"{API}/schemas/vitals", params={"version": 1}),
+        client.get(f"{API}/schemas"),
+    ]
+    assert [a.status_code for a in answers] == [201, 201, 200, 200, 200]
+    assert all(as_read in a.text.replace(" ", "") for a in answers), [a.text for a in answers]
+    embedded = [schema.model_dump_json() for schema in db.schemas()]
+    assert len(embedded) == 1 and as_read in embedded[0]
+    assert db.schemas()[0].axes[0].ranges["heart_rate"] == (0.0, 300.0)
+    assert all(type(bound) is float for bound in db.schemas()[0].axes[0].ranges["heart_rate"])
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ def test_batch_write_reads_back_and_timestamps_floor_onto_the_grid(client: TestC
     assert body["coords"]["time"] == [3, 4]
     assert body["values"][METRICS.index("systolic_bp")] == [128, None]
     assert body["values"][METRICS.index("temperature")] == [None, 37.2]
-    assert body["timestamps"][1].startswith("2026-01-05T00:00:00")
+    assert body["timestamps"] == ["2026-01-04T00:00:00Z", "2026-01-05T00:00:00Z"]
 
 
 def test_single_cell_write_is_a_batch_of_one(client: TestClient, jane: str) -> None:
@@ -219,7 +220,31 @@ def test_a_misspelt_label_gets_a_suggestion(client: TestClient, jane: str) -> No
 def test_every_bad_value_is_listed(client: TestClient, jane: str) -> None:
     rejected = problem(write(client, jane, cell(0, "pulse", 1), cell(1, "spo2", 97), cell(2, "spo2", "x")), 422)
     assert [e["loc"][1] for e in rejected["errors"]] == [0, 2]
-    assert rejected["detail"].startswith("2 of 3 values rejected")
+    assert rejected["detail"].startswith("2 of 3 values were rejected, so nothing was written")
+
+
+def test_each_bad_value_names_the_type_of_its_problem(client: TestClient, jane: str) -> None:
+    """As pydantic's field errors do: the types docs/api.md#errors lists."""
+    bad = [
+        ({**cell(0, "spo2", 97), "unit": "%"}, "unknown_field"),
+        ({"metric": "spo2", "value": 97}, "missing"),
+        ({"time": 0, "value": 97}, "missing"),
+        (cell("yesterday", "spo2", 97), "not_a_time"),
+        (cell(-1, "spo2", 97), "time_out_of_range"),
+        (cell("2025-12-31T00:00:00Z", "spo2", 97), "time_out_of_range"),  # before the origin
+        ({"time": 0, "metric": 5, "value": 97}, "not_a_label"),
+        (cell(0, "pulse", 97), "unknown_label"),
+        (cell(0, "spo2", "97"), "not_a_number"),
+        (cell(0, "spo2", 10**400), "not_finite"),
+        (cell(0, "heart_rate", 999), "out_of_range"),
+    ]
+    rejected = problem(write(client, jane, cell(0, "spo2", 97), *(value for value, _ in bad)), 422)
+    assert [(e["loc"], e["type"]) for e in rejected["errors"]] == [
+        (["values", i + 1], kind) for i, (_, kind) in enumerate(bad)
+    ]
+    listed = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    assert [kind for _, kind in bad if f"| `{kind}` |" not in listed] == []
+    assert nothing_recorded(client, jane)
 
 
 def test_an_empty_or_malformed_batch_is_422(client: TestClient, jane: str) -> None:
@@ -341,8 +366,45 @@ def test_a_timestamp_selects_the_step_containing_it(client: TestClient, week: st
 def test_from_and_to_are_inclusive(client: TestClient, week: str) -> None:
     body = read(client, week, metric="systolic_bp", **{"from": 2, "to": 4})
     assert body["coords"]["time"] == [2, 3, 4] and body["values"] == [127, 128, 129]
+    assert body["selection"] == {"metric": "systolic_bp", "from": 2, "to": 4, "requested": {"from": 2, "to": 4}}
     by_date = read(client, week, metric="systolic_bp", **{"from": "2026-01-03", "to": "2026-01-05T12:00:00Z"})
     assert by_date["values"] == [127, 128, 129]
+
+
+def test_a_range_partly_outside_the_record_is_clipped_and_says_so(client: TestClient, week: str) -> None:
+    body = read(client, week, metric="systolic_bp", **{"from": 2, "to": 40})
+    assert body["coords"]["time"] == [2, 3, 4, 5, 6] and body["values"] == [127, 128, 129, 130, 131]
+    assert body["selection"] == {"metric": "systolic_bp", "from": 2, "to": 6, "requested": {"from": 2, "to": 40}}
+    by_date = read(client, week, metric="systolic_bp", **{"from": "2026-01-06"})
+    assert by_date["selection"] == {"metric": "systolic_bp", "from": 5, "to": 6, "requested": {"from": 5, "to": None}}
+    outside = problem(client.get(f"{API}/tensor/{week}", params={"from": 10, "to": 12}), 422)
+    assert outside["detail"] == f"time range 10..12 is outside 0..6 recorded for tensor {week}"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"time": 3},
+        {"time": "2026-01-04T08:00:00Z", "metric": "systolic_bp"},
+        {"from": 1, "to": 2},
+        {"metric": "heart_rate,spo2"},
+        {"time": "latest"},
+        {"time": "latest", "metric": "heart_rate"},
+        {"as_of": "2030-01-01T00:00:00Z", "to": 1},
+    ],
+)
+def test_every_read_fills_selection_and_timestamps_in_utc_z(
+    client: TestClient, week: str, params: dict[str, Any]
+) -> None:
+    body = read(client, week, **params)
+    assert body["selection"], body
+    assert "timestamps" in body and body["timestamps"] is not None
+    stamps = body["timestamps"] if isinstance(body["timestamps"], list) else [body["timestamps"]]
+    assert stamps and all(s is None or (s.endswith("T00:00:00Z") and "+" not in s) for s in stamps)
+    assert ("times" in body) == (params.get("time") == "latest")
+    if "as_of" in params:
+        assert body["selection"]["as_of"] == "2030-01-01T00:00:00Z"
 
 
 def test_a_label_list_keeps_the_axis(client: TestClient, week: str) -> None:
@@ -356,8 +418,12 @@ def test_latest_gives_each_cells_last_value_and_its_time(client: TestClient, wee
     assert body["dims"] == ["metric"]
     assert body["values"] == [75, 131, None, None, None]
     assert body["times"] == [5, 6, None, None, None]
+    assert body["timestamps"] == ["2026-01-06T00:00:00Z", "2026-01-07T00:00:00Z", None, None, None]
+    assert body["selection"] == {"from": 0, "to": 6, "requested": {"from": None, "to": None}, "latest": True}
     one = read(client, week, time="latest", metric="heart_rate")
-    assert (one["values"], one["times"]) == (75, 5)
+    assert (one["values"], one["times"], one["timestamps"]) == (75, 5, "2026-01-06T00:00:00Z")
+    within = read(client, week, time="latest", metric="heart_rate", to=4)
+    assert (within["values"], within["times"], within["selection"]["to"]) == (70, 0, 4)
 
 
 def test_as_of_returns_the_value_before_a_later_write(client: TestClient, jane: str) -> None:
@@ -425,7 +491,12 @@ def test_reading_a_tensor_with_no_values(client: TestClient, jane: str) -> None:
     assert body["values"] == [[], [], [], [], []] and body["timestamps"] == []
     latest = read(client, jane, time="latest")
     assert latest["values"] == [None] * 5 and latest["times"] == [None] * 5
-    assert "nothing recorded" in problem(client.get(f"{API}/tensor/{jane}", params={"time": 0}), 422)["detail"]
+    assert latest["timestamps"] == [None] * 5
+    assert latest["selection"] == {"from": None, "to": None, "requested": {"from": None, "to": None}, "latest": True}
+    empty = problem(client.get(f"{API}/tensor/{jane}", params={"time": 0}), 422)
+    assert empty["detail"] == f"tensor {jane} has no values recorded yet; nothing to read at time index 0"
+    ranged = read(client, jane, **{"from": 1, "to": 3})
+    assert ranged["timestamps"] == [] and ranged["selection"]["requested"] == {"from": 1, "to": 3}
 
 
 def test_unknown_and_malformed_tensor_ids(client: TestClient) -> None:
@@ -526,7 +597,10 @@ def test_a_tensor_moves_forward_to_a_new_schema_version(client: TestClient, week
 def test_schema_versions_only_move_forward(client: TestClient, jane: str) -> None:
     publish_resp_rate(client)
     client.patch(f"{API}/tensors/{jane}", json={"schema_version": 2})
-    assert "forward" in problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 1}), 409)["detail"]
+    assert (
+        "only to a later version"
+        in problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 1}), 409)["detail"]
+    )
     assert problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 3}), 404)
     assert problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 0}), 422)
     assert problem(client.patch(f"{API}/tensors/{jane}", json={"schema_version": 10**30}), 422)

@@ -358,25 +358,25 @@ class Read:
     dropped: list[int]  # axes picked by a single label
     time: int | None  # a single time index (drops the time dim)
     start: int | None
-    stop: int | None
+    end: int | None  # inclusive, as start
     latest: bool
 
 
 @st.composite
 def reads(draw: st.DrawFn, layout: Layout, span: tuple[int | None, int | None]) -> Read:
-    """A selection near the recorded range ``span``: all, one step (``time``) or a range (``start``/``stop``),
+    """A selection near the recorded range ``span``: all, one step (``time``) or a range (``start``/``end``),
     with one label, several or all per axis, and sometimes ``latest``."""
     low, high = span
     near = st.integers(max(0, (low or 0) - 70), min(layout.last_index, (high or 0) + 70))
     kwargs: dict[str, Any] = {}
     mode = draw(st.sampled_from(["all", "time", "range"]))
-    time = start = stop = None
+    time = start = end = None
     if mode == "time":
         time = draw(near if draw(st.booleans()) else st.integers(low or 0, high or 0))
         kwargs["time"] = draw(time_arg(layout, time))
     if mode == "range":
-        start, stop = draw(st.one_of(st.none(), near)), draw(st.one_of(st.none(), near))
-        for key, index in (("start", start), ("stop", stop)):
+        start, end = draw(st.one_of(st.none(), near)), draw(st.one_of(st.none(), near))
+        for key, index in (("start", start), ("end", end)):
             if index is not None:
                 kwargs[key] = draw(time_arg(layout, index))
     picks: list[list[int]] = []
@@ -398,7 +398,7 @@ def reads(draw: st.DrawFn, layout: Layout, span: tuple[int | None, int | None]) 
     latest = draw(st.integers(0, 4)) == 0
     if latest:
         kwargs["latest"] = True
-    return Read(kwargs, picks, dropped, time, start, stop, latest)
+    return Read(kwargs, picks, dropped, time, start, end, latest)
 
 
 def window(read: Read, span: tuple[int | None, int | None]) -> tuple[int, int] | type[Exception] | None:
@@ -408,15 +408,30 @@ def window(read: Read, span: tuple[int | None, int | None]) -> tuple[int, int] |
         if low is None or high is None or not low <= read.time <= high:
             return OutOfRange
         return read.time, read.time
+    if read.start is not None and read.end is not None and read.start > read.end:
+        return InvalidInput
     if low is None or high is None:
         return None
     first = low if read.start is None else read.start
-    last = high if read.stop is None else read.stop
-    if first > last:
-        return InvalidInput
+    last = high if read.end is None else read.end
     if last < low or first > high:
         return OutOfRange
     return max(first, low), min(last, high)
+
+
+def selection(layout: Layout, read: Read, expected: tuple[int, int] | None, **extra: Any) -> dict[str, Any]:
+    """The ``selection`` a read gives: labels picked one by one, then the time steps read and asked for."""
+    said: dict[str, Any] = {layout.axes[i]: layout.labels[i][read.picks[i][0]] for i in read.dropped}
+    if read.time is not None:
+        said["time"] = read.time
+    else:
+        first, last = expected or (None, None)
+        said.update({"from": first, "to": last, "requested": {"from": read.start, "to": read.end}})
+    if "as_of" in extra:
+        said["as_of"] = extra["as_of"].astimezone(UTC)
+    if read.latest:
+        said["latest"] = True
+    return said
 
 
 def check_read(
@@ -438,31 +453,33 @@ def check_read(
         assert type(raised.value) is expected
         return
     view = db.read_tensor(tensor_id, **read.kwargs, **extra)
-    assert (view.meta.time.start, view.meta.time.stop) == span
+    assert (view.meta.time.start, view.meta.time.end) == span
     assert view.meta.time.origin == layout.utc_origin
     first, last = expected or (0, -1)
     array = dense(values, first, last, read.picks)
     kept = [i for i in range(len(layout.axes)) if i not in read.dropped]
     for i in kept:
         assert view.coords[layout.axes[i]] == [layout.labels[i][j] for j in read.picks[i]]
-    assert view.selection == {
-        **{layout.axes[i]: layout.labels[i][read.picks[i][0]] for i in read.dropped},
-        **({"time": read.time} if read.time is not None and not read.latest else {}),
-    }
+    assert view.selection == selection(layout, read, expected, **extra)
     if read.latest:
         latest, times = np.full(array.shape[:-1], np.nan), np.full(array.shape[:-1], -1)
         for at in np.ndindex(latest.shape):  # per cell, the last recorded step of the window
             recorded = np.flatnonzero(~np.isnan(array[at]))
             if recorded.size:
                 latest[at], times[at] = array[at][recorded[-1]], first + recorded[-1]
+        times = times.squeeze(axis=tuple(read.dropped))
         assert view.dims == [layout.axes[i] for i in kept]
         assert view.times is not None
-        np.testing.assert_array_equal(view.times, times.squeeze(axis=tuple(read.dropped)))
+        np.testing.assert_array_equal(view.times.filled(-1), times)
+        np.testing.assert_array_equal(np.ma.getmaskarray(view.times), times == -1)
+        stamps = np.array([None if i < 0 else layout.at(i) for i in times.reshape(-1).tolist()], dtype=object)
+        assert view.timestamps == stamps.reshape(times.shape).tolist()
         assert_same(view.values, latest.squeeze(axis=tuple(read.dropped)))
         return
     array = array.squeeze(axis=tuple(read.dropped))
     if read.time is not None:
         assert view.dims == [layout.axes[i] for i in kept]
+        assert view.timestamps == layout.at(read.time)
         assert_same(view.values, array[..., 0])
         return
     assert view.dims == [*(layout.axes[i] for i in kept), "time"]

@@ -205,7 +205,7 @@ def test_the_master_tensor_is_the_coo_of_the_relations(db: Dust, graph: Graph, d
     for _ in range(3):
         at = data.draw(moments(world), label="at")
         expected = [(world.types[r.type], world.ids[r.source], world.ids[r.target], w) for r, w in world.live(at)]
-        assert as_coo(db.master_tensor(types=world.types, at=at)) == coo(expected)
+        assert as_coo(db.master_tensor(type=world.types, at=at)) == coo(expected)
     # The whole master tensor, now, is what every relation listed says (those of earlier examples too).
     everything = [
         (r.type, r.source_id, r.target_id, r.weight)
@@ -213,7 +213,7 @@ def test_the_master_tensor_is_the_coo_of_the_relations(db: Dust, graph: Graph, d
         if (r.valid_from is None or r.valid_from <= NOW) and (r.valid_to is None or r.valid_to > NOW)
     ]
     assert as_coo(db.master_tensor()) == coo(everything)
-    assert as_coo(db.master_tensor(types=[f"{world.types[0]}-none"])) == coo([])  # a type no relation has
+    assert as_coo(db.master_tensor(type=[f"{world.types[0]}-none"])) == coo([])  # a type no relation has
 
 
 def reach(
@@ -272,7 +272,7 @@ def test_a_neighbourhood_is_what_a_walk_of_the_relations_reaches(db: Dust, graph
         live = [(r, w) for r, w in world.live(at, types) if floor is None or w >= floor]
         nodes, edges = reach(world, start, direction, depth, live)
         most = max(most, len(nodes) - 1)
-        found = db.neighbours(world.ids[start], direction=direction, depth=depth, types=types, min_weight=floor, at=at)
+        found = db.query_master(world.ids[start], direction=direction, depth=depth, type=types, min_weight=floor, at=at)
         note(f"found {found}")
         assert {n.id: n.depth for n in found.nodes} == nodes
         assert {e.id: (e.source_id, e.target_id, e.type, e.weight) for e in found.edges} == edges

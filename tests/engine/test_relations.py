@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pydantic import ValidationError
 from sqlalchemy import event
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
@@ -77,11 +76,11 @@ def test_relate_refuses_duplicates_unknown_entities_and_bad_values(db: Dust) -> 
     with pytest.raises(InvalidInput, match=str(ghost)):
         db.relate(doctor, ghost, "treats")
     for bad in ({"weight": float("nan")}, {"weight": float("inf")}, {"type": "Treats"}):
-        with pytest.raises(ValidationError):
+        with pytest.raises(InvalidInput):
             db.relate(doctor, patient, **{"type": "cares", **bad})  # type: ignore[arg-type]
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInput):
         db.relate(doctor, patient, "cares", valid_from="2025-01-01T00:00:00Z", valid_to="2024-01-01T00:00:00Z")
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidInput):
         db.relate(doctor, patient, "cares", attributes={"when": datetime.now(UTC)})
     with db.session() as s:
         assert len(relations.list_(s).items) == 1
@@ -94,15 +93,15 @@ def test_neighbours_walks_hops_directions_and_types(db: Dust) -> None:
     db.relate(doctor, john, "treats", 0.3)
 
     def depths(start: uuid.UUID, **query: Any) -> dict[uuid.UUID, int]:
-        return {n.id: n.depth for n in db.neighbours(start, **query).nodes}
+        return {n.id: n.depth for n in db.query_master(start, **query).nodes}
 
     assert depths(jane, direction="in") == {jane: 0, doctor: 1}
     assert depths(jane, direction="out") == {jane: 0}
     assert depths(jane, depth=2) == {jane: 0, doctor: 1, hospital: 2, john: 2}
-    assert depths(jane, depth=2, types=["treats"]) == {jane: 0, doctor: 1, john: 2}
+    assert depths(jane, depth=2, type=["treats"]) == {jane: 0, doctor: 1, john: 2}
     assert depths(jane, depth=2, min_weight=0.5) == {jane: 0, doctor: 1, hospital: 2}
     assert depths(hospital, direction="in", depth=3) == {hospital: 0, doctor: 1}
-    edges = db.neighbours(doctor, direction="out").edges
+    edges = db.query_master(doctor, direction="out").edges
     assert sorted((e.type, e.target_id, e.weight) for e in edges) == sorted(
         [("works_at", hospital, 1.0), ("treats", jane, 0.9), ("treats", john, 0.3)]
     )
@@ -112,12 +111,12 @@ def test_neighbours_refuses_bad_queries(db: Dust) -> None:
     (jane,) = people(db, "Jane")
     for depth in (0, 4):
         with pytest.raises(InvalidInput, match="depth"):
-            db.neighbours(jane, depth=depth)
+            db.query_master(jane, depth=depth)
     with pytest.raises(InvalidInput, match="min_weight"):
-        db.neighbours(jane, min_weight=float("nan"))
+        db.query_master(jane, min_weight=float("nan"))
     missing = uuid.uuid4()
     with pytest.raises(NotFound, match=str(missing)):
-        db.neighbours(missing)
+        db.query_master(missing)
 
 
 def test_neighbours_as_of_a_time(db: Dust) -> None:
@@ -126,10 +125,10 @@ def test_neighbours_as_of_a_time(db: Dust) -> None:
     with db.session() as s:
         changed = relations.update(s, made.id, relations.RelationUpdate(weight=4.0)).history[-1].changed_at
     between = made.created_at + (changed - made.created_at) / 2
-    assert [e.weight for e in db.neighbours(doctor, at=between).edges] == [1.0]
-    assert [e.weight for e in db.neighbours(doctor, at=changed).edges] == [4.0]
-    assert db.neighbours(doctor, at=datetime(2023, 12, 31)).edges == []  # a naive time is UTC
-    assert [e.weight for e in db.neighbours(doctor).edges] == [4.0]
+    assert [e.weight for e in db.query_master(doctor, at=between).edges] == [1.0]
+    assert [e.weight for e in db.query_master(doctor, at=changed).edges] == [4.0]
+    assert db.query_master(doctor, at=datetime(2023, 12, 31)).edges == []  # a naive time is UTC
+    assert [e.weight for e in db.query_master(doctor).edges] == [4.0]
 
 
 def test_master_tensor_matches_a_dense_array_of_the_relations(db: Dust) -> None:
@@ -155,11 +154,11 @@ def test_master_tensor_matches_a_dense_array_of_the_relations(db: Dust) -> None:
     np.testing.assert_array_equal(array, expected)
     assert np.count_nonzero(array) == len(made)
 
-    treats = db.master_tensor(types=["treats"])
+    treats = db.master_tensor(type=["treats"])
     assert treats.types == ["treats"] and treats.shape == [1, 2, 2]
     a, b = (treats.entity_ids.index(e) for e in ids[:2])
     assert dense(treats)[0, a, b] == 0.5 and dense(treats)[0, b, a] == 0.25 and dense(treats).sum() == 0.75
-    assert dense(db.master_tensor(types=["none"])).shape == (0, 0, 0)
+    assert dense(db.master_tensor(type=["none"])).shape == (0, 0, 0)
 
 
 def test_master_tensor_dense_array_at_a_time(db: Dust) -> None:
@@ -170,7 +169,7 @@ def test_master_tensor_dense_array_at_a_time(db: Dust) -> None:
     assert old.types == ["knew", "knows"] and dense(old).sum() == 5.0
     now = db.master_tensor(at=datetime.now(UTC) + timedelta(seconds=1))
     assert now.types == ["knows"] and dense(now).sum() == 3.0
-    with pytest.raises(InvalidInput, match=r"^at .* is outside the years 1..9999"):
+    with pytest.raises(InvalidInput, match=r"^at\b.* years 1..9999"):
         db.master_tensor(at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))))
 
 
@@ -190,13 +189,13 @@ def _tree(db: Dust, children: int, grandchildren: int) -> uuid.UUID:
 def test_a_walk_costs_one_relations_query_per_hop_not_per_node(db: Dust) -> None:
     root = _tree(db, children=12, grandchildren=3)
     with statements(db) as sql:
-        found = db.neighbours(root, direction="out", depth=3)
+        found = db.query_master(root, direction="out", depth=3)
     assert len(found.nodes) == 1 + 12 + 36 and len(found.edges) == 48
     assert len(on_relations(sql)) == 3  # hop 3 starts from the 36 leaves: still one query
     assert sum(parameters(s) for s in on_relations(sql)) == 1 + 12 + 36  # each node is asked about once
     assert len([s for s in sql if "FROM entities" in s]) <= 2  # the start, then every node's entity at once
     with statements(db) as sql:
-        db.neighbours(root, direction="both", depth=2, at=datetime.now(UTC))
+        db.query_master(root, direction="both", depth=2, at=datetime.now(UTC))
     assert len(on_relations(sql)) == 2
     assert len([s for s in sql if "FROM relation_weights" in s]) == 2
 
@@ -205,7 +204,7 @@ def test_large_frontiers_are_read_in_chunks(db: Dust, monkeypatch: pytest.Monkey
     root = _tree(db, children=12, grandchildren=1)
     monkeypatch.setattr(relation_repo, "IN_CHUNK", 5)
     with statements(db) as sql:
-        found = db.neighbours(root, direction="out", depth=2)
+        found = db.query_master(root, direction="out", depth=2)
     assert len(found.nodes) == 25 and len(found.edges) == 24
     assert {n.depth for n in found.nodes if n.name.count(".") == 1} == {2}
     # hop 1: the root; hop 2: 12 children in chunks of 5

@@ -68,7 +68,7 @@ def test_write_array_starts_at_the_given_time_index(db: Dust, vitals: uuid.UUID)
     db.write_array(vitals, np.full((3, 2), 80.0), start=10)
     view = db.read_tensor(vitals)
     assert view.coords["time"] == [10, 11]
-    assert view.meta.time.start == 10 and view.meta.time.stop == 11
+    assert view.meta.time.start == 10 and view.meta.time.end == 11
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_values_spanning_several_blocks_read_back_exactly(db: Dust, vitals: uuid
     assert recorded.tolist() == times
     assert view.to_numpy()[times].tolist() == [50 + t / 10 for t in times]
     # A read starting inside a later block sees only its part.
-    tail = db.read_tensor(vitals, start=64, stop=199, labels={"metric": "heart_rate"}).to_numpy()
+    tail = db.read_tensor(vitals, start=64, end=199, labels={"metric": "heart_rate"}).to_numpy()
     assert tail[0] == 56.4 and np.isnan(tail[1:]).all()
 
 
@@ -201,7 +201,7 @@ def test_a_3d_tensor_exports_with_both_axes(db: Dust) -> None:
         {"metric": "diastolic_bp", "position": "lying", "time": 1, "value": 70.0},
     ]
     latest = db.read_tensor(tensor_id, latest=True)
-    assert latest.times is not None and latest.times.tolist() == [[-1, 0, -1], [-1, -1, 1]]
+    assert latest.times is not None and latest.times.tolist() == [[None, 0, None], [None, None, 1]]
 
 
 def test_numpy_integers_are_accepted_as_time_and_value(db: Dust, vitals: uuid.UUID) -> None:
@@ -286,6 +286,112 @@ def test_timestamps_of_a_read_are_utc(db: Dust, vitals: uuid.UUID) -> None:
     assert view.timestamps == [datetime(2026, 1, 5, tzinfo=UTC)]
 
 
+# --- read conventions: inclusive ranges, clipping said in `selection`, "not recorded" ---------------------------
+
+
+@pytest.fixture
+def days_2_to_6(db: Dust, vitals: uuid.UUID) -> uuid.UUID:
+    """heart_rate 62..66 on days 2..6 (index = day), nothing else."""
+    db.write_values(vitals, [{"time": t, "metric": "heart_rate", "value": 60 + t} for t in range(2, 7)])
+    return vitals
+
+
+def day(index: int) -> datetime:
+    return datetime(2026, 1, 1 + index, tzinfo=UTC)
+
+
+def test_start_and_end_are_both_inclusive(db: Dust, days_2_to_6: uuid.UUID) -> None:
+    view = db.read_tensor(days_2_to_6, start=2, end=5, labels={"metric": "heart_rate"})
+    assert view.coords["time"] == [2, 3, 4, 5] and view.to_numpy().tolist() == [62, 63, 64, 65]
+    assert view.selection == {"metric": "heart_rate", "from": 2, "to": 5, "requested": {"from": 2, "to": 5}}
+    assert view.timestamps == [day(2), day(3), day(4), day(5)]
+    by_date = db.read_tensor(days_2_to_6, start="2026-01-04T12:00:00Z", end=datetime(2026, 1, 5, tzinfo=UTC))
+    assert by_date.coords["time"] == [3, 4] and by_date.selection["requested"] == {"from": 3, "to": 4}
+
+
+def test_a_range_partly_outside_the_record_is_clipped_and_says_so(db: Dust, days_2_to_6: uuid.UUID) -> None:
+    view = db.read_tensor(days_2_to_6, start=0, end=40)
+    assert view.coords["time"] == [2, 3, 4, 5, 6]
+    assert view.selection == {"from": 2, "to": 6, "requested": {"from": 0, "to": 40}}
+    open_end = db.read_tensor(days_2_to_6, start=5)
+    assert open_end.selection == {"from": 5, "to": 6, "requested": {"from": 5, "to": None}}
+    whole = db.read_tensor(days_2_to_6)
+    assert whole.selection == {"from": 2, "to": 6, "requested": {"from": None, "to": None}}
+
+
+def test_a_range_entirely_outside_the_record_is_out_of_range(db: Dust, days_2_to_6: uuid.UUID) -> None:
+    with pytest.raises(OutOfRange, match=f"time range 10..12 is outside 2..6 recorded for tensor {days_2_to_6}"):
+        db.read_tensor(days_2_to_6, start=10, end=12)
+    with pytest.raises(OutOfRange, match=r"time range 7\.\. is outside 2\.\.6"):
+        db.read_tensor(days_2_to_6, start=7)
+    with pytest.raises(OutOfRange, match=r"time range \.\.1 is outside 2\.\.6"):
+        db.read_tensor(days_2_to_6, end=1)
+    with pytest.raises(InvalidInput, match=r"from \(5\) is after to \(3\)"):
+        db.read_tensor(days_2_to_6, start=5, end=3)
+
+
+def test_stop_is_refused_naming_end(db: Dust, days_2_to_6: uuid.UUID) -> None:
+    with pytest.raises(TypeError, match="end="):
+        db.read_tensor(days_2_to_6, start=2, stop=5)
+
+
+def test_latest_times_are_masked_where_nothing_was_recorded(db: Dust, days_2_to_6: uuid.UUID) -> None:
+    db.write_values(days_2_to_6, [{"time": 3, "metric": "temperature", "value": 37.0}])
+    view = db.read_tensor(days_2_to_6, latest=True)
+    assert view.times is not None and view.times.dtype == np.int64
+    assert view.times.tolist() == [6, None, 3] and view.times.filled(-1).tolist() == [6, -1, 3]
+    assert np.isnan(view.values[1]) and view.times.mask.tolist() == [False, True, False]
+    assert view.timestamps == [day(6), None, day(3)]
+    assert view.selection == {"from": 2, "to": 6, "requested": {"from": None, "to": None}, "latest": True}
+    within = db.read_tensor(days_2_to_6, end=4, latest=True, labels={"metric": "heart_rate"})
+    assert within.times is not None and (within.times.tolist(), float(within.values)) == (4, 64.0)
+    assert within.timestamps == day(4)
+
+
+def test_a_tensor_with_nothing_recorded(db: Dust, vitals: uuid.UUID) -> None:
+    with pytest.raises(OutOfRange) as raised:
+        db.read_tensor(vitals, time=0)
+    assert raised.value.detail == f"tensor {vitals} has no values recorded yet; nothing to read at time index 0"
+    nothing = {"from": None, "to": None, "requested": {"from": None, "to": None}}
+    whole = db.read_tensor(vitals)
+    assert (whole.values.shape, whole.selection, whole.timestamps) == ((3, 0), nothing, [])
+    ranged = db.read_tensor(vitals, start=1, end=3)
+    assert ranged.selection == {**nothing, "requested": {"from": 1, "to": 3}} and ranged.timestamps == []
+    latest = db.read_tensor(vitals, latest=True)
+    assert latest.times is not None and latest.times.tolist() == [None] * 3 and latest.timestamps == [None] * 3
+    with pytest.raises(InvalidInput, match="ISO 8601"):  # checked though there is nothing to read
+        db.read_tensor(vitals, start="yesterday")
+
+
+def test_every_read_mode_fills_selection_and_timestamps(db: Dust, days_2_to_6: uuid.UUID) -> None:
+    """The REST body is the direct serialisation of the view: same selection, timestamps in Z, times as None."""
+    then = datetime(2030, 1, 1, tzinfo=UTC)
+    modes: list[dict[str, Any]] = [
+        {},
+        {"time": 3},
+        {"time": "2026-01-04T08:00:00Z"},
+        {"start": 3, "end": 4},
+        {"labels": {"metric": "heart_rate"}},
+        {"labels": {"metric": ["temperature", "heart_rate"]}, "time": 6},
+        {"latest": True},
+        {"as_of": then},
+        {"as_of": "2030-01-01T01:00:00+01:00", "end": 3},
+    ]
+    for mode in modes:
+        view = db.read_tensor(days_2_to_6, **mode)
+        body = view.to_json()
+        assert view.selection and body["selection"] == {
+            **view.selection,
+            **({"as_of": "2030-01-01T00:00:00Z"} if "as_of" in mode else {}),
+        }, mode
+        assert view.timestamps is not None and body["timestamps"] is not None, mode
+        stamps = body["timestamps"] if isinstance(body["timestamps"], list) else [body["timestamps"]]
+        assert all(s is None or s.endswith("T00:00:00Z") for s in stamps), mode
+        assert body.get("times") == (None if view.times is None else view.times.tolist()), mode
+    assert db.read_tensor(days_2_to_6, time=3).timestamps == day(3)
+    assert db.read_tensor(days_2_to_6, as_of=then).selection["as_of"] == then
+
+
 # --- the bulk path: create_many and write_arrays against their one-at-a-time forms -------------------------
 
 
@@ -300,7 +406,7 @@ def stored(db: Dust, tensor_id: uuid.UUID) -> tuple[np.ndarray, Any, list[tuple[
     view = db.read_tensor(tensor_id)
     with db.session() as s:
         history = [(h.time, h.labels, h.value, h.new_value) for h in tensors.history(s, tensor_id)]
-    return view.to_numpy(), (view.meta.time.start, view.meta.time.stop), history
+    return view.to_numpy(), (view.meta.time.start, view.meta.time.end), history
 
 
 def test_write_arrays_store_what_write_array_stores(db: Dust) -> None:

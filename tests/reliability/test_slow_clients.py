@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dust.core.errors import ProblemType
 from tests.reliability.server import Server, admin_key, bearer, database
 
 TIMEOUT = 2.0  # DUST_REQUEST_TIMEOUT_SECONDS of the server under test
@@ -77,6 +78,7 @@ class Cut:
         assert b"content-type: application/problem+json" in head.lower()
         found: dict[str, Any] = json.loads(body)
         assert found["status"] == status
+        assert found["type"] == {408: ProblemType.request_timeout, 431: ProblemType.header_too_large}[status]
         return found
 
 
@@ -203,6 +205,7 @@ def test_beyond_max_connections_a_request_is_503_until_the_deadline_frees_them()
                 busy = httpx.get(f"{server.base}/healthz")
                 assert busy.status_code == 503 and busy.headers["content-type"] == "application/problem+json"
                 assert "DUST_MAX_CONNECTIONS" in busy.json()["detail"] and busy.headers["retry-after"] == "1"
+                assert busy.json()["type"] == ProblemType.unavailable
                 for sock in idle:  # each is closed by the server at the deadline
                     readable, _, _ = select.select([sock], [], [], LIMIT)
                     assert readable and read_to_end(sock) == b""
