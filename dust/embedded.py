@@ -34,6 +34,7 @@ from dust.engine.audit import AuditList
 from dust.engine.entities import KIND, EntityCreate, EntityList, EntityPublic, EntityUpdate
 from dust.engine.fields import Timestamp
 from dust.engine.kinds import KindPolicy, KindPublic
+from dust.engine.paging import MAX_CURSOR
 from dust.engine.relations import (
     Direction,
     MasterTensor,
@@ -45,7 +46,7 @@ from dust.engine.relations import (
     RelationUpdate,
 )
 from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
-from dust.engine.tensors import HistoryEntry, TensorCreate, TensorPublic, TensorUpdate, WriteResult
+from dust.engine.tensors import EraseResult, HistoryPage, TensorCreate, TensorPublic, TensorUpdate, WriteResult
 from dust.engine.users import UserCreate, UserPublic, UserUpdate
 from dust.engine.views import TensorView
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
@@ -59,7 +60,8 @@ PATIENT = "patient"  # the kind of the /patients routes and of the *_patient met
 # body is marked SkipValidation: the engine's model it goes into checks it, in the same words as for REST.
 Limit = Annotated[int, Field(ge=1, le=500)]
 AuditLimit = Annotated[int, Field(ge=1, le=1000)]
-Cursor = Annotated[str, Field(max_length=512)] | None
+HistoryLimit = Annotated[int, Field(ge=1, le=tensors.MAX_HISTORY_LIMIT)]
+Cursor = Annotated[str, Field(max_length=MAX_CURSOR)] | None
 Search = Annotated[str, Field(max_length=256)] | None
 KindFilter = Annotated[str, Field(max_length=64)] | None
 KindName = Annotated[str, Field(pattern=KIND)]
@@ -344,13 +346,25 @@ class Dust:
             tensors.delete(s, tensor_id)
 
     @_checked
-    def tensor_history(
-        self, tensor_id: uuid.UUID, start: TimeArg = None, end: TimeArg = None
-    ) -> builtins.list[HistoryEntry]:
-        """Values later writes replaced, at times ``start``..``end`` (inclusive), oldest time first; InvalidInput
-        beyond ``DUST_MAX_HISTORY_ENTRIES``. GET /tensors/{tensor_id}/history?from=&to=."""
+    def erase_values(self, tensor_id: uuid.UUID, cells: SkipValidation[Sequence[Mapping[str, Any]]]) -> EraseResult:
+        """Erase ``[{time, <axis>: label, …}]``, all or nothing; the values stay in the history and in "as of"
+        reads before now. DELETE /tensors/{tensor_id}/values."""
         with self.session() as s:
-            return tensors.history(s, tensor_id, start, end, limit=self.settings.max_history_entries)
+            return tensors.erase_values(s, tensor_id, cells, max_batch=self.settings.max_batch_values)
+
+    @_checked
+    def tensor_history(
+        self,
+        tensor_id: uuid.UUID,
+        start: TimeArg = None,
+        end: TimeArg = None,
+        limit: HistoryLimit = tensors.HISTORY_LIMIT,
+        cursor: Cursor = None,
+    ) -> HistoryPage:
+        """A page of the values later writes replaced or erased, at times ``start``..``end`` (inclusive), by time;
+        ``cursor=page.next_cursor`` for the next. GET /tensors/{tensor_id}/history?from=&to=&limit=&cursor=."""
+        with self.session() as s:
+            return tensors.history(s, tensor_id, start, end, limit=limit, cursor=cursor)
 
     # insights
     @_checked

@@ -125,12 +125,16 @@ def _reweigh(session: Any) -> None:
 
 
 def dump(url: str) -> dict[str, list[dict[str, Any]]]:
-    """Every row of every DUST table, in key order, as plain dicts."""
+    """Every row of every DUST table, in key order, as plain dicts; without ``txid``, which names the transaction
+    that wrote a row into this very database (for stable paging) and is not carried over."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
             return {
-                table.name: [dict(row._mapping) for row in conn.execute(select(table).order_by(*table.primary_key))]
+                table.name: [
+                    {key: value for key, value in row._mapping.items() if key != "txid"}
+                    for row in conn.execute(select(table).order_by(*table.primary_key))
+                ]
                 for table in Base.metadata.sorted_tables
             }
     finally:

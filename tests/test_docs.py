@@ -63,3 +63,11 @@ def test_security_doc_names_tests_that_exist() -> None:
             if test and (current is None or f"def {test}(" not in current.read_text()):
                 missing.append(token)
     assert not missing, f"docs/security.md names tests that do not exist: {missing}"
+
+
+def test_every_documented_setting_exists() -> None:
+    """A setting removed from the code must leave the docs too (DUST_TEST_* and DUST_FUZZ_* are the suite's)."""
+    known = {f"DUST_{name.upper()}" for name in Settings.model_fields}
+    named = set(re.findall(r"`(DUST_[A-Z_]+)`", DOCS)) - known
+    stale = {n for n in named if not n.startswith(("DUST_TEST_", "DUST_FUZZ_"))}
+    assert not stale, f"the docs name settings that do not exist: {sorted(stale)}"

@@ -108,15 +108,15 @@ def test_tensor_history_holds_replaced_values_between_start_and_end(db: Dust) ->
     _, tensor = jane_with_vitals(db)
     db.write_values(tensor, [{"time": t, "metric": "hr", "value": 60 + t} for t in range(4)])
     db.write_values(tensor, [{"time": 1, "metric": "hr", "value": 90}, {"time": 3, "metric": "hr", "value": 93}])
-    history = db.tensor_history(tensor)
+    history = db.tensor_history(tensor).items
     assert [(h.time, h.labels, h.value, h.new_value) for h in history] == [
         (1, {"metric": "hr"}, 61, 90),
         (3, {"metric": "hr"}, 63, 93),
     ]
     assert history[0].written_at <= history[0].replaced_at
-    assert [h.time for h in db.tensor_history(tensor, start=1, end=1)] == [1]  # inclusive at both ends
-    assert [h.time for h in db.tensor_history(tensor, start="2026-01-03T00:00:00Z")] == [3]
-    assert db.tensor_history(tensor, end=0) == []
+    assert [h.time for h in db.tensor_history(tensor, start=1, end=1).items] == [1]  # inclusive at both ends
+    assert [h.time for h in db.tensor_history(tensor, start="2026-01-03T00:00:00Z").items] == [3]
+    assert db.tensor_history(tensor, end=0).items == []
 
 
 # --- relations and the master tensor ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ PYTHON = {
     ("PATCH", "/tensors/{tensor_id}"): "update_tensor",
     ("DELETE", "/tensors/{tensor_id}"): "delete_tensor",
     ("POST", "/tensors/{tensor_id}/values"): "write_values",
+    ("DELETE", "/tensors/{tensor_id}/values"): "erase_values",
     ("GET", "/tensors/{tensor_id}/history"): "tensor_history",
     ("POST", "/relations"): "relate",
     ("GET", "/relations"): "relations",

@@ -12,6 +12,7 @@ from dust.core.security import Permission
 from dust.engine import audit
 from dust.engine.audit import AuditList
 from dust.engine.fields import Timestamp
+from dust.engine.paging import MAX_CURSOR
 
 router = APIRouter(tags=["audit"])
 
@@ -24,7 +25,7 @@ def search(
     start: Annotated[Timestamp | None, Query(alias="from")] = None,
     end: Annotated[Timestamp | None, Query(alias="to")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> AuditList:
     """Who read or changed what, newest first; filter by entity, user and time."""
     return audit.search(session, entity_id=entity_id, username=user, start=start, end=end, limit=limit, cursor=cursor)

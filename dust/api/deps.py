@@ -29,24 +29,33 @@ READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @contextmanager
-def transaction(state: State, *, read_only: bool) -> Iterator[Session]:
+def transaction(state: State, *, read_only: bool, before_commit: Write | None = None) -> Iterator[Session]:
     """One request's transaction on the app's database, with the app's caches.
 
     A read's transaction is read-only: on SQLite it takes no lock, so reads never queue behind each other or a
     writer. The small writes it causes (audit records, an API key's last use) are committed right after it by
-    the app's batch writer, together with those of every other request waiting meanwhile."""
+    the app's batch writer, together with those of every other request waiting meanwhile. ``before_commit``
+    runs last in the transaction once the handler has succeeded (the Idempotency-Key's commit mark)."""
     with (state.reads if read_only else state.sessions)() as session:
         after: list[Write] = []
         session.info[AFTER_COMMIT] = after
         caches.attach(session, state.caches)
         with session.begin():
             yield session
+            if before_commit is not None:
+                before_commit(session)
         state.writer.write(after)
+
+
+# request.state: what to run last in the request's write transaction (dust.api.idempotency puts it there)
+BEFORE_COMMIT = "before_commit"
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed when the handler returns (before the response is sent)."""
-    with transaction(request.app.state, read_only=request.method in READS) as session:
+    read_only = request.method in READS
+    hook = None if read_only else getattr(request.state, BEFORE_COMMIT, None)
+    with transaction(request.app.state, read_only=read_only, before_commit=hook) as session:
         yield session
 
 

@@ -9,10 +9,11 @@ from dust.api.deps import SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import entities, tensors
 from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
+from dust.engine.paging import MAX_CURSOR
 from dust.engine.tensors import TensorPublic
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
-Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")]
+Cursor = Annotated[str | None, Query(max_length=MAX_CURSOR, description="next_cursor of the previous page.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such entity (of this kind), or not yours to see."}
 }

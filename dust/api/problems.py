@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from dust.core.errors import DustError, ProblemType, invalid_input
 from dust.engine.fields import MAX_ATTRIBUTE_DEPTH
-from dust.engine.timegrid import MAX_TIME_INDEX
+from dust.engine.timegrid import MAX_TIME_INDEX, MIN_TIME_INDEX
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -131,7 +131,7 @@ def _unparsable_body(cause: BaseException | None) -> str | None:
     if isinstance(cause, ValueError) and "digits" in str(cause):
         return (
             f"body holds an integer of more than {sys.get_int_max_str_digits()} digits; numbers must be finite "
-            f"and within float64, time indices from 0 to {MAX_TIME_INDEX:,}"
+            f"and within float64, time indices from {MIN_TIME_INDEX:,} to {MAX_TIME_INDEX:,}"
         )
     return None
 

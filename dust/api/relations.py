@@ -11,6 +11,7 @@ from dust.api.deps import SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import relations
 from dust.engine.fields import Timestamp
+from dust.engine.paging import MAX_CURSOR
 from dust.engine.relations import (
     Direction,
     MasterTensor,
@@ -66,7 +67,7 @@ def list_(
     entity_id: uuid.UUID | None = None,
     type: Types = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR)] = None,
 ) -> RelationList:
     """Relations touching an entity and/or of some types, in creation order."""
     return relations.list_(

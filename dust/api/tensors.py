@@ -15,8 +15,17 @@ from dust.core.errors import InvalidInput
 from dust.core.security import Permission
 from dust.engine import schemas, tensors
 from dust.engine.fields import Timestamp
-from dust.engine.tensors import HistoryEntry, TensorCreate, TensorPublic, TensorUpdate, WriteResult
-from dust.engine.timegrid import MAX_TIME_INDEX
+from dust.engine.tensors import (
+    HISTORY_LIMIT,
+    MAX_HISTORY_LIMIT,
+    EraseResult,
+    HistoryPage,
+    TensorCreate,
+    TensorPublic,
+    TensorUpdate,
+    WriteResult,
+)
+from dust.engine.timegrid import MAX_TIME_INDEX, MIN_TIME_INDEX
 
 router = APIRouter(tags=["tensors"])
 READ_PARAMS = {"time", "from", "to", "as_of"}
@@ -24,8 +33,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such tens
 SENSITIVE: dict[int | str, dict[str, Any]] = {
     403: {"description": "The schema is sensitive: de-identified readers get aggregates only."}
 }
-INDEX_TEXT = r"^\s*[0-9]+\s*$"  # an index given as text (timegrid takes a minus too, to say it is out of range)
-TimeParam = Annotated[str | None, Query(max_length=64, description="A time index or an ISO 8601 timestamp.")]
+INDEX_TEXT = r"^\s*-?[0-9]+\s*$"  # an index as text; eight digits that name a day are refused (timegrid)
+TimeParam = Annotated[
+    str | None,
+    Query(max_length=64, description="A time index, an ISO 8601 timestamp or latest (8 digits that name a day: 422)."),
+]
 
 
 class Cell(BaseModel):
@@ -35,11 +47,25 @@ class Cell(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra={"propertyNames": {"pattern": schemas.NAME}})
     __pydantic_extra__: dict[str, str] = Field(init=False)
 
-    time: Annotated[int, Field(ge=0, le=MAX_TIME_INDEX)] | datetime | Annotated[str, Field(pattern=INDEX_TEXT)] = Field(
-        description="A time index, an ISO 8601 timestamp (floored onto the grid, not before the origin), or an "
-        "index as text."
+    time: (
+        Annotated[int, Field(ge=MIN_TIME_INDEX, le=MAX_TIME_INDEX)]
+        | datetime
+        | Annotated[str, Field(pattern=INDEX_TEXT)]
+    ) = Field(
+        description="A time index (negative before the origin), an ISO 8601 timestamp (floored onto the grid), or "
+        "an index as text (but not 8 digits that also name a day, such as 20260105: 422)."
     )
     value: float = Field(description="A finite number inside the label's valid range.")
+
+
+def _address_schema() -> dict[str, Any]:
+    """A Cell without its value, documented: a cell to erase."""
+    schema = Cell.model_json_schema()
+    schema["title"] = "CellAddress"
+    schema["description"] = "One cell to erase: its time and its label on each axis of the schema, as in a write."
+    schema["properties"] = {name: p for name, p in schema["properties"].items() if name != "value"}
+    schema["required"] = [name for name in schema.get("required", []) if name != "value"]
+    return schema
 
 
 def _as_decoded(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
@@ -177,19 +203,45 @@ router.add_api_route(
 )
 
 
+class CellsErase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    values: Annotated[
+        list[dict[str, Any]],
+        WrapValidator(_as_decoded),
+        WithJsonSchema({"type": "array", "minItems": 1, "items": _address_schema()}),
+    ] = Field(description='Cells to erase: [{"time": 3, "<axis>": "<label>"}, …]; all or nothing.')
+
+
+@router.delete(
+    "/tensors/{tensor_id}/values",
+    response_model=EraseResult,
+    responses={
+        **NOT_FOUND,
+        413: {"description": "Over DUST_MAX_BATCH_VALUES cells or DUST_MAX_BATCH_BLOCKS blocks."},
+    },
+    **allow(Permission.write),
+)
+def erase(tensor_id: uuid.UUID, data: CellsErase, session: SessionDep, settings: SettingsDep) -> EraseResult:
+    """Erase recorded values, all or nothing: they read as null from now on and stay in the history and "as of"."""
+    return tensors.erase_values(
+        session, tensor_id, data.values, max_batch=settings.max_batch_values, max_blocks=settings.max_batch_blocks
+    )
+
+
 @router.get(
     "/tensors/{tensor_id}/history",
-    response_model=list[HistoryEntry],
+    response_model=HistoryPage,
     responses={**NOT_FOUND, **SENSITIVE},
     **allow(Permission.read),
 )
 def history(
     tensor_id: uuid.UUID,
     session: SessionDep,
-    settings: SettingsDep,
     start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
-) -> list[HistoryEntry]:
-    """Values that later writes replaced, with when each was written and replaced; 422 beyond
-    DUST_MAX_HISTORY_ENTRIES (narrow with from/to)."""
-    return tensors.history(session, tensor_id, start, end, limit=settings.max_history_entries)
+    limit: Annotated[int, Query(ge=1, le=MAX_HISTORY_LIMIT)] = HISTORY_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")] = None,
+) -> HistoryPage:
+    """Values that later writes replaced or erased, with when each was written and replaced, a page at a time."""
+    return tensors.history(session, tensor_id, start, end, limit=limit, cursor=cursor)

@@ -81,6 +81,3 @@ class Settings(BaseSettings):
         description="On SIGTERM or Ctrl-C, how long requests in progress get to finish before the server stops "
         "(new connections are refused at once).",
     )
-    max_history_entries: int = Field(
-        100_000, ge=1, description="Most replaced values one tensor history request returns (422 beyond)."
-    )

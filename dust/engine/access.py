@@ -117,15 +117,6 @@ def can_see(session: Session, entity_id: uuid.UUID) -> bool:
     return session.scalar(select(sub.c.id).where(sub.c.id == entity_id).limit(1)) is not None
 
 
-def see_all(session: Session, entity_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of ``entity_ids`` the principal may see."""
-    ids = visible_ids(session)
-    if ids is None or not entity_ids:
-        return set(entity_ids)
-    sub = ids.subquery()
-    return set(session.scalars(select(sub.c.id).where(sub.c.id.in_(entity_ids))))
-
-
 def require_visible(session: Session, entity_id: uuid.UUID, what: str = "entity") -> None:
     if not can_see(session, entity_id):
         raise NotFound(f"{what} {entity_id} does not exist")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
 from dust.engine.access import principal
-from dust.engine.paging import OFFSET, decode_cursor, encode_cursor
+from dust.engine.paging import id_next_cursor, id_walk
 from dust.engine.timegrid import as_utc
 from dust.storage.db import after_commit, is_read_only
 from dust.storage.models import utcnow
@@ -106,15 +106,14 @@ def search(
     limit: int = 100,
     cursor: str | None = None,
 ) -> AuditList:
-    before = int(decode_cursor(cursor, OFFSET)) if cursor else None
+    walk = id_walk(cursor)
     # In UTC here, as a 422: 0001-01-01T00:00+00:01 leaves the years a database stores once converted.
     start = None if start is None else as_utc(start, "from")
     end = None if end is None else as_utc(end, "to")
-    rows = repo.search(
-        session, entity_id=entity_id, username=username, start=start, end=end, before_id=before, limit=limit + 1
+    rows, in_progress = repo.search(
+        session, entity_id=entity_id, username=username, start=start, end=end, walk=walk, limit=limit + 1
     )
-    more = len(rows) > limit
     return AuditList(
         items=[AuditEntry.model_validate(r) for r in rows[:limit]],
-        next_cursor=encode_cursor(OFFSET, rows[limit - 1].id) if more else None,
+        next_cursor=id_next_cursor(walk, rows, in_progress, limit),
     )

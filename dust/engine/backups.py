@@ -24,6 +24,7 @@ from dust.engine import transfer
 from dust.storage import backup as snapshots
 from dust.storage.backup import BackupKind, Progress
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
+from dust.storage.repositories import paging
 from dust.storage.repositories import transfer as repo
 
 METHODS = {
@@ -121,6 +122,9 @@ def restore(url: str, file: Path, *, force: bool = False, progress: Progress | N
     engine = make_engine(url)
     try:
         upgrade(engine)  # a backup from an earlier DUST comes back at its migration
+        if kind is BackupKind.pg_dump:  # its transaction ids are another server's, or of this one's past
+            with unit_of_work(make_sessionmaker(engine)) as session:
+                paging.forget_transactions(session)
     finally:
         engine.dispose()
     with snapshots.read_snapshot(url) as session:

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from dust.engine import access, audit
 from dust.engine.fields import Attributes, Text, bad_value_char, describe, not_null, oversized
-from dust.engine.paging import OFFSET, decode_cursor, encode_cursor, keyset_after, keyset_cursor
-from dust.storage.models import Entity, utcnow
+from dust.engine.paging import FORGED, OFFSET, decode_cursor, encode_cursor, keyset_next_cursor, keyset_walk
+from dust.storage.models import Entity
 from dust.storage.repositories import entities as repo
 from dust.storage.repositories import relations as relation_repo
 from dust.storage.repositories import users as user_repo
+from dust.storage.repositories.paging import creation_time
 
 KIND = r"^[a-z][a-z0-9_\-]{0,63}$"
 IN_BATCH = 10_000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement
@@ -80,7 +81,7 @@ def create_many(session: Session, items: Sequence[EntityCreate]) -> list[EntityP
         return []
     _check_external_ids_free(session, items)
     who = access.principal(session)
-    now = utcnow()
+    now = creation_time(session)  # the paging key: taken as stable paging needs (storage.repositories.paging)
     made = {"created_by": who.user_id if who else None, "created_at": now, "updated_at": now}
     fields = [{**data.model_dump(), **made, "id": uuid.uuid4()} for data in items]
     claimed = [data for data in items if data.external_id is not None]
@@ -100,9 +101,9 @@ def check_visible(session: Session, entity_ids: Collection[uuid.UUID]) -> None:
     """NotFound for the first of ``entity_ids`` that does not exist or the principal may not see."""
     wanted = list(dict.fromkeys(entity_ids))
     found: set[uuid.UUID] = set()
+    visible = access.visible_ids(session)
     for start in range(0, len(wanted), IN_BATCH):
-        part = wanted[start : start + IN_BATCH]
-        found |= access.see_all(session, list(repo.existing_ids(session, part)))
+        found |= repo.existing_ids(session, wanted[start : start + IN_BATCH], within=visible)
     missing = next((entity_id for entity_id in wanted if entity_id not in found), None)
     if missing is not None:
         raise NotFound(f"entity {missing} does not exist")
@@ -224,11 +225,11 @@ def list_(
     if q is not None and q.strip():
         found = _search(session, kind, q, attributes, visible, limit, cursor)
     else:
-        rows = repo.page(session, kind, attributes, visible, keyset_after(cursor), limit + 1)
-        last = rows[limit - 1] if len(rows) > limit else None
+        walk = keyset_walk(cursor)
+        rows, in_progress = repo.page(session, kind, attributes, visible, walk, limit + 1)
         found = EntityList(
             items=[public(session, r) for r in rows[:limit]],
-            next_cursor=keyset_cursor(last.created_at, last.id) if last else None,
+            next_cursor=keyset_next_cursor(walk, rows, in_progress, limit),
         )
     if found.items:
         audit.record(session, "read", "entity", None, [e.id for e in found.items])
@@ -259,16 +260,40 @@ def _search(
     limit: int,
     cursor: str | None,
 ) -> EntityList:
-    offset = int(decode_cursor(cursor, OFFSET)) if cursor else 0
-    scored: list[tuple[float, str, uuid.UUID]] = []
+    """Every match ranked, then the page after the cursor's place in that ranking.
+
+    A match's place, (score, name, id), depends on the entity and the query alone, and the cursor is the place of
+    the last one shown: entities created between pages land before or after it, and no other one moves, so none
+    is skipped or shown twice (an offset into the ranking would shift with every match created before it).
+    """
+    after = _search_after(cursor)
+    scored: list[tuple[float, str, str]] = []
     for chunk in repo.search_space(session, kind, attributes, visible):
         for score, entity_id, name in _score_chunk(q.strip(), chunk):
-            scored.append((score, name, entity_id))
-    scored.sort(key=lambda s: (-s[0], s[1], str(s[2])))
-    window = scored[offset : offset + limit]
-    items = [public(session, r) for r in repo.by_ids(session, [s[2] for s in window])]
-    more = len(scored) > offset + limit
-    return EntityList(items=items, next_cursor=encode_cursor(OFFSET, offset + limit) if more else None)
+            place = (-score, name, str(entity_id))
+            if after is None or place > after:
+                scored.append(place)
+    scored.sort()
+    window = scored[:limit]
+    items = [public(session, r) for r in repo.by_ids(session, [uuid.UUID(s[2]) for s in window])]
+    last = window[-1] if len(scored) > limit else None
+    return EntityList(items=items, next_cursor=encode_cursor(OFFSET, [-last[0], *last[1:]]) if last else None)
+
+
+def _search_after(cursor: str | None) -> tuple[float, str, str] | None:
+    """The place (negated score, name, id) of the last match a search page showed."""
+    if not cursor:
+        return None
+    place = decode_cursor(cursor, OFFSET)
+    if not (
+        isinstance(place, list)
+        and len(place) == 3
+        and type(place[0]) in (int, float)
+        and math.isfinite(place[0])
+        and all(isinstance(v, str) for v in place[1:])
+    ):
+        raise InvalidInput(f"{FORGED} (a search position is [score, name, id])")
+    return -float(place[0]), place[1], place[2]
 
 
 def _score_chunk(query: str, chunk: list[tuple[uuid.UUID, str, str | None]]) -> list[tuple[float, uuid.UUID, str]]:

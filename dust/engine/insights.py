@@ -1,13 +1,15 @@
 """Insights across tensors: one label of a schema aggregated over every tensor, per absolute time step.
 
 Blocks are read straight from storage and decoded in bulk with NumPy; a tensor's time index ``i`` lands at
-``origin + i × step``, so tensors with different origins line up on absolute time.
+``origin + i × step`` in the local wall-clock time of the schema's zone (UTC unless it names one), where every
+step of a grid is equally long, so tensors with different origins line up on the schema's local steps.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -17,14 +19,16 @@ from dust.core.errors import InvalidInput, did_you_mean
 from dust.engine import access, schemas
 from dust.engine import blocks as codec
 from dust.engine.schemas import SchemaDef
+from dust.engine.timegrid import from_wall_us, wall_us
 from dust.storage.repositories import tensors as repo
 
 BLOCK = codec.BLOCK
 AGGREGATES = ("mean", "min", "max", "sum", "count")
 CHUNK_ROWS = 5_000  # blocks decoded together: one frombuffer per chunk and shape
 COMPACT_SLOTS = 4_000_000  # partial results kept before folding them, to bound memory on large schemas
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
+# Sums of finite values may pass float64's largest (two of 1.5e308): a step whose sum did is summed again over
+# values scaled by this power of two (exact, bar values under 1e-288), which no 2**64 values can overflow.
+_SCALE = 2.0**-64
 
 
 def aggregate_by_step(
@@ -40,19 +44,38 @@ def aggregate_by_step(
 
     With several axes, every cell holding ``label`` on its axis counts; ``axis`` names the axis when the
     label is on more than one. Only the tensors of entities the acting principal may see count.
+
+    Stored values are finite, and so are their ``mean``, ``min`` and ``max``; a ``sum`` beyond float64
+    (±1.8e308) is ``inf``.
     """
     if agg not in AGGREGATES:
         raise InvalidInput(f"agg '{agg}' is not supported; one of {', '.join(AGGREGATES)}")
     sdef = schemas.get_def(session, schema)
     position, index = locate(sdef, label, axis)
     step_us = sdef.time.seconds * 1_000_000
-    acc = _Accumulator(agg, step_us, (position, index), _sliced(sdef, position, index))
-    blocks = repo.schema_block_columns(
-        session, sdef.name, kind, CHUNK_ROWS, acc.part, visible=access.visible_ids(session)
-    )
-    for origins, numbers, shapes, data in blocks:
-        acc.add_columns(origins, numbers, shapes, data)
-    return acc.series()
+    series: list[dict[str, Any]] = []
+    for scale in (1.0, _SCALE):
+        acc = _Accumulator(agg, step_us, (position, index), _sliced(sdef, position, index), zone=sdef.time.zone)
+        acc.scale = scale  # 1: as stored; then, if a sum overflowed, scaled down
+        blocks = repo.schema_block_columns(
+            session, sdef.name, kind, CHUNK_ROWS, acc.part, visible=access.visible_ids(session)
+        )
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64: summed again, scaled
+            for origins, numbers, shapes, data in blocks:
+                acc.add_columns(origins, numbers, shapes, data)
+            series = _mended(series, acc.series()) if series else acc.series()
+        if agg not in ("mean", "sum") or all(math.isfinite(point["value"]) for point in series):
+            break
+    return series
+
+
+def _mended(first: list[dict[str, Any]], scaled: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``first``, its sums that overflowed float64 along the way replaced by those of the ``scaled`` scan."""
+    again = {point["time"]: point["value"] for point in scaled}
+    return [
+        point if math.isfinite(point["value"]) else {**point, "value": again.get(point["time"], point["value"])}
+        for point in first
+    ]
 
 
 def _sliced(sdef: SchemaDef, position: int, index: int) -> tuple[str, int, int] | None:
@@ -81,7 +104,8 @@ def locate(sdef: SchemaDef, label: str, axis: str | None = None) -> tuple[int, i
 
 @dataclass
 class _Part:
-    """Partial aggregates for ``width`` consecutive steps from each of ``starts`` (µs since the epoch).
+    """Partial aggregates for ``width`` consecutive steps from each of ``starts`` (µs of wall-clock time, see
+    ``timegrid.wall_us``).
 
     ``values`` holds sums for mean/sum/count and extremes (NaN = none) for min/max; ``counts`` the recorded
     values behind them. Parts fold together in any order, so chunks of blocks can be folded as they come.
@@ -98,14 +122,16 @@ class _Accumulator:
     step_us: int
     at: tuple[int, int]  # (axis position, label index) to aggregate
     part: tuple[str, int, int] | None = None  # blocks of this shape come as just the label's slice: see _sliced
+    zone: str = "UTC"  # starts are µs of local wall-clock time in it
     parts: list[_Part] = field(default_factory=list)
     pending: int = 0
+    scale: float = 1.0  # values are summed times this: see _SCALE
     _origin_us: dict[datetime, int] = field(default_factory=dict)
 
     def add_columns(self, origins: list[datetime], numbers: list[int], shapes: list[str], data: list[bytes]) -> None:
         """One batch of blocks."""
         for origin in set(origins).difference(self._origin_us):
-            self._origin_us[origin] = (origin - _EPOCH) // _US
+            self._origin_us[origin] = wall_us(origin, self.zone)
         starts = np.fromiter(map(self._origin_us.__getitem__, origins), dtype=np.int64, count=len(origins))
         starts += np.asarray(numbers, dtype=np.int64) * (BLOCK * self.step_us)
         kinds = set(shapes)
@@ -123,6 +149,8 @@ class _Accumulator:
         picked = self._picked(starts.size, key, data)
         if picked is None:
             return  # written under a version without this label: nothing recorded for it
+        if self.scale != 1.0:
+            picked = picked * self.scale
         valid = ~np.isnan(picked)
         combine = {"min": np.fmin, "max": np.fmax}.get(self.agg, np.add)
         if picked.shape[1] == 1:  # one cell per step (a single-axis schema): nothing to reduce across cells
@@ -179,11 +207,13 @@ class _Accumulator:
         part = self._fold()
         counts, values = part.counts[:, 0], part.values[:, 0]
         if self.agg == "mean":
-            values = values / counts
+            values = values / counts / self.scale
+        elif self.agg == "sum":
+            values = values / self.scale  # inf for a sum beyond float64
         elif self.agg == "count":
             values = counts.astype(np.float64)
         return [
-            {"time": _EPOCH + t * _US, "value": v, "count": c}
+            {"time": from_wall_us(t, self.zone), "value": v, "count": c}
             for t, v, c in zip(part.starts.tolist(), values.tolist(), counts.tolist(), strict=True)
         ]
 

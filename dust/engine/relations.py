@@ -20,7 +20,7 @@ from dust.core.errors import Conflict, InvalidInput, NotFound
 from dust.engine import access, audit
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
-from dust.engine.paging import keyset_after, keyset_cursor
+from dust.engine.paging import keyset_next_cursor, keyset_walk
 from dust.engine.timegrid import as_utc, shown
 from dust.storage.models import Relation, utcnow
 from dust.storage.repositories import entities as entity_repo
@@ -149,7 +149,7 @@ def _check_interval(start: datetime | None, end: datetime | None) -> None:
 
 def create(session: Session, data: RelationCreate) -> RelationPublic:
     ids = [data.source_id, data.target_id]
-    missing = set(ids) - (entity_repo.existing_ids(session, ids) & access.see_all(session, ids))
+    missing = set(ids) - entity_repo.existing_ids(session, ids, within=access.visible_ids(session))
     if missing:
         raise InvalidInput(f"entity {sorted(map(str, missing))[0]} does not exist; relations join existing entities")
     access.require_grant(session, data.type)
@@ -195,9 +195,8 @@ def _row(session: Session, relation_id: uuid.UUID, *, lock: bool = False) -> Rel
     """The relation, if it exists and the principal may see both its ends (404 either way); ``lock`` as for
     ``entities.get_row``."""
     missing = NotFound(f"relation {relation_id} does not exist")
-    row = repo.get(session, relation_id)
-    ends = set() if row is None else {row.source_id, row.target_id}
-    if row is None or len(access.see_all(session, list(ends))) < len(ends):
+    row = repo.get(session, relation_id, within=access.visible_ids(session))
+    if row is None:
         raise missing
     if lock and (row := repo.get(session, relation_id, lock=True)) is None:
         raise missing
@@ -246,14 +245,13 @@ def list_(
     limit: int = 50,
     cursor: str | None = None,
 ) -> RelationList:
-    rows = repo.page(session, entity_id, _types(types), keyset_after(cursor), limit + 1, access.visible_ids(session))
-    more = len(rows) > limit
-    last = rows[limit - 1] if more else None
+    walk = keyset_walk(cursor)
+    rows, in_progress = repo.page(session, entity_id, _types(types), walk, limit + 1, access.visible_ids(session))
     shown = rows[:limit]
     audit.record_each(session, "read", "relation", [(r.id, [r.source_id, r.target_id]) for r in shown])
     return RelationList(
         items=[_public(session, r) for r in shown],
-        next_cursor=keyset_cursor(last.created_at, last.id) if last else None,
+        next_cursor=keyset_next_cursor(walk, rows, in_progress, limit),
     )
 
 
@@ -307,13 +305,10 @@ def neighbourhood(
     depths = {entity_id: 0}
     edges: dict[uuid.UUID, Edge] = {}
     frontier = {entity_id}
+    visible = access.visible_ids(session)  # a hidden entity must not show, even as an edge's end
     for hop in range(1, depth + 1):
-        found = _visible(
-            session,
-            _live(
-                session, repo.touching(session, frontier, direction, wanted, None if at else min_weight), at, min_weight
-            ),
-        )
+        near = repo.touching(session, frontier, direction, wanted, None if at else min_weight, visible)
+        found = _live(session, near, at, min_weight)
         reached: set[uuid.UUID] = set()
         for row, weight in found:
             edges[row.id] = _edge(row, weight)
@@ -333,13 +328,6 @@ def neighbourhood(
 
 def _as_of(at: datetime | None) -> datetime | None:
     return None if at is None else as_utc(at, "at")
-
-
-def _visible(session: Session, edges: list[tuple[repo.EdgeRow, float]]) -> list[tuple[repo.EdgeRow, float]]:
-    """The edges whose both ends the principal may see (a hidden entity must not show even as an edge end)."""
-    ends = list({end for row, _ in edges for end in (row.source_id, row.target_id)})
-    seen = access.see_all(session, ends)
-    return [(row, w) for row, w in edges if row.source_id in seen and row.target_id in seen]
 
 
 def _live(
@@ -366,7 +354,8 @@ def _edge(row: repo.EdgeRow, weight: float) -> Edge:
 
 def master_tensor(session: Session, *, types: list[str] | None = None, at: datetime | None = None) -> MasterTensor:
     """The whole master tensor (or the given types) as sparse COO; types and entity ids sorted, entries in order."""
-    live = _visible(session, _live(session, repo.all_edges(session, _types(types)), _as_of(at), None))
+    edges = repo.all_edges(session, _types(types), access.visible_ids(session))  # both ends visible
+    live = _live(session, edges, _as_of(at), None)
     type_names = sorted({row.type for row, _ in live})
     ids = sorted({row.source_id for row, _ in live} | {row.target_id for row, _ in live})  # UUID order = str order
     type_index = {name: i for i, name in enumerate(type_names)}

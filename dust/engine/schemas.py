@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,6 +27,7 @@ NAME = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 RESERVED_AXES = {"time", "from", "to", "as_of", "value", "latest", "requested"}
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400}
 TimeUnit = Literal["second", "minute", "hour", "day", "week"]
+CALENDAR_UNITS = ("day", "week")  # the units whose steps follow a time zone's clock
 MAX_CELLS = 100_000
 MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 _CACHE = "dust.schema_defs"  # session.info key of get_def's cache
@@ -89,6 +92,35 @@ class TimeAxis(BaseModel):
     unit: TimeUnit = "day"
     step: Integer = Field(1, ge=1, le=1_000_000, description="Grid spacing in units.")
     origin: Timestamp | None = Field(None, description="Default origin for this schema's tensors.")
+    zone: str = Field(
+        "UTC",
+        max_length=64,
+        description="IANA time zone whose local days the day and week steps follow (e.g. Europe/Berlin).",
+        examples=["Europe/Berlin"],
+    )
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        try:
+            # "localtime" is whatever the server's clock is set to; right/ zones count leap seconds as seconds.
+            if zone == "localtime" or zone.startswith("right/"):
+                raise ZoneInfoNotFoundError(zone)
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # not the form of a name, or a folder of zones
+            raise ValueError(
+                f"{zone!r} is not an IANA time zone; name one such as Europe/Berlin, America/New_York or UTC"
+            ) from None
+        return zone
+
+    @model_validator(mode="after")
+    def _zone_of_a_calendar_unit(self) -> TimeAxis:
+        if self.zone != "UTC" and self.unit not in CALENDAR_UNITS:
+            raise ValueError(
+                f"zone '{self.zone}' needs a unit of day or week: steps of {self.unit}s are a fixed length of absolute "
+                "time, the same in every zone; leave zone out (UTC) and give the origin"
+            )
+        return self
 
     @property
     def seconds(self) -> int:
@@ -304,6 +336,11 @@ def _check_compatible(old: SchemaDef, new: SchemaCreate) -> None:
             )
     if (new.time.unit, new.time.step) != (old.time.unit, old.time.step):
         raise Conflict("a new version must keep the time unit and step")
+    if new.time.zone != old.time.zone:
+        raise Conflict(
+            f"a new version must keep the time zone '{old.time.zone}': another would move every stored value to "
+            "other instants; create a schema under another name for the new zone"
+        )
 
 
 def get(session: Session, name: str, version: int | None = None) -> SchemaPublic:
@@ -322,6 +359,28 @@ def get_def(session: Session, name: str, version: int | None = None) -> SchemaDe
     if found is None:
         found = _shared_def(session, name, version)
         cache[(name, version)] = cache[(name, found.version)] = found
+    return found
+
+
+def get_defs(session: Session, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], SchemaDef]:
+    """``get_def`` of many (name, version) pairs, those not cached read together by one query."""
+    cache: dict[tuple[str, int | None], SchemaDef] = session.info.setdefault(_CACHE, {})
+    shared = caches.of(session)
+    found: dict[tuple[str, int], SchemaDef] = {}
+    for key in dict.fromkeys(keys):
+        hit = cache.get(key) or (None if shared is None else shared.get(session, caches.SCHEMAS, key))
+        if hit is not None:
+            found[key] = hit
+    missing = [key for key in dict.fromkeys(keys) if key not in found]
+    for row in repo.versions(session, missing) if missing else []:
+        sdef = found[(row.name, row.version)] = definition(row.name, row.version, row.definition)
+        if shared is not None:
+            shared.put(session, caches.SCHEMAS, (row.name, row.version), sdef)
+    for key, sdef in found.items():
+        cache[key] = sdef
+    for name, version in missing:
+        if (name, version) not in found:  # deleted meanwhile: get_def says so
+            found[(name, version)] = get_def(session, name, version)
     return found
 
 

@@ -6,6 +6,7 @@ earlier one is kept in ``tensor_history`` so reads "as of" a past write time can
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import time as clock
@@ -26,8 +27,9 @@ from dust.core.errors import Conflict, DustError, Forbidden, InvalidInput, NotFo
 from dust.engine import access, audit, entities, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
+from dust.engine.paging import decode_cursor, encode_cursor
 from dust.engine.schemas import SchemaDef
-from dust.engine.timegrid import TimeGrid, as_utc, floor_to, from_us, parse_timestamp, shown, to_us
+from dust.engine.timegrid import TimeGrid, as_utc, default_origin, from_us, parse_timestamp, shown, to_us
 from dust.engine.views import TensorView, TimeInfo
 from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
@@ -41,7 +43,9 @@ class TensorCreate(BaseModel):
     entity_id: uuid.UUID
     schema_name: str = Field(alias="schema", max_length=64, description="Name of the schema the tensor conforms to.")
     origin: Timestamp | None = Field(
-        None, description="Time of index 0; default the schema's origin, else now floored to the time unit."
+        None,
+        description="Time of index 0; default the schema's origin, else the start of the current step on the "
+        "schema's grid (from Monday 2000-01-03 00:00 in its zone).",
     )
 
 
@@ -76,16 +80,31 @@ class WriteResult(BaseModel):
     written: int
 
 
+class EraseResult(BaseModel):
+    erased: int = Field(description="Recorded values erased; cells that held none are left as they were.")
+
+
 class HistoryEntry(BaseModel):
     time: int
     labels: dict[str, str]
     value: float
     written_at: datetime
     replaced_at: datetime
-    new_value: float
+    new_value: float | None = Field(description="The value that replaced it; null if it was erased.")
+
+
+class HistoryPage(BaseModel):
+    items: list[HistoryEntry]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null at the end.")
+
+
+HISTORY_LIMIT = 1_000  # entries a history page holds unless asked for fewer or more
+MAX_HISTORY_LIMIT = 10_000
+_HISTORY_CURSOR = "h"  # [time_index, replaced_us, id] of the last entry returned
 
 
 def now_us() -> int:
+    """The wall clock in µs; a write stamps its cells with it, or later (``_stamp``)."""
     return clock.time_ns() // 1000
 
 
@@ -117,7 +136,7 @@ def create_many(session: Session, items: Sequence[TensorCreate]) -> list[TensorP
 
 def _new_tensor(data: TensorCreate, sdef: SchemaDef, now: datetime) -> dict[str, Any]:
     """Every column of a new tensor's row."""
-    origin = data.origin or sdef.time.origin or floor_to(datetime.now().astimezone(), sdef.time.seconds)
+    origin = data.origin or sdef.time.origin or default_origin(now, sdef.time.seconds, sdef.time.zone)
     return {
         "id": uuid.uuid4(),
         "entity_id": data.entity_id,
@@ -150,12 +169,10 @@ def get_row(session: Session, tensor_id: uuid.UUID, *, lock: bool = False) -> Te
 def locked(session: Session, tensor_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Tensor]:
     """The tensors, held until commit, so that two writes cannot both rewrite a block from the same old copy
     (the second would silently drop the first's cells) or both insert the same new block. 404 for the first
-    that does not exist or whose entity the principal may not see."""
-    rows = repo.lock(session, list(tensor_ids))
-    visible = access.see_all(session, [row.entity_id for row in rows.values()])
+    that does not exist or whose entity the principal may not see; those are never locked, nor waited for."""
+    rows = repo.lock(session, list(tensor_ids), within=access.visible_ids(session))
     for tensor_id in tensor_ids:
-        row = rows.get(tensor_id)
-        if row is None or row.entity_id not in visible:
+        if tensor_id not in rows:
             raise NotFound(f"tensor {tensor_id} does not exist")
     return rows
 
@@ -176,7 +193,8 @@ def of_entity(session: Session, entity_id: uuid.UUID) -> list[TensorPublic]:
     entities.get_row(session, entity_id)
     rows = repo.of_entity(session, entity_id)
     audit.record(session, "read", "tensor", None, [entity_id] if rows else [])
-    return [public(row, _schema(session, row)) for row in rows]
+    defs = schemas.get_defs(session, [(row.schema_name, row.schema_version) for row in rows])
+    return [public(row, defs[(row.schema_name, row.schema_version)]) for row in rows]
 
 
 def update(session: Session, tensor_id: uuid.UUID, data: TensorUpdate) -> TensorPublic:
@@ -212,7 +230,14 @@ def public(row: Tensor, sdef: SchemaDef) -> TensorPublic:
 
 
 def _time_info(row: Tensor, sdef: SchemaDef) -> TimeInfo:
-    return TimeInfo(unit=sdef.time.unit, step=sdef.time.step, origin=row.origin, start=row.time_min, end=row.time_max)
+    return TimeInfo(
+        unit=sdef.time.unit,
+        step=sdef.time.step,
+        zone=sdef.time.zone,
+        origin=row.origin,
+        start=row.time_min,
+        end=row.time_max,
+    )
 
 
 def _schema(session: Session, row: Tensor) -> SchemaDef:
@@ -220,7 +245,7 @@ def _schema(session: Session, row: Tensor) -> SchemaDef:
 
 
 def _grid(row: Tensor, sdef: SchemaDef) -> TimeGrid:
-    return TimeGrid(row.origin, sdef.time.seconds)
+    return TimeGrid(row.origin, sdef.time.seconds, sdef.time.zone)
 
 
 # --- writes -----------------------------------------------------------------------------------------------
@@ -277,6 +302,83 @@ def write_arrays(session: Session, arrays: Mapping[uuid.UUID, np.ndarray], start
     return dict(zip(arrays, _apply(session, writes), strict=True))
 
 
+def erase_values(
+    session: Session,
+    tensor_id: uuid.UUID,
+    cells: Sequence[Mapping[str, Any]],
+    max_batch: int = 100_000,
+    max_blocks: int | None = None,
+) -> EraseResult:
+    """Erase the values of ``[{time, <axis>: label, …}]``, all or nothing: they read as not recorded from now
+    on, stay in the history (``new_value`` None) and in reads "as of" a time before. A write to the tensor for
+    access and audit; an unknown label or time fails the whole request, a cell holding nothing is left as it is."""
+    if len(cells) > max_batch:
+        raise TooLarge(f"an erase may name at most {max_batch} cells; this one names {len(cells)}")
+    if not cells:
+        raise InvalidInput("values must name at least one cell")
+    row = get_row(session, tensor_id, lock=True)
+    sdef = _schema(session, row)
+    times, flat = _parse_cells(cells, sdef, _grid(row, sdef))
+    _check_blocks(times, max_blocks)
+    _audit(session, "update", row)
+    erase = _Write(row, sdef, times, flat, np.full(times.size, np.nan), erase=True)
+    return EraseResult(erased=_apply(session, [erase])[0])
+
+
+def _check_blocks(times: np.ndarray, max_blocks: int | None) -> None:
+    touched = np.unique(times // BLOCK).size
+    if max_blocks is not None and touched > max_blocks:
+        raise TooLarge(
+            f"this request touches {touched} blocks of {BLOCK} time steps; at most {max_blocks} per request: "
+            "send cells spread over fewer, closer time steps per request"
+        )
+
+
+def _parse_cells(cells: Sequence[Mapping[str, Any]], sdef: SchemaDef, grid: TimeGrid) -> tuple[np.ndarray, np.ndarray]:
+    """(time indices, flat cells) of ``[{time, <axis>: label, …}]``; InvalidInput naming every bad one."""
+    allowed = {"time", *(a.name for a in sdef.axes)}
+    times = np.empty(len(cells), dtype=np.int64)
+    flat = np.zeros(len(cells), dtype=np.int64)
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(cells):
+        try:
+            times[i], flat[i] = _address(
+                item, allowed, sdef, grid, "each cell must be an object {time, <axis>: label, …}"
+            )
+        except InvalidInput as problem:
+            errors.append({"loc": ["values", i], "msg": problem.detail, "type": problem.code})
+    _refuse(errors, len(cells), "cells were rejected, so nothing was erased")
+    return times, flat
+
+
+def _address(item: Any, allowed: set[str], sdef: SchemaDef, grid: TimeGrid, not_an_object: str) -> tuple[int, int]:
+    """(time index, flat cell) of one ``{time, <axis>: label, …}``, with no field outside ``allowed``."""
+    if not isinstance(item, Mapping):
+        raise InvalidInput(not_an_object, code="not_an_object")
+    extra = set(item) - allowed
+    if extra:
+        raise InvalidInput(f"unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}", code="unknown_field")
+    if "time" not in item:
+        raise InvalidInput("time is required (an index or an ISO 8601 timestamp)", code="missing")
+    time = grid.index(item["time"])
+    cell = 0
+    for axis, stride in zip(sdef.axes, sdef.strides, strict=True):
+        if axis.name not in item:
+            raise InvalidInput(f"'{axis.name}' is required: one of {axis.labels[:20]}", code="missing")
+        cell += int(stride) * sdef.label_index(axis, _label(item[axis.name], axis.name))
+    return time, cell
+
+
+def _refuse(errors: list[dict[str, Any]], count: int, outcome: str) -> None:
+    """InvalidInput for a batch with ``errors``: how many of ``count`` were bad, what happened, the first."""
+    if errors:
+        first = errors[0]
+        raise InvalidInput(
+            f"{len(errors)} of {count} {outcome}; the first, values[{first['loc'][1]}]: {first['msg']}",
+            errors=errors[:100],
+        )
+
+
 @contextmanager
 def _naming(tensor_id: uuid.UUID, many: bool) -> Iterator[None]:
     """In a write to many tensors, an error says which one it is about."""
@@ -285,30 +387,84 @@ def _naming(tensor_id: uuid.UUID, many: bool) -> Iterator[None]:
     except DustError as problem:
         if not many:
             raise
-        raise type(problem)(f"tensor {tensor_id}: {problem.detail}", errors=problem.errors) from None
+        raise type(problem)(f"tensor {tensor_id}: {problem.detail}", errors=problem.errors, code=problem.code) from None
 
 
 def _from_array(session: Session, row: Tensor, array: np.ndarray, start: int) -> _Write:
-    """The recorded (non-NaN) cells of ``array`` as triples, after checking shape, time grid and ranges."""
+    """The recorded (non-NaN) cells of ``array`` as triples, after checking shape, time grid, numbers and ranges.
+
+    The numbers obey the rules of ``write_values``: real numbers within float64 (no booleans, text or complex
+    numbers), finite and in range; only NaN differs, meaning "leave this cell as it is". An error names the cell.
+    """
     sdef = _schema(session, row)
-    try:
-        array = np.asarray(array, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInput("array must hold numbers (NaN for cells to leave as they are)") from None
-    if array.ndim == 0 or array.shape[:-1] != sdef.shape:
-        raise InvalidInput(f"array shape {array.shape} does not match (*{sdef.shape}, time)")
-    steps = array.shape[-1]
+    raw = _real_array(array)
+    if raw.ndim == 0 or raw.shape[:-1] != sdef.shape:
+        raise InvalidInput(f"array shape {raw.shape} does not match (*{sdef.shape}, time)")
+    steps = raw.shape[-1]
     grid = _grid(row, sdef)
     grid.check(start, "start")
     if steps:
         grid.check(start + steps - 1, "start + time steps - 1")
-    by_time = array.reshape(math.prod(sdef.shape), steps).T
+    by_time = _float64(raw, sdef, start).reshape(math.prod(sdef.shape), steps).T
     t, cells = np.nonzero(~np.isnan(by_time))  # in (time, cell) order, each once: settled
     numbers = by_time[t, cells]
-    if np.isinf(numbers).any():
-        raise InvalidInput("values must be finite numbers; inf is not allowed")
-    _check_ranges(sdef, cells, numbers)
-    return _Write(row, sdef, t.astype(np.int64) + start, cells, numbers, settled=True)
+    for j in np.flatnonzero(np.isinf(numbers) | _outside_ranges(sdef, cells, numbers))[:1].tolist():
+        where = _cell_name(sdef, int(cells[j]), int(t[j]) + start)
+        if np.isinf(numbers[j]):
+            raise InvalidInput(f"{where}: value must be a finite number within float64 range", code="not_finite")
+        problem = _out_of_range(sdef, int(cells[j]), float(numbers[j]))
+        raise InvalidInput(f"{where}: {problem.detail}", code=problem.code)
+    return _Write(row, sdef, t.astype(np.int64) + start, cells, _unsigned_zero(numbers), settled=True)
+
+
+def _real_array(array: Any) -> np.ndarray:
+    """``array`` as a NumPy array of real numbers (of any integer or float dtype, or objects checked one by one
+    later); InvalidInput for booleans, complex numbers, text or anything else, as ``write_values`` refuses them."""
+    try:
+        raw = np.asarray(array)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            "array must be a rectangular array of numbers (NaN for cells to leave as they are)"
+        ) from None
+    if raw.dtype.kind not in "iufO":
+        what = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes"}.get(raw.dtype.kind, str(raw.dtype))
+        raise InvalidInput(
+            f"array must hold real numbers (NaN for cells to leave as they are), not {what}", code="not_a_number"
+        )
+    return raw
+
+
+def _float64(raw: np.ndarray, sdef: SchemaDef, start: int) -> np.ndarray:
+    """``raw`` (shaped as the tensor) as float64. A number beyond float64 becomes inf (refused by the caller); an
+    element of an object array that ``write_values`` would refuse is refused here, naming its cell."""
+    if raw.dtype.kind != "O":
+        with np.errstate(over="ignore"):  # a long double past float64: inf, refused naming its cell
+            return raw.astype(np.float64)
+    out = np.empty(raw.shape, dtype=np.float64)
+    for position, item in np.ndenumerate(raw):
+        if isinstance(item, bool | np.bool_) or not isinstance(item, numbers.Real):
+            where = _cell_name(sdef, int(np.ravel_multi_index(position[:-1], sdef.shape)), position[-1] + start)
+            raise InvalidInput(
+                f"{where}: value must be a number (NaN to leave the cell as it is), not {shown(item)}",
+                code="not_a_number",
+            )
+        try:
+            out[position] = float(item)
+        except OverflowError:  # an integer beyond float64, e.g. 10**400
+            out[position] = math.inf
+    return out
+
+
+def _cell_name(sdef: SchemaDef, cell: int, time: int) -> str:
+    """A cell as a person names it: ``time 3, metric=heart_rate``."""
+    labels = ", ".join(f"{a.name}={label}" for a, label in zip(sdef.axes, _labels_of(sdef, cell), strict=True))
+    return f"time {time}, {labels}"
+
+
+def _unsigned_zero(numbers: np.ndarray) -> np.ndarray:
+    """-0.0 as 0.0: a value is a number, and -0.0 == 0.0, so writing one over the other changes nothing, and
+    what is stored (and read back) never depends on whether another cell of its block changed."""
+    return numbers + 0.0
 
 
 def _parse(
@@ -318,7 +474,8 @@ def _parse(
     # Nearly every batch is well formed: checked as columns it costs a few NumPy calls instead of a Python loop
     # per value. Any other batch takes the loop, which finds each bad value and says what is wrong with it.
     parsed = _parse_columns(values, sdef, grid)
-    return parsed if parsed is not None else _parse_each(values, sdef, grid)
+    times, cells, numbers = parsed if parsed is not None else _parse_each(values, sdef, grid)
+    return times, cells, _unsigned_zero(numbers)
 
 
 def _parse_columns(
@@ -396,32 +553,13 @@ def _parse_each(
     errors: list[dict[str, Any]] = []
     for i, item in enumerate(values):
         try:
-            if not isinstance(item, Mapping):
-                raise InvalidInput("each value must be an object {time, <axis>: label, value}", code="not_an_object")
-            extra = set(item) - allowed
-            if extra:
-                raise InvalidInput(
-                    f"unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}", code="unknown_field"
-                )
-            if "time" not in item:
-                raise InvalidInput("time is required (an index or an ISO 8601 timestamp)", code="missing")
-            times[i] = grid.index(item["time"])
-            cell = 0
-            for axis, stride in zip(sdef.axes, sdef.strides, strict=True):
-                if axis.name not in item:
-                    raise InvalidInput(f"'{axis.name}' is required: one of {axis.labels[:20]}", code="missing")
-                cell += int(stride) * sdef.label_index(axis, _label(item[axis.name], axis.name))
-            cells[i] = cell
-            numbers[i] = _number(item.get("value"), sdef, cell)
+            times[i], cells[i] = _address(
+                item, allowed, sdef, grid, "each value must be an object {time, <axis>: label, value}"
+            )
+            numbers[i] = _number(item.get("value"), sdef, int(cells[i]))
         except InvalidInput as problem:
             errors.append({"loc": ["values", i], "msg": problem.detail, "type": problem.code})
-    if errors:
-        first = errors[0]
-        raise InvalidInput(
-            f"{len(errors)} of {n} values were rejected, so nothing was written; the first, "
-            f"values[{first['loc'][1]}]: {first['msg']}",
-            errors=errors[:100],
-        )
+    _refuse(errors, n, "values were rejected, so nothing was written")
     return times, cells, numbers
 
 
@@ -485,6 +623,7 @@ class _Write:
     cells: np.ndarray
     numbers: np.ndarray
     settled: bool = False  # one triple per (time, cell), in time order, as an array's cells come
+    erase: bool = False  # the numbers are NaN: the recorded values of the cells are erased
 
     def settle(self) -> _Write:
         """Only the last triple per (time, cell) kept, ordered by time: later triples win over earlier ones."""
@@ -495,7 +634,8 @@ class _Write:
         _, last = np.unique(keys[::-1], return_index=True)
         keep = np.sort(keys.size - 1 - last)
         keep = keep[np.argsort(self.times[keep], kind="stable")]
-        return _Write(self.row, self.sdef, self.times[keep], self.cells[keep], self.numbers[keep], settled=True)
+        kept = (self.times[keep], self.cells[keep], self.numbers[keep])
+        return _Write(self.row, self.sdef, *kept, settled=True, erase=self.erase)
 
     @cached_property
     def blocks(self) -> tuple[np.ndarray, np.ndarray]:
@@ -525,27 +665,40 @@ def _apply(session: Session, writes: list[_Write]) -> list[int]:
     settled = [w.settle() for w in writes]
     keys = [(w.row.id, number) for w in settled for number in w.stored_candidates()]
     stored = repo.blocks_at(session, keys) if keys else {}
-    stamp = now_us()
+    now = now_us()
     new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
-    written = [w for w in settled if w.times.size]
-    for write in written:
-        _merge(write, stored, stamp, (new, changed, history))
+    spans: list[tuple[Tensor, int, int, int]] = []
+    counts = []
+    for write in settled:
+        stamp, replaced = _merge(write, stored, now, (new, changed, history)) if write.times.size else (0, 0)
+        counts.append(replaced if write.erase else int(write.times.size))
+        if write.erase and replaced:  # an erase leaves the recorded range as it was
+            spans.append((write.row, write.row.time_min or 0, write.row.time_max or 0, stamp))
+        elif not write.erase and write.times.size:
+            spans.append((write.row, int(write.times[0]), int(write.times[-1]), stamp))
     repo.put_blocks(session, new, changed)
     repo.add_history(session, history)
-    repo.widen_ranges(session, [(w.row, int(w.times[0]), int(w.times[-1])) for w in written])
-    return [int(w.times.size) for w in settled]
+    repo.widen_ranges(session, spans)
+    return counts
+
+
+def _stamp(now: int, row: Tensor, earlier: np.ndarray) -> int:
+    """The write time of a write to ``row`` at ``now``: later than the tensor's last write and than the cells it
+    changes (``earlier``: their stamps), even if the clock stepped back since, so every history entry is written
+    before it is replaced and "as of" reads find it. The tensor is locked: no other write can stamp meanwhile."""
+    return max(now, (row.stamped_us or 0) + 1, int(earlier.max(initial=0)) + 1)
 
 
 def _merge(
     write: _Write,
     stored: Mapping[tuple[uuid.UUID, int], repo.StoredBlock],
-    stamp: int,
+    now: int,
     out: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
-) -> None:
+) -> tuple[int, int]:
     """One write into its blocks, all touched blocks at once; ``out`` collects (new blocks, changed blocks,
-    replaced values for the history)."""
+    replaced values for the history). Returns the write's stamp and the number of values it replaced."""
     new, changed, history = out
     row, sdef = write.row, write.sdef
     numbers, slot = write.blocks
@@ -553,9 +706,11 @@ def _merge(
     values, stamps = _touched(existing, sdef)
     at = (slot, write.times - numbers[slot] * BLOCK, write.cells)
     old = values[at]
-    replaced = ~np.isnan(old) & (old != write.numbers)
-    # A cell rewritten with its own value keeps its first write time, so "as of" reads still see it.
-    differs = np.isnan(old) | replaced
+    replaced = ~np.isnan(old) & (old != write.numbers)  # an erase (NaN) replaces every recorded value
+    # A cell rewritten with its own value keeps its first write time, so "as of" reads still see it; a cell that
+    # holds nothing and is erased stays as it is.
+    differs = (np.isnan(old) & ~np.isnan(write.numbers)) | replaced
+    stamp = _stamp(now, row, stamps[at][differs])
     history.extend(_replaced(write, old, stamps[at], replaced, stamp))
     values[at] = write.numbers
     stamps[tuple(index[differs] for index in at)] = stamp
@@ -564,6 +719,7 @@ def _merge(
         data, stamp_bytes = codec.encode(values[k], stamps[k])
         block = {"tensor_id": row.id, "block": int(numbers[k]), "shape": shape, "data": data, "stamps": stamp_bytes}
         (new if existing[k] is None else changed).append(block)
+    return stamp, int(replaced.sum())
 
 
 def _touched(existing: list[repo.StoredBlock | None], sdef: SchemaDef) -> tuple[np.ndarray, np.ndarray]:
@@ -590,7 +746,7 @@ def _replaced(
             "value": float(old[j]),
             "written_us": int(written_us[j]),
             "replaced_us": stamp,
-            "new_value": float(write.numbers[j]),
+            "new_value": None if write.erase else float(write.numbers[j]),
         }
 
 
@@ -631,13 +787,16 @@ def read(
     values as they stood at that write time.
     """
     row = get_row(session, tensor_id)
+    moment = None if as_of is None else _moment(as_of)
+    if moment is not None:
+        row = _settled(session, row, to_us(moment, "as_of"))
     sdef = _schema(session, row)
     _readable(session, row, sdef)
     grid = _grid(row, sdef)
     meta = public(row, sdef)
     first, last, selected = _time_window(row, grid, time, start, end)
-    if as_of is not None:
-        as_of = selected["as_of"] = _moment(as_of)
+    if moment is not None:
+        selected["as_of"] = moment
     picks, dropped = _label_picks(sdef, labels or {})
     cells = math.prod(len(p) for p in picks)
     steps = 0 if first is None or last is None else last - first + 1
@@ -649,11 +808,28 @@ def read(
         values = np.empty((*(len(p) for p in picks), 0))
         indices = np.empty(0, dtype=np.int64)
     else:
-        values, indices = _gather(session, row, sdef, first, last, as_of, picks)
+        values, indices = _gather(session, row, sdef, first, last, moment, picks)
     view = TensorView.build(meta, sdef, grid, values, indices, picks, dropped, selected)
     if latest:
         return view.latest()
     return view if time is None else view.single_time()
+
+
+def _settled(session: Session, row: Tensor, cutoff: int) -> Tensor:
+    """The tensor, read so that an "as of" ``cutoff`` read of it answers the same now as at any later time.
+
+    A write stamps its values after taking the tensor's lock and later than the tensor's last write
+    (``_stamp``), and commits before it lets the lock go. So a write this read cannot see yet stamps after
+    ``row.stamped_us``: if the cutoff is before that, nothing unseen is as of it. Otherwise the read waits for
+    the write in flight, if any, and reads the tensor again; any write after that stamps after now.
+    """
+    if cutoff < row.stamped_us:
+        return row
+    repo.wait_for_writes(session, row.id)
+    fresh = repo.get(session, row.id, within=access.visible_ids(session), fresh=True)
+    if fresh is None:
+        raise NotFound(f"tensor {row.id} does not exist")
+    return fresh
 
 
 def _time_window(
@@ -750,15 +926,38 @@ def _restore_replaced(
     picks: list[np.ndarray],
     values: np.ndarray,
 ) -> None:
-    """Put back, into ``values`` (time, *picked cells), the values that stood at ``cutoff`` and were replaced since."""
-    for old in repo.history(session, row.id, first, last, replaced_after_us=cutoff):
-        if not old.written_us <= cutoff < old.replaced_us:
-            continue
-        cell = _cell_of(sdef, old.labels)
-        if cell is None:
-            continue
-        positions = [np.flatnonzero(pick == index) for pick, index in zip(picks, cell, strict=True)]
-        values[np.ix_(np.array([old.time_index - first]), *positions)] = old.value
+    """Put back, into ``values`` (time, *picked cells), the values that stood at ``cutoff`` and were replaced since.
+
+    As arrays: the history rows come as columns, each distinct cell's labels are looked up once, and one
+    assignment puts every value back (at most one value of a cell stood at any moment).
+    """
+    times, labels, numbers = repo.standing_at(session, row.id, first, last, cutoff)
+    if not times.size:
+        return
+    # Where each label of an axis sits among the picked ones (-1: not picked); a label picked twice is put
+    # back at its first place and copied to the others below.
+    places = []
+    for axis, pick in zip(sdef.axes, picks, strict=True):
+        place = np.full(len(axis.labels), -1, dtype=np.int64)
+        place[pick[::-1]] = np.arange(len(pick))[::-1]
+        places.append(place)
+    distinct: dict[str, int] = {}
+    keys = np.fromiter((distinct.setdefault(text, len(distinct)) for text in labels), dtype=np.int64, count=len(labels))
+    at = np.array([_place_of(sdef, json.loads(text), places) for text in distinct], dtype=np.int64)[keys]
+    kept = (at >= 0).all(axis=1)
+    values[(times[kept] - first, *at[kept].T)] = numbers[kept]
+    for position, (pick, place) in enumerate(zip(picks, places, strict=True)):
+        firsts = place[pick]
+        if (firsts != np.arange(len(pick))).any():
+            values[:] = np.take(values, firsts, axis=position + 1)
+
+
+def _place_of(sdef: SchemaDef, labels: list[str], places: list[np.ndarray]) -> list[int]:
+    """The position among the picked cells of the cell named by ``labels``; -1s if it is not picked or unknown."""
+    cell = _cell_of(sdef, labels)
+    if cell is None:
+        return [-1] * len(places)
+    return [int(place[index]) for place, index in zip(places, cell, strict=True)]
 
 
 def _cell_of(sdef: SchemaDef, labels: list[str]) -> tuple[int, ...] | None:
@@ -769,24 +968,32 @@ def _cell_of(sdef: SchemaDef, labels: list[str]) -> tuple[int, ...] | None:
 
 
 def history(
-    session: Session, tensor_id: uuid.UUID, start: Any = None, end: Any = None, *, limit: int | None = None
-) -> list[HistoryEntry]:
-    """Every value that a later write replaced at times ``start..end`` (inclusive), oldest time first;
-    InvalidInput if there are over ``limit``."""
+    session: Session,
+    tensor_id: uuid.UUID,
+    start: Any = None,
+    end: Any = None,
+    *,
+    limit: int = HISTORY_LIMIT,
+    cursor: str | None = None,
+) -> HistoryPage:
+    """One page of the values that later writes replaced or erased at times ``start..end`` (inclusive), by time,
+    then by when each was replaced; ``next_cursor`` gives the next page. A cursor is a position in that order
+    (time index, replacement stamp, id), so pages neither repeat nor skip entries while writes add more (an
+    entry added meanwhile is listed if it sorts after the position)."""
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise InvalidInput(f"limit must be 1..{MAX_HISTORY_LIMIT}, not {limit}")
+    after = _history_after(cursor)
     row = get_row(session, tensor_id)
     sdef = _schema(session, row)
     _readable(session, row, sdef)
     grid = _grid(row, sdef)
-    first = 0 if start is None else grid.index(start, "from")
+    first = (row.time_min or 0) if start is None else grid.index(start, "from")
     last = (row.time_max or 0) if end is None else grid.index(end, "to")
-    found = repo.history(session, row.id, first, last, limit=None if limit is None else limit + 1)
-    if limit is not None and len(found) > limit:
-        raise InvalidInput(
-            f"tensor {row.id} has more than {limit} replaced values at times {first}..{last}; at most {limit} a "
-            "request (DUST_MAX_HISTORY_ENTRIES): narrow it with from/to"
-        )
+    found = repo.history(session, row.id, first, last, after=after, limit=limit + 1)
+    more = len(found) > limit
+    found = found[:limit]
     names = [a.name for a in sdef.axes]
-    return [
+    items = [
         HistoryEntry(
             time=h.time_index,
             labels=dict(zip(names, h.labels, strict=False)),
@@ -797,3 +1004,17 @@ def history(
         )
         for h in found
     ]
+    last_one = found[-1] if more else None
+    position = None if last_one is None else [last_one.time_index, last_one.replaced_us, last_one.id]
+    return HistoryPage(items=items, next_cursor=None if position is None else encode_cursor(_HISTORY_CURSOR, position))
+
+
+def _history_after(cursor: str | None) -> tuple[int, int, int] | None:
+    """The (time_index, replaced_us, id) a history cursor holds, checked: it reaches SQL."""
+    if not cursor:
+        return None
+    position = decode_cursor(cursor, _HISTORY_CURSOR)
+    ints = isinstance(position, list) and len(position) == 3 and all(type(n) is int for n in position)
+    if not ints or not all(abs(n) < 2**63 for n in position):  # not a bool, a float or past BIGINT
+        raise InvalidInput("cursor is not one this list returned; pass next_cursor unchanged")
+    return position[0], position[1], position[2]

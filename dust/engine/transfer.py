@@ -103,14 +103,14 @@ class Family:
 FAMILIES = (
     Family(EntityKind, ("kind",)),
     Family(Schema, ("id",)),
-    Family(Entity, ("created_at", "id")),
+    Family(Entity, ("created_at", "id"), omit=("txid",)),
     Family(User, ("username",), omit=("password_hash",)),
     Family(Tensor, ("id",)),
     Family(TensorBlock, ("tensor_id", "block")),
     Family(TensorHistory, ("id",)),
-    Family(Relation, ("id",)),
+    Family(Relation, ("id",), omit=("txid",)),
     Family(RelationWeight, ("id",)),
-    Family(AuditRecord, ("id",)),
+    Family(AuditRecord, ("id",), omit=("txid",)),
 )
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class TimeInfo(BaseModel):
     unit: str
     step: int
+    zone: str = "UTC"  # the schema's: day and week steps are local days of it
     origin: datetime
     start: int | None = None
     end: int | None = None  # the first and last time index recorded, inclusive (None: nothing yet)
@@ -39,7 +40,8 @@ class TensorView:
 
     ``times`` (only after ``latest()``) is the time index of each value, as an int64 masked array of the values'
     shape, masked where never recorded (``times.tolist()`` gives ``None`` there, as REST's JSON does;
-    ``times.filled(-1)`` gives a plain array). ``timestamps`` names the same time steps as UTC datetimes.
+    ``times.mask`` says where; -1 is an index before the origin, so fill below ``MIN_TIME_INDEX`` for a plain
+    array). ``timestamps`` names the same time steps as UTC datetimes.
     """
 
     meta: TensorPublic

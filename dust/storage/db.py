@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond i
 READ_ONLY = "dust.read_only"  # an engine execution option and a session.info flag: this transaction only reads
 AFTER_COMMIT = "dust.after_commit"  # session.info: writes to run once the transaction has committed
 Write = Callable[[Session], None]
+_TURNS: weakref.WeakKeyDictionary[Any, _WriterTurns] = weakref.WeakKeyDictionary()  # by pool: options share it
 
 
 def make_engine(url: str) -> Engine:
@@ -32,7 +34,8 @@ def make_engine(url: str) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS})
     event.listen(engine, "connect", _sqlite_pragmas)
-    _WriterTurns().listen(engine)
+    turns = _TURNS[engine.pool] = _WriterTurns()
+    turns.listen(engine)
     return engine
 
 
@@ -137,6 +140,35 @@ def after_commit(session: Session, write: Write) -> None:
         write(session)
     else:
         pending.append(write)
+
+
+def settle_sqlite_reads(session: Session) -> None:
+    """On SQLite, let the write in flight (if any) commit and go on reading from a new snapshot that holds it.
+
+    For a reader that must not miss a write begun before it asked (an "as of" read: dust.engine.tensors). A
+    read-only transaction sees the database as of its first read, and a writer holds the write lock from its
+    first statement to its commit; so the read ends its snapshot, takes the write lock once (behind this
+    process's writers, by their turn, and other processes' by SQLite's), and begins again. A read-write
+    transaction already holds the lock: no write is in flight. Nothing to do on other databases.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite" or not is_read_only(session):
+        return
+    turns = _TURNS.get(connection.engine.pool)
+    driver = connection.connection.driver_connection
+    assert driver is not None  # None only once the connection is closed
+    turn = turns is not None and turns.lock.acquire(timeout=BUSY_SECONDS)
+    try:
+        driver.execute("COMMIT")  # the read has written nothing: this only ends its snapshot
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            driver.execute("COMMIT")
+        finally:
+            driver.execute("BEGIN")  # the session's transaction goes on, and ends as usual
+    finally:
+        if turn:
+            assert turns is not None
+            turns.lock.release()
 
 
 @contextmanager

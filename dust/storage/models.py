@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import FetchedValue
 from sqlalchemy.types import TypeDecorator
 
 
@@ -48,6 +49,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def inserted_by() -> Any:
+    """``txid``: the transaction that inserted a row of a paged list (entities, relations, audit_log).
+
+    On PostgreSQL its pg_current_xact_id(), set by the column's default (migration 0008); NULL on SQLite, which
+    needs none. A page remembers the transactions in progress when it was read, and the next page returns their
+    rows that fell behind its cursor (dust.engine.paging). Never exported: imported rows belong to the import.
+    """
+    return mapped_column(BigInteger, server_default=FetchedValue())
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
@@ -58,6 +69,7 @@ class Entity(Base):
         UniqueConstraint("kind", "external_id", name="uq_entities_kind_external_id"),
         Index("ix_entities_kind_created", "kind", "created_at", "id"),
         Index("ix_entities_created", "created_at", "id"),
+        Index("ix_entities_txid", "txid"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -69,6 +81,7 @@ class Entity(Base):
     created_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    txid: Mapped[int | None] = inserted_by()
 
 
 class EntityKind(Base):
@@ -112,6 +125,9 @@ class Tensor(Base):
     # The recorded time range (first and last time index holding any value), kept on write.
     time_min: Mapped[int | None] = mapped_column(BigInteger)
     time_max: Mapped[int | None] = mapped_column(BigInteger)
+    # The write stamp (µs) of the last write, taken under the tensor's lock: the next write stamps later, even if
+    # the clock stepped back, and an "as of" read before it need not wait for writes in flight (0 = not known).
+    stamped_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -135,7 +151,8 @@ class TensorBlock(Base):
 
 
 class TensorHistory(Base):
-    """A value that a later write replaced: what it was, since when, and when it was replaced."""
+    """A value that a later write replaced (or an erase removed: ``new_value`` null): what it was, since when,
+    and when it was replaced."""
 
     __tablename__ = "tensor_history"
     __table_args__ = (Index("ix_tensor_history_cell", "tensor_id", "time_index"),)
@@ -147,7 +164,7 @@ class TensorHistory(Base):
     value: Mapped[float] = mapped_column(Float)
     written_us: Mapped[int] = mapped_column(BigInteger)
     replaced_us: Mapped[int] = mapped_column(BigInteger)
-    new_value: Mapped[float] = mapped_column(Float)
+    new_value: Mapped[float | None] = mapped_column(Float)
 
 
 class Relation(Base):
@@ -156,6 +173,7 @@ class Relation(Base):
         UniqueConstraint("source_id", "target_id", "type", name="uq_relations_edge"),
         Index("ix_relations_source", "source_id", "type"),
         Index("ix_relations_target", "target_id", "type"),
+        Index("ix_relations_txid", "txid"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -168,6 +186,7 @@ class Relation(Base):
     valid_to: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    txid: Mapped[int | None] = inserted_by()
 
 
 class RelationWeight(Base):
@@ -193,6 +212,11 @@ class IdempotencyKey(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The process running the request (dust.api.idempotency), and until when its claim holds unless renewed.
+    owner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    # Set by the request's own transaction as it commits: its work is done, and must never run again.
+    committed_at: Mapped[datetime | None]
 
 
 class User(Base):
@@ -273,6 +297,7 @@ class AuditRecord(Base):
         Index("ix_audit_entity", "entity_id", "at"),
         Index("ix_audit_user", "username", "at"),
         Index("ix_audit_at", "at"),
+        Index("ix_audit_txid", "txid"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -289,6 +314,7 @@ class AuditRecord(Base):
     client: Mapped[str | None] = mapped_column(String(64))
     method: Mapped[str | None] = mapped_column(String(8))
     path: Mapped[str | None] = mapped_column(String(512))
+    txid: Mapped[int | None] = inserted_by()
 
 
 class CacheEpoch(Base):

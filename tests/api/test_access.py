@@ -2,6 +2,10 @@
 
 The world: hospital H; doctors A and B work there; A treats patient PA, B treats patient PB. Clinician
 "alice" is doctor A, so she reaches A, PA and H (over treats and works_at) — never B or PB.
+
+The permission matrix sends each role one valid request per operation (REQUESTS, keyed by method and path: a
+route without an entry fails) and checks the answer against the document: the documented success status and a
+body matching its schema where the role has the permission, a documented 403 where it has not.
 """
 
 from __future__ import annotations
@@ -9,14 +13,17 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dust.core.security import GRANTS, Permission, Role
 from tests.api.conftest import API, VITALS, World, make
+from tests.conftest import PASSWORD
 
 PUBLIC = {("post", "/api/v1/auth/token"), ("post", "/api/v1/auth/refresh")}
 PUBLIC_PREFIXES = ("/healthz", "/readyz", "/api/v1/healthz", "/api/v1/readyz")
@@ -39,7 +46,7 @@ def url(path: str, op: dict[str, Any], ids: dict[str, str]) -> str:
 
 
 def call(client: TestClient, method: str, target: str, body: Any = None) -> int:
-    if method in ("post", "put", "patch"):
+    if method in ("post", "put", "patch") or body is not None:
         return client.request(method.upper(), target, json={} if body is None else body).status_code
     return client.request(method.upper(), target).status_code
 
@@ -60,29 +67,200 @@ def test_without_a_token_every_route_is_401(app: FastAPI, anon_client: TestClien
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("role", [r.value for r in Role])
+# --- the permission matrix: every operation, every role, with a valid request -----------------------------
+
+
+@dataclass
+class Request:
+    """A valid request for an operation: path parameters, query parameters and JSON body; ``expect`` names the
+    success status where the document gives more than one."""
+
+    path: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+    expect: int | None = None
+
+
+@dataclass
+class Acting:
+    """What a request is made for: the role, its client, an admin's client to set things up, and the world."""
+
+    role: Role
+    me: TestClient
+    admin: TestClient
+    world: World
+
+    @property
+    def writes(self) -> bool:
+        return Permission.write in GRANTS[self.role]
+
+    def mine(self, kind: str = "patient") -> str:
+        """A new entity the role may change and delete: its own if it may write (a scoped role sees what it
+        created), else the admin's (the call is then refused before any object is looked at)."""
+        path, body = (
+            ("/patients", {"name": "Walk-in"}) if kind == "patient" else ("/entities", {"kind": kind, "name": "x"})
+        )
+        return make(self.me if self.writes else self.admin, path, body)
+
+    def my_tensor(self) -> str:
+        return make(self.me if self.writes else self.admin, "/tensors", {"entity_id": self.mine(), "schema": "vitals"})
+
+    def my_relation(self) -> str:
+        """A new relation of a type that grants no access, so that a member may delete it."""
+        body = {"source_id": self.world["A"], "target_id": self.mine(), "type": "consults"}
+        return make(self.me if self.writes else self.admin, "/relations", body)
+
+    def my_key(self) -> str:
+        return make(self.me, "/auth/api-keys", {"name": f"spare-{uuid.uuid4().hex[:6]}"})
+
+    def spare_user(self) -> str:
+        body = {"username": f"spare-{uuid.uuid4().hex[:8]}", "password": PASSWORD, "role": "viewer"}
+        return make(self.admin, "/users", body)
+
+    def spare_schema(self) -> str:
+        name = f"spare_{uuid.uuid4().hex[:8]}"
+        made = self.admin.post(f"{API}/schemas", json={"name": name, "axes": [{"name": "metric", "labels": ["a"]}]})
+        assert made.status_code == 201, made.text
+        return name
+
+
+GRANTING_TYPE = {Role.admin: "treats"}
+
+
+def _fresh(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+# Keyed by (method, path) as in /openapi.json: a new route fails test_every_operation_has_a_request until it
+# has an entry here.
+REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
+    ("get", "/api/v1/auth/me"): lambda a: Request(),
+    ("post", "/api/v1/auth/logout"): lambda a: Request(),
+    ("get", "/api/v1/auth/api-keys"): lambda a: Request(),
+    ("post", "/api/v1/auth/api-keys"): lambda a: Request(body={"name": "matrix", "expires_in_days": 1}),
+    ("delete", "/api/v1/auth/api-keys/{key_id}"): lambda a: Request({"key_id": a.my_key()}),
+    ("get", "/api/v1/users"): lambda a: Request(),
+    ("post", "/api/v1/users"): lambda a: Request(
+        body={"username": _fresh("new"), "password": PASSWORD, "role": "viewer", "entity_id": a.world["A"]}
+    ),
+    ("get", "/api/v1/users/{user_id}"): lambda a: Request({"user_id": a.spare_user()}),
+    ("patch", "/api/v1/users/{user_id}"): lambda a: Request({"user_id": a.spare_user()}, body={"role": "analyst"}),
+    ("get", "/api/v1/audit"): lambda a: Request(query={"entity_id": a.world["PA"], "limit": 5}),
+    ("get", "/api/v1/kinds"): lambda a: Request(),
+    ("get", "/api/v1/kinds/{kind}"): lambda a: Request({"kind": "device"}),
+    ("put", "/api/v1/kinds/{kind}"): lambda a: Request({"kind": "device"}, body={"sensitive": ["serial"]}),
+    ("post", "/api/v1/entities"): lambda a: Request(body={"kind": "device", "name": "Pump 7"}),
+    ("get", "/api/v1/entities"): lambda a: Request(query={"kind": "patient", "limit": 10}),
+    ("get", "/api/v1/entities/{entity_id}"): lambda a: Request({"entity_id": a.world["PA"]}),
+    ("patch", "/api/v1/entities/{entity_id}"): lambda a: Request({"entity_id": a.mine("device")}, body={"name": "B"}),
+    ("delete", "/api/v1/entities/{entity_id}"): lambda a: Request({"entity_id": a.mine("device")}),
+    ("get", "/api/v1/entities/{entity_id}/tensors"): lambda a: Request({"entity_id": a.world["PA"]}),
+    ("post", "/api/v1/patients"): lambda a: Request(body={"name": "Pat C", "external_id": _fresh("MRN")}),
+    ("get", "/api/v1/patients"): lambda a: Request(query={"limit": 10}),
+    ("get", "/api/v1/patients/{entity_id}"): lambda a: Request({"entity_id": a.world["PA"]}),
+    ("patch", "/api/v1/patients/{entity_id}"): lambda a: Request({"entity_id": a.mine()}, body={"name": "Pat D"}),
+    ("delete", "/api/v1/patients/{entity_id}"): lambda a: Request({"entity_id": a.mine()}),
+    ("get", "/api/v1/schemas"): lambda a: Request(),
+    ("post", "/api/v1/schemas"): lambda a: Request(body={"name": _fresh("s"), "axes": VITALS["axes"]}),
+    ("get", "/api/v1/schemas/{name}"): lambda a: Request({"name": "vitals"}, query={"version": 1}),
+    ("put", "/api/v1/schemas/{name}"): lambda a: Request(
+        {"name": a.spare_schema()}, body={"axes": [{"name": "metric", "labels": ["a", "b"]}]}, expect=201
+    ),
+    ("delete", "/api/v1/schemas/{name}"): lambda a: Request({"name": a.spare_schema()}),
+    ("post", "/api/v1/tensors"): lambda a: Request(body={"entity_id": a.mine(), "schema": "vitals"}),
+    ("get", "/api/v1/tensor/{tensor_id}"): lambda a: Request({"tensor_id": a.world["TPA"]}, query={"from": 0}),
+    ("get", "/api/v1/tensors/{tensor_id}"): lambda a: Request({"tensor_id": a.world["TPA"]}, query={"time": 0}),
+    ("patch", "/api/v1/tensors/{tensor_id}"): lambda a: Request(
+        {"tensor_id": a.world["TPA"]}, body={"schema_version": 1}
+    ),
+    ("delete", "/api/v1/tensors/{tensor_id}"): lambda a: Request({"tensor_id": a.my_tensor()}),
+    ("post", "/api/v1/tensors/{tensor_id}/values"): lambda a: Request(
+        {"tensor_id": a.world["TPA"]}, body={"values": [{"time": 1, "metric": "temperature", "value": 37.2}]}
+    ),
+    ("delete", "/api/v1/tensors/{tensor_id}/values"): lambda a: Request(
+        {"tensor_id": a.world["TPA"]}, body={"values": [{"time": 0, "metric": "heart_rate"}]}
+    ),
+    ("get", "/api/v1/tensors/{tensor_id}/history"): lambda a: Request({"tensor_id": a.world["TPA"]}),
+    ("post", "/api/v1/relations"): lambda a: Request(
+        # a granting type for the granting roles (DUST_GRANTING_ROLES: admin here), for the others one granting none
+        body={"source_id": a.world["A"], "target_id": a.mine(), "type": GRANTING_TYPE.get(a.role, "consults")}
+    ),
+    ("get", "/api/v1/relations"): lambda a: Request(query={"entity_id": a.world["A"]}),
+    ("get", "/api/v1/relations/{relation_id}"): lambda a: Request({"relation_id": a.world["A-consults"]}),
+    ("patch", "/api/v1/relations/{relation_id}"): lambda a: Request(
+        {"relation_id": a.world["A-consults"]}, body={"weight": 0.25}
+    ),
+    ("delete", "/api/v1/relations/{relation_id}"): lambda a: Request({"relation_id": a.my_relation()}),
+    ("get", "/api/v1/query_master"): lambda a: Request(query={"entity_id": a.world["A"], "depth": 2}),
+    ("get", "/api/v1/query_master/tensor"): lambda a: Request(query={"type": "treats"}),
+}
+
+
+def guarded(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:
+    """The operations that need a signed-in user, signing out last and deletes just before (each would spoil
+    the calls after it)."""
+    found = [(m, p, op) for m, p, op in operations(app) if not is_public(m, p)]
+    return sorted(found, key=lambda o: (o[1].endswith("/logout"), o[0] == "delete"))
+
+
+def test_every_operation_has_a_request(app: FastAPI) -> None:
+    documented = {(m, p) for m, p, _ in guarded(app)}
+    assert sorted(documented - REQUESTS.keys()) == [], "add a valid request for each new route to REQUESTS"
+    assert sorted(REQUESTS.keys() - documented) == [], "routes in REQUESTS that the document no longer has"
+
+
+def answered(document: dict[str, Any], op: dict[str, Any], response: Any) -> str | None:
+    """What is wrong with ``response`` against what ``op`` documents for its status, or None."""
+    said = op["responses"].get(str(response.status_code))
+    if said is None:
+        return f"{response.status_code} is not documented"
+    content = said.get("content", {})
+    if not content:
+        return None if not response.content else f"a body where none is documented: {response.text[:200]}"
+    media = response.headers.get("content-type", "").split(";")[0]
+    if media not in content:
+        return f"content type {media!r}, not one of {sorted(content)}"
+    schema = content[media].get("schema", {})
+    try:
+        body = response.json()
+    except ValueError:
+        return f"not JSON: {response.text[:200]}"
+    validator = jsonschema_rs.validator_for(
+        {"components": document["components"], "allOf": [schema]}, validate_formats=True
+    )
+    errors = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(body)]
+    return f"body off its schema: {errors[:3]}" if errors else None
+
+
+@pytest.mark.parametrize("role", list(Role))
 def test_each_role_gets_exactly_its_permissions(
-    role: str, app: FastAPI, world: World, login_as: Callable[..., TestClient]
+    role: Role, app: FastAPI, world: World, client: TestClient, login_as: Callable[..., TestClient]
 ) -> None:
-    signed_in = login_as(role, entity_id=world["A"])
-    # Function-level permissions only: the granting relation rule (object level) has tests of its own below.
-    ids = {
-        "entity_id": world["PA"],
-        "tensor_id": world["TPA"],
-        "relation_id": world["A-consults"],
-        "name": "vitals",
-        "kind": "patient",
-    }
+    """Each allowed call answers its documented success status with a body matching the documented schema; each
+    other call is a 403. The clinician, member and viewer are doctor A: the ids are ones they may act on."""
+    acting = Acting(role, login_as(role.value, entity_id=world["A"]), client, world)
+    client.put(f"{API}/kinds/device", json={"public": ["name"]})
+    document = app.openapi()
     wrong = []
-    # deletes, then signing out, last: each would spoil the calls after it
-    for method, path, op in sorted(operations(app), key=lambda o: (o[1].endswith("/logout"), o[0] == "delete")):
-        if is_public(method, path):
+    for method, path, op in guarded(app):
+        if (method, path) not in REQUESTS:
+            wrong.append(f"{method.upper()} {path}: no entry in REQUESTS")
             continue
-        allowed = Permission(op["x-permission"]) in GRANTS[Role(role)]
-        status = call(signed_in, method, url(path, op, ids))
-        if status == 401 or (status == 403) == allowed:
-            wrong.append(f"{method.upper()} {path}: {status} (allowed={allowed})")
-    assert not wrong, f"{role}: {wrong}"
+        request = REQUESTS[(method, path)](acting)
+        target = path.format(**request.path)
+        response = acting.me.request(method.upper(), target, params=request.query, json=request.body)
+        if Permission(op["x-permission"]) in GRANTS[role]:
+            successes = sorted(int(s) for s in op["responses"] if s.startswith("2"))
+            expected = request.expect or successes[0]
+            assert request.expect in (None, *successes) and (request.expect or len(successes) == 1), (method, path)
+        else:
+            expected = 403
+        problem = answered(document, op, response)
+        if response.status_code != expected or problem:
+            wrong.append(
+                f"{method.upper()} {target}: {response.status_code}, not {expected}: {problem or response.text[:200]}"
+            )
+    assert not wrong, "\n".join([f"as {role.value}:", *wrong])
 
 
 ID_PARAMS = {"entity_id", "tensor_id", "relation_id"}
@@ -92,6 +270,7 @@ VALID_BODIES = {
     ("patch", "/api/v1/relations/{relation_id}"): {"weight": 0.1},
     ("patch", "/api/v1/tensors/{tensor_id}"): {"schema_version": 1},
     ("post", "/api/v1/tensors/{tensor_id}/values"): {"values": [{"time": 1, "metric": "heart_rate", "value": 1}]},
+    ("delete", "/api/v1/tensors/{tensor_id}/values"): {"values": [{"time": 0, "metric": "heart_rate"}]},
 }
 
 

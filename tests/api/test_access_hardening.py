@@ -7,11 +7,16 @@ E treats patient PE. Clinician "dee" is D, so she reaches D and H3 — and, thro
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Callable
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from dust.storage.models import Tensor
 from tests.api.conftest import API, World, make
 
 
@@ -182,3 +187,30 @@ def test_graph_reads_are_audited(path: str, world: World, client: TestClient) ->
     new = records[: len(records) - before]
     assert new and {r["action"] for r in new} == {"read"}
     assert alice_sees <= {r["entity_id"] for r in new}
+
+
+# --- locks: taken only on what the caller may see -----------------------------------------------------------
+
+
+def test_a_write_to_a_tensor_the_caller_cannot_see_is_404_without_waiting_for_its_lock(
+    app: FastAPI, database_url: str, world: World, login_as: Callable[..., TestClient]
+) -> None:
+    """Another transaction holds Pat B's tensor row (as a write to it does); Dr A's write to it answers 404 at
+    once: she can neither be held up by, nor hold, a row she may not see (nor learn from a wait that it exists)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: SQLite serialises writers instead")
+    dr_a = login_as("clinician", entity_id=world["A"])
+    body = {"values": [{"time": 1, "metric": "heart_rate", "value": 71}]}
+    answers: list[int] = []
+    with app.state.engine.connect() as holder, holder.begin():
+        holder.execute(select(Tensor.id).where(Tensor.id == uuid.UUID(world["TPB"])).with_for_update())
+        writer = threading.Thread(
+            target=lambda: answers.append(dr_a.post(f"{API}/tensors/{world['TPB']}/values", json=body).status_code)
+        )
+        writer.start()
+        writer.join(timeout=10)
+        waited = writer.is_alive()
+    writer.join()
+    assert not waited, "the write waited for a lock on a tensor its caller cannot see"
+    assert answers == [404]
+    assert dr_a.post(f"{API}/tensors/{world['TPA']}/values", json=body).status_code == 200  # her own: written

@@ -259,7 +259,7 @@ CHEAP_500S = {
         "/tensors/{tensor}/values",
         {},
         json.dumps({"values": [{"time": "9" * 5000, "metric": "hr", "value": 1}]}).encode(),
-        ["values[0]", "run from 0 to 100,000,000"],
+        ["values[0]", "run from -100,000,000 to 100,000,000"],
     ),
     "write at a 5000-digit time number": (
         "POST",

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from dust.api import idempotency
 from dust.api.app import create_app
 from dust.api.problems import problem
 from dust.api.protocol import BoundedHttpToolsProtocol, _busy
@@ -154,7 +157,8 @@ def test_idempotency_refusals_name_their_types(app: FastAPI, client: TestClient)
     where = f"{me}:{hashlib.sha256(target).hexdigest()}"
     with app.state.sessions() as session, session.begin():
         fingerprint = hashlib.sha256(target + b"\n" + content).hexdigest()
-        assert idempotency_repo.claim(session, where, "running", fingerprint) is None
+        owner, lease = idempotency.this_process(os.getpid()), datetime.now(UTC) + idempotency.LEASE
+        assert idempotency_repo.claim(session, where, "running", fingerprint, owner, lease) is None
     running = client.post(
         path, content=content, headers={"Idempotency-Key": "running", "content-type": "application/json"}
     )

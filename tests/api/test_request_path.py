@@ -79,6 +79,32 @@ def test_hot_routes_run_few_queries_and_leave_their_audit_to_the_batch_writer(
             assert any(s.startswith("INSERT INTO audit_log") for s in statements.writer), name
 
 
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_an_entitys_tensors_are_listed_in_a_fixed_number_of_queries(
+    app: FastAPI, client: TestClient, settings: Settings, cache: str
+) -> None:
+    """However many tensors (of however many schemas) the entity has; cold: a process that has read no schema."""
+    counts = []
+    for schemas in (1, 6):
+        entity = make(client, "/entities", {"kind": "thing", "name": f"has {schemas}"})
+        for n in range(schemas):
+            name = f"s{schemas}_{n}"
+            assert client.post(f"{API}/schemas", json={**VITALS, "name": name}).status_code == 201
+            make(client, "/tensors", {"entity_id": entity, "schema": name})
+        reader = create_app(settings, migrate=False) if cache == "cold" else app
+        with TestClient(reader) as other:
+            other.headers["Authorization"] = client.headers["Authorization"]
+            if cache == "warm":
+                assert other.get(f"{API}/entities/{entity}/tensors").status_code == 200
+            with counted(reader) as statements:
+                listed = other.get(f"{API}/entities/{entity}/tensors")
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()) == schemas
+        counts.append(len(statements.queries))
+        assert sum("FROM schemas" in s for s in statements.queries) <= 1, statements.queries
+    assert counts[0] == counts[1], counts
+
+
 def test_reads_begin_without_the_write_lock_and_writes_with_it(
     app: FastAPI, client: TestClient, world: World, database_url: str
 ) -> None:

@@ -23,9 +23,10 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -84,6 +85,12 @@ class Layout:
     origin: datetime  # as given, in any zone
     origin_in_schema: bool  # the schema's default origin rather than the tensor's own
     origin_as_text: bool
+    zone: str | None = None  # the schema's IANA zone (day and week only); None: not given, UTC
+
+    @property
+    def days(self) -> int:
+        """Local days a step of a zoned layout spans."""
+        return self.step * (7 if self.unit == "week" else 1)
 
     @property
     def axes(self) -> list[str]:
@@ -95,6 +102,7 @@ class Layout:
 
     @property
     def step_us(self) -> int:
+        """A step's length, fixed for units without a zone (a zoned step is 23 or 25 hours across a change)."""
         return UNIT_SECONDS[self.unit] * self.step * 1_000_000
 
     @property
@@ -103,10 +111,42 @@ class Layout:
 
     @property
     def last_index(self) -> int:
-        return min(MAX_INDEX, (LAST_DAY - self.utc_origin) // timedelta(microseconds=self.step_us))
+        if self.zone is None:
+            return min(MAX_INDEX, (LAST_DAY - self.utc_origin) // timedelta(microseconds=self.step_us))
+        # Two steps short of LAST_DAY's local date, so that the step after the last one is still a datetime.
+        return min(MAX_INDEX, (LAST_DAY.date() - self._wall().date()).days // self.days - 2)
+
+    def _wall(self) -> datetime:
+        """The origin's local wall-clock time in the layout's zone (naive)."""
+        assert self.zone is not None
+        return self.origin.astimezone(ZoneInfo(self.zone)).replace(tzinfo=None)
 
     def at(self, index: int) -> datetime:
-        return self.utc_origin + timedelta(microseconds=index * self.step_us)
+        """The UTC instant step ``index`` starts at: fixed steps from the origin, or, in a zone, the origin's local
+        time of day on the local date ``index × days`` after the origin's (the model of docs/api.md "Time", by date
+        arithmetic and zoneinfo alone). A wall time the clocks skip is read with the offset before the change
+        (fold 0: a skipped midnight starts its day when the clocks jump); one they repeat, at its first occurrence."""
+        if self.zone is None:
+            return self.utc_origin + timedelta(microseconds=index * self.step_us)
+        wall = self._wall()
+        day = wall.date() + timedelta(days=index * self.days)
+        return datetime.combine(day, wall.time(), tzinfo=ZoneInfo(self.zone)).astimezone(UTC)
+
+    def length_us(self, index: int) -> int:
+        """Microseconds from the start of step ``index`` to the start of the next."""
+        return (self.at(index + 1) - self.at(index)) // timedelta(microseconds=1)
+
+    def index_of(self, moment: datetime) -> int:
+        """The step holding ``moment``: a guess from local dates, then moved until at(i) <= moment < at(i + 1)."""
+        if self.zone is None:
+            return (moment - self.utc_origin) // timedelta(microseconds=self.step_us)
+        local = moment.astimezone(ZoneInfo(self.zone)).date()
+        index = (local - self._wall().date()).days // self.days
+        while self.at(index) > moment:
+            index -= 1
+        while self.at(index + 1) <= moment:
+            index += 1
+        return index
 
     def bounds(self, cell: Cell) -> tuple[float, float]:
         """The valid range of a cell: the intersection of its labels' ranges."""
@@ -139,23 +179,60 @@ def ranges_of(labels: Sequence[str]) -> st.SearchStrategy[dict[str, tuple[float,
     return st.dictionaries(st.sampled_from(list(labels)), RANGE, max_size=len(labels))
 
 
+# The days the clocks change in 2025 (and the zones drawn for day and week steps): origins are drawn near them.
+CHANGES = {
+    "UTC": [],
+    "Europe/Berlin": [date(2025, 3, 30), date(2025, 10, 26)],
+    "America/New_York": [date(2025, 3, 9), date(2025, 11, 2)],
+    "Australia/Lord_Howe": [date(2025, 4, 6), date(2025, 10, 5)],  # half an hour, at 02:00
+}
+# Local times of day about the changes (02:00-03:00 in Berlin and New York, 01:30-02:30 on Lord Howe).
+TIMES_OF_DAY = st.one_of(
+    st.sampled_from([time(0), time(1), time(1, 30), time(2), time(2, 15), time(2, 30), time(3), time(23, 30)]),
+    st.times(),
+)
+
+
+def schema_zones(unit: str) -> st.SearchStrategy[str | None]:
+    """The IANA zone of a schema with ``unit``: for day and week steps none (the default, UTC) or one of
+    ``CHANGES``, whose local days are 23 or 25 hours long across a change; no zone for the other units."""
+    if unit not in ("day", "week"):
+        return st.none()
+    return st.sampled_from([None, *CHANGES])
+
+
 @st.composite
-def layouts(draw: st.DrawFn, ranged: bool = False) -> Layout:
-    """1-3 axes of 1-5 labels, any time unit and step, an origin in any zone; ``ranged``: some label has a range."""
+def origins(draw: st.DrawFn, unit: str, zone: str | None) -> datetime:
+    """An origin in any fixed offset: any time from 1900 to 2200, or in a zone, often a local time a few steps
+    before one of its changes of the clocks (so that the steps written cross it)."""
+    naive = draw(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)))
+    if zone is not None and CHANGES[zone] and draw(st.integers(0, 2)):
+        before = draw(st.integers(-3, 20 if unit == "day" else 60))
+        naive = datetime.combine(draw(st.sampled_from(CHANGES[zone])) - timedelta(days=before), draw(TIMES_OF_DAY))
+        return naive.replace(tzinfo=ZoneInfo(zone)).astimezone(draw(ZONES))
+    return naive.replace(tzinfo=draw(ZONES))
+
+
+@st.composite
+def layouts(draw: st.DrawFn, ranged: bool = False, zoned: bool = False) -> Layout:
+    """1-3 axes of 1-5 labels, any time unit and step, an origin in any zone; ``ranged``: some label has a range;
+    ``zoned``: day and week steps may be local days of a time zone (``schema_zones``)."""
     labels = draw(st.lists(st.lists(LABEL, min_size=1, max_size=5, unique=True), min_size=1, max_size=3))
     ranges = [draw(ranges_of(axis)) for axis in labels]
     if ranged and not any(ranges):
         axis = draw(st.integers(0, len(labels) - 1))
         ranges[axis] = {draw(st.sampled_from(labels[axis])): draw(RANGE)}
-    naive = draw(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)))
+    unit = draw(st.sampled_from(list(UNIT_SECONDS)))
+    zone = draw(schema_zones(unit)) if zoned else None
     return Layout(
         labels=tuple(tuple(axis) for axis in labels),
         ranges=tuple(ranges),
-        unit=draw(st.sampled_from(list(UNIT_SECONDS))),
+        unit=unit,
         step=draw(st.integers(1, 7)),
-        origin=naive.replace(tzinfo=draw(ZONES)),
+        origin=draw(origins(unit, zone)),
         origin_in_schema=draw(st.booleans()),
         origin_as_text=draw(st.booleans()),
+        zone=zone,
     )
 
 
@@ -188,16 +265,21 @@ def number(layout: Layout, cell: Cell) -> st.SearchStrategy[float]:
 def time_arg(draw: st.DrawFn, layout: Layout, index: int) -> Any:
     """Time index ``index`` in one of the forms the engine takes: an index (int, NumPy, text, integral float) or
     a timestamp anywhere inside the step (aware in any zone, naive = UTC, ISO 8601 text)."""
-    form = draw(st.sampled_from(["int", "numpy", "text", "float", "aware", "naive", "iso", "iso_z"]))
+    forms = ["int", "numpy", "text", "float", "aware", "naive", "iso", "iso_z"]
+    form = draw(st.sampled_from(forms + (["local", "local_iso"] if layout.zone else [])))
     if form in ("int", "numpy", "text", "float"):
         return {"int": index, "numpy": np.int64(index), "text": f" {index}", "float": float(index)}[form]
-    moment = layout.at(index) + timedelta(microseconds=draw(st.integers(0, layout.step_us - 1)))
+    length, hour = layout.length_us(index), 3_600_000_000
+    edges = [0, 1, length - 1, hour - 1, hour, length - hour - 1, length - hour]  # a step's ends, an hour in
+    into = draw(st.one_of(st.sampled_from([e for e in edges if 0 <= e < length]), st.integers(0, length - 1)))
+    moment = layout.at(index) + timedelta(microseconds=into)
+    assert layout.index_of(moment) == index  # the model is consistent: at() and index_of() agree
     if form == "naive":
         return moment.replace(tzinfo=None)
     if form == "iso_z":
         return moment.isoformat().replace("+00:00", "Z")
-    local = moment.astimezone(draw(ZONES))
-    return local if form == "aware" else local.isoformat()
+    local = moment.astimezone(ZoneInfo(layout.zone) if form.startswith("local") else draw(ZONES))
+    return local if form in ("aware", "local") else local.isoformat()
 
 
 @st.composite
@@ -257,8 +339,10 @@ class Case:
 
 
 @st.composite
-def cases(draw: st.DrawFn, batches: tuple[int, int] = (1, 4), arrays: bool = True, ranged: bool = False) -> Case:
-    layout = draw(layouts(ranged))
+def cases(
+    draw: st.DrawFn, batches: tuple[int, int] = (1, 4), arrays: bool = True, ranged: bool = False, zoned: bool = False
+) -> Case:
+    layout = draw(layouts(ranged, zoned))
     base = draw(bases(layout))
     pool = draw(st.lists(OFFSETS, min_size=1, max_size=6, unique=True))
     kinds = st.sampled_from(["values", "values", "array"] if arrays else ["values"])
@@ -270,13 +354,16 @@ def cases(draw: st.DrawFn, batches: tuple[int, int] = (1, 4), arrays: bool = Tru
 
 
 def make(db: Dust, layout: Layout, name: str | None = None) -> tuple[uuid.UUID, str]:
-    """A new tensor under ``layout`` (its schema too, unless ``name`` names one made before)."""
+    """A new tensor under ``layout`` (its schema too, in the layout's zone, unless ``name`` names one made
+    before)."""
     if name is None:
         name = f"s{uuid.uuid4().hex}"
-        time: dict[str, Any] = {"unit": layout.unit, "step": layout.step}
+        grid: dict[str, Any] = {"unit": layout.unit, "step": layout.step}
+        if layout.zone is not None:
+            grid["zone"] = layout.zone
         if layout.origin_in_schema:
-            time["origin"] = layout.origin_arg()
-        db.create_schema({"name": name, "axes": layout.axes_json(), "time": time})
+            grid["origin"] = layout.origin_arg()
+        db.create_schema({"name": name, "axes": layout.axes_json(), "time": grid})
     entity = db.create_entity(kind="probe", name=name)
     origin = None if layout.origin_in_schema else layout.origin_arg()
     return db.create_tensor(entity.id, name, origin=origin).id, name
@@ -455,6 +542,7 @@ def check_read(
     view = db.read_tensor(tensor_id, **read.kwargs, **extra)
     assert (view.meta.time.start, view.meta.time.end) == span
     assert view.meta.time.origin == layout.utc_origin
+    assert view.meta.time.zone == (layout.zone or "UTC")
     first, last = expected or (0, -1)
     array = dense(values, first, last, read.picks)
     kept = [i for i in range(len(layout.axes)) if i not in read.dropped]
@@ -498,9 +586,8 @@ def check_all(db: Dust, tensor_id: uuid.UUID, layout: Layout, model: Model, **ex
 
 def check_history(db: Dust, tensor_id: uuid.UUID, layout: Layout, model: Model) -> None:
     with db.session() as s:
-        got = [
-            (h.time, h.labels, h.value, h.written_at, h.replaced_at, h.new_value) for h in tensors.history(s, tensor_id)
-        ]
+        page = tensors.history(s, tensor_id, limit=tensors.MAX_HISTORY_LIMIT)
+        got = [(h.time, h.labels, h.value, h.written_at, h.replaced_at, h.new_value) for h in page.items]
     expected = [
         (t, layout.labels_of(cell), old, from_us(written), from_us(replaced), new)
         for t, cell, old, written, replaced, new in model.history

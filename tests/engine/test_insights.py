@@ -230,3 +230,20 @@ def test_only_entities_the_reader_may_see_count(db: Dust) -> None:
         )
         seen = insights.aggregate_by_step(s, "vitals", "hr")
     assert [(p["value"], p["count"]) for p in seen] == [(10.0, 1), (10.0, 1)]
+
+
+def test_aggregates_of_finite_values_near_float64s_largest_do_not_overflow(db: Dust) -> None:
+    """Two tensors hold 1.5e308 on day 0: their sum is past float64 (inf, documented), their mean is not. Day 1's
+    values sum back inside float64 after passing it; day 2's are tiny, and stay exact however the others are
+    summed."""
+    make_schema(db)
+    big, tiny = 1.5e308, 5e-324
+    add_tensor(db, "vitals", BASE, np.array([[big, big, tiny], [1.0] * 3, [1.0] * 3]))
+    add_tensor(db, "vitals", BASE, np.array([[big, big, tiny], [1.0] * 3, [1.0] * 3]))
+    add_tensor(db, "vitals", BASE, np.array([[1.0, -big, tiny], [1.0] * 3, [1.0] * 3]))
+    with db.session() as s:
+        got = {agg: [g["value"] for g in insights.aggregate_by_step(s, "vitals", "hr", agg)] for agg in AGGS}
+    np.testing.assert_allclose(got["mean"], [1e308, big / 3, tiny], rtol=1e-15)
+    assert got["mean"][2] == tiny
+    assert got["sum"] == [np.inf, big, 3 * tiny]
+    assert got["max"] == [big, big, tiny] and got["min"] == [1.0, -big, tiny] and got["count"] == [3.0, 3.0, 3.0]

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,11 @@ from dust.core.errors import Conflict, InvalidInput, NotFound, OutOfRange
 from dust.embedded import Dust
 from dust.engine import access, entities, schemas, tensors
 from dust.engine.entities import EntityCreate
+from dust.engine.paging import encode_cursor
 from dust.engine.schemas import SchemaUpdate
 from dust.engine.tensors import TensorCreate
+from dust.engine.timegrid import from_us
+from dust.storage.db import AFTER_COMMIT, make_sessionmaker
 from dust.storage.models import AuditRecord
 
 Member = Callable[[str], access.Principal]
@@ -78,7 +82,7 @@ def test_write_array_starts_at_the_given_time_index(db: Dust, vitals: uuid.UUID)
         (np.full((3,), 60.0), 0, InvalidInput),  # no time axis
         (np.array([[400.0], [1.0], [1.0]]), 0, InvalidInput),  # heart_rate above 300
         (np.array([[np.inf], [1.0], [1.0]]), 0, InvalidInput),
-        (np.full((3, 1), 60.0), -1, OutOfRange),  # before the origin
+        (np.full((3, 1), 60.0), -100_000_001, OutOfRange),  # below the least index
         (np.full((3, 2), 60.0), 100_000_000, OutOfRange),  # its second step is past the last index
         (np.array([["a"], ["b"], ["c"]]), 0, InvalidInput),
     ],
@@ -213,7 +217,7 @@ def test_as_of_a_written_at_time_is_exact_to_the_microsecond(db: Dust, vitals: u
     db.write_values(vitals, [{"time": 0, "metric": "heart_rate", "value": 60}])
     db.write_values(vitals, [{"time": 0, "metric": "heart_rate", "value": 65}])
     with db.session() as s:
-        (entry,) = tensors.history(s, vitals)
+        (entry,) = tensors.history(s, vitals).items
     assert entry.written_at.tzinfo is not None
     at_write = db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}, as_of=entry.written_at)
     assert float(at_write.to_numpy()) == 60
@@ -224,11 +228,12 @@ def test_as_of_a_written_at_time_is_exact_to_the_microsecond(db: Dust, vitals: u
 def test_as_of_restores_replaced_values_into_a_picked_slice(db: Dust) -> None:
     tensor_id = new_tensor(db, POSTURE)
     first = {"time": 2, "metric": "diastolic_bp", "position": "lying", "value": 70}
-    db.write_values(tensor_id, [first, {**first, "position": "sitting", "value": 80}])
-    time.sleep(0.01)
-    between = datetime.now(UTC)
-    time.sleep(0.01)
-    db.write_values(tensor_id, [{**first, "value": 75}])
+    stamp = tensors.now_us()  # the writes' clock, set: a moment between them without sleeping around it
+    with mock.patch.object(tensors, "now_us", return_value=stamp):
+        db.write_values(tensor_id, [first, {**first, "position": "sitting", "value": 80}])
+    with mock.patch.object(tensors, "now_us", return_value=stamp + 1_000):
+        db.write_values(tensor_id, [{**first, "value": 75}])
+    between = from_us(stamp + 500)
     picked = db.read_tensor(tensor_id, time=2, labels={"metric": "diastolic_bp", "position": ["lying", "sitting"]})
     assert picked.to_numpy().tolist() == [75, 80]
     then = db.read_tensor(
@@ -237,6 +242,18 @@ def test_as_of_restores_replaced_values_into_a_picked_slice(db: Dust) -> None:
     assert then.to_numpy().tolist() == [70, 80]
     other = db.read_tensor(tensor_id, time=2, labels={"position": "standing"}, as_of=between)
     assert np.isnan(other.to_numpy()).all()
+
+
+def test_rewriting_a_cell_with_its_own_value_keeps_its_first_write_time(db: Dust, vitals: uuid.UUID) -> None:
+    """So "as of" a moment between the two writes still sees the value (moved here from tests/api: engine
+    semantics, tested once)."""
+    systolic = {"time": 3, "metric": "systolic_bp", "value": 120}
+    stamp = tensors.now_us()
+    for at in (stamp, stamp + 1_000):
+        with mock.patch.object(tensors, "now_us", return_value=at):
+            db.write_values(vitals, [systolic])
+    assert db.read_tensor(vitals, time=3, labels={"metric": "systolic_bp"}, as_of=from_us(stamp + 500)).values == 120
+    assert np.isnan(db.read_tensor(vitals, time=3, labels={"metric": "systolic_bp"}, as_of=from_us(stamp - 1)).values)
 
 
 def test_concurrent_writes_to_one_block_are_all_kept(db: Dust, vitals: uuid.UUID) -> None:
@@ -405,7 +422,7 @@ def stored(db: Dust, tensor_id: uuid.UUID) -> tuple[np.ndarray, Any, list[tuple[
     """Values, recorded time range and history (without write times) of a tensor."""
     view = db.read_tensor(tensor_id)
     with db.session() as s:
-        history = [(h.time, h.labels, h.value, h.new_value) for h in tensors.history(s, tensor_id)]
+        history = [(h.time, h.labels, h.value, h.new_value) for h in tensors.history(s, tensor_id).items]
     return view.to_numpy(), (view.meta.time.start, view.meta.time.end), history
 
 
@@ -434,7 +451,9 @@ def test_write_arrays_store_what_write_array_stores(db: Dust) -> None:
 
 def test_write_arrays_is_all_or_nothing_and_names_the_tensor(db: Dust) -> None:
     good, bad = new_tensor(db), new_tensor(db)
-    with pytest.raises(InvalidInput, match=f"tensor {bad}: heart_rate 400 is outside its valid range"):
+    with pytest.raises(
+        InvalidInput, match=f"tensor {bad}: time 0, metric=heart_rate: heart_rate 400 is outside its valid range"
+    ):
         db.write_arrays({good: np.full((3, 5), 80.0), bad: np.array([[400.0], [1.0], [1.0]])})
     unknown = uuid.uuid4()
     with pytest.raises(NotFound, match=f"tensor {unknown} does not exist"):
@@ -512,3 +531,227 @@ def test_a_refused_create_leaves_the_session_usable(db: Dust) -> None:
         made = tensors.create(s, tensor_of(john.id))
         tensors.write_array(s, made.id, np.full((3, 1), 60.0))
     assert db.read_tensor(made.id).to_numpy().tolist() == [[60.0]] * 3
+
+
+# --- numbers: one rule on every write path -------------------------------------------------------------------
+
+
+def _zero_signs(db: Dust, tensor: uuid.UUID) -> list[bool]:
+    """Whether each stored value at time 0 is negative zero (NaN: False)."""
+    return np.signbit(db.read_tensor(tensor, time=0).values).tolist()
+
+
+@pytest.mark.parametrize("path", ["write_values", "write_values one by one", "write_array"])
+def test_negative_zero_is_zero_whether_or_not_another_cell_of_its_block_changes(
+    db: Dust, vitals: uuid.UUID, path: str
+) -> None:
+    """-0.0 == 0.0: written over 0.0 it changes nothing (no history), and it is stored as 0.0 even when the block is
+    rewritten for another cell's sake, so what is read never depends on the rest of the write."""
+
+    def write(hr: float, temperature: float) -> None:
+        if path == "write_array":
+            db.write_array(vitals, np.array([[hr], [np.nan], [temperature]]))
+            return
+        cells = [
+            {"time": 0, "metric": "heart_rate", "value": hr},
+            {"time": 0, "metric": "temperature", "value": temperature},
+        ]
+        if path == "write_values one by one":
+            cells[0]["value"] = np.float64(hr)  # not a plain float: the value-by-value path
+        db.write_values(vitals, cells)
+
+    write(0.0, 36.0)
+    write(-0.0, 36.0)  # nothing else changes
+    assert _zero_signs(db, vitals) == [False, False, False]
+    write(-0.0, 37.0)  # the block is rewritten for the temperature
+    assert _zero_signs(db, vitals) == [False, False, False]
+    assert [h.labels["metric"] for h in db.tensor_history(vitals).items] == ["temperature"]
+    other = new_tensor(db)
+    db.write_values(other, [{"time": 0, "metric": "heart_rate", "value": -0.0}])  # onto nothing
+    assert _zero_signs(db, other) == [False, False, False]
+
+
+BAD_NUMBERS = [
+    (np.array([[10**400], [1], [1]], dtype=object), "not_finite", "time 0, metric=heart_rate"),
+    (np.array([[1], [1], [-(10**400)]], dtype=object), "not_finite", "time 0, metric=temperature"),
+    (np.array([[1.0], [np.inf], [1.0]]), "not_finite", "time 0, metric=systolic_bp"),
+    (np.array([[1.0, 2.0], [1.0, 1.0], [1.0, np.longdouble("1e400")]], dtype=np.longdouble), "not_finite", "time 1"),
+    (np.array([[1 + 2j], [1], [1]]), "not_a_number", "complex"),
+    (np.array([[1 + 0j], [1], [1]]), "not_a_number", "complex"),
+    (np.array([[True], [False], [True]]), "not_a_number", "booleans"),
+    (np.array([[1.0], [True], [1.0]], dtype=object), "not_a_number", "time 0, metric=systolic_bp"),
+    (np.array([[1.0], ["1.5"], [1.0]], dtype=object), "not_a_number", "time 0, metric=systolic_bp"),
+    (np.array([["1.5"], ["1"], ["2"]]), "not_a_number", "text"),
+    (np.array([[1.0], [1.0], [None]], dtype=object), "not_a_number", "time 0, metric=temperature"),
+    (np.array([[400.0], [1.0], [1.0]]), "out_of_range", "time 0, metric=heart_rate: heart_rate 400"),
+]
+
+
+@pytest.mark.parametrize(("array", "code", "named"), BAD_NUMBERS)
+def test_write_array_refuses_what_write_values_refuses_and_names_the_cell(
+    db: Dust, vitals: uuid.UUID, array: np.ndarray, code: str, named: str
+) -> None:
+    for write in (
+        lambda: db.write_array(vitals, array),
+        lambda: db.write_arrays({vitals: array, new_tensor(db): array}),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            write()
+        assert refused.value.code == code and named in refused.value.detail, refused.value.detail
+    assert db.read_tensor(vitals).values.size == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (10**400, "not_finite"),
+        (-(10**400), "not_finite"),
+        (float("inf"), "not_finite"),
+        (True, "not_a_number"),
+        (np.bool_(True), "not_a_number"),
+        (1 + 0j, "not_a_number"),
+        ("1.5", "not_a_number"),
+        (None, "not_a_number"),
+    ],
+)
+def test_write_values_refuses_the_same_numbers(db: Dust, vitals: uuid.UUID, value: Any, code: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        db.write_values(
+            vitals,
+            [{"time": 0, "metric": "temperature", "value": 1.0}, {"time": 0, "metric": "heart_rate", "value": value}],
+        )
+    assert refused.value.errors is not None
+    assert [(e["loc"], e["type"]) for e in refused.value.errors] == [(["values", 1], code)]
+
+
+def test_every_real_dtype_is_written_as_float64(db: Dust, vitals: uuid.UUID) -> None:
+    for dtype in (np.int8, np.uint64, np.int64, np.float16, np.float32, np.longdouble):
+        assert db.write_array(vitals, np.array([[1], [2], [3]], dtype=dtype)).written == 3
+    assert db.write_array(vitals, np.array([[250], [1.5], [2**64]], dtype=object), start=1).written == 3
+    np.testing.assert_array_equal(db.read_tensor(vitals).values, [[1.0, 250.0], [2.0, 1.5], [3.0, 2.0**64]])
+
+
+# --- "as of", erasing and the history ---------------------------------------------------------------------
+
+
+def hr(time: int, value: float | None = None) -> dict[str, Any]:
+    """A heart-rate cell of the vitals tensor, with its value if given."""
+    return {"time": time, "metric": "heart_rate", **({} if value is None else {"value": value})}
+
+
+def test_a_clock_stepped_back_still_stamps_after_the_last_write(db: Dust, vitals: uuid.UUID) -> None:
+    with mock.patch.object(tensors, "now_us", return_value=2_000_000_000_000_000):
+        db.write_values(vitals, [hr(0, 70)])
+    with mock.patch.object(tensors, "now_us", return_value=1_000_000_000_000_000):  # the clock went back
+        db.write_values(vitals, [hr(0, 74)])
+    (entry,) = db.tensor_history(vitals).items
+    assert entry.written_at < entry.replaced_at == from_us(2_000_000_000_000_001)
+    assert db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}, as_of=entry.written_at).values == 70
+    assert db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}, as_of=entry.replaced_at).values == 74
+
+
+def test_as_of_puts_back_values_of_a_label_picked_twice(db: Dust, vitals: uuid.UUID) -> None:
+    stamp = tensors.now_us()  # the writes' clock, set: a moment between them without sleeping
+    with mock.patch.object(tensors, "now_us", return_value=stamp):
+        db.write_array(vitals, np.array([[70.0, 71.0], [120.0, 121.0], [36.5, 36.6]]))
+    with mock.patch.object(tensors, "now_us", return_value=stamp + 1_000):
+        db.write_array(vitals, np.array([[80.0, 81.0], [130.0, 131.0], [37.5, 37.6]]))
+    between = from_us(stamp + 500)
+    picked = {"metric": ["temperature", "heart_rate", "temperature"]}
+    view = db.read_tensor(vitals, labels=picked, as_of=between)
+    assert view.values.tolist() == [[36.5, 36.6], [70.0, 71.0], [36.5, 36.6]]
+
+
+def test_an_erased_value_reads_as_nan_and_stays_in_history_and_as_of(db: Dust, vitals: uuid.UUID) -> None:
+    stamp = tensors.now_us()  # the clock of the write and the erase, set: a moment between them without sleeping
+    with mock.patch.object(tensors, "now_us", return_value=stamp):
+        db.write_values(vitals, [hr(0, 70), hr(1, 71)])
+    with mock.patch.object(tensors, "now_us", return_value=stamp + 1_000):
+        assert db.erase_values(vitals, [hr(0), hr(5)]).erased == 1  # time 5 holds nothing: left as it is
+    before = from_us(stamp + 500)
+    assert np.isnan(db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}).values)
+    assert db.read_tensor(vitals, labels={"metric": "heart_rate"}).values.tolist()[1] == 71
+    assert db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}, as_of=before).values == 70
+    (entry,) = db.tensor_history(vitals).items
+    assert (entry.time, entry.value, entry.new_value) == (0, 70, None)
+    assert (entry.written_at, entry.replaced_at) == (from_us(stamp), from_us(stamp + 1_000))
+    db.write_values(vitals, [hr(0, 72)])  # a cell erased may be written again
+    assert db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}).values == 72
+    assert len(db.tensor_history(vitals).items) == 1  # nothing was replaced: the cell held nothing
+
+
+def test_an_erase_naming_an_unknown_cell_erases_nothing(db: Dust, vitals: uuid.UUID) -> None:
+    db.write_values(vitals, [hr(0, 70)])
+    with pytest.raises(InvalidInput) as refused:
+        db.erase_values(vitals, [hr(0), {"time": 0, "metric": "heart_rat"}, {"time": 0}])
+    assert [e["loc"] for e in refused.value.errors] == [["values", 1], ["values", 2]]
+    with pytest.raises(InvalidInput):
+        db.erase_values(vitals, [])
+    assert db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}).values == 70
+
+
+def test_erasing_needs_the_tensor_to_be_visible(db: Dust, vitals: uuid.UUID, member: Member) -> None:
+    db.write_values(vitals, [hr(0, 70)])
+    with db.session() as s:
+        access.act_as(s, member("mallory"))
+        with pytest.raises(NotFound):
+            tensors.erase_values(s, vitals, [hr(0)])
+    assert db.read_tensor(vitals, time=0, labels={"metric": "heart_rate"}).values == 70
+
+
+def test_history_comes_a_page_at_a_time(db: Dust, vitals: uuid.UUID) -> None:
+    for value in (70, 71, 72):
+        db.write_values(vitals, [hr(t, value + t) for t in range(3)])
+    everything = db.tensor_history(vitals, limit=100)
+    assert everything.next_cursor is None and len(everything.items) == 6
+    pages, cursor = [], None
+    while True:
+        page = db.tensor_history(vitals, limit=4, cursor=cursor)
+        pages.append(page.items)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+        db.write_values(vitals, [hr(9, 60), hr(9, 61)])  # a write between pages: no entry repeated or skipped
+    assert [len(p) for p in pages] == [4, 2]
+    assert [p for page in pages for p in page] == everything.items
+    assert [(h.time, h.value) for h in everything.items] == [(0, 70), (0, 71), (1, 71), (1, 72), (2, 72), (2, 73)]
+    for bad in (
+        "nonsense",
+        encode_cursor("h", [1, 2]),
+        encode_cursor("h", [1, 2, True]),
+        encode_cursor("h", [0, 0, 2**63]),
+    ):
+        with pytest.raises(InvalidInput, match="cursor"):
+            db.tensor_history(vitals, cursor=bad)
+    for limit in (0, tensors.MAX_HISTORY_LIMIT + 1):
+        with pytest.raises(InvalidInput):
+            db.tensor_history(vitals, limit=limit)
+
+
+def test_as_of_answers_the_same_before_and_after_a_slow_writer_commits(db: Dust, vitals: uuid.UUID) -> None:
+    """A writer stamps its value, then takes its time to commit; a reader asks "as of" a moment after the stamp,
+    while the write is in flight. The reader waits for the commit, so asking again later answers the same."""
+    db.write_values(vitals, [hr(0, 70)])
+    reads = make_sessionmaker(db.engine, read_only=True)  # as a GET request reads
+    stamped, release = threading.Event(), threading.Event()
+
+    def slow_writer() -> None:
+        with db.session() as s:
+            tensors.write_values(s, vitals, [hr(0, 80)])
+            stamped.set()
+            release.wait(5)
+            time.sleep(0.3)  # still in flight when the reader asks
+
+    def as_of(moment: datetime) -> float:
+        with reads() as s, s.begin():
+            s.info[AFTER_COMMIT] = []  # the read's audit record: not what this test is about
+            return float(tensors.read(s, vitals, time=0, labels={"metric": "heart_rate"}, as_of=moment).values)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert stamped.wait(5)
+    moment = datetime.now(UTC)  # after the writer's stamp, before its commit
+    release.set()
+    during = as_of(moment)
+    writer.join()
+    assert during == as_of(moment) == 80

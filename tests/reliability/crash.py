@@ -260,7 +260,7 @@ class Client(threading.Thread):
                 {"time": t, "metric": "a", "value": HIGH + 1 + self.rng.random()},  # out of range
                 {"time": t, "metric": "a", "value": LOW - 1},
                 {"time": t, "metric": "zz", "value": 1.0},  # no such label
-                {"time": -1, "metric": "a", "value": 1.0},  # before the origin
+                {"time": -100_000_001, "metric": "a", "value": 1.0},  # below the least time index
                 {"time": t, "metric": "a", "value": "high"},  # not a number
                 {"time": t, "value": 1.0},  # an axis missing
             ]

@@ -47,7 +47,15 @@ class Live:
         """Sockets the server process holds open (its listening socket among them)."""
         assert self.server.process is not None
         fds = f"/proc/{self.server.process.pid}/fd"
-        return sum(os.readlink(f"{fds}/{fd}").startswith("socket:") for fd in _listdir(fds))
+        return sum(_link(f"{fds}/{fd}").startswith("socket:") for fd in _listdir(fds))
+
+
+def _link(path: str) -> str:
+    """Where a descriptor points, or '' if it was closed since the directory was listed."""
+    try:
+        return os.readlink(path)
+    except FileNotFoundError:
+        return ""
 
 
 def _listdir(path: str) -> list[str]:

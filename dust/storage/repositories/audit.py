@@ -10,6 +10,7 @@ from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.orm import Session
 
 from dust.storage.models import AuditRecord
+from dust.storage.repositories import paging
 
 _AUDIT_LOG = cast(Table, AuditRecord.__table__)
 
@@ -26,10 +27,10 @@ def search(
     username: str | None,
     start: datetime | None,
     end: datetime | None,
-    before_id: int | None,
+    walk: paging.Walk,
     limit: int,
-) -> list[AuditRecord]:
-    """Newest first; ``before_id`` continues a previous page."""
+) -> tuple[list[AuditRecord], frozenset[int]]:
+    """Newest first, those ``walk`` has not returned; and the transactions in progress meanwhile."""
     stmt = select(AuditRecord)
     if entity_id is not None:
         stmt = stmt.where(or_(AuditRecord.entity_id == entity_id, AuditRecord.resource_id == str(entity_id)))
@@ -39,6 +40,4 @@ def search(
         stmt = stmt.where(AuditRecord.at >= start)
     if end is not None:
         stmt = stmt.where(AuditRecord.at <= end)
-    if before_id is not None:
-        stmt = stmt.where(AuditRecord.id < before_id)
-    return list(session.scalars(stmt.order_by(AuditRecord.id.desc()).limit(limit)))
+    return paging.page(session, stmt, (AuditRecord.id,), AuditRecord.txid, walk, limit, descending=True)

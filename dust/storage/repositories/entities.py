@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Select, String, Table, and_, bindparam, exists, func, insert, or_, select
@@ -15,7 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Entity, Relation
-from dust.storage.repositories import Visible
+from dust.storage.repositories import Visible, paging
 
 _ENTITIES = cast(Table, Entity.__table__)
 # Built once: the hot paths of creating many entities or tensors run these per call, and building a statement
@@ -35,8 +34,9 @@ _EXISTING = (
 
 
 def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert entities, every column given, by one statement (executemany). Into the table rather than through
-    the ORM: its bulk insert costs tens of microseconds of bookkeeping per row."""
+    """Insert entities, every column given (created_at by ``paging.creation_time``), by one statement
+    (executemany). Into the table rather than through the ORM: its bulk insert costs tens of microseconds of
+    bookkeeping per row."""
     session.execute(_INSERT, rows)
 
 
@@ -61,9 +61,11 @@ def taken_external_ids(session: Session, kind: str, external_ids: list[str]) -> 
     return {external_id for external_id in session.scalars(stmt) if external_id is not None}
 
 
-def existing_ids(session: Session, ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of ``ids`` exist, kept from deletion until the transaction ends."""
-    return set(session.scalars(_EXISTING, {"ids": ids}))
+def existing_ids(session: Session, ids: list[uuid.UUID], *, within: Visible | None = None) -> set[uuid.UUID]:
+    """Which of ``ids`` exist, kept from deletion until the transaction ends; ``within``: only those among these
+    (a principal's visible ids), filtered in the same query, so that no one holds a row they may not see."""
+    stmt = _EXISTING if within is None else _EXISTING.where(Entity.id.in_(within))
+    return set(session.scalars(stmt, {"ids": ids}))
 
 
 def delete(session: Session, entity_id: uuid.UUID) -> None:
@@ -124,16 +126,12 @@ def page(
     kind: str | None,
     attributes: Mapping[str, Any],
     visible: Any,
-    after: tuple[datetime, uuid.UUID] | None,
+    walk: paging.Walk,
     limit: int,
-) -> list[Entity]:
-    """Entities in creation order, after the keyset position ``after``."""
+) -> tuple[list[Entity], frozenset[int]]:
+    """Entities in creation order that ``walk`` has not returned, and the transactions in progress meanwhile."""
     stmt = _filtered(session, select(Entity), kind, attributes, visible)
-    if after is not None:
-        created, last_id = after
-        stmt = stmt.where(or_(Entity.created_at > created, and_(Entity.created_at == created, Entity.id > last_id)))
-    stmt = stmt.order_by(Entity.created_at, Entity.id).limit(limit)
-    return list(session.scalars(stmt))
+    return paging.page(session, stmt, (Entity.created_at, Entity.id), Entity.txid, walk, limit)
 
 
 def search_space(

@@ -12,6 +12,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Relation, RelationWeight
+from dust.storage.repositories import Visible, paging
 
 IN_CHUNK = 500  # keeps IN lists well under SQLite's bound-parameter limit
 
@@ -40,7 +41,8 @@ _EDGE = select(
 
 
 def add(session: Session, **fields: Any) -> Relation:
-    row = Relation(**fields)
+    created = paging.creation_time(session)
+    row = Relation(**fields, created_at=created, updated_at=created)
     session.add(row)
     session.flush()
     add_weight(session, row.id, row.weight, row.created_at)
@@ -52,11 +54,21 @@ def add_weight(session: Session, relation_id: uuid.UUID, weight: float, when: da
     session.flush()
 
 
-def get(session: Session, relation_id: uuid.UUID, *, lock: bool = False) -> Relation | None:
-    """The relation; ``lock``: read afresh and held until commit (None if a delete committed meanwhile)."""
+def get(
+    session: Session, relation_id: uuid.UUID, *, lock: bool = False, within: Visible | None = None
+) -> Relation | None:
+    """The relation; ``lock``: read afresh and held until commit (None if a delete committed meanwhile);
+    ``within``: only if both its ends are among these (a principal's visible ids), in the same query."""
     if lock:
         return session.get(Relation, relation_id, with_for_update=True, populate_existing=True)
+    if within is not None:
+        return session.scalars(select(Relation).where(Relation.id == relation_id, *_between(within))).first()
     return session.get(Relation, relation_id)
+
+
+def _between(within: Visible | None) -> list[Any]:
+    """The conditions that both ends of a relation are among ``within`` (none for None: every entity)."""
+    return [] if within is None else [Relation.source_id.in_(within), Relation.target_id.in_(within)]
 
 
 def find_edge(session: Session, source_id: uuid.UUID, target_id: uuid.UUID, type_: str) -> Relation | None:
@@ -95,28 +107,30 @@ def page(
     session: Session,
     entity_id: uuid.UUID | None,
     types: Sequence[str],
-    after: tuple[datetime, uuid.UUID] | None,
+    walk: paging.Walk,
     limit: int,
     visible: Any = None,
-) -> list[Relation]:
-    """Relations in creation order; with ``visible`` (a query of entity ids), only those between visible ends."""
-    stmt: Select[Any] = select(Relation)
-    if visible is not None:
-        stmt = stmt.where(Relation.source_id.in_(visible), Relation.target_id.in_(visible))
+) -> tuple[list[Relation], frozenset[int]]:
+    """Relations in creation order that ``walk`` has not returned, and the transactions in progress meanwhile;
+    with ``visible`` (a query of entity ids), only those between visible ends."""
+    stmt: Select[Any] = select(Relation).where(*_between(visible))
     if entity_id is not None:
         stmt = stmt.where(or_(Relation.source_id == entity_id, Relation.target_id == entity_id))
     if types:
         stmt = stmt.where(Relation.type.in_(types))
-    if after is not None:
-        created, last = after
-        stmt = stmt.where(or_(Relation.created_at > created, and_(Relation.created_at == created, Relation.id > last)))
-    return list(session.scalars(stmt.order_by(Relation.created_at, Relation.id).limit(limit)))
+    return paging.page(session, stmt, (Relation.created_at, Relation.id), Relation.txid, walk, limit)
 
 
 def touching(
-    session: Session, ids: Iterable[uuid.UUID], direction: str, types: Sequence[str], min_weight: float | None
+    session: Session,
+    ids: Iterable[uuid.UUID],
+    direction: str,
+    types: Sequence[str],
+    min_weight: float | None,
+    visible: Visible | None = None,
 ) -> list[EdgeRow]:
-    """Relations leaving (``out``), entering (``in``) or touching (``both``) any of ``ids``: one query per chunk."""
+    """Relations leaving (``out``), entering (``in``) or touching (``both``) any of ``ids``: one query per chunk.
+    With ``visible`` (a query of entity ids), only those between visible ends."""
     found: dict[uuid.UUID, EdgeRow] = {}
     for part in chunks(list(ids)):
         ends = []
@@ -124,7 +138,7 @@ def touching(
             ends.append(Relation.source_id.in_(part))
         if direction in ("in", "both"):
             ends.append(Relation.target_id.in_(part))
-        stmt = _EDGE.where(or_(*ends))
+        stmt = _EDGE.where(or_(*ends), *_between(visible))
         if types:
             stmt = stmt.where(Relation.type.in_(types))
         if min_weight is not None:
@@ -133,8 +147,12 @@ def touching(
     return list(found.values())
 
 
-def all_edges(session: Session, types: Sequence[str]) -> list[EdgeRow]:
-    stmt = _EDGE.where(Relation.type.in_(types)) if types else _EDGE
+def all_edges(session: Session, types: Sequence[str], visible: Visible | None = None) -> list[EdgeRow]:
+    """Every relation (of ``types``); with ``visible`` (a query of entity ids), only those between visible ends,
+    filtered by the database: no list of ids crosses to it, however many entities there are."""
+    stmt = _EDGE.where(*_between(visible))
+    if types:
+        stmt = stmt.where(Relation.type.in_(types))
     return [EdgeRow(*row) for row in session.execute(stmt)]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy import delete as sql_delete
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Schema, Tensor
@@ -25,6 +25,17 @@ def latest(session: Session, name: str) -> Schema | None:
 
 def version(session: Session, name: str, number: int) -> Schema | None:
     return session.scalars(select(Schema).where(Schema.name == name, Schema.version == number)).first()
+
+
+def versions(session: Session, keys: list[tuple[str, int]]) -> list[Schema]:
+    """The stored versions among ``keys`` ((name, version) pairs): one query per 200 (SQLite nests an OR chain one
+    level a term, up to 1,000)."""
+    found: list[Schema] = []
+    for start in range(0, len(keys), 200):
+        part = keys[start : start + 200]
+        wanted = or_(*(and_(Schema.name == name, Schema.version == number) for name, number in part))
+        found.extend(session.scalars(select(Schema).where(wanted)))
+    return found
 
 
 def latest_of_each(session: Session) -> list[Schema]:

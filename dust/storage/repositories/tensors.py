@@ -6,22 +6,28 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
+from typing import cast as typed
 
+import numpy as np
 from sqlalchemy import (
     Connection,
     LargeBinary,
     Row,
     Select,
+    String,
     Table,
     and_,
     bindparam,
     case,
+    cast,
     func,
     insert,
     null,
     or_,
     select,
+    text,
+    tuple_,
     type_coerce,
     update,
 )
@@ -31,6 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.sqltypes import NullType
 
+from dust.storage.db import settle_sqlite_reads
 from dust.storage.models import Entity, Tensor, TensorBlock, TensorHistory, utcnow
 from dust.storage.repositories import Visible
 
@@ -40,9 +47,9 @@ SCAN_ROWS = 5_000  # rows fetched at a time by whole-schema scans
 IN_BATCH = 10_000  # parameters per IN (…) list: SQLite allows 32,766 a statement
 TENSORS_PER_STATEMENT = 500  # SQLite nests an OR chain one level a term; its expression depth limit is 1,000
 # The tables, for inserts that skip the ORM's per-row bookkeeping.
-_TENSORS = cast(Table, Tensor.__table__)
-_BLOCKS = cast(Table, TensorBlock.__table__)
-_HISTORY = cast(Table, TensorHistory.__table__)
+_TENSORS = typed(Table, Tensor.__table__)
+_BLOCKS = typed(Table, TensorBlock.__table__)
+_HISTORY = typed(Table, TensorHistory.__table__)
 # Built once: writes run these per call, and building a statement costs about as much as running it.
 _ADD_NEW = {  # INSERT … ON CONFLICT DO NOTHING, as both dialects spell it
     name: dialect_insert(_TENSORS)
@@ -66,9 +73,19 @@ _UPDATE_BLOCK = (
 _SET_RANGE = (
     update(_TENSORS)
     .where(_TENSORS.c.id == bindparam("b_tensor"))
-    .values(time_min=bindparam("time_min"), time_max=bindparam("time_max"), updated_at=bindparam("updated_at"))
+    .values(
+        time_min=bindparam("time_min"),
+        time_max=bindparam("time_max"),
+        stamped_us=bindparam("stamped_us"),
+        updated_at=bindparam("updated_at"),
+    )
 )
 _INSERT_HISTORY = insert(_HISTORY)
+# PostgreSQL: a writer holds its tensors' advisory locks with their rows; an "as of" reader waits on one (a
+# read-only transaction may not take a row lock) and lets it go at once.
+_WRITING = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS t(k)")
+_WAIT_FOR_WRITER = text("SELECT pg_advisory_lock_shared(:key), pg_advisory_unlock_shared(:key)")
+_HISTORY_ORDER = (_HISTORY.c.time_index, _HISTORY.c.replaced_us, _HISTORY.c.id)
 
 
 def add_new(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
@@ -78,16 +95,20 @@ def add_new(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
     return set(session.scalars(_ADD_NEW[session.get_bind().dialect.name], rows))
 
 
-def get(session: Session, tensor_id: uuid.UUID, *, within: Visible | None = None) -> Tensor | None:
-    """The tensor; ``within``: only if its entity's id is among these (a principal's visible ids), in one query."""
+def get(session: Session, tensor_id: uuid.UUID, *, within: Visible | None = None, fresh: bool = False) -> Tensor | None:
+    """The tensor; ``within``: only if its entity's id is among these (a principal's visible ids), in one query;
+    ``fresh``: read again even if this session has it already."""
     if within is not None:
-        return session.scalars(select(Tensor).where(Tensor.id == tensor_id, Tensor.entity_id.in_(within))).first()
-    return session.get(Tensor, tensor_id)
+        stmt = select(Tensor).where(Tensor.id == tensor_id, Tensor.entity_id.in_(within))
+        return session.scalars(stmt.execution_options(populate_existing=fresh)).first()
+    return session.get(Tensor, tensor_id, populate_existing=fresh)
 
 
-def lock(session: Session, tensor_ids: list[uuid.UUID]) -> dict[uuid.UUID, Tensor]:
+def lock(session: Session, tensor_ids: list[uuid.UUID], *, within: Visible | None = None) -> dict[uuid.UUID, Tensor]:
     """The tensors that exist of ``tensor_ids``, locked until the transaction ends, so that writes to one tensor
-    run one at a time; one SELECT per ``IN_BATCH`` ids.
+    run one at a time; one SELECT per ``IN_BATCH`` ids. ``within``: only those whose entity is among these (a
+    principal's visible ids), filtered by the same SELECT: PostgreSQL locks only the rows a query returns, so
+    a caller never holds, nor waits on, a row it may not see.
 
     FOR UPDATE locks the rows on PostgreSQL (in id order, so two bulk writers cannot deadlock). SQLite has no
     row locks and needs none: dust.storage.db begins every transaction with BEGIN IMMEDIATE, which holds the
@@ -95,9 +116,29 @@ def lock(session: Session, tensor_ids: list[uuid.UUID]) -> dict[uuid.UUID, Tenso
     """
     found: dict[uuid.UUID, Tensor] = {}
     ordered = sorted(set(tensor_ids))
+    stmt = _LOCK if within is None else _LOCK.where(Tensor.entity_id.in_(within))
     for start in range(0, len(ordered), IN_BATCH):
-        found.update((row.id, row) for row in session.scalars(_LOCK, {"ids": ordered[start : start + IN_BATCH]}))
+        found.update((row.id, row) for row in session.scalars(stmt, {"ids": ordered[start : start + IN_BATCH]}))
+    if found and session.get_bind().dialect.name == "postgresql":
+        session.execute(_WRITING, {"keys": [_advisory_key(tensor_id) for tensor_id in sorted(found)]})
     return found
+
+
+def wait_for_writes(session: Session, tensor_id: uuid.UUID) -> None:
+    """Return once no write to the tensor that began before this call is in flight, and read on so as to see it.
+
+    PostgreSQL: wait on the tensor's advisory lock, which its writer holds until it commits (READ COMMITTED: the
+    next statement sees that commit). SQLite: ``dust.storage.db.settle_sqlite_reads``.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_WAIT_FOR_WRITER, {"key": _advisory_key(tensor_id)})
+    else:
+        settle_sqlite_reads(session)
+
+
+def _advisory_key(tensor_id: uuid.UUID) -> int:
+    """A bigint for the tensor's advisory lock (two tensors sharing one only wait for each other's writes)."""
+    return int.from_bytes(tensor_id.bytes[:8], "big", signed=True)
 
 
 def of_entity(session: Session, entity_id: uuid.UUID, schema_name: str | None = None) -> list[Tensor]:
@@ -168,20 +209,20 @@ def put_blocks(session: Session, new: list[dict[str, Any]], changed: list[dict[s
         session.execute(_UPDATE_BLOCK, keyed)
 
 
-def widen_ranges(session: Session, spans: list[tuple[Tensor, int, int]]) -> None:
-    """Widen each tensor's recorded time range to include ``low..high`` of its (tensor, low, high), and mark it
-    updated: one UPDATE for all. The loaded objects get the new values as if read back, not as changes for
-    the ORM to write again."""
+def widen_ranges(session: Session, spans: list[tuple[Tensor, int, int, int]]) -> None:
+    """Widen each tensor's recorded time range to include ``low..high`` of its (tensor, low, high, stamp), set
+    its last write stamp, and mark it updated: one UPDATE for all. The loaded objects get the new values as if
+    read back, not as changes for the ORM to write again."""
     if not spans:
         return
     now = utcnow()
-    for row, low, high in spans:
+    for row, low, high, stamp in spans:
         set_committed_value(row, "time_min", low if row.time_min is None else min(row.time_min, low))
         set_committed_value(row, "time_max", high if row.time_max is None else max(row.time_max, high))
+        set_committed_value(row, "stamped_us", stamp)
         set_committed_value(row, "updated_at", now)
-    params = [
-        {"b_tensor": r.id, "time_min": r.time_min, "time_max": r.time_max, "updated_at": now} for r, _, _ in spans
-    ]
+    columns = ("time_min", "time_max", "stamped_us")
+    params = [{"b_tensor": r.id, "updated_at": now, **{c: getattr(r, c) for c in columns}} for r, *_ in spans]
     session.execute(_SET_RANGE, params)
 
 
@@ -195,17 +236,40 @@ def history(
     tensor_id: uuid.UUID,
     first: int,
     last: int,
-    replaced_after_us: int | None = None,
+    *,
+    after: tuple[int, int, int] | None = None,
     limit: int | None = None,
-) -> list[TensorHistory]:
-    stmt = select(TensorHistory).where(
-        TensorHistory.tensor_id == tensor_id,
-        TensorHistory.time_index >= first,
-        TensorHistory.time_index <= last,
+) -> list[Row[Any]]:
+    """(time_index, labels, value, written_us, replaced_us, new_value, id) of the replaced values at times
+    ``first..last``, ordered by (time_index, replaced_us, id): after the position ``after`` of that order, at
+    most ``limit``."""
+    h = _HISTORY.c
+    stmt = select(h.time_index, h.labels, h.value, h.written_us, h.replaced_us, h.new_value, h.id).where(
+        h.tensor_id == tensor_id, h.time_index >= first, h.time_index <= last
     )
-    if replaced_after_us is not None:
-        stmt = stmt.where(TensorHistory.replaced_us > replaced_after_us)
-    return list(session.scalars(stmt.order_by(TensorHistory.time_index, TensorHistory.replaced_us).limit(limit)))
+    if after is not None:
+        stmt = stmt.where(tuple_(*_HISTORY_ORDER) > tuple_(*after))
+    return list(session.execute(stmt.order_by(*_HISTORY_ORDER).limit(limit)))
+
+
+def standing_at(
+    session: Session, tensor_id: uuid.UUID, first: int, last: int, at_us: int
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The replaced values at times ``first..last`` that stood at ``at_us`` (written at or before it, replaced
+    after it), as columns: time indices, labels (each cell's as JSON text, to be decoded once per cell) and
+    values."""
+    h = _HISTORY.c
+    stmt = select(h.time_index, cast(h.labels, String), h.value).where(
+        h.tensor_id == tensor_id,
+        h.time_index >= first,
+        h.time_index <= last,
+        h.replaced_us > at_us,
+        h.written_us <= at_us,
+    )
+    rows = session.execute(stmt).all()
+    times = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    values = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+    return times, [r[1] for r in rows], values
 
 
 def schema_block_columns(
