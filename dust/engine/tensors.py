@@ -270,12 +270,7 @@ def write_values(
     row = get_row(session, tensor_id, lock=True)
     sdef = _schema(session, row)
     times, cells, numbers = _parse(values, sdef, _grid(row, sdef))
-    touched = np.unique(times // BLOCK).size
-    if max_blocks is not None and touched > max_blocks:
-        raise TooLarge(
-            f"this write touches {touched} blocks of {BLOCK} time steps; at most {max_blocks} per request: "
-            "send values spread over fewer, closer time steps per request"
-        )
+    _check_blocks(times, max_blocks)
     _audit(session, "update", row)
     return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, numbers)])[0])
 
@@ -326,6 +321,8 @@ def erase_values(
 
 
 def _check_blocks(times: np.ndarray, max_blocks: int | None) -> None:
+    """TooLarge past ``max_blocks``: each touched block is rewritten whole, so a few values far apart would
+    otherwise cost a block each (45,000 values 64 steps apart: 175 MB)."""
     touched = np.unique(times // BLOCK).size
     if max_blocks is not None and touched > max_blocks:
         raise TooLarge(
