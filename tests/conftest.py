@@ -1,4 +1,6 @@
-"""Fixtures: a migrated database per test on SQLite and, where DUST_TEST_POSTGRES_URL is set, on PostgreSQL.
+"""Fixtures: a clean, migrated database for each test on SQLite and, where DUST_TEST_POSTGRES_URL is set, on
+PostgreSQL (one database per backend and test worker, emptied between tests), and the app on it, shared by the
+tests with the same settings.
 
 Without DUST_TEST_POSTGRES_URL the PostgreSQL cases skip (a plain ``pytest``); with it and no server answering,
 they error. ``make test`` also sets DUST_TEST_REQUIRE_POSTGRES=1, which turns any skip of a PostgreSQL case into
@@ -8,7 +10,6 @@ an error, so the suite cannot pass there with half of it left out.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from datetime import timedelta
@@ -22,9 +23,10 @@ from sqlalchemy.pool import StaticPool
 
 from dust.api.app import create_app
 from dust.core.config import Settings
-from dust.core.logging import flush_logs
+from dust.core.logging import configure_logging, flush_logs
 from dust.core.security import hash_password, issue_access_token
 from dust.embedded import Dust
+from dust.engine.caches import Caches
 from dust.storage.db import make_engine, upgrade
 from dust.storage.models import Base, User
 from tests.databases import throwaway_postgres
@@ -61,12 +63,23 @@ def _logs_written() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite file, copied for each test (migrating each time would be slower)."""
+    """A migrated SQLite file, for tests that need a file of their own (migrating each time would be slower)."""
     path = tmp_path_factory.mktemp("template") / "dust.db"
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     engine.dispose()
     return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite file of this test worker's own, emptied before each test that uses it."""
+    path = tmp_path_factory.mktemp("sqlite") / "dust.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
 
 
 @pytest.fixture(scope="session")
@@ -81,36 +94,51 @@ def postgres_database(worker_id: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def postgres_emptier(postgres_database: str) -> Iterator[Callable[[], None]]:
-    """Empties the worker's PostgreSQL database: every table's rows deleted, every sequence restarted.
+def _emptier(url: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(empty, close)`` for the database at ``url``: empty deletes every table's rows and restarts every
+    sequence, on one connection kept for the session.
 
-    DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE makes new files for every table (about 250 ms a
-    test, against 5 ms), on one connection kept for the session.
+    DELETE, not TRUNCATE: a test leaves a few rows, and TRUNCATE makes new files for every table on PostgreSQL
+    (about 250 ms a test, against 5 ms). A fresh SQLite file per test cost more than this too, mostly in the
+    first request of a new app (see ``shared_apps``).
     """
-    engine = create_engine(postgres_database, poolclass=StaticPool)
-    deletes = "; ".join(f"DELETE FROM {t.name}" for t in reversed(Base.metadata.sorted_tables))
-    restarts = "SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S'"
+    engine = create_engine(url, poolclass=StaticPool)
+    statements = [f"DELETE FROM {t.name}" for t in reversed(Base.metadata.sorted_tables)]
+    if engine.dialect.name == "postgresql":  # SQLite tables here have no AUTOINCREMENT, so no sequences
+        statements.append("SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S'")
 
     def empty() -> None:
         with engine.begin() as conn:
-            conn.exec_driver_sql(deletes)
-            conn.execute(text(restarts))
+            for statement in statements:
+                conn.execute(text(statement))
+
+    return empty, engine.dispose
+
+
+@pytest.fixture(scope="session")
+def empty_database() -> Iterator[Callable[[str], None]]:
+    """``empty_database(url)``: empties that database (an emptier per url, made on first use)."""
+    made: dict[str, Callable[[], None]] = {}
+    closers: list[Callable[[], None]] = []
+
+    def empty(url: str) -> None:
+        if url not in made:
+            made[url], close = _emptier(url)
+            closers.append(close)
+        made[url]()
 
     yield empty
-    engine.dispose()
+    for close in closers:
+        close()
 
 
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """A clean, migrated database: a fresh SQLite file, or the worker's PostgreSQL database emptied."""
-    if request.param == "sqlite":
-        path = tmp_path / "dust.db"
-        shutil.copy(sqlite_template, path)
-        yield f"sqlite:///{path}"
-        return
-    request.getfixturevalue("postgres_emptier")()
-    yield request.getfixturevalue("postgres_database")
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A clean, migrated database: the worker's SQLite file or PostgreSQL database, emptied."""
+    fixture = "sqlite_database" if request.param == "sqlite" else "postgres_database"
+    url: str = request.getfixturevalue(fixture)
+    request.getfixturevalue("empty_database")(url)
+    return url
 
 
 @pytest.fixture
@@ -124,8 +152,30 @@ def password_hash() -> str:
     return hash_password(PASSWORD)
 
 
+@pytest.fixture(scope="session")
+def shared_apps() -> dict[str, FastAPI]:
+    """Apps by their settings, kept for the session. A new app's first request to each route costs FastAPI
+    about 4 ms a route to prepare (0.1-0.3 s an app), which was a quarter of the API tests' time."""
+    return {}
+
+
 @pytest.fixture
-def app(settings: Settings) -> FastAPI:
+def app(settings: Settings, shared_apps: dict[str, FastAPI]) -> FastAPI:
+    """The app on ``settings``, shared by the tests with the same settings; its copies (credentials, schemas)
+    start empty, as its database does. A test that changes the app itself (routes, state) uses ``new_app``."""
+    key = settings.model_dump_json()
+    if key not in shared_apps:
+        shared_apps[key] = create_app(settings, migrate=False)
+    shared = shared_apps[key]
+    shared.state.settings = settings  # a test may have swapped them for smaller limits
+    shared.state.caches = Caches()
+    configure_logging(settings.log_level, settings.log_format)  # as create_app does: another app may have since
+    return shared
+
+
+@pytest.fixture
+def new_app(settings: Settings) -> FastAPI:
+    """An app of the test's own, to change as it likes."""
     return create_app(settings, migrate=False)
 
 

@@ -22,7 +22,10 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def app(app: FastAPI) -> FastAPI:
+def app(new_app: FastAPI) -> FastAPI:
+    """An app of these tests' own: they add routes to it."""
+    app = new_app
+
     def boom() -> None:
         raise RuntimeError("kaboom")
 
