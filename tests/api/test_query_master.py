@@ -1,4 +1,8 @@
-"""/query_master (neighbourhoods) and /query_master/tensor (the master tensor as sparse COO), on every backend."""
+"""/query_master (neighbourhoods) and /query_master/tensor (the master tensor as sparse COO), on every backend.
+
+Tests marked ONE_BACKEND re-check what the engine test named beside each (tests/engine/) checks on both backends;
+on one backend they check how HTTP carries it.
+"""
 
 from __future__ import annotations
 
@@ -306,8 +310,16 @@ def coo(tensor: dict) -> set[tuple[str, str, str, float]]:
     return {(types[i], ids[j], ids[k], v) for i, j, k, v in zip(t, s, d, values, strict=True)}
 
 
+def master_tensor(client: TestClient, **params: str) -> dict[str, Any]:
+    response = client.get(f"{API}/query_master/tensor", params=params)
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+@ONE_BACKEND  # engine: test_relations.py::test_master_tensor_matches_a_dense_array_of_the_relations
 def test_master_tensor_round_trips_every_relation(graph: Graph) -> None:
-    tensor = graph.client.get(f"{API}/query_master/tensor").json()
+    tensor = master_tensor(graph.client)
     assert tensor["types"] == sorted({"supplies", "works_at", "treats", "referred"})
     assert sorted(tensor["entity_ids"]) == sorted(graph.ids.values())
     assert len(set(tensor["entity_ids"])) == len(tensor["entity_ids"])
@@ -318,14 +330,15 @@ def test_master_tensor_round_trips_every_relation(graph: Graph) -> None:
         assert all(0 <= i < size for i in dim)
 
 
+@ONE_BACKEND  # engine: test_relations.py::test_master_tensor_matches_a_dense_array_of_the_relations
 def test_master_tensor_type_filter(graph: Graph) -> None:
-    tensor = graph.client.get(f"{API}/query_master/tensor", params={"type": "treats,referred"}).json()
+    tensor = master_tensor(graph.client, type="treats,referred")
     assert tensor["types"] == ["referred", "treats"]
     wanted = [(s, t, d, w) for s, t, d, w in Graph.EDGES if t in ("treats", "referred")]
     assert coo(tensor) == {(t, graph.ids[s], graph.ids[d], w) for s, t, d, w in wanted}
     assert sorted(tensor["entity_ids"]) == sorted({graph.ids[n] for s, _, d, _ in wanted for n in (s, d)})
     assert tensor["shape"] == [2, 5, 5]
-    none = graph.client.get(f"{API}/query_master/tensor", params={"type": "pays"}).json()
+    none = master_tensor(graph.client, type="pays")
     assert none == {"types": [], "entity_ids": [], "indices": [[], [], []], "values": [], "shape": [0, 0, 0]}
 
 

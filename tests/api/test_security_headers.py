@@ -14,10 +14,16 @@ API = "/api/v1"
 PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET"}
 
 
+@pytest.mark.parametrize(
+    "path", [pytest.param(f"{API}/entities", id="api"), pytest.param(f"{API}/nope", id="404"), "/healthz"]
+)
+def test_every_answer_carries_the_security_headers(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
 def test_api_answers_carry_security_headers(client: TestClient) -> None:
-    for response in (client.get(f"{API}/entities"), client.get(f"{API}/nope"), client.get("/healthz")):
-        assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["x-frame-options"] == "DENY"
     api = client.get(f"{API}/entities")
     assert api.headers["content-security-policy"].startswith("default-src 'none'")
     assert api.headers["cache-control"] == "no-store"

@@ -1,4 +1,8 @@
-"""/tensors over HTTP, on every backend: create, batch writes (all or nothing), reads, history, versions."""
+"""/tensors over HTTP, on every backend: create, batch writes (all or nothing), reads, history, versions.
+
+Tests marked ONE_BACKEND re-check semantics that the engine test named beside each (tests/engine/test_tensors.py)
+checks on both backends; on one backend they check how HTTP carries them (status codes, problems, bodies).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dust.core.config import Settings
+from tests.api.conftest import ONE_BACKEND
 
 API = "/api/v1"
 ORIGIN = "2026-01-01T00:00:00Z"
@@ -347,6 +352,7 @@ def test_a_timestamp_selects_the_step_containing_it(client: TestClient, week: st
     assert read(client, week, time="2026-01-04T23:59:59Z", metric="systolic_bp")["values"] == 128
 
 
+@ONE_BACKEND  # engine: test_start_and_end_are_both_inclusive
 def test_from_and_to_are_inclusive(client: TestClient, week: str) -> None:
     body = read(client, week, metric="systolic_bp", **{"from": 2, "to": 4})
     assert body["coords"]["time"] == [2, 3, 4] and body["values"] == [127, 128, 129]
@@ -355,6 +361,7 @@ def test_from_and_to_are_inclusive(client: TestClient, week: str) -> None:
     assert by_date["values"] == [127, 128, 129]
 
 
+@ONE_BACKEND  # engine: test_a_range_partly_outside_the_record_is_clipped_and_says_so, ..._entirely_...is_out_of_range
 def test_a_range_partly_outside_the_record_is_clipped_and_says_so(client: TestClient, week: str) -> None:
     body = read(client, week, metric="systolic_bp", **{"from": 2, "to": 40})
     assert body["coords"]["time"] == [2, 3, 4, 5, 6] and body["values"] == [127, 128, 129, 130, 131]
@@ -365,6 +372,7 @@ def test_a_range_partly_outside_the_record_is_clipped_and_says_so(client: TestCl
     assert outside["detail"] == f"time range 10..12 is outside 0..6 recorded for tensor {week}"
 
 
+@ONE_BACKEND  # engine: test_every_read_mode_fills_selection_and_timestamps
 @pytest.mark.parametrize(
     "params",
     [
@@ -397,6 +405,7 @@ def test_a_label_list_keeps_the_axis(client: TestClient, week: str) -> None:
     assert body["values"] == [75, 130]
 
 
+@ONE_BACKEND  # engine: test_latest_times_are_masked_where_nothing_was_recorded
 def test_latest_gives_each_cells_last_value_and_its_time(client: TestClient, week: str) -> None:
     body = read(client, week, time="latest")
     assert body["dims"] == ["metric"]
@@ -423,6 +432,7 @@ def test_as_of_returns_the_value_before_a_later_write(client: TestClient, jane: 
     assert before_all["values"] == [None, None]
 
 
+@ONE_BACKEND  # engine: test_as_of_a_written_at_time_is_exact_to_the_microsecond
 def test_as_of_the_replaced_writes_own_time_sees_it(client: TestClient, jane: str) -> None:
     written(client, jane, cell(3, "systolic_bp", 120))
     written(client, jane, cell(3, "systolic_bp", 128))
@@ -461,6 +471,7 @@ def test_an_axis_given_twice_is_422(client: TestClient, week: str) -> None:
     assert "comma" in problem(response, 422)["detail"]
 
 
+@ONE_BACKEND  # engine: test_a_tensor_with_nothing_recorded
 def test_reading_a_tensor_with_no_values(client: TestClient, jane: str) -> None:
     body = read(client, jane)
     assert body["shape"] == [5, 0] and body["dims"] == ["metric", "time"]
@@ -612,19 +623,28 @@ def test_erasing_takes_the_permission_to_write(client: TestClient, jane: str, lo
     assert read(client, jane, metric="spo2")["values"] == [97]
 
 
+@ONE_BACKEND  # engine: test_history_comes_a_page_at_a_time
 def test_history_pages_with_limit_and_cursor(client: TestClient, jane: str) -> None:
     for value in (90, 91, 92):
         written(client, jane, *(cell(t, "spo2", value) for t in range(3)))
     history = f"{API}/tensors/{jane}/history"
-    first = client.get(history, params={"limit": 4}).json()
-    second = client.get(history, params={"limit": 4, "cursor": first["next_cursor"]}).json()
+
+    def page(**params: Any) -> dict[str, Any]:
+        response = client.get(history, params=params)
+        assert response.status_code == 200, response.text
+        found: dict[str, Any] = response.json()
+        return found
+
+    first = page(limit=4)
+    second = page(limit=4, cursor=first["next_cursor"])
     assert len(first["items"]) == 4 and len(second["items"]) == 2 and second["next_cursor"] is None
-    whole = client.get(history).json()
+    whole = page()
     assert first["items"] + second["items"] == whole["items"] and whole["next_cursor"] is None
     assert problem(client.get(history, params={"limit": 10_001}), 422)
     assert problem(client.get(history, params={"cursor": "bm9wZQ"}), 422)
 
 
+@ONE_BACKEND  # engine: test_negative_zero_is_zero_whether_or_not_another_cell_of_its_block_changes
 def test_negative_zero_over_json_is_zero(client: TestClient, jane: str) -> None:
     """-0.0 is 0.0 on every write path (tests/engine/test_tensors.py): over 0.0 it changes nothing, alone or with
     another cell, and it reads back as 0.0."""
@@ -635,5 +655,7 @@ def test_negative_zero_over_json_is_zero(client: TestClient, jane: str) -> None:
     response = client.post(f"{API}/tensors/{jane}/values", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     read = client.get(f"{API}/tensors/{jane}", params={"time": 0, "metric": "spo2"})
+    assert read.status_code == 200, read.text
     assert read.json()["values"] == 0.0 and b"-0.0" not in read.content
-    assert client.get(f"{API}/tensors/{jane}/history").json()["items"] == []
+    history = client.get(f"{API}/tensors/{jane}/history")
+    assert history.status_code == 200 and history.json()["items"] == []

@@ -1,4 +1,8 @@
-"""Time at the edges over REST: a schema's time zone, values before the origin, digits that could be a date."""
+"""Time at the edges over REST: a schema's time zone, values before the origin, digits that could be a date.
+
+On one backend: tests/engine/test_time_edges.py checks these edges on both; these check how HTTP carries them
+(status codes, problems, bodies).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from tests.api.conftest import ONE_BACKEND
 
 API = "/api/v1"
 AXES = [{"name": "metric", "labels": ["steps"]}]
@@ -19,6 +25,7 @@ def ok(response: Any) -> Any:
 
 def problem(response: Any, status: int) -> Any:
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     return response.json()
 
 
@@ -33,6 +40,7 @@ def write(client: TestClient, tensor: str, *cells: tuple[Any, float]) -> Any:
     return client.post(f"{API}/tensors/{tensor}/values", json={"values": values})
 
 
+@ONE_BACKEND
 def test_a_schema_names_its_zone_and_keeps_it(client: TestClient) -> None:
     made = ok(client.post(f"{API}/schemas", json={"name": "daily", "axes": AXES, "time": {"zone": "Europe/Berlin"}}))
     assert made["time"]["zone"] == "Europe/Berlin"
@@ -42,6 +50,7 @@ def test_a_schema_names_its_zone_and_keeps_it(client: TestClient) -> None:
     assert "must keep the time zone 'Europe/Berlin'" in moved["detail"]
 
 
+@ONE_BACKEND
 @pytest.mark.parametrize(
     ("time", "says"),
     [
@@ -56,6 +65,7 @@ def test_a_bad_zone_is_422_naming_it(client: TestClient, time: dict[str, Any], s
     assert says in refused["detail"]
 
 
+@ONE_BACKEND
 def test_timestamps_are_the_utc_instants_of_local_days(client: TestClient) -> None:
     t = tensor_of(client, {"zone": "Europe/Berlin"}, "2025-03-28T00:00:00+01:00")
     ok(write(client, t, ("2025-03-30T00:30:00+01:00", 1.0), ("2025-03-31T00:30:00+02:00", 2.0)))
@@ -66,6 +76,7 @@ def test_timestamps_are_the_utc_instants_of_local_days(client: TestClient) -> No
     assert ok(client.get(f"{API}/tensors/{t}", params={"time": "2025-03-30T22:30:00Z"}))["selection"]["time"] == 3
 
 
+@ONE_BACKEND
 def test_values_before_the_origin_over_rest(client: TestClient) -> None:
     t = tensor_of(client, {"unit": "day"}, "2026-01-01T00:00:00Z")
     assert ok(write(client, t, (-1, 1.0), ("-70", 2.0), ("2025-12-30T12:00:00Z", 3.0), (0, 4.0)))["written"] == 4
@@ -78,12 +89,19 @@ def test_values_before_the_origin_over_rest(client: TestClient) -> None:
     assert "run from -100,000,000 to 100,000,000" in refused["errors"][0]["msg"]
 
 
+@ONE_BACKEND
 def test_eight_digits_that_name_a_day_are_422_naming_both_readings(client: TestClient) -> None:
     t = tensor_of(client, {"unit": "day"}, "2026-01-01T00:00:00Z")
     refused = problem(write(client, t, ("20260105", 1.0)), 422)
     assert refused["errors"][0]["type"] == "ambiguous_time" and SAYS in refused["errors"][0]["msg"]
     ok(write(client, t, ("2026-01-05", 1.0)))
-    for params in ({"time": "20260105"}, {"from": "20260105"}, {"to": "20260105"}):
-        assert SAYS in problem(client.get(f"{API}/tensors/{t}", params=params), 422)["detail"]
     assert SAYS in problem(client.get(f"{API}/tensors/{t}/history", params={"from": "20260105"}), 422)["detail"]
     assert ok(client.get(f"{API}/tensors/{t}", params={"time": "4"}))["values"] == [1.0]
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize("bound", ["time", "from", "to"])
+def test_eight_digits_that_name_a_day_are_422_as_a_read_parameter(client: TestClient, bound: str) -> None:
+    t = tensor_of(client, {"unit": "day"}, "2026-01-01T00:00:00Z")
+    ok(write(client, t, ("2026-01-05", 1.0)))
+    assert SAYS in problem(client.get(f"{API}/tensors/{t}", params={bound: "20260105"}), 422)["detail"]

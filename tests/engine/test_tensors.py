@@ -25,6 +25,7 @@ from dust.engine.tensors import TensorCreate
 from dust.engine.timegrid import from_us
 from dust.storage.db import AFTER_COMMIT, make_sessionmaker
 from dust.storage.models import AuditRecord
+from tests.api.conftest import ONE_BACKEND
 
 Member = Callable[[str], access.Principal]
 ORIGIN = "2026-01-01T00:00:00Z"
@@ -380,33 +381,38 @@ def test_a_tensor_with_nothing_recorded(db: Dust, vitals: uuid.UUID) -> None:
         db.read_tensor(vitals, start="yesterday")
 
 
-def test_every_read_mode_fills_selection_and_timestamps(db: Dust, days_2_to_6: uuid.UUID) -> None:
+THEN = datetime(2030, 1, 1, tzinfo=UTC)
+READ_MODES: dict[str, dict[str, Any]] = {
+    "whole": {},
+    "one step": {"time": 3},
+    "a timestamp": {"time": "2026-01-04T08:00:00Z"},
+    "a range": {"start": 3, "end": 4},
+    "one label": {"labels": {"metric": "heart_rate"}},
+    "labels at one step": {"labels": {"metric": ["temperature", "heart_rate"]}, "time": 6},
+    "latest": {"latest": True},
+    "as of": {"as_of": THEN},
+    "as of, zoned, to an end": {"as_of": "2030-01-01T01:00:00+01:00", "end": 3},
+}
+
+
+@pytest.mark.parametrize("mode", READ_MODES.values(), ids=READ_MODES.keys())
+def test_every_read_mode_fills_selection_and_timestamps(db: Dust, days_2_to_6: uuid.UUID, mode: dict[str, Any]) -> None:
     """The REST body is the direct serialisation of the view: same selection, timestamps in Z, times as None."""
-    then = datetime(2030, 1, 1, tzinfo=UTC)
-    modes: list[dict[str, Any]] = [
-        {},
-        {"time": 3},
-        {"time": "2026-01-04T08:00:00Z"},
-        {"start": 3, "end": 4},
-        {"labels": {"metric": "heart_rate"}},
-        {"labels": {"metric": ["temperature", "heart_rate"]}, "time": 6},
-        {"latest": True},
-        {"as_of": then},
-        {"as_of": "2030-01-01T01:00:00+01:00", "end": 3},
-    ]
-    for mode in modes:
-        view = db.read_tensor(days_2_to_6, **mode)
-        body = view.to_json()
-        assert view.selection and body["selection"] == {
-            **view.selection,
-            **({"as_of": "2030-01-01T00:00:00Z"} if "as_of" in mode else {}),
-        }, mode
-        assert view.timestamps is not None and body["timestamps"] is not None, mode
-        stamps = body["timestamps"] if isinstance(body["timestamps"], list) else [body["timestamps"]]
-        assert all(s is None or s.endswith("T00:00:00Z") for s in stamps), mode
-        assert body.get("times") == (None if view.times is None else view.times.tolist()), mode
+    view = db.read_tensor(days_2_to_6, **mode)
+    body = view.to_json()
+    assert view.selection and body["selection"] == {
+        **view.selection,
+        **({"as_of": "2030-01-01T00:00:00Z"} if "as_of" in mode else {}),
+    }
+    assert view.timestamps is not None and body["timestamps"] is not None
+    stamps = body["timestamps"] if isinstance(body["timestamps"], list) else [body["timestamps"]]
+    assert all(s is None or s.endswith("T00:00:00Z") for s in stamps)
+    assert body.get("times") == (None if view.times is None else view.times.tolist())
+
+
+def test_a_read_of_one_step_has_its_timestamp_and_as_of_keeps_its_moment(db: Dust, days_2_to_6: uuid.UUID) -> None:
     assert db.read_tensor(days_2_to_6, time=3).timestamps == day(3)
-    assert db.read_tensor(days_2_to_6, as_of=then).selection["as_of"] == then
+    assert db.read_tensor(days_2_to_6, as_of=THEN).selection["as_of"] == THEN
 
 
 # --- the bulk path: create_many and write_arrays against their one-at-a-time forms -------------------------
@@ -504,15 +510,21 @@ def test_create_many_gives_what_create_gives_in_order(db: Dust) -> None:
         assert [tensors.get(s, t.id) for t in many] == many
 
 
-def test_create_many_refuses_a_second_tensor_of_a_schema_and_creates_nothing(db: Dust) -> None:
+@pytest.mark.parametrize("second", ["jane", "john"], ids=["taken already", "twice in the batch"])
+def test_create_many_refuses_a_second_tensor_of_a_schema_and_creates_nothing(db: Dust, second: str) -> None:
     db.create_schema(VITALS)
     jane, john = db.create_entities([{"kind": "patient", "name": "Jane"}, {"kind": "patient", "name": "John"}])
     db.create_tensor(jane.id, "vitals")
-    for batch in ([tensor_of(john.id), tensor_of(jane.id)], [tensor_of(john.id), tensor_of(john.id)]):
-        with pytest.raises(Conflict, match="already has a 'vitals' tensor; one per schema"):
-            db.create_tensors(batch)
-        with db.session() as s:
-            assert tensors.of_entity(s, john.id) == []
+    batch = [tensor_of(john.id), tensor_of({"jane": jane, "john": john}[second].id)]
+    with pytest.raises(Conflict, match="already has a 'vitals' tensor; one per schema"):
+        db.create_tensors(batch)
+    with db.session() as s:
+        assert tensors.of_entity(s, john.id) == []
+
+
+def test_create_many_refuses_an_unknown_entity_and_of_nothing_makes_nothing(db: Dust) -> None:
+    db.create_schema(VITALS)
+    (john,) = db.create_entities([{"kind": "patient", "name": "John"}])
     unknown = uuid.uuid4()
     with pytest.raises(NotFound, match=f"entity {unknown} does not exist"):
         db.create_tensors([tensor_of(john.id), tensor_of(unknown)])
@@ -587,17 +599,17 @@ BAD_NUMBERS = [
 ]
 
 
+@pytest.mark.parametrize("path", ["write_array", "write_arrays"])
 @pytest.mark.parametrize(("array", "code", "named"), BAD_NUMBERS)
 def test_write_array_refuses_what_write_values_refuses_and_names_the_cell(
-    db: Dust, vitals: uuid.UUID, array: np.ndarray, code: str, named: str
+    db: Dust, vitals: uuid.UUID, array: np.ndarray, code: str, named: str, path: str
 ) -> None:
-    for write in (
-        lambda: db.write_array(vitals, array),
-        lambda: db.write_arrays({vitals: array, new_tensor(db): array}),
-    ):
-        with pytest.raises(InvalidInput) as refused:
-            write()
-        assert refused.value.code == code and named in refused.value.detail, refused.value.detail
+    with pytest.raises(InvalidInput) as refused:
+        if path == "write_array":
+            db.write_array(vitals, array)
+        else:
+            db.write_arrays({vitals: array, new_tensor(db): array})
+    assert refused.value.code == code and named in refused.value.detail, refused.value.detail
     assert db.read_tensor(vitals).values.size == 0
 
 
@@ -624,11 +636,21 @@ def test_write_values_refuses_the_same_numbers(db: Dust, vitals: uuid.UUID, valu
     assert [(e["loc"], e["type"]) for e in refused.value.errors] == [(["values", 1], code)]
 
 
-def test_every_real_dtype_is_written_as_float64(db: Dust, vitals: uuid.UUID) -> None:
-    for dtype in (np.int8, np.uint64, np.int64, np.float16, np.float32, np.longdouble):
-        assert db.write_array(vitals, np.array([[1], [2], [3]], dtype=dtype)).written == 3
-    assert db.write_array(vitals, np.array([[250], [1.5], [2**64]], dtype=object), start=1).written == 3
-    np.testing.assert_array_equal(db.read_tensor(vitals).values, [[1.0, 250.0], [2.0, 1.5], [3.0, 2.0**64]])
+@pytest.mark.parametrize(
+    ("array", "stored"),
+    [
+        *(
+            pytest.param(np.array([[1], [2], [3]], dtype=dtype), [[1.0], [2.0], [3.0]], id=np.dtype(dtype).name)
+            for dtype in (np.int8, np.uint64, np.int64, np.float16, np.float32, np.longdouble)
+        ),
+        pytest.param(np.array([[250], [1.5], [2**64]], dtype=object), [[250.0], [1.5], [2.0**64]], id="object"),
+    ],
+)
+def test_every_real_dtype_is_written_as_float64(
+    db: Dust, vitals: uuid.UUID, array: np.ndarray, stored: list[list[float]]
+) -> None:
+    assert db.write_array(vitals, array).written == 3
+    np.testing.assert_array_equal(db.read_tensor(vitals).values, stored)
 
 
 # --- "as of", erasing and the history ---------------------------------------------------------------------
@@ -715,17 +737,28 @@ def test_history_comes_a_page_at_a_time(db: Dust, vitals: uuid.UUID) -> None:
     assert [len(p) for p in pages] == [4, 2]
     assert [p for page in pages for p in page] == everything.items
     assert [(h.time, h.value) for h in everything.items] == [(0, 70), (0, 71), (1, 71), (1, 72), (2, 72), (2, 73)]
-    for bad in (
-        "nonsense",
-        encode_cursor("h", [1, 2]),
-        encode_cursor("h", [1, 2, True]),
-        encode_cursor("h", [0, 0, 2**63]),
-    ):
-        with pytest.raises(InvalidInput, match="cursor"):
-            db.tensor_history(vitals, cursor=bad)
-    for limit in (0, tensors.MAX_HISTORY_LIMIT + 1):
-        with pytest.raises(InvalidInput):
-            db.tensor_history(vitals, limit=limit)
+
+
+@ONE_BACKEND  # refused before the tensor is read
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("nonsense", id="not a cursor"),
+        pytest.param(encode_cursor("h", [1, 2]), id="two of three"),
+        pytest.param(encode_cursor("h", [1, 2, True]), id="a boolean id"),
+        pytest.param(encode_cursor("h", [0, 0, 2**63]), id="an id past bigint"),
+    ],
+)
+def test_a_forged_history_cursor_is_invalid_input(db: Dust, vitals: uuid.UUID, bad: str) -> None:
+    with pytest.raises(InvalidInput, match="cursor"):
+        db.tensor_history(vitals, cursor=bad)
+
+
+@ONE_BACKEND  # refused before the tensor is read
+@pytest.mark.parametrize("limit", [0, tensors.MAX_HISTORY_LIMIT + 1])
+def test_a_history_limit_out_of_bounds_is_invalid_input(db: Dust, vitals: uuid.UUID, limit: int) -> None:
+    with pytest.raises(InvalidInput):
+        db.tensor_history(vitals, limit=limit)
 
 
 def test_as_of_answers_the_same_before_and_after_a_slow_writer_commits(db: Dust, vitals: uuid.UUID) -> None:
