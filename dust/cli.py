@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -50,13 +49,11 @@ users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 import_app = typer.Typer(help="Load data from files (a DUST export).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+plugins_app = typer.Typer(help="Installed plugins: detectors, domain packs and commands.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
 # soft_wrap: a line longer than the console is left for the terminal to wrap, never broken by Rich (which takes
 # 80 columns when output is not a terminal), so a URL, path, id or password stays whole on one line to copy.
 console = Console(stderr=True, soft_wrap=True)
-
-
-class Domain(StrEnum):
-    healthcare = "healthcare"
 
 
 @app.command()
@@ -106,29 +103,38 @@ def _serve(host: str, port: int, workers: int) -> None:
 
 @app.command()
 def demo(
-    domain: Annotated[Domain, typer.Argument(help="Which domain's data set.")] = Domain.healthcare,
-    size: Annotated[int, typer.Option(min=1, max=100_000, help="Number of patients.")] = 50,
+    domain: Annotated[str, typer.Argument(help="Which domain pack's data set (`dust plugins list` names them).")] = (
+        "healthcare"
+    ),
+    size: Annotated[int, typer.Option(min=1, max=100_000, help="Number of main entities (healthcare: patients).")] = 50,
     days: Annotated[int, typer.Option(min=7, max=3650, help="Days of vitals per patient.")] = 90,
     serve_after: Annotated[bool, typer.Option("--serve", help="Serve the data set afterwards.")] = False,
     host: Annotated[str, typer.Option(help="Interface to listen on with --serve.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port with --serve.")] = 8000,
 ) -> None:
     """Load a generated domain data set into the configured database (once; a second run keeps it)."""
-    from dust.domains import healthcare
+    from dust.core.errors import did_you_mean
     from dust.embedded import Dust
-    from dust.storage.repositories import entities as entity_repo
+    from dust.plugins import registry
 
+    packs = registry.domain_packs()
+    if domain not in packs:
+        console.print(
+            f"[red]No domain pack '{domain}'{did_you_mean(domain, packs)}[/red]; installed: {', '.join(packs)}"
+        )
+        raise typer.Exit(2)
+    pack = packs[domain]
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     db = Dust(settings.database_url)
     with db.session() as session:
-        loaded = entity_repo.by_external_id(session, *healthcare.MARKER) is not None
+        loaded = pack.loaded(session)
     if loaded:
         console.print("The demo data set is already loaded; keeping it.")
     else:
         with _progress() as bar, db.session() as session:
-            task = bar.add_task(f"Generating {domain.value} data", total=size)
-            made = healthcare.generate(session, size=size, days=days, progress=lambda n: bar.advance(task, n))
+            task = bar.add_task(f"Generating {pack.name} data ({pack.unit})", total=size)
+            made = pack.generate(session, size=size, days=days, progress=lambda n: bar.advance(task, n))
         console.print("Loaded: " + ", ".join(f"{n} {what}" for what, n in made.items()))
     _ensure_secret(settings)
     password = _reset_demo_admin(db)
@@ -240,6 +246,29 @@ def import_dust(
     with _progress() as bar:
         done = transfer.import_database(_configured().database_url, directory, progress=_tracker(bar, "Importing"))
     _report("Imported", done)
+
+
+anomalies_app = typer.Typer(help="Anomaly detection on series.", no_args_is_help=True)
+app.add_typer(anomalies_app, name="anomalies")
+
+
+@anomalies_app.command("score")
+def anomalies_score(
+    file: Annotated[Path, typer.Argument(metavar="FILE.csv", help="A CSV with a 'timestamp,value' header.")],
+    detector: Annotated[str, typer.Option(help="Which detector (mad, cusum, seasonal, default).")] = "default",
+) -> None:
+    """Write FILE's rows to stdout with an anomaly_score column in [0, 1], each scored from the rows before it."""
+    import sys
+
+    from dust.anomalies.detectors import score_csv
+    from dust.core.errors import DustError
+
+    try:
+        scored = score_csv(file, detector)
+    except DustError as problem:  # bad input, not a failed command: exit 2, as for a bad option
+        console.print(f"Error: {problem.detail}", markup=False)
+        raise typer.Exit(2) from None
+    scored.drop(columns=["time", "number"]).to_csv(sys.stdout, index=False, float_format="%.6f")
 
 
 def _configured() -> Settings:
@@ -376,3 +405,30 @@ def _update_user(username: str, **changes: object) -> None:
     with _open() as db, db.session() as session:
         user = users.by_username(session, username)
         users.update(session, user.id, users.UserUpdate.model_validate(changes))
+
+
+@plugins_app.command("list")
+def plugins_list() -> None:
+    """Each installed plugin (DUST's own first) and what it adds."""
+    from dust.plugins import registry
+
+    rows = [
+        [
+            plugin.name + (" (built in)" if plugin.builtin else ""),
+            plugin.version or "",
+            ", ".join(plugin.detectors),
+            ", ".join(plugin.domain_packs),
+            ", ".join(plugin.commands),
+        ]
+        for plugin in registry.plugins()
+    ]
+    _rows(["plugin", "version", "detectors", "domain packs", "commands"], rows)
+
+
+def _add_plugin_commands() -> None:
+    from dust.plugins import registry
+
+    registry.add_commands(app)
+
+
+_add_plugin_commands()

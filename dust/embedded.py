@@ -29,7 +29,17 @@ from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
 from dust.core.errors import invalid_input
-from dust.engine import audit, entities, insights, kinds, relations, schemas, tensors, users
+from dust.engine import analysis, anomalies, audit, entities, insights, kinds, relations, schemas, tensors, users
+from dust.engine.analysis import Analysis
+from dust.engine.anomalies import (
+    DEFAULT_THRESHOLD,
+    AnomalyList,
+    RuleList,
+    RulePublic,
+    RuleSet,
+    ScanRequest,
+    ScanResult,
+)
 from dust.engine.audit import AuditList
 from dust.engine.entities import KIND, EntityCreate, EntityList, EntityPublic, EntityUpdate
 from dust.engine.fields import Timestamp
@@ -49,6 +59,8 @@ from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, S
 from dust.engine.tensors import EraseResult, HistoryPage, TensorCreate, TensorPublic, TensorUpdate, WriteResult
 from dust.engine.users import UserCreate, UserPublic, UserUpdate
 from dust.engine.views import TensorView
+from dust.plugins import registry
+from dust.plugins.registry import Plugin
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
 
 P = ParamSpec("P")
@@ -66,11 +78,13 @@ Search = Annotated[str, Field(max_length=256)] | None
 KindFilter = Annotated[str, Field(max_length=64)] | None
 KindName = Annotated[str, Field(pattern=KIND)]
 SchemaName = Annotated[str, Field(pattern=NAME)]
+LabelName = Annotated[str, Field(min_length=1, max_length=128)]
 Version = Annotated[int, Field(ge=1, le=MAX_VERSION)] | None
 Depth = Annotated[int, Field(ge=1, le=3)]
 Username = Annotated[str, Field(max_length=64)] | None
 Types = SkipValidation[str | Sequence[str] | None]  # a type, a comma list or a list: relations.type_names checks it
 TimeArg = SkipValidation[int | str | datetime | None]  # an index or a timestamp: the tensor's time grid checks it
+Horizon = Annotated[int, Field(ge=1, le=analysis.MAX_HORIZON)]
 _ENTITIES = TypeAdapter(list[EntityCreate])
 _TENSORS = TypeAdapter(list[TensorCreate])
 
@@ -369,11 +383,134 @@ class Dust:
     # insights
     @_checked
     def aggregate(
-        self, schema: str, label: str, agg: str = "mean", kind: str | None = None
+        self,
+        schema: SchemaName,
+        label: str,
+        agg: str = "mean",
+        kind: KindFilter = None,
+        axis: str | None = None,
+        bucket: str | None = None,
+        start: Timestamp | None = None,
+        end: Timestamp | None = None,
+        related_to: uuid.UUID | None = None,
+        relation: Types = None,
+        **attributes: Any,
     ) -> builtins.list[dict[str, Any]]:
-        """``[{time, value, count}]``: ``agg`` (mean|min|max|sum|count) of ``label`` across all tensors, per step."""
+        """``[{time, value, count}]``: ``agg`` (mean|min|max|sum|count|p50|p95) of ``label`` across tensors, per
+        step or ``bucket`` ("week"…), from ``start`` to ``end`` (inclusive); ``related_to=``/``relation=`` and
+        attributes (``ward="A"``) pick the entities. GET /insights/aggregate."""
         with self.session() as s:
-            return insights.aggregate_by_step(s, schema, label, agg=agg, kind=kind)
+            return insights.aggregate_by_step(
+                s,
+                schema,
+                label,
+                agg,
+                kind,
+                axis,
+                bucket=bucket,
+                start=start,
+                end=end,
+                attributes=attributes,
+                related_to=related_to,
+                relation=relation,
+            )
+
+    @_checked
+    def analysis(
+        self,
+        tensor_id: uuid.UUID,
+        label: str,
+        horizon: Horizon = analysis.HORIZON,
+        start: TimeArg = None,
+        end: TimeArg = None,
+        **selection: str,
+    ) -> Analysis:
+        """Trend, seasonality and a ``horizon``-step forecast of one series of a tensor (``position="sitting"``
+        picks the label of another axis), over ``start``..``end``. GET /tensors/{tensor_id}/analysis."""
+        with self.session() as s:
+            return analysis.analyse(
+                s,
+                tensor_id,
+                label,
+                horizon=horizon,
+                start=start,
+                end=end,
+                selection=selection,
+                max_cells=self.settings.max_read_cells,
+            )
+
+    # anomalies: /anomalies
+    @_checked
+    def anomalies(
+        self,
+        entity_id: uuid.UUID | None = None,
+        tensor_id: uuid.UUID | None = None,
+        schema: SchemaName | None = None,
+        label: LabelName | None = None,
+        start: Timestamp | None = None,
+        end: Timestamp | None = None,
+        min_score: Annotated[float, Field(ge=0, le=1)] | None = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> AnomalyList:
+        """A page of flagged values, newest first; ``cursor=page.next_cursor`` for the next. GET /anomalies."""
+        with self.session() as s:
+            return anomalies.list_anomalies(
+                s,
+                entity_id=entity_id,
+                tensor_id=tensor_id,
+                schema=schema,
+                label=label,
+                start=start,
+                end=end,
+                min_score=min_score,
+                limit=self._page(limit),
+                cursor=cursor,
+            )
+
+    @_checked
+    def anomaly_rules(self) -> RuleList:
+        """Which labels are scored as they are written, by which detector. GET /anomalies/rules."""
+        with self.session() as s:
+            return anomalies.get_rules(s)
+
+    @_checked
+    def put_anomaly_rule(
+        self,
+        schema: SchemaName,
+        label: LabelName,
+        detector: SkipValidation[str],
+        settings: SkipValidation[Mapping[str, Any] | None] = None,
+        threshold: SkipValidation[float] = DEFAULT_THRESHOLD,
+    ) -> RulePublic:
+        """Score ``label``'s values as they are written with ``detector`` (its keyword ``settings``), flagging those
+        scoring at least ``threshold``. PUT /anomalies/rules/{schema}/{label}."""
+        rule = RuleSet.model_validate({"detector": detector, "settings": settings or {}, "threshold": threshold})
+        with self.session() as s:
+            return anomalies.put_rule(s, schema, label, rule)
+
+    @_checked
+    def delete_anomaly_rule(self, schema: SchemaName, label: LabelName) -> None:
+        """Stop scoring ``label``; what was flagged stays. DELETE /anomalies/rules/{schema}/{label}."""
+        with self.session() as s:
+            anomalies.delete_rule(s, schema, label)
+
+    @_checked
+    def scan_anomalies(
+        self,
+        label: SkipValidation[str],
+        tensor_id: SkipValidation[uuid.UUID | None] = None,
+        schema: SkipValidation[str | None] = None,
+        start: TimeArg = None,
+        end: TimeArg = None,
+    ) -> ScanResult:
+        """Score the stored values of ``label`` of one tensor or of every tensor of ``schema`` again, from
+        ``start`` to ``end``, replacing what was flagged there (backfills, corrections). POST /anomalies/scan."""
+        request = ScanRequest.model_validate(
+            {"label": label, "tensor_id": tensor_id, "schema": schema, "from": start, "to": end}
+        )
+        with self.session() as s:
+            return anomalies.scan(s, request)
 
     # relations: /relations and /query_master
     @_checked
@@ -498,6 +635,12 @@ class Dust:
         """Who read or changed what over REST, newest first, from ``start`` to ``end``. GET /audit?from=&to=."""
         with self.session() as s:
             return audit.search(s, entity_id=entity_id, username=user, start=start, end=end, limit=limit, cursor=cursor)
+
+    # plugins: /plugins
+    @_checked
+    def plugins(self) -> builtins.list[Plugin]:
+        """Every installed plugin, DUST's own first, and what each adds. GET /plugins."""
+        return registry.plugins()
 
     def _page(self, limit: int) -> int:
         return min(limit, self.settings.page_size_max)

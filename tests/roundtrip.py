@@ -21,7 +21,8 @@ from dust.core.config import Settings
 from dust.core.security import Role
 from dust.domains import healthcare
 from dust.embedded import Dust
-from dust.engine import access, audit, blocks, entities, kinds, relations, schemas, tensors, users
+from dust.engine import access, anomalies, audit, blocks, entities, kinds, relations, schemas, tensors, users
+from dust.engine.anomalies import RuleSet, ScanRequest
 from dust.engine.kinds import KindPolicy
 from dust.engine.relations import RelationUpdate
 from dust.engine.schemas import SchemaUpdate
@@ -59,6 +60,11 @@ def fill(url: str, password_hash: str) -> Demo:
             healthcare.generate(s, size=8, days=20)
             kinds.put(s, "device", KindPolicy(description="A monitor.", sensitive=["serial"], public=["name"]))
             schemas.publish(s, "vitals", VITALS_V2)
+            # anomaly rules, detector states and flagged values (a low threshold flags some of any series)
+            anomalies.put_rule(
+                s, "vitals", "heart_rate", RuleSet(detector="mad", settings={"warmup": 3}, threshold=0.01)
+            )
+            anomalies.scan(s, ScanRequest(schema="vitals", label="heart_rate"))
         doctor = db.entities(kind="doctor").items[0]
         patient = db.entities(kind="patient").items[0]
         with db.session() as s:
@@ -148,6 +154,7 @@ def without_secrets(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[d
     kept["users"] = [
         {**user, "password_hash": None, "token_version": user["token_version"] + 1} for user in tables["users"]
     ]
+    kept["cache_epochs"] = []  # a running server's counters (an anomaly rule raised one): never exported
     return kept
 
 

@@ -13,6 +13,7 @@ from dust.embedded import Dust
 from dust.engine import users
 from dust.engine.users import TokenPair
 from dust.storage import db as db_module
+from tests.api.conftest import ONE_BACKEND
 from tests.roundtrip import fresh_fixture  # noqa: F401  (the fixture `fresh`)
 
 PASSWORD = "a long enough password"
@@ -86,6 +87,14 @@ def test_demo_loads_once_and_prints_a_working_admin_login(run, database_url: str
     assert isinstance(sign_in(database_url, "admin", new_password), TokenPair)
     with Dust(database_url, migrate=False) as db:
         assert len(db.entities(kind="patient").items) == 4
+
+
+@ONE_BACKEND
+def test_demo_of_an_unknown_pack_names_the_installed_ones(run) -> None:  # type: ignore[no-untyped-def]
+    refused = run("demo", "healthcar")
+    assert refused.exit_code == 2
+    assert "No domain pack 'healthcar'; did you mean 'healthcare'?" in refused.output
+    assert "installed: healthcare" in refused.output
 
 
 def test_db_upgrade(run) -> None:  # type: ignore[no-untyped-def]

@@ -55,6 +55,14 @@ PYTHON = {
     ("GET", "/users/{user_id}"): "get_user",
     ("PATCH", "/users/{user_id}"): "update_user",
     ("GET", "/audit"): "audit",
+    ("GET", "/plugins"): "plugins",
+    ("GET", "/insights/aggregate"): "aggregate",
+    ("GET", "/tensors/{tensor_id}/analysis"): "analysis",
+    ("GET", "/anomalies"): "anomalies",
+    ("GET", "/anomalies/rules"): "anomaly_rules",
+    ("PUT", "/anomalies/rules/{schema}/{label}"): "put_anomaly_rule",
+    ("DELETE", "/anomalies/rules/{schema}/{label}"): "delete_anomaly_rule",
+    ("POST", "/anomalies/scan"): "scan_anomalies",
 }
 
 # In process there is no request to authenticate: the caller holds the database itself and acts as the process

@@ -15,12 +15,14 @@ def test_all_names_resolve_and_nothing_else_is_public() -> None:
         assert getattr(dust, name) is not None
     public = {n for n in vars(dust) if not n.startswith("_")} - {
         "annotations",
+        "anomalies",
         "api",
         "cli",
         "core",
         "domains",
         "embedded",
         "engine",
+        "plugins",
         "storage",
     }
     assert public == set(dust.__all__) - {"__version__"}

@@ -9,7 +9,22 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from dust import __version__
-from dust.api import audit, auth, entities, health, kinds, openapi, problems, relations, schemas, tensors, users
+from dust.api import (
+    anomalies,
+    audit,
+    auth,
+    entities,
+    health,
+    insights,
+    kinds,
+    openapi,
+    plugins,
+    problems,
+    relations,
+    schemas,
+    tensors,
+    users,
+)
 from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
@@ -62,6 +77,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         schemas.router,
         tensors.router,
         relations.router,
+        insights.router,
+        plugins.router,
+        anomalies.router,
     )
     for router in routers:
         app.include_router(router, prefix=API)

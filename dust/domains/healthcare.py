@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session
 
+from dust.domains import DomainPack
 from dust.engine import entities, kinds, relations, schemas, tensors
 from dust.engine.entities import EntityCreate
 from dust.engine.kinds import KindPolicy
@@ -163,3 +164,12 @@ def _vitals(rng: np.random.Generator, days: int) -> np.ndarray:
     values[4] = np.minimum(values[4], 100)
     values[:, rng.random(days) < 0.05] = np.nan
     return np.round(values, 1)
+
+
+PACK = DomainPack(
+    name="healthcare",
+    description="Hospitals, doctors and patients with daily vitals; who treats whom and who works where.",
+    generate=generate,
+    marker=MARKER,
+    unit="patients",
+)

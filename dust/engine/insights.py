@@ -1,34 +1,49 @@
-"""Insights across tensors: one label of a schema aggregated over every tensor, per absolute time step.
+"""Insights across tensors: one label of a schema aggregated over every tensor (or a cohort of their entities),
+per absolute time step or per coarser bucket.
 
 Blocks are read straight from storage and decoded in bulk with NumPy; a tensor's time index ``i`` lands at
 ``origin + i × step`` in the local wall-clock time of the schema's zone (UTC unless it names one), where every
-step of a grid is equally long, so tensors with different origins line up on the schema's local steps.
+step of a grid is equally long, so tensors with different origins line up on the schema's local steps. Buckets
+are counted on the same wall clock: a day is a local day, a week starts on Monday, a month on its first day, and
+a step counts in the bucket that holds its start.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput, did_you_mean
-from dust.engine import access, schemas
+from dust.engine import access, audit, entities, relations, schemas
 from dust.engine import blocks as codec
 from dust.engine.schemas import SchemaDef
-from dust.engine.timegrid import from_wall_us, wall_us
+from dust.engine.timegrid import GRID_EPOCH, as_utc, from_wall_us, shown, wall_us
+from dust.storage.repositories import Visible
+from dust.storage.repositories import insights as cohorts
 from dust.storage.repositories import tensors as repo
 
 BLOCK = codec.BLOCK
-AGGREGATES = ("mean", "min", "max", "sum", "count")
+AGGREGATES = ("mean", "min", "max", "sum", "count", "p50", "p95")
+PERCENTILES = {"p50": 50.0, "p95": 95.0}
+# Bucket lengths in seconds; 0 for the calendar's months and years, which vary.
+BUCKETS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400, "week": 7 * 86_400, "month": 0, "year": 0}
+_CALENDAR = {"month": "datetime64[M]", "year": "datetime64[Y]"}
+# Fixed-length buckets are counted from a local midnight that is a Monday, so weeks start on Mondays.
+_ANCHOR_US = wall_us(GRID_EPOCH.replace(tzinfo=UTC), "UTC")
+MAX_POINTS = 100_000  # points an answer may hold, gaps included: one JSON object each
 CHUNK_ROWS = 5_000  # blocks decoded together: one frombuffer per chunk and shape
 COMPACT_SLOTS = 4_000_000  # partial results kept before folding them, to bound memory on large schemas
 # Sums of finite values may pass float64's largest (two of 1.5e308): a step whose sum did is summed again over
 # values scaled by this power of two (exact, bar values under 1e-288), which no 2**64 values can overflow.
 _SCALE = 2.0**-64
+_OPEN = 2**62  # an end of a window left open, in µs: beyond any time a grid can hold, and safe to add a step to
 
 
 def aggregate_by_step(
@@ -38,52 +53,45 @@ def aggregate_by_step(
     agg: str = "mean",
     kind: str | None = None,
     axis: str | None = None,
+    *,
+    bucket: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    related_to: uuid.UUID | None = None,
+    relation: str | Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """``[{time, value, count}]``: ``agg`` of ``label`` over all tensors of ``schema`` (of entities of
-    ``kind``), per time step, oldest first. ``count`` is the number of recorded values; NaN never counts.
+    """``[{time, value, count}]``: ``agg`` of ``label`` over the tensors of ``schema``, per time step or per
+    ``bucket``, oldest first. ``time`` is the (UTC) start of the step or bucket; ``count`` the number of recorded
+    values in it (NaN never counts). Empty buckets between the first and the last that hold values are gaps:
+    ``value`` None, ``count`` 0.
 
-    With several axes, every cell holding ``label`` on its axis counts; ``axis`` names the axis when the
-    label is on more than one. Only the tensors of entities the acting principal may see count.
+    ``agg``: mean, min, max, sum, count, or the percentiles p50 and p95, NumPy's default (linear interpolation
+    between the closest ranks). With several axes, every cell holding ``label`` on its axis counts; ``axis`` names
+    the axis when the label is on more than one. Stored values are finite, and so are their mean, min, max and
+    percentiles; a sum beyond float64 (±1.8e308) is inf.
 
-    Stored values are finite, and so are their ``mean``, ``min`` and ``max``; a ``sum`` beyond float64
-    (±1.8e308) is ``inf``.
+    Which tensors: those of entities the acting principal may see, of ``kind``, whose attributes hold
+    ``attributes`` (compared as typed JSON, as the entity list does), and, with ``related_to``, at the other end
+    of a relation valid now from or to that entity (of the types in ``relation``, else of any type): "Dr House's
+    patients" is ``related_to=<House>, relation="treats"``.
+
+    ``bucket``: None for the schema's own steps, or a coarser unit of BUCKETS holding a whole number of them (a
+    day schema by week, month or year). ``start``/``end``: only the steps or buckets holding them and those
+    between (inclusive at both ends, as a timestamp is floored onto a tensor's grid).
     """
     if agg not in AGGREGATES:
-        raise InvalidInput(f"agg '{agg}' is not supported; one of {', '.join(AGGREGATES)}")
-    sdef = schemas.get_def(session, schema)
-    position, index = locate(sdef, label, axis)
-    step_us = sdef.time.seconds * 1_000_000
-    series: list[dict[str, Any]] = []
-    for scale in (1.0, _SCALE):
-        acc = _Accumulator(agg, step_us, (position, index), _sliced(sdef, position, index), zone=sdef.time.zone)
-        acc.scale = scale  # 1: as stored; then, if a sum overflowed, scaled down
-        blocks = repo.schema_block_columns(
-            session, sdef.name, kind, CHUNK_ROWS, acc.part, visible=access.visible_ids(session)
+        raise InvalidInput(
+            f"agg '{agg}' is not supported; one of {', '.join(AGGREGATES)}{did_you_mean(agg, AGGREGATES)}"
         )
-        with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64: summed again, scaled
-            for origins, numbers, shapes, data in blocks:
-                acc.add_columns(origins, numbers, shapes, data)
-            series = _mended(series, acc.series()) if series else acc.series()
-        if agg not in ("mean", "sum") or all(math.isfinite(point["value"]) for point in series):
-            break
-    return series
-
-
-def _mended(first: list[dict[str, Any]], scaled: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``first``, its sums that overflowed float64 along the way replaced by those of the ``scaled`` scan."""
-    again = {point["time"]: point["value"] for point in scaled}
-    return [
-        point if math.isfinite(point["value"]) else {**point, "value": again.get(point["time"], point["value"])}
-        for point in first
-    ]
-
-
-def _sliced(sdef: SchemaDef, position: int, index: int) -> tuple[str, int, int] | None:
-    """For a label of the first axis: (shape key, byte offset, length) of its slice in blocks of the latest
-    shape, which are then read as just that slice. Other blocks, and labels of other axes, read whole."""
-    if position != 0:
-        return None
-    return (codec.shape_key(sdef.shape), *codec.label_slice(sdef.shape, index))
+    sdef = schemas.get_def(session, schema)
+    at = locate(sdef, label, axis)
+    buckets = bucketing(sdef, bucket)
+    window = _window(buckets, sdef.time.zone, start, end)
+    scan = _Scan(sdef, at, *_scope(session, kind, attributes, related_to, relation), window)
+    points = _percentiles(session, scan, agg, buckets) if agg in PERCENTILES else _folded(session, scan, agg, buckets)
+    audit.record(session, "read", "aggregate", sdef.name, [related_to])
+    return _with_gaps(points, buckets).as_dicts(sdef.time.zone)
 
 
 def locate(sdef: SchemaDef, label: str, axis: str | None = None) -> tuple[int, int]:
@@ -100,6 +108,331 @@ def locate(sdef: SchemaDef, label: str, axis: str | None = None) -> tuple[int, i
     every = [lab for a in sdef.axes for lab in a.labels]
     listing = "; ".join(f"{a.name}: {', '.join(a.labels[:20])}{', …' if len(a.labels) > 20 else ''}" for a in sdef.axes)
     raise InvalidInput(f"label '{label}' is not in schema {sdef.name}{did_you_mean(label, every)} (labels — {listing})")
+
+
+# --- what to read ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One aggregate's read: the schema, the label's (axis position, index), the block scan's kind and entity-id
+    query, and the window: (first, last) step or bucket start to keep, µs of wall-clock time, inclusive."""
+
+    sdef: SchemaDef
+    at: tuple[int, int]
+    kind: str | None
+    entities: Visible | None
+    window: tuple[int, int]
+
+
+def _scope(
+    session: Session,
+    kind: str | None,
+    attributes: Mapping[str, Any] | None,
+    related_to: uuid.UUID | None,
+    relation: str | Sequence[str] | None,
+) -> tuple[str | None, Visible | None]:
+    """(kind, query of entity ids) for the block scan: the entities the principal may see, narrowed to the cohort
+    asked for (which then carries the kind)."""
+    visible = access.visible_ids(session)
+    types = _relation_types(relation, related_to)
+    filters = dict(attributes or {})
+    if not filters and related_to is None:
+        return kind, visible  # the plain scan, which SQLite runs on the driver's own cursor
+    _check_attribute_filters(session, kind, filters)
+    if related_to is not None:
+        entities.get_row(session, related_to)  # 404 unless it exists and the principal may see it
+    return None, cohorts.cohort(session, kind, filters, visible, related_to, types)
+
+
+def _relation_types(relation: str | Sequence[str] | None, related_to: uuid.UUID | None) -> list[str]:
+    if relation is not None and related_to is None:
+        raise InvalidInput(
+            "relation needs related_to: the cohort is the entities related to that entity by relations of this type "
+            "(related_to=<entity id>&relation=treats)"
+        )
+    names = relations.type_names(relation)
+    for name in names:
+        if not relations.TYPE_NAME.fullmatch(name):
+            raise InvalidInput(
+                f"relation {name[:70]!r} is not a relation type: lowercase letters, digits, '_' or '-', starting "
+                "with a letter, at most 64 characters"
+            )
+    return names
+
+
+def _check_attribute_filters(session: Session, kind: str | None, filters: dict[str, Any]) -> None:
+    """The entity list's rules: at most MAX_ATTRIBUTE_FILTERS, each a JSON number, boolean or string, and none on
+    a field a de-identified reader may not filter by."""
+    if len(filters) > entities.MAX_ATTRIBUTE_FILTERS:
+        raise InvalidInput(
+            f"an aggregate may carry at most {entities.MAX_ATTRIBUTE_FILTERS} attribute filters; this one has "
+            f"{len(filters)}"
+        )
+    for key, value in filters.items():
+        scalar = isinstance(value, str | bool) or (isinstance(value, int | float) and math.isfinite(value))
+        if not scalar:
+            raise InvalidInput(f"attribute filter '{key}': compare with a string, a finite number or a boolean")
+    entities._check_deidentified_filters(session, kind, None, filters)  # the entity list's rule, not a copy of it
+
+
+# --- buckets -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucketing:
+    """Where a step's values go: into the step itself (``name`` None), or into the fixed-length bucket (counted
+    from a Monday midnight) or calendar month or year that holds its start. Times are µs of wall-clock time."""
+
+    name: str | None
+    length: int  # µs of a step or of a fixed-length bucket; 0 for months and years
+
+    def floor(self, times: np.ndarray) -> np.ndarray:
+        if self.name is None:
+            return times
+        if not self.length:
+            return _calendar(times, self.name).astype("datetime64[us]").astype(np.int64)
+        return _ANCHOR_US + (times - _ANCHOR_US) // self.length * self.length
+
+    def after(self, start: int) -> int:
+        """The start of the bucket after the one starting at ``start``."""
+        if self.length:
+            return start + self.length
+        following = _calendar(np.array([start]), str(self.name)) + 1
+        return int(following.astype("datetime64[us]").astype(np.int64)[0])
+
+    def grid(self, times: np.ndarray) -> np.ndarray:
+        """Every bucket start from the first of ``times`` (sorted starts) to the last. Steps of tensors whose
+        origins lie off each other's grid keep their own grids, each filled between its first and last step."""
+        if not self.length:
+            months = _calendar(times, str(self.name)).astype(np.int64)
+            _check_points(int(months[-1] - months[0]) + 1, self.name)
+            full = np.arange(months[0], months[-1] + 1).astype(_CALENDAR[str(self.name)])
+            return full.astype("datetime64[us]").astype(np.int64)
+        phase = (times - times[0]) % self.length
+        grids = [times[phase == p] for p in np.unique(phase).tolist()]
+        _check_points(sum((int(g[-1] - g[0]) // self.length + 1) for g in grids), self.name)
+        return np.unique(np.concatenate([np.arange(g[0], g[-1] + 1, self.length) for g in grids]))
+
+
+def _calendar(times: np.ndarray, name: str) -> np.ndarray:
+    return times.astype("datetime64[us]").astype(_CALENDAR[name])
+
+
+def _check_points(size: int, name: str | None) -> None:
+    if size > MAX_POINTS:
+        raise InvalidInput(
+            f"this aggregate spans {size:,} {name or 'step'}s from its first value to its last; an answer holds at "
+            f"most {MAX_POINTS:,}: narrow it with from/to, or choose a coarser bucket"
+        )
+
+
+def bucketing(sdef: SchemaDef, bucket: str | None) -> Bucketing:
+    """The bucketing of ``bucket`` for the schema: None (or a bucket as long as a step) is its own steps; a
+    coarser bucket must hold a whole number of steps, so that no step straddles two."""
+    step = sdef.time.seconds
+    steps = Bucketing(None, step * 1_000_000)
+    if bucket is None:
+        return steps
+    allowed = [name for name in BUCKETS if _holds_steps(name, step)]
+    coarser = ", ".join(allowed) or "none beyond its own steps (leave bucket out)"
+    choices = f"allowed for schema {sdef.name} (steps of {_steps(sdef)}): {coarser}"
+    if bucket not in BUCKETS:
+        raise InvalidInput(f"bucket {shown(bucket)} is not a bucket; {choices}{did_you_mean(bucket, BUCKETS)}")
+    if BUCKETS[bucket] and BUCKETS[bucket] < step:
+        raise InvalidInput(f"bucket '{bucket}' is finer than the steps of schema {sdef.name}; {choices}")
+    if not _holds_steps(bucket, step):
+        raise InvalidInput(f"bucket '{bucket}' does not hold a whole number of schema {sdef.name}'s steps; {choices}")
+    return steps if BUCKETS[bucket] == step else Bucketing(bucket, BUCKETS[bucket] * 1_000_000)
+
+
+def _holds_steps(bucket: str, step: int) -> bool:
+    """Whether a ``bucket`` holds a whole number of steps of ``step`` seconds (a month: of whole days)."""
+    seconds = BUCKETS[bucket]
+    return BUCKETS["day"] % step == 0 if not seconds else seconds >= step and seconds % step == 0
+
+
+def _steps(sdef: SchemaDef) -> str:
+    return f"{sdef.time.step} {sdef.time.unit}{'s' if sdef.time.step != 1 else ''}"
+
+
+def _window(buckets: Bucketing, zone: str, start: datetime | None, end: datetime | None) -> tuple[int, int]:
+    """(first, last) start of a step or bucket to keep, µs of wall-clock time: those holding ``start`` and ``end``
+    and all between. A step holds a moment from its start to the next step's."""
+    low = None if start is None else _wall(as_utc(start, "from"), zone)
+    high = None if end is None else _wall(as_utc(end, "to"), zone)
+    if low is not None and high is not None and low > high:
+        raise InvalidInput(f"from ({_z(start)}) is after to ({_z(end)}); both ends are inclusive")
+    if buckets.name is None:  # steps of tensors off each other's grid: any step under way at `from` counts
+        first = -_OPEN if low is None else low - buckets.length + 1
+    else:
+        first = -_OPEN if low is None else int(buckets.floor(np.array([low]))[0])
+    last = _OPEN if high is None else int(buckets.floor(np.array([high]))[0])
+    return first, last
+
+
+def _wall(when: datetime, zone: str) -> int:
+    """``wall_us``, for any time: one whose local time falls outside the years 1..9999 is before or after every
+    step a tensor of the zone can hold."""
+    try:
+        return wall_us(when, zone)
+    except OverflowError:
+        return -_OPEN if when.year == 1 else _OPEN
+
+
+def _z(when: datetime | None) -> str:
+    return "" if when is None else as_utc(when).isoformat().replace("+00:00", "Z")
+
+
+# --- folding -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Points:
+    """A series as arrays: start of each step or bucket (µs of wall-clock time), value, count of values."""
+
+    times: np.ndarray
+    values: np.ndarray
+    counts: np.ndarray
+
+    def kept(self, window: tuple[int, int]) -> _Points:
+        keep = (self.times >= window[0]) & (self.times <= window[1])
+        return self if keep.all() else _Points(self.times[keep], self.values[keep], self.counts[keep])
+
+    def as_dicts(self, zone: str) -> list[dict[str, Any]]:
+        return [
+            {"time": from_wall_us(t, zone), "value": v if c else None, "count": c}
+            for t, v, c in zip(self.times.tolist(), self.values.tolist(), self.counts.tolist(), strict=True)
+        ]
+
+
+_NONE = _Points(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
+
+
+def _accumulator(scan: _Scan, agg: str, buckets: Bucketing) -> _Accumulator:
+    """An accumulator for the scan, reading only blocks that may hold a step of a bucket in the window."""
+    position, index = scan.at
+    step = scan.sdef.time.seconds * 1_000_000
+    first, last = scan.window
+    until = _OPEN if last == _OPEN else buckets.after(last)  # steps start before the bucket after the last
+    return _Accumulator(agg, step, scan.at, _sliced(scan.sdef, position, index), scan.sdef.time.zone, (first, until))
+
+
+def _read(session: Session, scan: _Scan, acc: _Accumulator) -> None:
+    blocks = repo.schema_block_columns(session, scan.sdef.name, scan.kind, CHUNK_ROWS, acc.part, visible=scan.entities)
+    for origins, numbers, shapes, data in blocks:
+        acc.add_columns(origins, numbers, shapes, data)
+
+
+def _folded(session: Session, scan: _Scan, agg: str, buckets: Bucketing) -> _Points:
+    """mean, min, max, sum or count per step or bucket, from per-step partials folded together."""
+    points = _NONE
+    for scale in (1.0, _SCALE):
+        acc = _accumulator(scan, agg, buckets)
+        acc.scale = scale  # 1: as stored; then, if a sum overflowed, scaled down
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum past float64: summed again, scaled
+            _read(session, scan, acc)
+            again = _finished(acc, buckets).kept(scan.window)
+        points = _mended(points, again) if scale != 1.0 else again
+        if agg not in ("mean", "sum") or np.isfinite(points.values).all():
+            break
+    return points
+
+
+def _finished(acc: _Accumulator, buckets: Bucketing) -> _Points:
+    """The accumulator's partials per bucket, as the values of its aggregate."""
+    if not acc.parts:
+        return _NONE
+    part = acc._fold()
+    times, counts, values = part.starts, part.counts[:, 0], part.values[:, 0]
+    if buckets.name is not None:
+        times, counts, values = _rebucketed(buckets.floor(times), counts, values, acc.agg)
+    if acc.agg == "mean":
+        values = values / counts / acc.scale
+    elif acc.agg == "sum":
+        values = values / acc.scale  # inf for a sum beyond float64
+    elif acc.agg == "count":
+        values = counts.astype(np.float64)
+    return _Points(times, values, counts)
+
+
+def _rebucketed(keys: np.ndarray, counts: np.ndarray, values: np.ndarray, agg: str) -> tuple[np.ndarray, ...]:
+    """Per-step partials (sums, or extremes for min and max) folded into their buckets (``keys``, in order)."""
+    times, slot = np.unique(keys, return_inverse=True)
+    total = np.bincount(slot, weights=counts, minlength=times.size).astype(np.int64)
+    if agg in ("min", "max"):
+        folded = np.full(times.size, np.nan)
+        (np.fmin if agg == "min" else np.fmax).at(folded, slot, values)
+    else:
+        folded = np.bincount(slot, weights=values, minlength=times.size)
+    return times, total, folded
+
+
+def _mended(first: _Points, scaled: _Points) -> _Points:
+    """``first``, its sums that overflowed float64 along the way replaced by those of the ``scaled`` scan (read
+    moments later: a bucket it lacks keeps its value)."""
+    again = dict(zip(scaled.times.tolist(), scaled.values.tolist(), strict=True))
+    values = first.values.copy()
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        values[i] = again.get(int(first.times[i]), values[i])
+    return _Points(first.times, values, first.counts)
+
+
+def _percentiles(session: Session, scan: _Scan, agg: str, buckets: Bucketing) -> _Points:
+    """p50 or p95 per step or bucket: every recorded value is kept (16 bytes each, with its step) and sorted
+    within its bucket; between the closest ranks the value is interpolated linearly, as NumPy's percentile."""
+    acc = _accumulator(scan, agg, buckets)
+    acc.samples = []
+    _read(session, scan, acc)
+    if not acc.samples:
+        return _NONE
+    keys = buckets.floor(np.concatenate([times for times, _ in acc.samples]))
+    values = np.concatenate([values for _, values in acc.samples])
+    first, last = scan.window
+    inside = (keys >= first) & (keys <= last)
+    keys, values = keys[inside], values[inside]
+    order = np.lexsort((values, keys))
+    keys, values = keys[order], values[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if keys.size else np.empty(0, np.int64)
+    counts = np.diff(np.r_[starts, keys.size])
+    return _Points(keys[starts], _ranked(values, starts, counts, PERCENTILES[agg] / 100), counts)
+
+
+def _ranked(ordered: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile of each group of ``ordered`` (sorted within groups at ``starts``, ``counts`` long), by
+    NumPy's linear method: rank (n-1)·q, between the values at its floor and the next rank."""
+    rank = (counts - 1) * q
+    below = np.floor(rank).astype(np.int64)
+    gamma = rank - below
+    a = ordered[starts + below]
+    b = ordered[starts + np.minimum(below + 1, counts - 1)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = b - a
+        # NumPy's lerp: from the nearer end, so that equal ends give that value exactly
+        lerp = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+        # two values a whole float64 range apart: their difference overflows, their weighted sum does not
+        return np.where(np.isfinite(diff), lerp, a * (1 - gamma) + b * gamma)
+
+
+def _with_gaps(points: _Points, buckets: Bucketing) -> _Points:
+    """``points`` with every empty step or bucket between the first and the last as a gap (count 0)."""
+    if not points.times.size:
+        return points
+    grid = buckets.grid(points.times)
+    if grid.size == points.times.size:
+        return points
+    at = np.searchsorted(grid, points.times)
+    values, counts = np.full(grid.size, np.nan), np.zeros(grid.size, np.int64)
+    values[at], counts[at] = points.values, points.counts
+    return _Points(grid, values, counts)
+
+
+def _sliced(sdef: SchemaDef, position: int, index: int) -> tuple[str, int, int] | None:
+    """For a label of the first axis: (shape key, byte offset, length) of its slice in blocks of the latest
+    shape, which are then read as just that slice. Other blocks, and labels of other axes, read whole."""
+    if position != 0:
+        return None
+    return (codec.shape_key(sdef.shape), *codec.label_slice(sdef.shape, index))
 
 
 @dataclass
@@ -123,9 +456,11 @@ class _Accumulator:
     at: tuple[int, int]  # (axis position, label index) to aggregate
     part: tuple[str, int, int] | None = None  # blocks of this shape come as just the label's slice: see _sliced
     zone: str = "UTC"  # starts are µs of local wall-clock time in it
+    within: tuple[int, int] = (-_OPEN, _OPEN)  # blocks are read only if a step of theirs starts in [first, until)
     parts: list[_Part] = field(default_factory=list)
     pending: int = 0
     scale: float = 1.0  # values are summed times this: see _SCALE
+    samples: list[tuple[np.ndarray, np.ndarray]] | None = None  # for percentiles: (step starts, values) recorded
     _origin_us: dict[datetime, int] = field(default_factory=dict)
 
     def add_columns(self, origins: list[datetime], numbers: list[int], shapes: list[str], data: list[bytes]) -> None:
@@ -134,6 +469,11 @@ class _Accumulator:
             self._origin_us[origin] = wall_us(origin, self.zone)
         starts = np.fromiter(map(self._origin_us.__getitem__, origins), dtype=np.int64, count=len(origins))
         starts += np.asarray(numbers, dtype=np.int64) * (BLOCK * self.step_us)
+        first, until = self.within
+        inside = (starts < until) & (starts + BLOCK * self.step_us > first)
+        if not inside.all():  # a window: blocks wholly outside it are never decoded
+            rows = np.flatnonzero(inside).tolist()
+            starts, shapes, data = starts[rows], [shapes[i] for i in rows], [data[i] for i in rows]
         kinds = set(shapes)
         if len(kinds) == 1:  # the usual case: one shape, one frombuffer for the whole batch
             self._add_blocks(starts, shapes[0], b"".join(data))
@@ -149,6 +489,9 @@ class _Accumulator:
         picked = self._picked(starts.size, key, data)
         if picked is None:
             return  # written under a version without this label: nothing recorded for it
+        if self.samples is not None:
+            self._sample(starts, picked)
+            return
         if self.scale != 1.0:
             picked = picked * self.scale
         valid = ~np.isnan(picked)
@@ -161,6 +504,13 @@ class _Accumulator:
             values = combine.reduce(picked if combine is not np.add else np.where(valid, picked, 0.0), axis=1)
         self.parts.append(_merge_rows(starts, counts, values, combine))
         self.pending += self.parts[-1].counts.size
+
+    def _sample(self, starts: np.ndarray, picked: np.ndarray) -> None:
+        """Keep every recorded value of the blocks with the start of its step."""
+        assert self.samples is not None
+        valid = ~np.isnan(picked)
+        times = np.broadcast_to(starts[:, None, None] + np.arange(BLOCK, dtype=np.int64) * self.step_us, picked.shape)
+        self.samples.append((times[valid], picked[valid]))
 
     def _picked(self, n: int, key: str, data: bytes) -> np.ndarray | None:
         """The label's values in ``n`` blocks of shape ``key`` as (block, cell, time), or None if it has none."""
@@ -200,22 +550,6 @@ class _Accumulator:
             folded = np.bincount(slot, weights=values, minlength=size)
         keep = total_counts > 0
         return _Part(grid[keep], total_counts[keep][:, None], folded[keep][:, None])
-
-    def series(self) -> list[dict[str, Any]]:
-        if not self.parts:
-            return []
-        part = self._fold()
-        counts, values = part.counts[:, 0], part.values[:, 0]
-        if self.agg == "mean":
-            values = values / counts / self.scale
-        elif self.agg == "sum":
-            values = values / self.scale  # inf for a sum beyond float64
-        elif self.agg == "count":
-            values = counts.astype(np.float64)
-        return [
-            {"time": from_wall_us(t, self.zone), "value": v, "count": c}
-            for t, v, c in zip(part.starts.tolist(), values.tolist(), counts.tolist(), strict=True)
-        ]
 
 
 def _merge_rows(starts: np.ndarray, counts: np.ndarray, values: np.ndarray, combine: np.ufunc) -> _Part:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, DustError, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
-from dust.engine import access, audit, entities, schemas
+from dust.engine import access, anomalies, audit, entities, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
 from dust.engine.paging import decode_cursor, encode_cursor
@@ -202,6 +202,7 @@ def update(session: Session, tensor_id: uuid.UUID, data: TensorUpdate) -> Tensor
     if data.schema_version < row.schema_version:
         raise Conflict(f"the tensor is already on version {row.schema_version}; a tensor moves only to a later version")
     sdef = schemas.get_def(session, row.schema_name, data.schema_version)
+    anomalies.renumber(session, row.id, _schema(session, row), sdef)
     row.schema_version = sdef.version  # compatible by construction: versions only append labels
     session.flush()
     _audit(session, "update", row)
@@ -678,6 +679,8 @@ def _apply(session: Session, writes: list[_Write]) -> list[int]:
     repo.put_blocks(session, new, changed)
     repo.add_history(session, history)
     repo.widen_ranges(session, spans)
+    # In the write's transaction: a write refused later (or rolled back) leaves the detectors' states as they were.
+    anomalies.score_written(session, [w for w in settled if not w.erase])
     return counts
 
 

@@ -46,6 +46,9 @@ from dust.storage import backup as snapshots
 from dust.storage.backup import Progress
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
 from dust.storage.models import (
+    Anomaly,
+    AnomalyRule,
+    AnomalyState,
     AuditRecord,
     Base,
     Entity,
@@ -111,6 +114,9 @@ FAMILIES = (
     Family(Relation, ("id",), omit=("txid",)),
     Family(RelationWeight, ("id",)),
     Family(AuditRecord, ("id",), omit=("txid",)),
+    Family(AnomalyRule, ("schema_name", "label")),
+    Family(AnomalyState, ("tensor_id", "cell", "detector")),
+    Family(Anomaly, ("id",), omit=("txid",)),
 )
 
 

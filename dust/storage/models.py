@@ -167,6 +167,65 @@ class TensorHistory(Base):
     new_value: Mapped[float | None] = mapped_column(Float)
 
 
+class AnomalyRule(Base):
+    """Which detector scores the values of a label of a schema as they are written, with what settings, and the
+    score from which a value is flagged. Scoring is opt-in per label: a label without a rule costs nothing."""
+
+    __tablename__ = "anomaly_rules"
+
+    schema_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    label: Mapped[str] = mapped_column(String(128), primary_key=True)
+    detector: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    threshold: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AnomalyState(Base):
+    """A detector's state for one series (one cell of one tensor) and the last time index it scored, so scoring
+    carries on after a restart from here, never by reading the series' history again."""
+
+    __tablename__ = "anomaly_states"
+
+    tensor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tensors.id", ondelete="CASCADE"), primary_key=True)
+    cell: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    detector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    label: Mapped[str] = mapped_column(String(128))  # the rule's: a changed or deleted rule drops its states
+    # The rule's detector and settings that made the state (a digest): a state made under others is not carried on
+    # from, even if a write that read the rules before they changed stored it after they were.
+    rule: Mapped[str] = mapped_column(String(32))
+    state: Mapped[dict[str, Any]]
+    last_time: Mapped[int] = mapped_column(BigInteger)
+
+
+class Anomaly(Base):
+    """A value a detector flagged. ``reason`` has ``{label}`` filled in and keeps ``{entity}``, filled in as each
+    reader may see the entity (a pseudonym for de-identified readers)."""
+
+    __tablename__ = "anomalies"
+    __table_args__ = (
+        Index("ix_anomalies_entity", "entity_id", "id"),
+        Index("ix_anomalies_series", "tensor_id", "cell", "time_index"),
+        Index("ix_anomalies_schema", "schema_name", "label", "id"),
+        Index("ix_anomalies_txid", "txid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # as the audit log's: paged by it
+    tensor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tensors.id", ondelete="CASCADE"))
+    entity_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # the tensor's; kept here to filter and check access
+    schema_name: Mapped[str] = mapped_column(String(128))
+    label: Mapped[str] = mapped_column(String(128))
+    cell: Mapped[int] = mapped_column(BigInteger)
+    time_index: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime]  # the start of the time step
+    value: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    detector: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    txid: Mapped[int | None] = inserted_by()
+
+
 class Relation(Base):
     __tablename__ = "relations"
     __table_args__ = (

@@ -127,8 +127,22 @@ class Acting:
 GRANTING_TYPE = {Role.admin: "treats"}
 
 
+def _ruled(acting: Acting, label: str) -> str:
+    """``label`` of vitals, with an anomaly rule (set by the admin): to scan, or to delete the rule."""
+    made = acting.admin.put(f"{API}/anomalies/rules/vitals/{label}", json={"detector": "mad"})
+    assert made.status_code == 200, made.text
+    return label
+
+
 def _fresh(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def _analysable(acting: Acting) -> str:
+    """PA's vitals tensor, given two weeks of heart rates by the admin: enough values to analyse."""
+    values = [{"time": t, "metric": "heart_rate", "value": 70 + t % 7} for t in range(1, 15)]
+    assert acting.admin.post(f"{API}/tensors/{acting.world['TPA']}/values", json={"values": values}).status_code == 200
+    return acting.world["TPA"]
 
 
 # Keyed by (method, path) as in /openapi.json: a new route fails test_every_operation_has_a_request until it
@@ -147,6 +161,7 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ("patch", "/api/v1/users/{user_id}"): lambda a: Request({"user_id": a.spare_user()}, body={"role": "analyst"}),
     ("get", "/api/v1/audit"): lambda a: Request(query={"entity_id": a.world["PA"], "limit": 5}),
     ("get", "/api/v1/kinds"): lambda a: Request(),
+    ("get", "/api/v1/plugins"): lambda a: Request(),
     ("get", "/api/v1/kinds/{kind}"): lambda a: Request({"kind": "device"}),
     ("put", "/api/v1/kinds/{kind}"): lambda a: Request({"kind": "device"}, body={"sensitive": ["serial"]}),
     ("post", "/api/v1/entities"): lambda a: Request(body={"kind": "device", "name": "Pump 7"}),
@@ -193,6 +208,23 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ("delete", "/api/v1/relations/{relation_id}"): lambda a: Request({"relation_id": a.my_relation()}),
     ("get", "/api/v1/query_master"): lambda a: Request(query={"entity_id": a.world["A"], "depth": 2}),
     ("get", "/api/v1/query_master/tensor"): lambda a: Request(query={"type": "treats"}),
+    ("get", "/api/v1/insights/aggregate"): lambda a: Request(
+        query={"schema": "vitals", "label": "heart_rate", "agg": "p95", "bucket": "week"}
+    ),
+    ("get", "/api/v1/tensors/{tensor_id}/analysis"): lambda a: Request(
+        {"tensor_id": _analysable(a)}, query={"label": "heart_rate", "horizon": 3}
+    ),
+    ("get", "/api/v1/anomalies"): lambda a: Request(query={"entity_id": a.world["PA"], "limit": 5}),
+    ("get", "/api/v1/anomalies/rules"): lambda a: Request(),
+    ("put", "/api/v1/anomalies/rules/{schema}/{label}"): lambda a: Request(
+        {"schema": "vitals", "label": "temperature"}, body={"detector": "mad", "threshold": 0.9}
+    ),
+    ("delete", "/api/v1/anomalies/rules/{schema}/{label}"): lambda a: Request(
+        {"schema": "vitals", "label": _ruled(a, "heart_rate")}
+    ),
+    ("post", "/api/v1/anomalies/scan"): lambda a: Request(
+        body={"tensor_id": a.world["TPA"], "label": _ruled(a, "heart_rate")}
+    ),
 }
 
 
@@ -303,9 +335,6 @@ def test_lists_search_and_graphs_show_only_what_is_reachable(world: World, login
     alice = login_as("clinician", entity_id=world["A"])
     mine = {world["A"], world["PA"], world["H"]}
     assert {e["id"] for e in alice.get(f"{API}/entities").json()["items"]} == mine
-    for query in ("Pat B", "MRN-B"):
-        found = {p["id"] for p in alice.get(f"{API}/patients", params={"q": query}).json()["items"]}
-        assert world["PB"] not in found
     relations = alice.get(f"{API}/relations").json()["items"]
     assert {r["id"] for r in relations} == {world["A-treats"], world["A-works"], world["A-consults"]}
     graph = alice.get(f"{API}/query_master", params={"entity_id": world["A"], "depth": 3}).json()
@@ -313,6 +342,13 @@ def test_lists_search_and_graphs_show_only_what_is_reachable(world: World, login
     coo = alice.get(f"{API}/query_master/tensor").json()
     assert set(coo["entity_ids"]) <= mine and len(coo["values"]) == 3
     assert alice.get(f"{API}/entities/{world['A']}/tensors").status_code == 200
+
+
+@pytest.mark.parametrize("query", [pytest.param("Pat B", id="name"), pytest.param("MRN-B", id="external id")])
+def test_search_finds_no_patient_out_of_reach(world: World, login_as: Callable[..., TestClient], query: str) -> None:
+    alice = login_as("clinician", entity_id=world["A"])
+    found = {p["id"] for p in alice.get(f"{API}/patients", params={"q": query}).json()["items"]}
+    assert world["PB"] not in found
 
 
 def test_members_see_what_they_create_and_relate_it_by_non_granting_types(

@@ -28,3 +28,19 @@ def member() -> Callable[[str], access.Principal]:
         )
 
     return make
+
+
+def principal(
+    role: Role, entity_id: uuid.UUID | None = None, sensitive: tuple[str, ...] = ("ssn",)
+) -> access.Principal:
+    """A principal of ``role`` (linked to ``entity_id``) whom ``treats`` relations grant access, one step deep."""
+    return access.Principal(
+        user_id=uuid.uuid4(),
+        username=role.value,
+        role=role,
+        entity_id=entity_id,
+        secret="k" * 32,
+        grant_types=["treats"],
+        depth=1,
+        default_sensitive=list(sensitive),
+    )

@@ -1,0 +1,1 @@
+"""Anomaly detection: streaming detectors that score each value of a series as it arrives."""

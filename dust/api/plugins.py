@@ -1,0 +1,31 @@
+"""/plugins: what is installed, for admins."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from dust.api.deps import SessionDep, allow
+from dust.core.security import Permission
+from dust.plugins import registry
+
+router = APIRouter(prefix="/plugins", tags=["plugins"])
+
+
+class PluginOut(BaseModel):
+    name: str = Field(description="The plugin's distribution name; `dust` for DUST's own built-ins.")
+    version: str | None
+    builtin: bool
+    detectors: list[str] = Field(description="Anomaly detectors it adds, by name.")
+    domain_packs: list[str] = Field(description="Domain packs it adds (`dust demo <name>`).")
+    commands: list[str] = Field(description="Commands it adds to `dust`.")
+
+
+class PluginList(BaseModel):
+    items: list[PluginOut]
+
+
+@router.get("", response_model=PluginList, **allow(Permission.admin))
+def list_(session: SessionDep) -> PluginList:
+    """Every installed plugin, DUST's own first, and what each adds."""
+    return PluginList(items=[PluginOut.model_validate(plugin, from_attributes=True) for plugin in registry.plugins()])

@@ -1,0 +1,34 @@
+"""The hooks a plugin may implement. Each is optional; each returns what the plugin adds.
+
+Hooks for trigger actions and importers come with the triggers and importers work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dust.plugins import hookspec
+
+if TYPE_CHECKING:
+    import typer
+
+    from dust.anomalies.base import Detector
+    from dust.domains import DomainPack
+
+
+@hookspec
+def dust_detectors() -> list[type[Detector]]:
+    """Anomaly detector classes (``dust.anomalies.base.Detector``), each with a ``name`` unique across plugins."""
+    raise NotImplementedError
+
+
+@hookspec
+def dust_domain_packs() -> list[DomainPack]:
+    """Domain packs (``dust.domains.DomainPack``): what ``dust demo <name>`` loads."""
+    raise NotImplementedError
+
+
+@hookspec
+def dust_commands(app: typer.Typer) -> None:
+    """Add commands or command groups to ``app``, the ``dust`` command."""
+    raise NotImplementedError

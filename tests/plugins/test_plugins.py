@@ -1,0 +1,118 @@
+"""Plugins: DUST's own built-ins register through the hooks, and an installed package's plugin is found, listed
+by `dust plugins list` and GET /plugins, and its detector and command are usable.
+
+The example package (tests/plugins/example) is really installed — built by pip into a directory of its own,
+which is then put on the import path of this process and of the `dust` commands run here — so the entry-point
+lookup is the one a user's installed plugin goes through.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dust.anomalies.base import Score
+from dust.plugins import hookimpl, registry
+from tests.api.conftest import ONE_BACKEND
+
+EXAMPLE = Path(__file__).parent / "example"
+DUST = Path(sys.executable).parent / "dust"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The example plugin package, installed by pip into a directory put on this process's import path."""
+    work = tmp_path_factory.mktemp("plugin")
+    shutil.copytree(EXAMPLE, work / "source")  # pip builds in the source tree: keep tests/ clean
+    target = work / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target)]
+    subprocess.run([*pip, str(work / "source")], check=True, capture_output=True)
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
+    registry.reload()
+    yield target
+    sys.path.remove(str(target))
+    sys.modules.pop("dust_example", None)
+    registry.reload()
+
+
+def test_the_builtins_are_a_plugin_like_any_other() -> None:
+    dust = registry.plugins()[0]
+    assert (dust.name, dust.builtin) == ("dust", True)
+    assert "healthcare" in dust.domain_packs
+    assert set(dust.detectors) == set(registry.detectors()) - {"threshold"}
+
+
+def test_an_installed_plugin_is_found_with_what_it_adds(installed: Path) -> None:
+    example = next(p for p in registry.plugins() if p.name == "dust-example")
+    assert (example.version, example.builtin) == ("0.1.0", False)
+    assert (example.detectors, example.commands, example.domain_packs) == (["threshold"], ["hello"], [])
+
+
+def test_its_detector_scores_like_a_builtin_and_resumes_from_its_state(installed: Path) -> None:
+    threshold = registry.detectors()["threshold"]
+    detector = threshold(limit=50)
+    assert detector.update(0, 40).score == 0.0
+    flagged = detector.update(60, 51)
+    assert flagged.score == 1.0 and flagged.reason == "{label} 51 is above the limit of 50"
+    resumed = threshold.restore(detector.state(), limit=50)
+    assert resumed.update(120, 70) == Score(1.0, "{label} 70 is above the limit of 50")
+
+
+def _dust(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200"}
+    return subprocess.run([str(DUST), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_dust_plugins_list_names_it_and_its_command_runs(installed: Path) -> None:
+    listed = _dust(installed, "plugins", "list")
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if "dust-example" in line)
+    assert "0.1.0" in line and "threshold" in line and "hello" in line
+    hello = _dust(installed, "hello", "--name", "Jane")
+    assert (hello.returncode, hello.stdout) == (0, "hello, Jane, from the example plugin\n")
+
+
+@ONE_BACKEND
+def test_get_plugins_lists_it_for_admins_only(installed: Path, login_as: Callable[..., TestClient]) -> None:
+    listed = login_as("admin").get("/api/v1/plugins")
+    assert listed.status_code == 200, listed.text
+    by_name = {p["name"]: p for p in listed.json()["items"]}
+    assert by_name["dust-example"] == {
+        "name": "dust-example",
+        "version": "0.1.0",
+        "builtin": False,
+        "detectors": ["threshold"],
+        "domain_packs": [],
+        "commands": ["hello"],
+    }
+    assert listed.json()["items"][0]["name"] == "dust"
+    assert login_as("clinician").get("/api/v1/plugins").status_code == 403
+
+
+@pytest.fixture
+def clashing() -> Iterator[None]:
+    """A second plugin that adds a detector under a built-in's name."""
+
+    class Mad:
+        name = "mad"
+
+    plugin = SimpleNamespace(dust_detectors=hookimpl(lambda: [Mad]))
+    registry.manager().register(plugin, name="clash")
+    registry.detectors.cache_clear()
+    yield
+    registry.reload()
+
+
+def test_two_plugins_adding_one_name_is_an_error_naming_both(clashing: None) -> None:
+    with pytest.raises(registry.PluginConflict, match="plugins 'dust' and 'clash' both add a detector named 'mad'"):
+        registry.detectors()
