@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,7 @@ from tests.reliability.server import Server, served
 
 PASSWORD = "a long enough password"
 VALUES = 400_000  # in one write: a second or two of work
+CHUNK = 1 << 16  # bytes of the body sent at a time
 SPOOFED = "203.0.113.9"
 
 
@@ -91,14 +94,24 @@ def test_sigterm_lets_requests_in_progress_finish(admin_database: str) -> None:
         entity = httpx.post(f"{api}/entities", json={"kind": "sensor", "name": "S"}, headers=auth).json()
         tensor = httpx.post(f"{api}/tensors", json={"entity_id": entity["id"], "schema": "load"}, headers=auth).json()
         values = [{"time": n // 4, "metric": "abcd"[n % 4], "value": float(n)} for n in range(VALUES)]
+        body = json.dumps({"values": values}).encode()
+        sending = threading.Event()
+
+        def chunks() -> Iterator[bytes]:
+            """The body in pieces: once the first is asked for, the request's headers are on the server."""
+            sending.set()
+            for at in range(0, len(body), CHUNK):
+                yield body[at : at + CHUNK]
+
+        headers = {**auth, "Content-Type": "application/json"}
+        path = f"{api}/tensors/{tensor['id']}/values"
         answer: list[httpx.Response] = []
         sender = threading.Thread(
-            target=lambda: answer.append(
-                httpx.post(f"{api}/tensors/{tensor['id']}/values", json={"values": values}, headers=auth, timeout=60)
-            )
+            target=lambda: answer.append(httpx.post(path, content=chunks(), headers=headers, timeout=60))
         )
         sender.start()
-        time.sleep(0.5)  # the body is on its way or being written (a second or two of work)
+        assert sending.wait(30), "the request never started"
+        time.sleep(0.2)  # the body is on its way or being written (a second or two of work)
         assert not answer, "the write was done before SIGTERM: nothing was in progress"
         assert server.process is not None
         server.process.send_signal(signal.SIGTERM)

@@ -116,3 +116,21 @@ def clashing() -> Iterator[None]:
 def test_two_plugins_adding_one_name_is_an_error_naming_both(clashing: None) -> None:
     with pytest.raises(registry.PluginConflict, match="plugins 'dust' and 'clash' both add a detector named 'mad'"):
         registry.detectors()
+
+
+@ONE_BACKEND
+def test_its_detector_flags_values_written_through_the_api(
+    installed: Path, login_as: Callable[..., TestClient]
+) -> None:
+    admin = login_as("admin")
+    schema = {"name": "vitals", "axes": [{"name": "metric", "labels": ["heart_rate"]}]}
+    assert admin.post("/api/v1/schemas", json=schema).status_code == 201
+    patient = admin.post("/api/v1/patients", json={"name": "Jane Doe"}).json()["id"]
+    tensor = admin.post("/api/v1/tensors", json={"entity_id": patient, "schema": "vitals"}).json()["id"]
+    rule = {"detector": "threshold", "settings": {"limit": 100}}
+    assert admin.put("/api/v1/anomalies/rules/vitals/heart_rate", json=rule).status_code == 200
+    cells = [{"time": t, "metric": "heart_rate", "value": v} for t, v in enumerate([90, 120, 95])]
+    assert admin.post(f"/api/v1/tensors/{tensor}/values", json={"values": cells}).status_code == 200
+    (flagged,) = admin.get("/api/v1/anomalies", params={"entity_id": patient}).json()["items"]
+    assert (flagged["detector"], flagged["time_index"], flagged["value"]) == ("threshold", 1, 120.0)
+    assert flagged["reason"] == "heart_rate 120 is above the limit of 100"
