@@ -94,6 +94,7 @@ def signed_in(
         depth=settings.access_depth,
         default_sensitive=settings.sensitive_fields,
         may_grant=user.role in settings.granting_roles,
+        min_cohort=settings.min_cohort,
         request_id=getattr(request.state, "request_id", None),
         client=request.client.host if request.client else None,
         method=request.method,

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dust.api.deps import SessionDep, SettingsDep, allow
 from dust.core.errors import InvalidInput
@@ -31,8 +31,13 @@ ANALYSIS_ERRORS: dict[int | str, dict[str, Any]] = {
 
 class AggregatePoint(BaseModel):
     time: datetime
-    value: float | None
+    value: float | None = Field(description="None in a gap (count 0) and where suppressed.")
     count: int
+    suppressed: bool = Field(
+        False,
+        description="For de-identified readers: fewer than DUST_MIN_COHORT entities have a value here, so the value "
+        "is withheld.",
+    )
 
 
 class AggregateSeries(BaseModel):

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         ["name", "external_id", "ssn", "address", "birth_date", "birthdate", "phone", "email"],
         description="Fields hidden from de-identified readers for kinds without a policy of their own (JSON list).",
     )
+    min_cohort: int = Field(
+        5,
+        ge=1,
+        description="De-identified readers (analysts) get an aggregate point only if at least this many entities "
+        "have a value behind it; a point of fewer comes back suppressed (value null), so an aggregate narrowed to "
+        "one patient does not show that patient's values.",
+    )
     granting_roles: list[str] = Field(
         ["admin"],
         description="Roles that may create, change or delete relations of the access-granting types (JSON list).",

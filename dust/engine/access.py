@@ -38,6 +38,7 @@ class Principal:
     depth: int
     default_sensitive: list[str]
     may_grant: bool = False  # may write relations of the granting types (Settings.granting_roles)
+    min_cohort: int = 5  # Settings.min_cohort: entities behind an aggregate point a de-identified reader may see
     request_id: str | None = None
     client: str | None = None
     method: str | None = None

@@ -76,6 +76,10 @@ def aggregate_by_step(
     of a relation valid now from or to that entity (of the types in ``relation``, else of any type): "Dr House's
     patients" is ``related_to=<House>, relation="treats"``.
 
+    A de-identified reader (an analyst) gets a point only if at least ``min_cohort`` entities have a value behind
+    it; other points come back suppressed (``value`` None, ``suppressed`` True), so narrowing a cohort down to
+    one patient never shows that patient's values.
+
     ``bucket``: None for the schema's own steps, or a coarser unit of BUCKETS holding a whole number of them (a
     day schema by week, month or year). ``start``/``end``: only the steps or buckets holding them and those
     between (inclusive at both ends, as a timestamp is floored onto a tensor's grid).
@@ -90,6 +94,9 @@ def aggregate_by_step(
     window = _window(buckets, sdef.time.zone, start, end)
     scan = _Scan(sdef, at, *_scope(session, kind, attributes, related_to, relation), window)
     points = _percentiles(session, scan, agg, buckets) if agg in PERCENTILES else _folded(session, scan, agg, buckets)
+    who = access.principal(session)
+    if who is not None and who.deidentified:
+        points = points.suppressed(_contributors(session, scan, buckets), who.min_cohort)
     audit.record(session, "read", "aggregate", sdef.name, [related_to])
     return _with_gaps(points, buckets).as_dicts(sdef.time.zone)
 
@@ -294,18 +301,31 @@ class _Points:
     times: np.ndarray
     values: np.ndarray
     counts: np.ndarray
+    hidden: np.ndarray | None = None  # True where a point is suppressed (the small-cohort rule)
 
     def kept(self, window: tuple[int, int]) -> _Points:
         keep = (self.times >= window[0]) & (self.times <= window[1])
         return self if keep.all() else _Points(self.times[keep], self.values[keep], self.counts[keep])
 
+    def suppressed(self, contributors: tuple[np.ndarray, np.ndarray], least: int) -> _Points:
+        """These points, those with fewer than ``least`` entities behind them (``contributors``: bucket starts and
+        entity counts) suppressed: their value NaN, marked in ``hidden``."""
+        starts, entities = contributors
+        behind = np.zeros(self.times.size, np.int64)
+        found = np.isin(self.times, starts)
+        behind[found] = entities[np.searchsorted(starts, self.times[found])]
+        hidden = behind < least
+        return _Points(self.times, np.where(hidden, np.nan, self.values), self.counts, hidden)
+
     def as_dicts(self, zone: str) -> list[dict[str, Any]]:
+        hidden = self.hidden.tolist() if self.hidden is not None else [False] * self.times.size
         return [
-            {"time": from_wall_us(t, zone), "value": v if c else None, "count": c}
-            for t, v, c in zip(self.times.tolist(), self.values.tolist(), self.counts.tolist(), strict=True)
+            {"time": from_wall_us(t, zone), "value": v if c and not h else None, "count": c} | SUPPRESSED[h]
+            for t, v, c, h in zip(self.times.tolist(), self.values.tolist(), self.counts.tolist(), hidden, strict=True)
         ]
 
 
+SUPPRESSED: dict[bool, dict[str, bool]] = {True: {"suppressed": True}, False: {}}  # said only where it is so
 _NONE = _Points(np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64))
 
 
@@ -320,8 +340,37 @@ def _accumulator(scan: _Scan, agg: str, buckets: Bucketing) -> _Accumulator:
 
 def _read(session: Session, scan: _Scan, acc: _Accumulator) -> None:
     blocks = repo.schema_block_columns(session, scan.sdef.name, scan.kind, CHUNK_ROWS, acc.part, visible=scan.entities)
-    for origins, numbers, shapes, data in blocks:
+    for origins, numbers, shapes, data, _ in blocks:
         acc.add_columns(origins, numbers, shapes, data)
+
+
+def _contributors(session: Session, scan: _Scan, buckets: Bucketing) -> tuple[np.ndarray, np.ndarray]:
+    """(step or bucket starts, how many entities have a value in each), for the small-cohort rule.
+
+    An entity has one tensor of a schema, so entities are counted as tensors: each tensor's blocks are sampled
+    on their own and only the distinct buckets each holds a value in are kept (memory per tensor and bucket,
+    not per value)."""
+    acc = _accumulator(scan, "count", buckets)
+    held: dict[Any, list[np.ndarray]] = {}  # per tensor: the buckets it holds values in
+    blocks = repo.schema_block_columns(
+        session, scan.sdef.name, scan.kind, CHUNK_ROWS, acc.part, visible=scan.entities, tensors=True
+    )
+    for origins, numbers, shapes, data, tensors in blocks:
+        rows_of: dict[Any, list[int]] = {}
+        for row, tensor in enumerate(tensors):
+            rows_of.setdefault(tensor, []).append(row)
+        for tensor, rows in rows_of.items():
+            acc.samples = []
+            picked = [origins[i] for i in rows], [numbers[i] for i in rows], [shapes[i] for i in rows]
+            acc.add_columns(*picked, [data[i] for i in rows])
+            if acc.samples:
+                starts = buckets.floor(np.concatenate([times for times, _ in acc.samples]))
+                held.setdefault(tensor, []).append(np.unique(starts))
+    if not held:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    # a tensor's blocks may come in several chunks: its buckets are made distinct before they are counted
+    each = [np.unique(np.concatenate(parts)) for parts in held.values()]
+    return np.unique(np.concatenate(each), return_counts=True)
 
 
 def _folded(session: Session, scan: _Scan, agg: str, buckets: Bucketing) -> _Points:
@@ -424,7 +473,11 @@ def _with_gaps(points: _Points, buckets: Bucketing) -> _Points:
     at = np.searchsorted(grid, points.times)
     values, counts = np.full(grid.size, np.nan), np.zeros(grid.size, np.int64)
     values[at], counts[at] = points.values, points.counts
-    return _Points(grid, values, counts)
+    hidden = None
+    if points.hidden is not None:
+        hidden = np.zeros(grid.size, bool)
+        hidden[at] = points.hidden
+    return _Points(grid, values, counts, hidden)
 
 
 def _sliced(sdef: SchemaDef, position: int, index: int) -> tuple[str, int, int] | None:

@@ -120,7 +120,8 @@ def test_an_analyst_gets_a_sensitive_schemas_aggregate_but_not_its_tensors(
     for tensor in (world["TPA"], world["TPB"]):
         assert client.patch(f"{API}/tensors/{tensor}", json={"schema_version": 2}).status_code == 200
     analyst = login_as("analyst")
-    assert [p["count"] for p in aggregate(analyst).json()["series"]] == [2]
+    # two patients, fewer than DUST_MIN_COHORT (5): the point is there, its value withheld
+    assert [(p["value"], p["count"], p["suppressed"]) for p in aggregate(analyst).json()["series"]] == [(None, 2, True)]
     refused = [
         analyst.get(f"{API}/tensors/{world['TPA']}"),
         analyst.get(f"{API}/tensors/{world['TPA']}/analysis", params={"label": "heart_rate"}),
@@ -196,5 +197,6 @@ def test_a_sum_beyond_float64_is_null(client: TestClient, world: World) -> None:
     write(client, world["TPB"], [(0, 1.5e308)])
     response = aggregate(client, agg="sum")
     assert response.status_code == 200
-    assert response.json()["series"] == [{"time": response.json()["series"][0]["time"], "value": None, "count": 2}]
+    (point,) = response.json()["series"]
+    assert point == {"time": point["time"], "value": None, "count": 2, "suppressed": False}
     assert aggregate(client).json()["series"][0]["value"] == 1.5e308

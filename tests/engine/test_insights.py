@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -535,7 +536,7 @@ def test_an_analyst_aggregates_a_sensitive_schema_but_reads_no_tensor_of_it(db: 
     first = add_tensor(db, "hiv", BASE, np.array([[100.0, 200.0]]), ward="A", ssn="123")
     add_tensor(db, "hiv", BASE, np.array([[300.0, np.nan]]), ward="B")
     with db.session() as s:
-        access.act_as(s, principal(Role.analyst))
+        access.act_as(s, replace(principal(Role.analyst), min_cohort=1))  # cohorts of one: see the next test
         got = insights.aggregate_by_step(s, "hiv", "load", "sum")
         ward = insights.aggregate_by_step(s, "hiv", "load", "sum", attributes={"ward": "A"})
         with pytest.raises(Forbidden, match="sensitive"):
@@ -544,6 +545,42 @@ def test_an_analyst_aggregates_a_sensitive_schema_but_reads_no_tensor_of_it(db: 
             insights.aggregate_by_step(s, "hiv", "load", attributes={"ssn": "123"})
     assert [(p["value"], p["count"]) for p in got] == [(400.0, 2), (200.0, 1)]
     assert [p["value"] for p in ward] == [100.0, 200.0]
+
+
+@pytest.fixture
+def small_cohorts(db: Dust) -> None:
+    """Heart rates: three patients on days 0 and 1 (a Thursday and a Friday; two of them in ward A), a fourth
+    alone on day 4 (the Monday after)."""
+    make_schema(db)
+    for ward in ("A", "A", "B"):
+        add_tensor(db, "vitals", BASE, np.array([[70.0, 72.0], [np.nan] * 2, [np.nan] * 2]), ward=ward)
+    add_tensor(db, "vitals", BASE, np.array([[90.0], [np.nan], [np.nan]]), start=4, ward="B")
+
+
+SMALL_COHORTS = {  # (agg, bucket, attributes) -> [(value, suppressed)] per point, for an analyst with min_cohort 3
+    "days": ("mean", None, {}, [(70.0, False), (72.0, False), (None, False), (None, False), (None, True)]),
+    "weeks": ("mean", "week", {}, [(71.0, False), (None, True)]),
+    "p95 by day": ("p95", None, {}, [(70.0, False), (72.0, False), (None, False), (None, False), (None, True)]),
+    # two patients, four values in the week: entities count, not values
+    "ward A by week": ("mean", "week", {"ward": "A"}, [(None, True)]),
+}
+
+
+@pytest.mark.parametrize(("agg", "bucket", "attributes", "points"), SMALL_COHORTS.values(), ids=SMALL_COHORTS)
+def test_an_analyst_gets_no_point_with_fewer_entities_behind_it_than_the_least_cohort(
+    db: Dust, small_cohorts: None, agg: str, bucket: str | None, attributes: dict[str, str], points: list[Any]
+) -> None:
+    with db.session() as s:
+        access.act_as(s, replace(principal(Role.analyst), min_cohort=3))
+        got = insights.aggregate_by_step(s, "vitals", "hr", agg, bucket=bucket, attributes=attributes)
+    assert [(p["value"], p.get("suppressed", False)) for p in got] == points
+
+
+def test_nobody_else_has_points_suppressed(db: Dust, small_cohorts: None) -> None:
+    with db.session() as s:
+        access.act_as(s, replace(principal(Role.admin), min_cohort=3))
+        got = insights.aggregate_by_step(s, "vitals", "hr", bucket="week")
+    assert [(p["value"], p["count"], "suppressed" in p) for p in got] == [(71.0, 6, False), (90.0, 1, False)]
 
 
 # --- input and numbers ---------------------------------------------------------------------------------------

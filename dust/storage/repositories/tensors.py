@@ -279,9 +279,11 @@ def schema_block_columns(
     batch: int = SCAN_ROWS,
     part: tuple[str, int, int] | None = None,
     visible: Any = None,
-) -> Iterator[tuple[list[datetime], list[int], list[str], list[bytes]]]:
-    """(tensor origin, block number, shape, data) of every block of every tensor under a schema, up to ``batch``
-    at a time, as columns.
+    tensors: bool = False,
+) -> Iterator[tuple[list[datetime], list[int], list[str], list[bytes], list[Any]]]:
+    """(tensor origin, block number, shape, data, tensor) of every block of every tensor under a schema, up to
+    ``batch`` at a time, as columns. The tensor column holds the driver's raw tensor ids (equal for one tensor,
+    distinct across tensors) if ``tensors`` is set, else it is empty.
 
     ``part`` = (shape, byte offset, length): blocks of that shape give only those bytes of their data (one
     label's slice), so a quarter or less of the values crosses from the database to Python.
@@ -294,11 +296,10 @@ def schema_block_columns(
         key, offset, length = part
         sliced = func.substr(TensorBlock.data, offset + 1, length)  # SQL counts from 1
         data = type_coerce(case((TensorBlock.shape == key, sliced), else_=TensorBlock.data), LargeBinary())
-    stmt = (
-        select(origin, TensorBlock.block, TensorBlock.shape, data)
-        .join(Tensor, Tensor.id == TensorBlock.tensor_id)
-        .where(Tensor.schema_name == schema_name)
-    )
+    columns = [origin, TensorBlock.block, TensorBlock.shape, data]
+    if tensors:
+        columns.append(type_coerce(TensorBlock.tensor_id, NullType()))
+    stmt = select(*columns).join(Tensor, Tensor.id == TensorBlock.tensor_id).where(Tensor.schema_name == schema_name)
     if kind is not None:
         stmt = stmt.join(Entity, Entity.id == Tensor.entity_id).where(Entity.kind == kind)
     if visible is not None:  # a query of the entity ids the reader may see
@@ -313,7 +314,8 @@ def schema_block_columns(
         raws = [row[0] for row in chunk]
         for raw in set(raws).difference(converted):
             converted[raw] = convert(raw) if convert else raw
-        yield [converted[raw] for raw in raws], [r[1] for r in chunk], [r[2] for r in chunk], [r[3] for r in chunk]
+        ids = [r[4] for r in chunk] if tensors else []
+        yield [converted[raw] for raw in raws], [r[1] for r in chunk], [r[2] for r in chunk], [r[3] for r in chunk], ids
 
 
 def _batches(
