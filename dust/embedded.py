@@ -498,17 +498,19 @@ class Dust:
     @_checked
     def scan_anomalies(
         self,
-        label: SkipValidation[str],
+        label: SkipValidation[str | None] = None,
         tensor_id: SkipValidation[uuid.UUID | None] = None,
         schema: SkipValidation[str | None] = None,
         start: TimeArg = None,
         end: TimeArg = None,
+        **joint: Any,
     ) -> ScanResult:
         """Score the stored values of ``label`` of one tensor or of every tensor of ``schema`` again, from
-        ``start`` to ``end``, replacing what was flagged there (backfills, corrections). POST /anomalies/scan."""
-        request = ScanRequest.model_validate(
-            {"label": label, "tensor_id": tensor_id, "schema": schema, "from": start, "to": end}
-        )
+        ``start`` to ``end``, replacing what was flagged there (backfills, corrections); or, with
+        ``detector="multivariate"`` or ``"relational"`` (and its ``relation``, ``direction``, ``via``,
+        ``settings``, ``threshold``), score them with a detector over many series at once. POST /anomalies/scan."""
+        given = {"label": label, "tensor_id": tensor_id, "schema": schema, "from": start, "to": end}
+        request = ScanRequest.model_validate({k: v for k, v in (given | joint).items() if v is not None})
         with self.session() as s:
             return anomalies.scan(s, request)
 

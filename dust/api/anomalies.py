@@ -77,5 +77,5 @@ def delete_rule(schema: SchemaName, label: Label, session: SessionDep) -> Respon
 
 @router.post("/scan", response_model=ScanResult, responses=NOT_FOUND, **allow(Permission.write))
 def scan(data: ScanRequest, session: SessionDep) -> ScanResult:
-    """Score stored values again (backfills, corrections) with a fresh detector, replacing what was flagged."""
+    """Score stored values again with a fresh detector, or with a multivariate or relational one (``detector``)."""
     return anomalies.scan(session, data)

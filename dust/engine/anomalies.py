@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -36,6 +36,7 @@ from dust.engine import access, audit, caches, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Attributes, Integer, Timestamp
 from dust.engine.paging import id_next_cursor, id_walk
+from dust.engine.relations import TYPE, Direction
 from dust.engine.schemas import NAME, SchemaDef
 from dust.engine.timegrid import TimeGrid
 from dust.plugins import registry
@@ -108,22 +109,64 @@ class AnomalyList(BaseModel):
 TimeRef = Integer | Timestamp  # a time index of each tensor, or a timestamp
 
 
+SCANS = ("multivariate", "relational")  # detectors over many series at once, run by scans only
+_JOINT_ONLY = ("relation", "direction", "via", "settings", "threshold")
+
+
 class ScanRequest(BaseModel):
-    """Score stored values again: one tensor's, or every tensor's of a schema (that the caller may see)."""
+    """Score stored values again: one tensor's, or every tensor's of a schema (that the caller may see), with the
+    label's rule; or score them with a detector over many series at once (``detector``)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    detector: Literal["multivariate", "relational"] | None = Field(
+        None,
+        description="multivariate: all labels of a tensor at each step; relational: each entity against the "
+        "entities it is related to at the same step. Default: the label's rule.",
+    )
     tensor_id: uuid.UUID | None = None
     schema_name: str | None = Field(None, alias="schema", pattern=NAME)
-    label: str = Field(min_length=1, max_length=128)
+    label: str | None = Field(None, min_length=1, max_length=128)
     start: TimeRef | None = Field(None, alias="from", description="First time scored (inclusive); default the first.")
     end: TimeRef | None = Field(None, alias="to", description="Last time scored (inclusive); default the last.")
+    relation: str | None = Field(None, pattern=TYPE, description="relational: the relation type.")
+    direction: Direction = Field("both", description="relational: which way the relations are followed.")
+    via: bool = Field(False, description="relational: neighbours share a related entity (a patient's doctor).")
+    settings: Attributes = Field(default_factory=dict, description="Keyword arguments of the detector.")
+    threshold: float = Field(
+        DEFAULT_THRESHOLD, gt=0, le=1, allow_inf_nan=False, description="Values scoring at least this are flagged."
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> ScanRequest:
+        given = self.model_fields_set
+        if self.detector == "relational":
+            return self._relational()
         if (self.tensor_id is None) == (self.schema_name is None):
             raise ValueError("give either tensor_id or schema (every tensor of it), not both or neither")
+        if self.detector is None:
+            if self.label is None:
+                raise ValueError("give the label to scan (its rule says how), or a detector: multivariate, relational")
+            _refuse(given, _JOINT_ONLY, "are for the multivariate and relational detectors")
+        else:
+            _refuse(given, ("label", "relation", "direction", "via"), "are not for the multivariate detector")
         return self
+
+    def _relational(self) -> ScanRequest:
+        _refuse(self.model_fields_set, ("tensor_id",), "is not for the relational detector: give schema")
+        missing = [name for name in ("schema_name", "label", "relation", "start") if getattr(self, name) is None]
+        if missing:
+            names = ", ".join("schema" if m == "schema_name" else "from" if m == "start" else m for m in missing)
+            raise ValueError(f"the relational detector needs schema, label, relation and from (missing: {names})")
+        if not all(isinstance(t, datetime) for t in (self.start, self.end) if t is not None):
+            raise ValueError("the relational detector takes from and to as timestamps: tensors' time indices differ")
+        return self
+
+
+def _refuse(given: set[str], names: tuple[str, ...], why: str) -> None:
+    extra = [("from" if n == "start" else n) for n in names if n in given]
+    if extra:
+        raise ValueError(f"{', '.join(extra)} {why}")
 
 
 class ScanResult(BaseModel):
@@ -450,7 +493,14 @@ def _grid(row: Tensor, sdef: SchemaDef) -> TimeGrid:
 def scan(session: Session, request: ScanRequest) -> ScanResult:
     """Score the stored values of ``label`` from ``start`` to ``end`` with a fresh detector per series, in
     place of what was flagged there; a scan that reaches a series' last recorded time also replaces its
-    stored state, so streaming carries on from it. The tensors are locked meanwhile, as by a write."""
+    stored state, so streaming carries on from it. The tensors are locked meanwhile, as by a write.
+
+    With ``detector`` (multivariate, relational), a scan of many series at once: ``dust.engine.anomaly_scans``."""
+    if request.detector is not None:
+        from dust.engine import anomaly_scans  # it builds on this module's reading and flagging
+
+        return anomaly_scans.scan(session, request)
+    assert request.label is not None  # ScanRequest requires it without a detector
     visible = access.visible_ids(session)
     if request.tensor_id is not None:
         ids = [request.tensor_id]
@@ -492,7 +542,7 @@ def _scan_series(
     """Score ``cells`` of one tensor over ``window``, ``SCAN_STEPS`` time steps at a time (memory follows the
     chunk, not the series); (values scored, values flagged)."""
     first, last = window
-    repo.drop(session, row.id, cells.tolist(), first, last)
+    repo.drop(session, row.id, cells.tolist(), first, last, keep=SCANS)  # theirs are replaced by their scans
     grid = _grid(row, sdef)
     detectors = [_detector(rule, None) for _ in cells.tolist()]
     scored_up_to: list[int | None] = [None] * cells.size

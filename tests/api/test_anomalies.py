@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dust.plugins import registry
-from tests.api.conftest import API, ONE_BACKEND, World
+from tests.anomalies.test_multivariate import vitals
+from tests.api.conftest import API, ONE_BACKEND, VITALS, World, make
 from tests.detectors import Spike, flags, series
 
 RULE = {"detector": "spike", "settings": {"warmup": 5, "flag_at": 4.0}}
@@ -189,3 +190,93 @@ def test_a_restarted_app_carries_on_from_the_stored_state(
     with TestClient(new_app, headers=client.headers) as restarted:
         write(restarted, world["TPA"], values[20:], 20)
         assert [a["time_index"] for a in listed(restarted)] == flags(values) == [20]
+
+
+# --- scans with the multivariate and relational detectors -------------------------------------------------
+
+WARD = {"name": "ward", "axes": VITALS["axes"], "time": {"unit": "day", "step": 1}}
+DAY = "2026-01-03T00:00:00Z"
+RELATIONAL = {"detector": "relational", "schema": "ward", "label": "temperature", "relation": "treats", "via": True}
+
+
+def scan(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post(f"{API}/anomalies/scan", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_multivariate_scan_flags_a_joint_anomaly_listed_with_the_others(client: TestClient, world: World) -> None:
+    values = vitals()
+    cells = [
+        {"time": t, "metric": label, "value": float(values[t, k])}
+        for t in range(len(values))
+        for k, label in enumerate(("heart_rate", "temperature"))
+    ]
+    assert client.post(f"{API}/tensors/{world['TPA']}/values", json={"values": cells}).status_code == 200
+    assert scan(client, {"detector": "multivariate", "tensor_id": world["TPA"]}) == {"scored": 80, "flagged": 1}
+    (anomaly,) = listed(client, entity_id=world["PA"])
+    assert {k: anomaly[k] for k in ("tensor_id", "detector", "time_index")} == {
+        "tensor_id": world["TPA"],
+        "detector": "multivariate",
+        "time_index": 60,
+    }
+    assert anomaly["label"] in anomaly["reason"] and "together are unusual for Pat A" in anomaly["reason"]
+
+
+@pytest.fixture
+def wards(client: TestClient, world: World) -> dict[str, str]:
+    """Dr A treats Pat A and three calm patients; Dr B, beyond Dr A's reach, treats Pat A too and three patients
+    as warm as Pat A. Each patient's ward tensor holds a temperature on 3 January."""
+    assert client.post(f"{API}/schemas", json=WARD).status_code == 201
+    temperatures = {"PA": 39.8, "PA2": 37.0, "PA3": 37.2, "PA4": 36.9, "PB": 39.8, "PB2": 39.9, "PB3": 39.7}
+    ids = {key: world[key] for key in ("PA", "PB")}
+    for name, temperature in temperatures.items():
+        if name not in ids:
+            ids[name] = make(client, "/patients", {"name": f"Pat {name[1:]}"})
+            doctor = world["A"] if name.startswith("PA") else world["B"]
+            make(client, "/relations", {"source_id": doctor, "target_id": ids[name], "type": "treats"})
+        tensor = make(client, "/tensors", {"entity_id": ids[name], "schema": "ward", "origin": "2026-01-01T00:00:00Z"})
+        cell = {"time": 2, "metric": "temperature", "value": temperature}
+        assert client.post(f"{API}/tensors/{tensor}/values", json={"values": [cell]}).status_code == 200
+    make(client, "/relations", {"source_id": world["B"], "target_id": ids["PA"], "type": "treats"})
+    return ids
+
+
+def test_a_clinicians_relational_scan_compares_only_with_patients_they_may_see(
+    client: TestClient, world: World, wards: dict[str, str], login_as: Callable[..., TestClient]
+) -> None:
+    """Among everyone, Pat A is as warm as Dr B's patients; among Dr A's, the only warm one."""
+    alice = login_as("clinician", entity_id=world["A"])
+    assert scan(alice, {**RELATIONAL, "from": DAY}) == {"scored": 4, "flagged": 1}
+    (anomaly,) = listed(alice)
+    assert (anomaly["entity_id"], anomaly["detector"], anomaly["value"]) == (world["PA"], "relational", 39.8)
+    assert anomaly["reason"].startswith("temperature 39.8 is ")
+    assert anomaly["reason"].endswith("MADs above the 3 other patients related by treats to the same entities as Pat A")
+    assert scan(client, {**RELATIONAL, "from": DAY}) == {"scored": 7, "flagged": 0}  # and replaces Dr A's flag
+    assert listed(client) == []
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"detector": "relational", "schema": "vitals", "label": "heart_rate"}, 422, "(missing: relation, from)"),
+        ({**RELATIONAL, "from": 2}, 422, "from and to as timestamps"),
+        ({**RELATIONAL, "from": DAY, "relation": "Treats!"}, 422, "body.relation: String should match pattern"),
+        ({**RELATIONAL, "from": DAY, "direction": "sideways"}, 422, "body.direction: Input should be 'out', 'in'"),
+        ({**RELATIONAL, "from": DAY, "schema": "vitls"}, 404, "did you mean 'vitals'?"),
+        ({**RELATIONAL, "from": DAY, "schema": "vitals", "label": "temp"}, 422, "label 'temp' is not in schema"),
+        ({**RELATIONAL, "from": DAY, "schema": "vitals", "settings": {"min_neighbours": 1}}, 422, "min_neighbours ≥ 3"),
+        ({"detector": "multivariate", "schema": "vitals", "label": "heart_rate"}, 422, "label are not for the"),
+        ({"detector": "multivariate", "tensor_id": "00000000-0000-0000-0000-000000000000"}, 404, "does not exist"),
+        ({"detector": "multivariate", "schema": "vitals", "settings": {"warmup": 1}}, 422, "needs 2 ≤ warmup"),
+        ({"detector": "isolation", "schema": "vitals"}, 422, "body.detector: Input should be 'multivariate' or"),
+    ],
+)
+def test_a_bad_joint_scan_says_what_is_wrong(
+    client: TestClient, world: World, body: dict[str, Any], status: int, detail: str
+) -> None:
+    response = client.post(f"{API}/anomalies/scan", json=body)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert detail in response.json()["detail"]

@@ -14,6 +14,7 @@ from dust.engine import anomalies, tensors
 from dust.plugins import registry
 from dust.storage.models import AnomalyState
 from dust.storage.repositories import anomalies as repo
+from tests.anomalies.test_multivariate import vitals
 from tests.detectors import Spike, flags, series
 
 VITALS = {
@@ -360,3 +361,219 @@ def test_a_built_in_detector_flags_a_planted_spike(
     (anomaly,) = db.anomalies(tensor_id=tensor).items
     assert (anomaly.time_index, anomaly.detector) == (45, "mad")
     assert anomaly.reason is not None and "heart_rate 190" in anomaly.reason and "Jane Doe" in anomaly.reason
+
+
+# --- scans with the multivariate and relational detectors -------------------------------------------------
+
+
+def joint(steps: int = 80) -> list[dict[str, Any]]:
+    """Heart rate and temperature rising together, and at time 60 a heart rate 2 sd high with a temperature 2 sd
+    low: each usual alone, never seen together (``vitals`` of tests/anomalies/test_multivariate.py)."""
+    values = vitals(steps)
+    return [
+        {"time": t, "metric": label, "value": float(values[t, k])}
+        for t in range(steps)
+        for k, label in enumerate(("heart_rate", "temperature"))
+    ]
+
+
+def by_detector(db: Dust, detector: str) -> list[tuple[int, str]]:
+    return sorted((a.time_index, a.label) for a in db.anomalies(limit=500).items if a.detector == detector)
+
+
+def test_a_multivariate_scan_flags_a_joint_anomaly_that_mad_does_not(
+    db: Dust, tensor: uuid.UUID, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "detectors", REGISTERED)
+    db.put_anomaly_rule("vitals", "heart_rate", "mad")
+    db.put_anomaly_rule("vitals", "temperature", "mad")
+    db.write_values(tensor, joint())
+    assert db.anomalies().items == []  # streamed through mad, label by label: nothing
+    result = db.scan_anomalies(detector="multivariate", tensor_id=tensor)
+    assert (result.scored, result.flagged) == (80, 1)
+    (anomaly,) = db.anomalies().items
+    assert (anomaly.time_index, anomaly.detector, anomaly.schema_name) == (60, "multivariate", "vitals")
+    assert anomaly.label in ("heart_rate", "temperature") and anomaly.reason is not None
+    assert f"{anomaly.label} {anomaly.value:.4g}" in anomaly.reason
+    assert "heart_rate 86" in anomaly.reason and "temperature 36.2" in anomaly.reason
+    assert "together are unusual for Jane Doe (distance" in anomaly.reason
+
+
+@pytest.mark.parametrize(("start", "end"), [(None, None), (None, 60), (60, None), (60, 60), (50, 70)])
+def test_a_multivariate_scan_judges_a_step_from_the_steps_before_it_whatever_the_window(
+    db: Dust, tensor: uuid.UUID, start: int | None, end: int | None
+) -> None:
+    """The steps before ``from`` warm the detector up; those after ``to`` are never read."""
+    db.write_values(tensor, joint())
+    db.scan_anomalies(detector="multivariate", tensor_id=tensor, start=start, end=end)
+    assert [t for t, _ in by_detector(db, "multivariate")] == [60]
+
+
+def test_scans_replace_their_own_detectors_flags_only(db: Dust, ruled: uuid.UUID) -> None:
+    values = joint()
+    values[2 * 30]["value"] = 150.0  # a heart rate spike at time 30, for the spike rule
+    db.write_values(ruled, values)
+    spikes = by_detector(db, "spike")
+    for _ in range(2):
+        db.scan_anomalies(detector="multivariate", schema="vitals")
+        db.scan_anomalies("heart_rate", tensor_id=ruled)
+    assert by_detector(db, "spike") == spikes != []
+    assert [t for t, _ in by_detector(db, "multivariate")] == [30, 60]
+
+
+WARD = {**VITALS, "name": "ward"}
+ON_THE_DAY = "2026-01-03T00:00:00Z"
+
+
+@pytest.fixture
+def practice(db: Dust) -> dict[str, uuid.UUID]:
+    """Dr D treats P1..P5, whose temperatures on 3 January are usual but P5's; P5 has been in contact with
+    P1..P4; Dr E treats Q1..Q3, of whom Q3 is far from the others but has only two fellow patients. P5's tensor
+    begins on 3 January, the others' on 1 January: the same day is time 0 of one and time 2 of the others."""
+    db.create_schema(WARD)
+    ids: dict[str, uuid.UUID] = {}
+    temperatures = {"P1": 37.0, "P2": 37.2, "P3": 36.9, "P4": 37.1, "P5": 39.8, "Q1": 37.0, "Q2": 37.1, "Q3": 41.0}
+    for doctor in ("D", "E"):
+        ids[doctor] = db.create_entity("doctor", f"Dr {doctor}").id
+    for name, temperature in temperatures.items():
+        ids[name] = db.create_patient(name).id
+        db.relate(ids["D" if name.startswith("P") else "E"], ids[name], "treats")
+        origin, day = ("2026-01-03T00:00:00Z", 0) if name == "P5" else ("2026-01-01T00:00:00Z", 2)
+        tensor = db.create_tensor(ids[name], "ward", origin=origin).id
+        db.write_values(tensor, [{"time": day, "metric": "temperature", "value": temperature}])
+        db.write_values(tensor, [{"time": day + 1, "metric": "temperature", "value": 37.0}])
+    for other in ("P1", "P2", "P3", "P4"):
+        db.relate(ids["P5"], ids[other], "contact")
+    return ids
+
+
+def relational_flags(db: Dust, ids: dict[str, uuid.UUID]) -> list[str]:
+    names = {v: k for k, v in ids.items()}
+    return sorted(names[a.entity_id] for a in db.anomalies(limit=500).items if a.detector == "relational")
+
+
+@pytest.mark.parametrize(
+    ("relation", "direction", "via", "scored", "flagged"),
+    [
+        ("treats", "both", True, 5, ["P5"]),  # the other patients of one's doctor; Q1..Q3 have two: not judged
+        ("treats", "in", True, 5, ["P5"]),  # patient ← treats ← doctor → treats → patient
+        ("treats", "out", True, 0, []),  # patients treat no one
+        ("contact", "both", False, 1, ["P5"]),  # P1..P4 each have one contact: not judged
+        ("contact", "out", False, 1, ["P5"]),
+        ("contact", "in", False, 0, []),
+        ("treats", "both", False, 0, []),  # a patient's doctor has no temperature
+    ],
+)
+def test_a_relational_scan_flags_the_entity_far_from_those_it_is_related_to(
+    db: Dust,
+    practice: dict[str, uuid.UUID],
+    relation: str,
+    direction: str,
+    via: bool,
+    scored: int,
+    flagged: list[str],
+) -> None:
+    result = db.scan_anomalies(
+        "temperature",
+        schema="ward",
+        start=ON_THE_DAY,
+        detector="relational",
+        relation=relation,
+        direction=direction,
+        via=via,
+    )
+    assert (result.scored, result.flagged) == (scored, len(flagged))
+    assert relational_flags(db, practice) == flagged
+
+
+@pytest.mark.parametrize(
+    ("via", "reason"),
+    [
+        (True, "temperature 39.8 is {z} MADs above the 4 other patients related by treats to the same entities as P5"),
+        (False, "temperature 39.8 is {z} MADs above the 4 patients P5 is related to by contact"),
+    ],
+)
+def test_a_relational_flag_says_what_it_was_compared_with(
+    db: Dust, practice: dict[str, uuid.UUID], via: bool, reason: str
+) -> None:
+    relation = "treats" if via else "contact"
+    db.scan_anomalies("temperature", schema="ward", start=ON_THE_DAY, detector="relational", relation=relation, via=via)
+    (anomaly,) = db.anomalies().items
+    assert (anomaly.entity_id, anomaly.label, anomaly.value, anomaly.time_index) == (
+        practice["P5"],
+        "temperature",
+        39.8,
+        0,
+    )
+    assert anomaly.time.isoformat() == "2026-01-03T00:00:00+00:00"
+    assert anomaly.reason is not None
+    head, tail = reason.split("{z}")
+    assert anomaly.reason.startswith(head) and anomaly.reason.endswith(tail)
+
+
+@pytest.mark.parametrize(("day", "scored"), [(ON_THE_DAY, 0), ("2026-01-04T00:00:00Z", 1)])
+def test_a_relational_scan_counts_the_relations_valid_at_each_step(
+    db: Dust, practice: dict[str, uuid.UUID], day: str, scored: int
+) -> None:
+    for other in ("P1", "P2", "P3", "P4"):  # beside since the 4th only
+        db.relate(practice["P5"], practice[other], "beside", valid_from="2026-01-04T00:00:00Z")
+    result = db.scan_anomalies("temperature", schema="ward", start=day, detector="relational", relation="beside")
+    assert (result.scored, result.flagged) == (scored, 0)
+
+
+def test_a_relational_scan_replaces_its_flags_in_its_window_only(db: Dust, practice: dict[str, uuid.UUID]) -> None:
+    scan = {"schema": "ward", "detector": "relational", "relation": "treats", "via": True}
+    db.scan_anomalies("temperature", start=ON_THE_DAY, **scan)
+    db.scan_anomalies("temperature", start=ON_THE_DAY, end="2026-01-04T00:00:00Z", **scan)
+    db.scan_anomalies("temperature", start="2026-01-04T00:00:00Z", **scan)  # a calm day: its flags, none
+    assert relational_flags(db, practice) == ["P5"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "detail"),
+    [
+        ({"detector": "multivariate"}, "give either tensor_id or schema"),
+        ({"detector": "multivariate", "schema": "vitals", "label": "heart_rate"}, "label are not for the multivariate"),
+        ({"detector": "multivariate", "schema": "vitals", "settings": {"window": 1}}, "needs 2 ≤ warmup ≤ window"),
+        ({"detector": "multivariate", "schema": "vitals", "settings": {"windw": 9}}, "unexpected keyword argument"),
+        ({"detector": "relational", "schema": "vitals", "label": "temperature"}, "(missing: relation, from)"),
+        ({"detector": "relational", "tensor_id": "tensor"}, "tensor_id is not for the relational detector"),
+        (
+            {"detector": "relational", "schema": "vitals", "label": "temperature", "relation": "treats", "start": 2},
+            "from and to as timestamps",
+        ),
+        (
+            {"detector": "relational", "schema": "vitals", "label": "temp", "relation": "treats", "start": ON_THE_DAY},
+            "label 'temp' is not in schema vitals",
+        ),
+        (
+            {
+                "detector": "relational",
+                "schema": "vitals",
+                "label": "temperature",
+                "relation": "treats",
+                "start": ON_THE_DAY,
+                "end": "2026-01-01T00:00:00Z",
+            },
+            "from is after to",
+        ),
+        (
+            {
+                "detector": "relational",
+                "schema": "vitals",
+                "label": "temperature",
+                "relation": "treats",
+                "start": "1990-01-01T00:00:00Z",
+                "end": ON_THE_DAY,
+            },
+            "spans at most 10,000 steps",
+        ),
+        ({"label": "heart_rate", "schema": "vitals", "relation": "treats"}, "relation are for the multivariate"),
+        ({"detector": "isolation", "schema": "vitals"}, "Input should be 'multivariate' or 'relational'"),
+    ],
+)
+def test_a_bad_joint_scan_is_refused(db: Dust, tensor: uuid.UUID, request_: dict[str, Any], detail: str) -> None:
+    arguments = {**request_, **({"tensor_id": tensor} if "tensor_id" in request_ else {})}
+    with pytest.raises(InvalidInput) as refused:
+        db.scan_anomalies(**arguments)
+    assert detail in refused.value.detail

@@ -152,14 +152,32 @@ def add(session: Session, rows: list[dict[str, Any]]) -> None:
         session.execute(_INSERT_ANOMALIES, rows)
 
 
-def drop(session: Session, tensor_id: uuid.UUID, cells: Collection[int], first: int, last: int) -> None:
-    """The flagged values of a tensor's ``cells`` at times ``first..last`` (a scan replaces them)."""
+def drop(
+    session: Session, tensor_id: uuid.UUID, cells: Collection[int], first: int, last: int, keep: Collection[str] = ()
+) -> None:
+    """The flagged values of a tensor's ``cells`` at times ``first..last`` (a scan replaces them), but those of
+    the detectors in ``keep``."""
     a = _ANOMALIES.c
     session.execute(
         delete(_ANOMALIES).where(
-            a.tensor_id == tensor_id, a.cell.in_(list(cells)), a.time_index >= first, a.time_index <= last
+            a.tensor_id == tensor_id,
+            a.cell.in_(list(cells)),
+            a.time_index >= first,
+            a.time_index <= last,
+            a.detector.not_in(list(keep)),
         )
     )
+
+
+def drop_detected(
+    session: Session, tensor_id: uuid.UUID, detector: str, first: int, last: int, cells: Collection[int] | None = None
+) -> None:
+    """What ``detector`` flagged in a tensor at times ``first..last`` (of ``cells``; None: any)."""
+    a = _ANOMALIES.c
+    stmt = delete(_ANOMALIES).where(
+        a.tensor_id == tensor_id, a.detector == detector, a.time_index >= first, a.time_index <= last
+    )
+    session.execute(stmt if cells is None else stmt.where(a.cell.in_(list(cells))))
 
 
 @dataclass(frozen=True)
