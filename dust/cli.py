@@ -417,12 +417,13 @@ def plugins_list() -> None:
             plugin.name + (" (built in)" if plugin.builtin else ""),
             plugin.version or "",
             ", ".join(plugin.detectors),
+            ", ".join(plugin.analyses),
             ", ".join(plugin.domain_packs),
             ", ".join(plugin.commands),
         ]
         for plugin in registry.plugins()
     ]
-    _rows(["plugin", "version", "detectors", "domain packs", "commands"], rows)
+    _rows(["plugin", "version", "detectors", "analyses", "domain packs", "commands"], rows)
 
 
 def _add_plugin_commands() -> None:

@@ -17,6 +17,7 @@ class PluginOut(BaseModel):
     version: str | None
     builtin: bool
     detectors: list[str] = Field(description="Anomaly detectors it adds, by name.")
+    analyses: list[str] = Field(description="Series analyses it adds to GET /tensors/{id}/analysis.")
     domain_packs: list[str] = Field(description="Domain packs it adds (`dust demo <name>`).")
     commands: list[str] = Field(description="Commands it adds to `dust`.")
 

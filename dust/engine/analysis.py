@@ -13,6 +13,8 @@
   prediction intervals are the model's. A short series thus gets a simple model, and a flat one a flat forecast.
 
 Values are scaled into [-1, 1] before any of this, so that values near float64's largest cannot overflow.
+The three are registered as analyses through the plugin hook ``dust_analyses``, as a plugin's are; theirs run
+after them and appear under ``more``.
 statsmodels (and pandas) are imported where they are used: seconds to import, which no other command should pay.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from statistics import NormalDist
@@ -34,6 +36,7 @@ from dust.core.errors import InvalidInput, did_you_mean
 from dust.engine import schemas, tensors
 from dust.engine.schemas import Axis, SchemaDef
 from dust.engine.timegrid import TimeGrid
+from dust.plugins import registry
 
 MIN_POINTS = 8  # recorded values a series needs: a trend with a confidence interval and a model to forecast
 HORIZON = 7
@@ -84,11 +87,15 @@ class Analysis(BaseModel):
     trend: Trend
     seasonality: Seasonality | None = Field(description="The period found, or null when there is none.")
     forecast: Forecast
+    more: dict[str, Any] = Field(
+        default_factory=dict, description="What plugins' analyses (`dust_analyses`) found, by analysis name."
+    )
 
 
 @dataclass(frozen=True)
-class _Series:
-    """The analysed span, scaled: ``z`` = (value - center) / scale, NaN where nothing was recorded."""
+class Series:
+    """The analysed span, from the first recorded value to the last, scaled: ``z`` = (value - center) / scale,
+    NaN where nothing was recorded (the scale keeps values near float64's largest from overflowing)."""
 
     indices: np.ndarray
     z: np.ndarray
@@ -108,6 +115,52 @@ class _Series:
         with np.errstate(over="ignore", invalid="ignore"):
             value = float(self.center + z * self.scale)
         return value if np.isfinite(value) else None
+
+    def values(self) -> np.ndarray:
+        """The values as recorded (NaN in the gaps)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.center + self.z * self.scale
+
+
+@dataclass
+class Context:
+    """What an analysis is given: the series, its schema and time grid, the forecast horizon asked for, and the
+    results of the analyses run before it (by name: the built-ins run first, in the order trend, seasonality,
+    forecast)."""
+
+    series: Series
+    sdef: SchemaDef
+    grid: TimeGrid
+    horizon: int
+    results: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SeriesAnalysis:
+    """One analysis of a series, registered through the plugin hook ``dust_analyses``. ``run`` returns a
+    pydantic model or JSON-able data (None when there is nothing to say). The built-ins fill the answer's
+    ``trend``, ``seasonality`` and ``forecast``; any other appears under ``more``, by its name."""
+
+    name: str
+    description: str
+    run: Callable[[Context], Any]
+
+
+BUILTIN = ("trend", "seasonality", "forecast")
+
+
+def builtin_analyses() -> list[SeriesAnalysis]:
+    return [
+        SeriesAnalysis("trend", "Slope per time unit with a 95% CI (OLS).", lambda c: _trend(c.series, c.sdef)),
+        SeriesAnalysis(
+            "seasonality", "The period found (ACF, STL strength), if any.", lambda c: _seasonality(c.series)
+        ),
+        SeriesAnalysis(
+            "forecast",
+            "The next steps with 95% intervals (ETS of least AICc).",
+            lambda c: _forecast(c.series, c.results["seasonality"], c.horizon, c.grid),
+        ),
+    ]
 
 
 def analyse(
@@ -132,8 +185,10 @@ def analyse(
     picks = _series_picks(sdef, label, selection or {})
     view = tensors.read(session, tensor_id, start=start, end=end, labels=picks, max_cells=max_cells)
     series = _series(view.values, np.asarray(view.coords["time"], dtype=np.int64), label, tensor_id)
-    trend = _trend(series, sdef)
-    seasonality = _seasonality(series)
+    context = Context(series, sdef, view.grid, horizon, results={})
+    for analysis in registry.analyses().values():  # the built-ins first: later ones may use their results
+        context.results[analysis.name] = analysis.run(context)
+    found = context.results
     return Analysis(
         tensor_id=tensor_id,
         label=label,
@@ -141,9 +196,10 @@ def analyse(
         values=int(series.recorded.sum()),
         start=view.grid.timestamp(int(series.indices[0])),
         end=view.grid.timestamp(int(series.indices[-1])),
-        trend=trend,
-        seasonality=seasonality,
-        forecast=_forecast(series, seasonality, horizon, view.grid),
+        trend=found["trend"],
+        seasonality=found["seasonality"],
+        forecast=found["forecast"],
+        more={name: result for name, result in found.items() if name not in BUILTIN},
     )
 
 
@@ -183,7 +239,7 @@ def _has(sdef: SchemaDef, axis: Axis, label: str) -> bool:
     return True
 
 
-def _series(values: np.ndarray, indices: np.ndarray, label: str, tensor_id: uuid.UUID) -> _Series:
+def _series(values: np.ndarray, indices: np.ndarray, label: str, tensor_id: uuid.UUID) -> Series:
     """The span from the first recorded value to the last, scaled into [-1, 1]; 422 with too few values or steps."""
     recorded = np.flatnonzero(~np.isnan(values))
     if recorded.size < MIN_POINTS:
@@ -201,10 +257,10 @@ def _series(values: np.ndarray, indices: np.ndarray, label: str, tensor_id: uuid
     low, high = float(np.nanmin(span)), float(np.nanmax(span))
     center, scale = low / 2 + high / 2, high / 2 - low / 2  # halves: no overflow near float64's largest
     z = (span - center) / scale if scale else span - center
-    return _Series(indices[first : last + 1], z, center, scale)
+    return Series(indices[first : last + 1], z, center, scale)
 
 
-def _trend(series: _Series, sdef: SchemaDef) -> Trend:
+def _trend(series: Series, sdef: SchemaDef) -> Trend:
     """OLS of the recorded values on their index; the slope per schema unit (a step is ``step`` units)."""
     from statsmodels.regression.linear_model import OLS
 
@@ -222,7 +278,7 @@ def _trend(series: _Series, sdef: SchemaDef) -> Trend:
     )
 
 
-def _seasonality(series: _Series) -> Seasonality | None:
+def _seasonality(series: Series) -> Seasonality | None:
     """The strongest significant period of the detrended series, if STL finds it strong enough."""
     from statsmodels.tsa.seasonal import STL
     from statsmodels.tsa.stattools import acf
@@ -246,7 +302,7 @@ def _seasonality(series: _Series) -> Seasonality | None:
     return Seasonality(period=period, strength=round(float(strength), 6), autocorrelation=round(float(r[period]), 6))
 
 
-def _detrended(series: _Series) -> np.ndarray:
+def _detrended(series: Series) -> np.ndarray:
     recorded = series.recorded
     slope, intercept = np.polyfit(np.flatnonzero(recorded), series.z[recorded], 1)
     return series.z - (intercept + slope * np.arange(series.z.size))
@@ -269,7 +325,7 @@ def _period(r: np.ndarray, n: int) -> int | None:
     return next(k for k in peaks if best % k == 0)
 
 
-def _forecast(series: _Series, seasonality: Seasonality | None, horizon: int, grid: TimeGrid) -> Forecast:
+def _forecast(series: Series, seasonality: Seasonality | None, horizon: int, grid: TimeGrid) -> Forecast:
     """The next ``horizon`` steps after the last recorded one, by the ETS model of least AICc."""
     window = series.filled()[-FIT_STEPS:]
     if np.ptp(window) == 0:  # nothing to fit: the value stays

@@ -9,6 +9,7 @@ from dust.plugins import hookimpl
 if TYPE_CHECKING:
     from dust.anomalies.base import Detector
     from dust.domains import DomainPack
+    from dust.engine.analysis import SeriesAnalysis
 
 
 @hookimpl
@@ -16,6 +17,13 @@ def dust_detectors() -> list[type[Detector]]:
     from dust.anomalies.detectors import DETECTORS
 
     return list(DETECTORS.values())
+
+
+@hookimpl
+def dust_analyses() -> list[SeriesAnalysis]:
+    from dust.engine.analysis import builtin_analyses
+
+    return builtin_analyses()
 
 
 @hookimpl

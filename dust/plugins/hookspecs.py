@@ -14,11 +14,18 @@ if TYPE_CHECKING:
 
     from dust.anomalies.base import Detector
     from dust.domains import DomainPack
+    from dust.engine.analysis import SeriesAnalysis
 
 
 @hookspec
 def dust_detectors() -> list[type[Detector]]:
     """Anomaly detector classes (``dust.anomalies.base.Detector``), each with a ``name`` unique across plugins."""
+    raise NotImplementedError
+
+
+@hookspec
+def dust_analyses() -> list[SeriesAnalysis]:
+    """Analyses of one series (``dust.engine.analysis.SeriesAnalysis``) for GET /tensors/{id}/analysis."""
     raise NotImplementedError
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from dust.anomalies.base import Detector
     from dust.domains import DomainPack
+    from dust.engine.analysis import SeriesAnalysis
 
 BUILTIN = "dust"  # the name DUST's own plugin is registered under
 
@@ -32,6 +33,7 @@ class Plugin:
     version: str | None
     builtin: bool
     detectors: list[str] = field(default_factory=list)
+    analyses: list[str] = field(default_factory=list)
     domain_packs: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
 
@@ -49,6 +51,7 @@ def reload() -> None:
     """Look for plugins again, e.g. after one was installed into the running process."""
     manager.cache_clear()
     detectors.cache_clear()
+    analyses.cache_clear()
     domain_packs.cache_clear()
 
 
@@ -56,6 +59,14 @@ def reload() -> None:
 def detectors() -> dict[str, type[Detector]]:
     """Every detector class by name."""
     return _unique("detector", ((by, c.name, c) for by, made in _each(manager().hook.dust_detectors) for c in made))
+
+
+@functools.cache
+def analyses() -> dict[str, SeriesAnalysis]:
+    """Every series analysis by name, DUST's own first (registration order: later ones may use their results)."""
+    found = _each(manager().hook.dust_analyses)
+    found.sort(key=lambda entry: entry[0] != BUILTIN)
+    return _unique("analysis", ((by, a.name, a) for by, made in found for a in made))
 
 
 @functools.cache
@@ -80,6 +91,8 @@ def plugins() -> list[Plugin]:
     listed: dict[str, dict[str, list[str]]] = {name: {} for name, _ in registered.list_name_plugin()}
     for by, made in _each(registered.hook.dust_detectors):
         listed[by].setdefault("detectors", []).extend(c.name for c in made)
+    for by, made in _each(registered.hook.dust_analyses):
+        listed[by].setdefault("analyses", []).extend(a.name for a in made)
     for by, packs in _each(registered.hook.dust_domain_packs):
         listed[by].setdefault("domain_packs", []).extend(p.name for p in packs)
     for impl in registered.hook.dust_commands.get_hookimpls():

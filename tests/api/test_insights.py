@@ -163,7 +163,9 @@ def test_an_analysis_has_a_trend_a_seasonality_and_a_forecast(client: TestClient
         "trend",
         "seasonality",
         "forecast",
+        "more",
     }
+    assert body["more"] == {}  # no plugin adds an analysis here
     assert body["selection"] == {"metric": "heart_rate"} and body["values"] == 20
     assert set(body["trend"]) == {"slope", "low", "high", "p_value", "per"} and body["trend"]["per"] == "day"
     assert body["seasonality"] is None or set(body["seasonality"]) == {"period", "strength", "autocorrelation"}

@@ -49,13 +49,19 @@ def test_the_builtins_are_a_plugin_like_any_other() -> None:
     dust = registry.plugins()[0]
     assert (dust.name, dust.builtin) == ("dust", True)
     assert "healthcare" in dust.domain_packs
+    assert dust.analyses == ["trend", "seasonality", "forecast"]
     assert set(dust.detectors) == set(registry.detectors()) - {"threshold"}
 
 
 def test_an_installed_plugin_is_found_with_what_it_adds(installed: Path) -> None:
     example = next(p for p in registry.plugins() if p.name == "dust-example")
     assert (example.version, example.builtin) == ("0.1.0", False)
-    assert (example.detectors, example.commands, example.domain_packs) == (["threshold"], ["hello"], [])
+    assert (example.detectors, example.analyses, example.commands, example.domain_packs) == (
+        ["threshold"],
+        ["range"],
+        ["hello"],
+        [],
+    )
 
 
 def test_its_detector_scores_like_a_builtin_and_resumes_from_its_state(installed: Path) -> None:
@@ -77,7 +83,7 @@ def test_dust_plugins_list_names_it_and_its_command_runs(installed: Path) -> Non
     listed = _dust(installed, "plugins", "list")
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if "dust-example" in line)
-    assert "0.1.0" in line and "threshold" in line and "hello" in line
+    assert "0.1.0" in line and "threshold" in line and "range" in line and "hello" in line
     hello = _dust(installed, "hello", "--name", "Jane")
     assert (hello.returncode, hello.stdout) == (0, "hello, Jane, from the example plugin\n")
 
@@ -92,6 +98,7 @@ def test_get_plugins_lists_it_for_admins_only(installed: Path, login_as: Callabl
         "version": "0.1.0",
         "builtin": False,
         "detectors": ["threshold"],
+        "analyses": ["range"],
         "domain_packs": [],
         "commands": ["hello"],
     }
@@ -134,3 +141,18 @@ def test_its_detector_flags_values_written_through_the_api(
     (flagged,) = admin.get("/api/v1/anomalies", params={"entity_id": patient}).json()["items"]
     assert (flagged["detector"], flagged["time_index"], flagged["value"]) == ("threshold", 1, 120.0)
     assert flagged["reason"] == "heart_rate 120 is above the limit of 100"
+
+
+@ONE_BACKEND
+def test_its_analysis_comes_with_the_built_in_ones(installed: Path, login_as: Callable[..., TestClient]) -> None:
+    admin = login_as("admin")
+    schema = {"name": "vitals", "axes": [{"name": "metric", "labels": ["heart_rate"]}]}
+    assert admin.post("/api/v1/schemas", json=schema).status_code == 201
+    patient = admin.post("/api/v1/patients", json={"name": "Jane Doe"}).json()["id"]
+    tensor = admin.post("/api/v1/tensors", json={"entity_id": patient, "schema": "vitals"}).json()["id"]
+    cells = [{"time": t, "metric": "heart_rate", "value": 60.0 + t} for t in range(10)]
+    assert admin.post(f"/api/v1/tensors/{tensor}/values", json={"values": cells}).status_code == 200
+    analysed = admin.get(f"/api/v1/tensors/{tensor}/analysis", params={"label": "heart_rate"})
+    assert analysed.status_code == 200, analysed.text
+    assert analysed.json()["more"] == {"range": {"low": 60.0, "high": 69.0}}
+    assert analysed.json()["trend"]["slope"] == pytest.approx(1.0)

@@ -1,13 +1,16 @@
-"""An example DUST plugin: a detector that flags values above a fixed limit, and a `dust hello` command."""
+"""An example DUST plugin: a detector that flags values above a fixed limit, an analysis of a series' range, and a
+`dust hello` command."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, ClassVar, Self
 
+import numpy as np
 import typer
 
 from dust.anomalies.base import Score
+from dust.engine.analysis import Context, SeriesAnalysis
 from dust.plugins import hookimpl
 
 
@@ -42,6 +45,17 @@ class Threshold:
 @hookimpl
 def dust_detectors() -> list[type]:
     return [Threshold]
+
+
+def value_range(context: Context) -> dict[str, float]:
+    """The lowest and highest value recorded."""
+    values = context.series.values()
+    return {"low": float(np.nanmin(values)), "high": float(np.nanmax(values))}
+
+
+@hookimpl
+def dust_analyses() -> list[SeriesAnalysis]:
+    return [SeriesAnalysis("range", "The lowest and highest value recorded.", value_range)]
 
 
 @hookimpl
