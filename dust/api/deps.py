@@ -8,7 +8,7 @@ the session, where the engine's access policy finds it. ``allow(permission)`` de
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -53,10 +53,14 @@ BEFORE_COMMIT = "before_commit"
 
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request, committed when the handler returns (before the response is sent)."""
+    with _request_transaction(request) as session:
+        yield session
+
+
+def _request_transaction(request: Request) -> AbstractContextManager[Session]:
     read_only = request.method in READS
     hook = None if read_only else getattr(request.state, BEFORE_COMMIT, None)
-    with transaction(request.app.state, read_only=read_only, before_commit=hook) as session:
-        yield session
+    return transaction(request.app.state, read_only=read_only, before_commit=hook)
 
 
 # Dependencies that neither wait nor block are ``async def``: FastAPI runs a plain ``def`` dependency in its
@@ -74,10 +78,19 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def signed_in(
-    request: Request, session: PublicSessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(bearer)]
-) -> Session:
+    request: Request, settings: SettingsDep, token: Annotated[str | None, Depends(bearer)]
+) -> Iterator[Session]:
+    """The request's transaction, with the bearer credential checked first in it and its principal on the
+    session. One dependency, not a session and a check: each plain ``def`` dependency is a hop to the thread
+    pool and back, which costs more than the check (a request without a credential opens no transaction)."""
     if not token:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token or API key>")
+    with _request_transaction(request) as session:
+        _act_as_bearer(request, session, settings, token)
+        yield session
+
+
+def _act_as_bearer(request: Request, session: Session, settings: Settings, token: str) -> None:
     try:
         signed = users.authenticate(session, settings, token)
     except users.AuthError as problem:
@@ -103,7 +116,6 @@ def signed_in(
     access.act_as(session, who)
     request.state.user = user.username
     request.state.signed_in = signed
-    return session
 
 
 SessionDep = Annotated[Session, Depends(signed_in, scope="function")]
