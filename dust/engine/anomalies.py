@@ -381,7 +381,7 @@ def _score_write(session: Session, write: Written, cells: _Cells) -> None:
     times, flat, numbers = write.times[ruled], write.cells[ruled], write.numbers[ruled]
     series = np.unique(flat).tolist()
     stored = repo.states(session, write.row.id, series)
-    grid = _grid(write.row, write.sdef)
+    grid = tensor_grid(write.row, write.sdef)
     new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     flagged: list[dict[str, Any]] = []
@@ -457,12 +457,12 @@ def _flag(series: _Series, rule: Rule, t: int, value: float, score: Score, now: 
         "score": float(score.score),
         "detector": rule.detector,
         # {entity} is filled in as each reader may see it (a pseudonym for de-identified readers)
-        "reason": reason.replace("{label}", _cell_name(series.sdef, series.cell, rule.label))[:MAX_REASON],
+        "reason": reason.replace("{label}", cell_name(series.sdef, series.cell, rule.label))[:MAX_REASON],
         "created_at": now,
     }
 
 
-def _cell_name(sdef: SchemaDef, cell: int, label: str) -> str:
+def cell_name(sdef: SchemaDef, cell: int, label: str) -> str:
     """``heart_rate``, or on a schema of several axes ``heart_rate (position=sitting)``."""
     coords = np.unravel_index(cell, sdef.shape)
     others = [
@@ -483,7 +483,7 @@ def renumber(session: Session, tensor_id: uuid.UUID, before: SchemaDef, after: S
     repo.renumber(session, tensor_id, sorted(zip(old, moved.tolist(), strict=True), reverse=True))
 
 
-def _grid(row: Tensor, sdef: SchemaDef) -> TimeGrid:
+def tensor_grid(row: Tensor, sdef: SchemaDef) -> TimeGrid:
     return TimeGrid(row.origin, sdef.time.seconds, sdef.time.zone)
 
 
@@ -518,7 +518,7 @@ def scan(session: Session, request: ScanRequest) -> ScanResult:
         sdef = schemas.get_def(session, row.schema_name, row.schema_version)
         cells = _cells(session, sdef)
         ruled = cells.rule_of == (cells.rules.index(rule) if rule in cells.rules else -2)  # -2: none
-        window = _window(row, sdef, request)
+        window = scan_window(row, sdef, request)
         if window is not None and ruled.any():
             counts = _scan_series(session, row, sdef, rule, np.flatnonzero(ruled), window)
             scored, flagged = scored + counts[0], flagged + counts[1]
@@ -543,13 +543,13 @@ def _scan_series(
     chunk, not the series); (values scored, values flagged)."""
     first, last = window
     repo.drop(session, row.id, cells.tolist(), first, last, keep=SCANS)  # theirs are replaced by their scans
-    grid = _grid(row, sdef)
+    grid = tensor_grid(row, sdef)
     detectors = [_detector(rule, None) for _ in cells.tolist()]
     scored_up_to: list[int | None] = [None] * cells.size
     flagged: list[dict[str, Any]] = []
     scored = 0
     for start in range(first, last + 1, SCAN_STEPS):
-        values = _stored(session, row, sdef, cells, start, min(start + SCAN_STEPS - 1, last))
+        values = stored_values(session, row, sdef, cells, start, min(start + SCAN_STEPS - 1, last))
         for k, cell in enumerate(cells.tolist()):
             recorded = np.flatnonzero(~np.isnan(values[:, k]))
             series = _Series(row, sdef, cell, grid)
@@ -565,17 +565,19 @@ def _scan_series(
     return scored, len(flagged)
 
 
-def _window(row: Tensor, sdef: SchemaDef, request: ScanRequest) -> tuple[int, int] | None:
+def scan_window(row: Tensor, sdef: SchemaDef, request: ScanRequest) -> tuple[int, int] | None:
     """The recorded time range within ``request``'s from..to; None if they do not meet."""
     if row.time_min is None or row.time_max is None:
         return None
-    grid = _grid(row, sdef)
+    grid = tensor_grid(row, sdef)
     first = row.time_min if request.start is None else max(grid.index(request.start, "from"), row.time_min)
     last = row.time_max if request.end is None else min(grid.index(request.end, "to"), row.time_max)
     return (first, last) if first <= last else None
 
 
-def _stored(session: Session, row: Tensor, sdef: SchemaDef, cells: np.ndarray, first: int, last: int) -> np.ndarray:
+def stored_values(
+    session: Session, row: Tensor, sdef: SchemaDef, cells: np.ndarray, first: int, last: int
+) -> np.ndarray:
     """The stored values of ``cells`` at times ``first..last``, as (time, cell); NaN where none."""
     block = codec.BLOCK
     b0, b1 = first // block, last // block

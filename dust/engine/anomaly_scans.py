@@ -34,10 +34,10 @@ from dust.engine.anomalies import (
     SCAN_STEPS,
     ScanRequest,
     ScanResult,
-    _cell_name,
-    _grid,
-    _stored,
-    _window,
+    cell_name,
+    scan_window,
+    stored_values,
+    tensor_grid,
 )
 from dust.engine.schemas import SchemaDef
 from dust.engine.timegrid import as_utc
@@ -85,7 +85,7 @@ def multivariate(session: Session, request: ScanRequest) -> ScanResult:
     scored = flagged = 0
     for row in rows.values():
         sdef = schemas.get_def(session, row.schema_name, row.schema_version)
-        window = _window(row, sdef, request)
+        window = scan_window(row, sdef, request)
         if window is not None:
             counts = _scan_tensor(session, row, sdef, window, request)
             scored, flagged = scored + counts[0], flagged + counts[1]
@@ -97,7 +97,7 @@ def _labels(sdef: SchemaDef) -> list[tuple[str, str]]:
     """(label of the first axis, name) of each cell: ``heart_rate``, or ``heart_rate (position=sit)``."""
     first = np.unravel_index(np.arange(math.prod(sdef.shape)), sdef.shape)[0]
     labels = [sdef.axes[0].labels[int(i)] for i in first]
-    return [(label, _cell_name(sdef, cell, label)) for cell, label in enumerate(labels)]
+    return [(label, cell_name(sdef, cell, label)) for cell, label in enumerate(labels)]
 
 
 def _scan_tensor(
@@ -112,11 +112,11 @@ def _scan_tensor(
     first, last = window
     start = max(first - detector.window, row.time_min or 0)
     repo.drop_detected(session, row.id, Multivariate.name, first, last)
-    grid, cells, now = _grid(row, sdef), np.arange(len(labels)), utcnow()
+    grid, cells, now = tensor_grid(row, sdef), np.arange(len(labels)), utcnow()
     flagged: list[dict[str, Any]] = []
     scored = 0
     for at in range(start, last + 1, SCAN_STEPS):
-        values = _stored(session, row, sdef, cells, at, min(at + SCAN_STEPS - 1, last))
+        values = stored_values(session, row, sdef, cells, at, min(at + SCAN_STEPS - 1, last))
         for i in np.flatnonzero(~np.isnan(values).all(axis=1)).tolist():
             judged, t = detector.update(values[i]), at + i
             if t < first:
@@ -231,7 +231,7 @@ def _span(row: Tensor, sdef: SchemaDef, window: tuple[datetime, datetime]) -> tu
     """The tensor's recorded steps holding the window's ends and those between; None if they do not meet."""
     if row.time_min is None or row.time_max is None:
         return None
-    grid = _grid(row, sdef)
+    grid = tensor_grid(row, sdef)
     try:
         first, last = max(grid.step_of(window[0]), row.time_min), min(grid.step_of(window[1]), row.time_max)
     except OverflowError:  # a step next to an end would fall outside the years 1..9999: far from any value
@@ -250,11 +250,11 @@ def _values_by_step(
         cells, span = _label_cells(sdef, label, position), _span(row, sdef, window)
         if span is None or not cells.size:
             continue
-        grid = _grid(row, sdef)
-        values = _stored(session, row, sdef, cells, *span)
+        grid = tensor_grid(row, sdef)
+        values = stored_values(session, row, sdef, cells, *span)
         for i, k in zip(*np.nonzero(~np.isnan(values)), strict=True):
             t, cell = span[0] + int(i), int(cells[k])
-            key = (grid.timestamp(t), _cell_name(sdef, cell, label))
+            key = (grid.timestamp(t), cell_name(sdef, cell, label))
             found[key].append(_Value(row, sdef, cell, t, float(values[i, k])))
     return found
 
@@ -309,9 +309,9 @@ def _cohort(judged: Judged, request: ScanRequest, kinds: list[str | None]) -> st
 
 
 def _relational_flag(value: _Value, label: str, judged: Judged, cohort: str) -> dict[str, Any]:
-    name = _cell_name(value.sdef, value.cell, label)
+    name = cell_name(value.sdef, value.cell, label)
     reason = (judged.reason or "").replace("{label}", name).replace("{neighbours}", cohort)[:MAX_REASON]
-    step = (value.time_index, _grid(value.row, value.sdef).timestamp(value.time_index))
+    step = (value.time_index, tensor_grid(value.row, value.sdef).timestamp(value.time_index))
     row = _flag(value.row, value.sdef, (value.cell, label), step, value.value, judged.score, reason)
     return row | {"detector": Relational.name}
 

@@ -220,7 +220,7 @@ def list_(
 ) -> EntityList:
     """A page of entities; with ``q``, the best name / external-id matches first."""
     attributes = attributes or {}
-    _check_deidentified_filters(session, kind, q, attributes)
+    check_deidentified_filters(session, kind, q, attributes)
     visible = access.visible_ids(session)
     if q is not None and q.strip():
         found = _search(session, kind, q, attributes, visible, limit, cursor)
@@ -236,7 +236,7 @@ def list_(
     return found
 
 
-def _check_deidentified_filters(
+def check_deidentified_filters(
     session: Session, kind: str | None, q: str | None, attributes: Mapping[str, Any]
 ) -> None:
     """A de-identified reader may not find entities by what is hidden from them."""

@@ -180,7 +180,7 @@ def _check_attribute_filters(session: Session, kind: str | None, filters: dict[s
         scalar = isinstance(value, str | bool) or (isinstance(value, int | float) and math.isfinite(value))
         if not scalar:
             raise InvalidInput(f"attribute filter '{key}': compare with a string, a finite number or a boolean")
-    entities._check_deidentified_filters(session, kind, None, filters)  # the entity list's rule, not a copy of it
+    entities.check_deidentified_filters(session, kind, None, filters)  # the entity list's rule, not a copy of it
 
 
 # --- buckets -----------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def delete(session: Session, entity_id: uuid.UUID) -> None:
     session.execute(sql_delete(Entity).where(Entity.id == entity_id))
 
 
-def _filtered(
+def filtered(
     session: Session, stmt: Select, kind: str | None, attributes: Mapping[str, Any], visible: Any = None
 ) -> Select:
     """``stmt`` narrowed to a kind, attribute values, and the ids in the query ``visible`` (None: all)."""
@@ -130,7 +130,7 @@ def page(
     limit: int,
 ) -> tuple[list[Entity], frozenset[int]]:
     """Entities in creation order that ``walk`` has not returned, and the transactions in progress meanwhile."""
-    stmt = _filtered(session, select(Entity), kind, attributes, visible)
+    stmt = filtered(session, select(Entity), kind, attributes, visible)
     return paging.page(session, stmt, (Entity.created_at, Entity.id), Entity.txid, walk, limit)
 
 
@@ -138,7 +138,7 @@ def search_space(
     session: Session, kind: str | None, attributes: Mapping[str, Any], visible: Any = None, chunk: int = 20_000
 ) -> Iterator[list[tuple[uuid.UUID, str, str | None]]]:
     """(id, name, external_id) of every matching entity, in chunks, for fuzzy matching."""
-    stmt = _filtered(session, select(Entity.id, Entity.name, Entity.external_id), kind, attributes, visible)
+    stmt = filtered(session, select(Entity.id, Entity.name, Entity.external_id), kind, attributes, visible)
     result = session.execute(stmt.execution_options(yield_per=chunk))
     for part in result.partitions(chunk):
         yield [(row[0], row[1], row[2]) for row in part]

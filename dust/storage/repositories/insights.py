@@ -14,7 +14,7 @@ from dust.storage.models import Entity, Relation
 from dust.storage.repositories import Visible
 
 # The entity list's filter: the same typed JSON comparisons (51 matches 51.0, never "51") on both backends.
-from dust.storage.repositories.entities import _filtered as filtered_entities
+from dust.storage.repositories.entities import filtered as filtered_entities
 
 
 def cohort(
