@@ -217,6 +217,13 @@ def delete_rule(session: Session, schema: str, label: str) -> None:
     _changed(session)
 
 
+def forget_schema(session: Session, schema: str) -> None:
+    """A schema is deleted (it has no tensors, so no series states or flags left): its rules go with it, so the
+    name can come back with other labels and no stale rule."""
+    if repo.delete_schema_rules(session, schema):
+        _changed(session)
+
+
 def _rule_public(row: AnomalyRule) -> RulePublic:
     return RulePublic(
         schema_name=row.schema_name,

@@ -425,6 +425,9 @@ def delete(session: Session, name: str) -> None:
         raise Conflict(f"schema '{name}' is used by {used} tensor(s); delete them first")
     _forget(session, name)
     caches.changed(session, caches.SCHEMAS)  # the name may come back with other labels under the same versions
+    from dust.engine import anomalies  # it builds on this module: imported here, not at the top
+
+    anomalies.forget_schema(session, name)
     repo.delete(session, name)
 
 

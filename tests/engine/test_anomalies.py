@@ -190,6 +190,17 @@ def test_deleting_a_rule_drops_its_states_and_keeps_what_was_flagged(db: Dust, r
         db.delete_anomaly_rule("vitals", "heart_rate")
 
 
+def test_a_deleted_schema_takes_its_rules_with_it(db: Dust, ruled: uuid.UUID) -> None:
+    db.delete_tensor(ruled)
+    db.delete_schema("vitals")
+    assert db.anomaly_rules().items == []
+    db.create_schema({**VITALS, "axes": [{"name": "metric", "labels": ["spo2", "heart_rate"]}]})  # the name again
+    patient = db.create_patient("John Doe")
+    again = db.create_tensor(patient.id, "vitals", origin="2026-01-01T00:00:00Z").id
+    write(db, again, SPIKY)
+    assert flagged(db, again) == [] and stored_states(db) == []  # no rule of the old schema scores the new one
+
+
 def delete_tensor(db: Dust, tensor_id: uuid.UUID) -> None:
     db.delete_tensor(tensor_id)
 

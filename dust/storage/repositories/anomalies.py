@@ -75,6 +75,12 @@ def delete_rule(session: Session, schema_name: str, label: str) -> bool:
     )
 
 
+def delete_schema_rules(session: Session, schema_name: str) -> int:
+    """Delete every rule of a schema; how many there were."""
+    deleted = session.execute(delete(AnomalyRule).where(AnomalyRule.schema_name == schema_name))
+    return int(deleted.rowcount)  # type: ignore[attr-defined]
+
+
 def sensitive_schemas(session: Session) -> set[str]:
     """Names of the schemas of which any version is sensitive (few rows: every version of every schema)."""
     rows = session.execute(select(Schema.name, Schema.definition))
