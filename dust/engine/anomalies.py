@@ -225,14 +225,7 @@ def forget_schema(session: Session, schema: str) -> None:
 
 
 def _rule_public(row: AnomalyRule) -> RulePublic:
-    return RulePublic(
-        schema_name=row.schema_name,
-        label=row.label,
-        detector=row.detector,
-        settings=row.settings,
-        threshold=row.threshold,
-        updated_at=row.updated_at,
-    )
+    return RulePublic.model_validate(row, from_attributes=True)
 
 
 def _check_label(sdef: SchemaDef, label: str) -> None:
@@ -508,17 +501,8 @@ def scan(session: Session, request: ScanRequest) -> ScanResult:
 
         return anomaly_scans.scan(session, request)
     assert request.label is not None  # ScanRequest requires it without a detector
-    visible = access.visible_ids(session)
-    if request.tensor_id is not None:
-        ids = [request.tensor_id]
-    else:
-        assert request.schema_name is not None  # ScanRequest holds one or the other
-        schemas.get_def(session, request.schema_name)  # 404, with did-you-mean, for an unknown schema
-        ids = repo.tensors_of_schema(session, request.schema_name, visible)
-    rows = tensor_repo.lock(session, ids, within=visible)
-    if request.tensor_id is not None and request.tensor_id not in rows:
-        raise NotFound(f"tensor {request.tensor_id} does not exist")
-    schema = request.schema_name or rows[ids[0]].schema_name
+    rows = scanned_tensors(session, request)
+    schema = request.schema_name or next(iter(rows.values())).schema_name  # else the one tensor asked for
     rule = _rule_of(session, schema, request.label)
     scored = flagged = 0
     for row in rows.values():
@@ -531,6 +515,22 @@ def scan(session: Session, request: ScanRequest) -> ScanResult:
             scored, flagged = scored + counts[0], flagged + counts[1]
     audit.record_each(session, "update", "anomaly", [(row.id, [row.entity_id]) for row in rows.values()])
     return ScanResult(scored=scored, flagged=flagged)
+
+
+def scanned_tensors(session: Session, request: ScanRequest) -> dict[uuid.UUID, Tensor]:
+    """The tensors a scan scores — the one asked for, or each of the schema the caller may see — locked, as by a
+    write; 404 for an unknown schema or a tensor one may not see."""
+    visible = access.visible_ids(session)
+    if request.tensor_id is not None:
+        ids = [request.tensor_id]
+    else:
+        assert request.schema_name is not None  # ScanRequest holds one or the other
+        schemas.get_def(session, request.schema_name)  # 404, with did-you-mean, for an unknown schema
+        ids = repo.tensors_of_schema(session, request.schema_name, visible)
+    rows = tensor_repo.lock(session, ids, within=visible)
+    if request.tensor_id is not None and request.tensor_id not in rows:
+        raise NotFound(f"tensor {request.tensor_id} does not exist")
+    return rows
 
 
 def _rule_of(session: Session, schema: str, label: str) -> Rule:

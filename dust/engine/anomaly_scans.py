@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from dust.anomalies.multivariate import Multivariate
 from dust.anomalies.relational import Judged, Relational
-from dust.core.errors import InvalidInput, NotFound
+from dust.core.errors import InvalidInput
 from dust.engine import access, audit, insights, schemas
 from dust.engine.anomalies import (
     MAX_REASON,
@@ -36,6 +36,7 @@ from dust.engine.anomalies import (
     ScanResult,
     cell_name,
     scan_window,
+    scanned_tensors,
     stored_values,
     tensor_grid,
 )
@@ -72,16 +73,7 @@ def multivariate(session: Session, request: ScanRequest) -> ScanResult:
     """Every tensor asked for (one, or each of a schema that the caller may see) scored step by step over all
     its labels; the steps before ``from`` (up to the detector's window) warm the detector up."""
     _made(Multivariate, request, [])  # bad settings are refused whether or not a tensor has values
-    visible = access.visible_ids(session)
-    if request.tensor_id is not None:
-        ids = [request.tensor_id]
-    else:
-        assert request.schema_name is not None  # ScanRequest holds one or the other
-        schemas.get_def(session, request.schema_name)  # 404, with did-you-mean, for an unknown schema
-        ids = repo.tensors_of_schema(session, request.schema_name, visible)
-    rows = tensor_repo.lock(session, ids, within=visible)
-    if request.tensor_id is not None and request.tensor_id not in rows:
-        raise NotFound(f"tensor {request.tensor_id} does not exist")
+    rows = scanned_tensors(session, request)
     scored = flagged = 0
     for row in rows.values():
         sdef = schemas.get_def(session, row.schema_name, row.schema_version)
