@@ -38,9 +38,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
-services:  ## start the local PostgreSQL if it is not answering (the machines here run it already)
+services:  ## start the local PostgreSQL and Redis if they are not answering (the machines here run them already)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@pg_isready -h 127.0.0.1 -p 5432
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 \
+		--save "" --appendonly no --dir /tmp --logfile /tmp/dust-redis.log
+	@redis-cli -h 127.0.0.1 -p 6379 ping
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

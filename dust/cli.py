@@ -102,6 +102,49 @@ def _serve(host: str, port: int, workers: int) -> None:
 
 
 @app.command()
+def worker(
+    threads: Annotated[int, typer.Option(min=1, max=64, help="Jobs run at once.")] = 2,
+) -> None:
+    """Run background jobs (webhook deliveries, background scans) until SIGTERM or Ctrl-C: with DUST_REDIS_URL,
+    from the queue all servers share; without, from the SQLite queue beside the database."""
+    _work(threads)
+
+
+def _work(threads: int) -> None:
+    import signal
+    import threading
+
+    from dust.jobs import Worker, queue_for
+
+    settings = _configured()
+    where = queue_for(settings).where
+    if where.backend == "memory":
+        console.print(
+            "[red]No queue to consume:[/red] this database's queue would live in memory, out of reach of other "
+            "processes. Set DUST_REDIS_URL (a team's shared queue) or DUST_JOBS_PATH (a SQLite queue file)."
+        )
+        raise typer.Exit(2)
+    stop = threading.Event()
+
+    def stopping(signum: int, _frame: object) -> None:
+        console.print("Stopping: jobs running may finish (a second signal stops at once).")
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, signal.SIG_DFL if each == signal.SIGTERM else signal.default_int_handler)
+        stop.set()
+
+    for each in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(each, stopping)
+    job_worker = Worker(settings, threads=threads).start()
+    queue = "Redis" if where.backend == "redis" else where.target
+    console.print(f"DUST worker: running jobs from {queue} ({where.name}) with {threads} threads.", markup=False)
+    try:
+        stop.wait()
+    finally:
+        job_worker.stop(settings.shutdown_grace_seconds)
+    console.print("DUST worker stopped.")
+
+
+@app.command()
 def demo(
     domain: Annotated[str, typer.Argument(help="Which domain pack's data set (`dust plugins list` names them).")] = (
         "healthcare"

@@ -29,7 +29,25 @@ from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
 from dust.core.errors import invalid_input
-from dust.engine import analysis, anomalies, audit, entities, insights, kinds, relations, schemas, tensors, users
+from dust.engine import (
+    alerts,
+    analysis,
+    anomalies,
+    audit,
+    caches,
+    entities,
+    firing,
+    insights,
+    kinds,
+    relations,
+    schemas,
+    tensors,
+    triggers,
+    users,
+    webhooks,
+    weights,
+)
+from dust.engine.alerts import AlertList, AlertPublic, AlertUpdate, Severity
 from dust.engine.analysis import Analysis
 from dust.engine.anomalies import (
     DEFAULT_THRESHOLD,
@@ -41,12 +59,15 @@ from dust.engine.anomalies import (
     ScanResult,
 )
 from dust.engine.audit import AuditList
+from dust.engine.caches import Caches
 from dust.engine.entities import KIND, EntityCreate, EntityList, EntityPublic, EntityUpdate
 from dust.engine.fields import Timestamp
 from dust.engine.kinds import KindPolicy, KindPublic
-from dust.engine.paging import MAX_CURSOR
+from dust.engine.paging import MAX_CURSOR, MAX_OFFSET
 from dust.engine.relations import (
+    TYPE,
     Direction,
+    Interaction,
     MasterTensor,
     Neighbourhood,
     RelationCreate,
@@ -57,8 +78,21 @@ from dust.engine.relations import (
 )
 from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
 from dust.engine.tensors import EraseResult, HistoryPage, TensorCreate, TensorPublic, TensorUpdate, WriteResult
+from dust.engine.triggers import (
+    FiringList,
+    TriggerCreate,
+    TriggerCreated,
+    TriggerList,
+    TriggerPublic,
+    TriggerUpdate,
+    TriggerVersionPublic,
+)
 from dust.engine.users import UserCreate, UserPublic, UserUpdate
 from dust.engine.views import TensorView
+from dust.engine.webhooks import DeliveryList, DeliveryPublic
+from dust.engine.weights import PolicyPublic, PolicySet
+from dust.jobs import JobList, JobPublic, attach, queue_for, records
+from dust.jobs.records import State
 from dust.plugins import registry
 from dust.plugins.registry import Plugin
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
@@ -82,9 +116,13 @@ LabelName = Annotated[str, Field(min_length=1, max_length=128)]
 Version = Annotated[int, Field(ge=1, le=MAX_VERSION)] | None
 Depth = Annotated[int, Field(ge=1, le=3)]
 Username = Annotated[str, Field(max_length=64)] | None
+RelationType = Annotated[str, Field(pattern=TYPE)]
 Types = SkipValidation[str | Sequence[str] | None]  # a type, a comma list or a list: relations.type_names checks it
 TimeArg = SkipValidation[int | str | datetime | None]  # an index or a timestamp: the tensor's time grid checks it
 Horizon = Annotated[int, Field(ge=1, le=analysis.MAX_HORIZON)]
+AlertId = Annotated[int, Field(ge=1, le=MAX_OFFSET)]
+DeliveryId = Annotated[int, Field(ge=1, le=MAX_OFFSET)]
+Choices = SkipValidation[str | Sequence[str] | None]  # one, a comma list or a list: the engine checks each
 _ENTITIES = TypeAdapter(list[EntityCreate])
 _TENSORS = TypeAdapter(list[TensorCreate])
 
@@ -131,11 +169,18 @@ class Dust:
         if migrate:
             upgrade(self.engine)
         self._sessions = make_sessionmaker(self.engine)
+        # Work deferred here (a webhook to call) goes to the database's queue, for `dust serve` or `dust worker`.
+        attach(self._sessions, queue_for(self.settings))
+        firing.bound(self._sessions, self.settings)
+        # Schema definitions and the rules a write scores and fires by, kept between transactions while no process
+        # changes them: a transaction checks them all with one query (dust.engine.caches).
+        self._caches = Caches()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction for many engine calls (``dust.engine.*`` functions take it first)."""
         with unit_of_work(self._sessions) as session:
+            caches.attach(session, self._caches)
             yield session
 
     def close(self) -> None:
@@ -514,6 +559,143 @@ class Dust:
         with self.session() as s:
             return anomalies.scan(s, request)
 
+    # jobs: /jobs
+    @_checked
+    def get_job(self, job_id: uuid.UUID) -> JobPublic:
+        """A background job's state, progress and result (a server's or a worker's: ``dust.jobs``). GET
+        /jobs/{job_id}."""
+        with self.session() as s:
+            return records.get(s, job_id)
+
+    @_checked
+    def jobs(
+        self,
+        state: State | None = None,
+        kind: Annotated[str, Field(max_length=64)] | None = None,
+        created_by: uuid.UUID | None = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> JobList:
+        """A page of background jobs, newest first. GET /jobs."""
+        who = str(created_by) if created_by else None
+        with self.session() as s:
+            return records.list_(s, state=state, kind=kind, created_by=who, limit=self._page(limit), cursor=cursor)
+
+    # alerts: /alerts
+    @_checked
+    def alerts(
+        self,
+        entity_id: uuid.UUID | None = None,
+        subject_id: uuid.UUID | None = None,
+        trigger_id: uuid.UUID | None = None,
+        severity: Choices = None,
+        min_severity: Severity | None = None,
+        state: Choices = None,
+        start: Timestamp | None = None,
+        end: Timestamp | None = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> AlertList:
+        """A page of what trigger rules raised, newest first; ``start``/``end`` bound when. GET /alerts."""
+        with self.session() as s:
+            return alerts.list_alerts(
+                s,
+                entity_id=entity_id,
+                subject_id=subject_id,
+                trigger_id=trigger_id,
+                severity=severity,
+                min_severity=min_severity,
+                state=state,
+                start=start,
+                end=end,
+                limit=self._page(limit),
+                cursor=cursor,
+            )
+
+    @_checked
+    def get_alert(self, alert_id: AlertId) -> AlertPublic:
+        """One alert. GET /alerts/{alert_id}."""
+        with self.session() as s:
+            return alerts.get_alert(s, alert_id)
+
+    @_checked
+    def update_alert(
+        self, alert_id: AlertId, state: SkipValidation[str], note: SkipValidation[str | None] = None
+    ) -> AlertPublic:
+        """Acknowledge or resolve an alert (``state``), with an optional ``note``. PATCH /alerts/{alert_id}."""
+        data = AlertUpdate.model_validate({"state": state, "note": note})
+        with self.session() as s:
+            return alerts.update_alert(s, alert_id, data)
+
+    # triggers: /triggers
+    @_checked
+    def create_trigger(self, rule: SkipValidation[Mapping[str, Any]]) -> TriggerCreated:
+        """A rule that acts on writes: ``{name, when, for?, then}`` as POST /triggers takes it; the answer carries
+        the secret that signs its webhooks."""
+        data = TriggerCreate.model_validate(rule)
+        with self.session() as s:
+            return triggers.create(s, data, allow_private=self.settings.webhook_allow_private)
+
+    @_checked
+    def triggers(self) -> TriggerList:
+        """Every rule, by name. GET /triggers."""
+        with self.session() as s:
+            return triggers.list_(s)
+
+    @_checked
+    def trigger(self, trigger_id: uuid.UUID) -> TriggerPublic:
+        """GET /triggers/{id}."""
+        with self.session() as s:
+            return triggers.get(s, trigger_id)
+
+    @_checked
+    def update_trigger(self, trigger_id: uuid.UUID, **changes: Any) -> TriggerPublic:
+        """Change a rule (``enabled=False`` disables it; ``for_=`` sets ``for``); a changed rule gets a new version.
+        PATCH /triggers/{id}."""
+        data = TriggerUpdate.model_validate({("for" if k == "for_" else k): v for k, v in changes.items()})
+        with self.session() as s:
+            return triggers.update(s, trigger_id, data, allow_private=self.settings.webhook_allow_private)
+
+    @_checked
+    def delete_trigger(self, trigger_id: uuid.UUID) -> None:
+        """DELETE /triggers/{id}."""
+        with self.session() as s:
+            triggers.delete(s, trigger_id)
+
+    @_checked
+    def trigger_versions(self, trigger_id: uuid.UUID) -> builtins.list[TriggerVersionPublic]:
+        """GET /triggers/{id}/versions."""
+        with self.session() as s:
+            return triggers.versions(s, trigger_id)
+
+    @_checked
+    def firings(self, trigger_id: uuid.UUID, limit: Limit = 50, cursor: Cursor = None) -> FiringList:
+        """What a rule fired on and did, newest first. GET /triggers/{id}/firings."""
+        with self.session() as s:
+            return triggers.firings(s, trigger_id, limit=limit, cursor=cursor)
+
+    # webhooks: /webhooks
+    @_checked
+    def webhook_deliveries(
+        self,
+        state: webhooks.State | None = None,
+        trigger_id: uuid.UUID | None = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> DeliveryList:
+        """The webhook outbox, newest first (``state="dead"``: the dead letters). GET /webhooks/deliveries."""
+        with self.session() as s:
+            return webhooks.list_deliveries(
+                s, state=state, trigger_id=trigger_id, limit=self._page(limit), cursor=cursor
+            )
+
+    @_checked
+    def retry_webhook_delivery(self, delivery_id: DeliveryId) -> DeliveryPublic:
+        """Send a dead or pending delivery again now (by ``dust serve`` or ``dust worker``).
+        POST /webhooks/deliveries/{delivery_id}/retry."""
+        with self.session() as s:
+            return webhooks.retry(s, delivery_id)
+
     # relations: /relations and /query_master
     @_checked
     def relate(
@@ -588,6 +770,53 @@ class Dust:
         """R[type, source, target] = weight as sparse COO, of some types, as of ``at``. GET /query_master/tensor."""
         with self.session() as s:
             return relations.master_tensor(s, types=relations.type_names(type), at=at)
+
+    @_checked
+    def interact(
+        self,
+        relation_id: uuid.UUID,
+        at: SkipValidation[str | datetime | None] = None,
+        amount: SkipValidation[float | None] = None,
+    ) -> RelationDetail:
+        """An interaction at ``at`` (default now): the weight grows by its type's reinforce (or ``amount``), up to
+        the cap. POST /relations/{relation_id}/interactions."""
+        data = Interaction.model_validate({k: v for k, v in (("at", at), ("amount", amount)) if v is not None})
+        with self.session() as s:
+            return relations.interact(s, relation_id, data)
+
+    # weight policies: /weight-policies
+    @_checked
+    def weight_policies(self) -> builtins.list[PolicyPublic]:
+        """Every relation type's weight policy. GET /weight-policies."""
+        with self.session() as s:
+            return weights.list_policies(s)
+
+    @_checked
+    def get_weight_policy(self, type: RelationType) -> PolicyPublic:
+        """One type's weight policy; NotFound if it has none. GET /weight-policies/{type}."""
+        with self.session() as s:
+            return weights.get_policy(s, type)
+
+    @_checked
+    def set_weight_policy(
+        self,
+        type: RelationType,
+        reinforce: SkipValidation[float] = 0.0,
+        half_life: SkipValidation[str | None] = None,
+        cap: SkipValidation[float | None] = None,
+        floor: SkipValidation[float] = 0.0,
+    ) -> PolicyPublic:
+        """Replace the type's weight policy: ``half_life`` an ISO 8601 duration ("P30D"; None: no decay), each
+        interaction adds ``reinforce``, changes stay within [``floor``, ``cap``]. PUT /weight-policies/{type}."""
+        policy = PolicySet.model_validate({"reinforce": reinforce, "half_life": half_life, "cap": cap, "floor": floor})
+        with self.session() as s:
+            return weights.put_policy(s, type, policy)
+
+    @_checked
+    def delete_weight_policy(self, type: RelationType) -> None:
+        """Remove the type's weight policy: its weights read as recorded again. DELETE /weight-policies/{type}."""
+        with self.session() as s:
+            weights.delete_policy(s, type)
 
     # users and the audit trail: /users and /audit (sign-in, tokens and API keys are HTTP's: docs/python.md)
     @_checked

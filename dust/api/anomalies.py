@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 
 from dust.api.deps import SessionDep, SettingsDep, allow
 from dust.core.security import Permission
@@ -14,6 +15,7 @@ from dust.engine.anomalies import AnomalyList, RuleList, RulePublic, RuleSet, Sc
 from dust.engine.fields import Timestamp
 from dust.engine.paging import MAX_CURSOR
 from dust.engine.schemas import NAME
+from dust.jobs import JobAccepted, scans
 
 router = APIRouter(prefix="/anomalies", tags=["anomalies"])
 SchemaName = Annotated[str, Path(pattern=NAME, description="The schema's name.")]
@@ -75,7 +77,22 @@ def delete_rule(schema: SchemaName, label: Label, session: SessionDep) -> Respon
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/scan", response_model=ScanResult, responses=NOT_FOUND, **allow(Permission.write))
-def scan(data: ScanRequest, session: SessionDep) -> ScanResult:
+BACKGROUND: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobAccepted, "description": "With background=true: the scan runs as a job; Location is its URL."}
+}
+
+
+@router.post("/scan", response_model=ScanResult, responses={**NOT_FOUND, **BACKGROUND}, **allow(Permission.write))
+def scan(
+    data: ScanRequest,
+    session: SessionDep,
+    background: Annotated[
+        bool, Query(description="Run as a background job: 202 with the job's id; GET /jobs/{id} has the result.")
+    ] = False,
+) -> ScanResult | JSONResponse:
     """Score stored values again with a fresh detector, or with a multivariate or relational one (``detector``)."""
+    if background:
+        job_id = scans.submit(session, data)
+        accepted = JobAccepted(job_id=job_id, kind=scans.KIND)
+        return JSONResponse(accepted.model_dump(mode="json"), 202, headers={"Location": f"/api/v1/jobs/{job_id}"})
     return anomalies.scan(session, data)

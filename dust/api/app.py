@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from dust import __version__
 from dust.api import (
+    alerts,
     anomalies,
     audit,
     auth,
     entities,
     health,
     insights,
+    jobs,
     kinds,
     openapi,
     plugins,
@@ -23,13 +26,18 @@ from dust.api import (
     relations,
     schemas,
     tensors,
+    triggers,
     users,
+    webhooks,
+    weights,
 )
 from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
+from dust.engine import firing
 from dust.engine.caches import Caches
+from dust.jobs import Worker, attach, queue_for
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
 from dust.storage.writer import BatchWriter
 
@@ -37,8 +45,9 @@ API = "/api/v1"
 log = get_logger("dust")
 
 
-def create_app(settings: Settings | None = None, *, migrate: bool = True) -> FastAPI:
-    """Build the app on ``settings``; ``migrate`` applies pending migrations at startup."""
+def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jobs: bool = False) -> FastAPI:
+    """Build the app on ``settings``; ``migrate`` applies pending migrations at startup; ``run_jobs`` consumes the
+    job queue in this process while it serves, unless the queue is shared (Redis: ``dust worker`` does)."""
     settings = settings or Settings()
     if not settings.secret_key:
         raise ValueError("DUST_SECRET_KEY must be set: it signs every access token")
@@ -48,7 +57,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("starting", version=__version__, database=engine.url.render_as_string(hide_password=True))
+        worker = None
+        if run_jobs and not app.state.jobs.shared:
+            # exclusive: of the processes of `dust serve --workers N`, one consumes a SQLite queue at a time
+            worker = Worker(settings, sessions=app.state.sessions, exclusive=True).start()
         yield
+        if worker is not None:
+            await anyio.to_thread.run_sync(worker.stop, settings.shutdown_grace_seconds)
         engine.dispose()
         log.info("stopped")
 
@@ -66,6 +81,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
     app.state.reads = make_sessionmaker(engine, read_only=True)
     app.state.writer = BatchWriter(app.state.sessions)
     app.state.caches = Caches()
+    app.state.jobs = queue_for(settings)
+    attach(app.state.sessions, app.state.jobs)  # their deferred tasks go to this database's queue
+    firing.bound(app.state.sessions, settings)
     problems.install(app)
     routers = (
         auth.router,
@@ -77,9 +95,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
         schemas.router,
         tensors.router,
         relations.router,
+        weights.router,
         insights.router,
         plugins.router,
         anomalies.router,
+        jobs.router,
+        alerts.router,
+        triggers.router,
+        webhooks.router,
     )
     for router in routers:
         app.include_router(router, prefix=API)
@@ -111,4 +134,4 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True) -> Fas
 
 def serving_app() -> FastAPI:
     """The app for ``dust serve``: settings from the environment; the CLI has already migrated."""
-    return create_app(Settings(), migrate=False)
+    return create_app(Settings(), migrate=False, run_jobs=True)

@@ -18,7 +18,7 @@ from starlette.datastructures import State
 
 from dust.core.config import Settings
 from dust.core.errors import Unauthorized
-from dust.core.security import Permission, Role
+from dust.core.security import Permission
 from dust.engine import access, caches, users
 from dust.storage.db import AFTER_COMMIT, Write
 
@@ -97,17 +97,9 @@ def _act_as_bearer(request: Request, session: Session, settings: Settings, token
         raise Unauthorized(str(problem)) from None
     user = signed.user
     assert settings.secret_key is not None  # authenticate() succeeded, so tokens are signed with it
-    who = access.Principal(
-        user_id=user.id,
-        username=user.username,
-        role=Role(user.role),
-        entity_id=user.entity_id,
-        secret=settings.secret_key.get_secret_value(),
-        grant_types=settings.access_relation_types,
-        depth=settings.access_depth,
-        default_sensitive=settings.sensitive_fields,
-        may_grant=user.role in settings.granting_roles,
-        min_cohort=settings.min_cohort,
+    who = access.principal_for(
+        user,
+        settings,
         request_id=getattr(request.state, "request_id", None),
         client=request.client.host if request.client else None,
         method=request.method,

@@ -14,6 +14,7 @@ from dust.engine.fields import Timestamp
 from dust.engine.paging import MAX_CURSOR
 from dust.engine.relations import (
     Direction,
+    Interaction,
     MasterTensor,
     Neighbourhood,
     RelationCreate,
@@ -94,6 +95,21 @@ def get(relation_id: uuid.UUID, session: SessionDep) -> RelationDetail:
 def update(relation_id: uuid.UUID, data: RelationUpdate, session: SessionDep) -> RelationDetail:
     """Change weight (kept in the history), attributes or validity."""
     return relations.update(session, relation_id, data)
+
+
+@router.post(
+    "/relations/{relation_id}/interactions",
+    response_model=RelationDetail,
+    responses={
+        **NOT_FOUND,
+        **GRANTING,
+        409: {"description": "at is before the relation's last weight change: changes are recorded in time order."},
+    },
+    **allow(Permission.write),
+)
+def interact(relation_id: uuid.UUID, session: SessionDep, data: Interaction | None = None) -> RelationDetail:
+    """Record an interaction: the weight grows by the type's reinforce (or amount), up to its cap."""
+    return relations.interact(session, relation_id, data)
 
 
 @router.delete(

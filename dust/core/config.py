@@ -88,3 +88,23 @@ class Settings(BaseSettings):
         description="On SIGTERM or Ctrl-C, how long requests in progress get to finish before the server stops "
         "(new connections are refused at once).",
     )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow webhooks to loopback, private, link-local and metadata addresses (tests, private "
+        "deployments). Off: such a URL is refused when a rule is saved and again at delivery, after name resolution.",
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="Delivery attempts of a webhook before it is dead-lettered."
+    )
+    webhook_backoff_seconds: float = Field(
+        2.0, gt=0, le=3600, description="Wait before the second attempt; it doubles with each attempt after."
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="How long one delivery attempt may take.")
+    trigger_max_depth: int = Field(
+        3, ge=0, le=10, description="How many times a rule's effects may fire further rules in one write (cascades)."
+    )
+    jobs_path: str | None = Field(
+        None,
+        description="The embedded job queue's SQLite file (without DUST_REDIS_URL). Default: beside a SQLite "
+        "database (dust.db → dust.jobs.db); in memory for an in-memory database.",
+    )

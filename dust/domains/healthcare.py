@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 from sqlalchemy.orm import Session
 
-from dust.domains import DomainPack
+from dust.domains import DomainPack, load_rules
 from dust.engine import entities, kinds, relations, schemas, tensors
 from dust.engine.entities import EntityCreate
 from dust.engine.kinds import KindPolicy
@@ -102,6 +102,7 @@ def generate(
         schemas.create(session, VITALS)
     for kind, policy in POLICIES.items():
         kinds.put(session, kind, policy)
+    load_rules(session, PACK)  # before the vitals: the demo's fever episodes raise alerts
     origin = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
     hospitals = [
         entities.create(session, EntityCreate(kind="hospital", name=name, external_id=f"demo-hospital-{i + 1}"))
@@ -172,4 +173,5 @@ PACK = DomainPack(
     generate=generate,
     marker=MARKER,
     unit="patients",
+    rules="healthcare_triggers.json",
 )

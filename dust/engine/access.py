@@ -15,11 +15,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import CompoundSelect, Select, literal, or_, select
 from sqlalchemy.orm import Session
 
+from dust.core.config import Settings
 from dust.core.errors import Forbidden, NotFound
 from dust.core.security import GRANTS, Permission, Role, pseudonym
 from dust.storage.models import Entity, EntityKind, Relation
@@ -55,6 +56,48 @@ class Principal:
 
     def may(self, permission: Permission) -> bool:
         return permission in GRANTS[self.role]
+
+
+class Person(Protocol):
+    """A user as a stored row or as the API presents one (read-only: either will do)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def entity_id(self) -> uuid.UUID | None: ...
+
+
+def principal_for(
+    user: Person,
+    settings: Settings,
+    *,
+    request_id: str | None = None,
+    client: str | None = None,
+    method: str | None = None,
+    path: str | None = None,
+) -> Principal:
+    """The principal ``user`` acts as under ``settings``' policy, and where from, for the audit trail."""
+    assert settings.secret_key is not None  # callers refuse to work without one
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        role=Role(user.role),
+        entity_id=user.entity_id,
+        secret=settings.secret_key.get_secret_value(),
+        grant_types=settings.access_relation_types,
+        depth=settings.access_depth,
+        default_sensitive=settings.sensitive_fields,
+        may_grant=user.role in settings.granting_roles,
+        min_cohort=settings.min_cohort,
+        request_id=request_id,
+        client=client,
+        method=method,
+        path=path,
+    )
 
 
 def principal(session: Session) -> Principal | None:

@@ -294,7 +294,7 @@ def _known(session: Session) -> _Known:
     app = caches.of(session)
     epoch = 0 if app is None else caches.epoch(session, RULES_EPOCH)  # first: a change after it makes it stale
     shared = None if app is None else _SHARED.get(app)
-    if shared is not None and shared[0] == epoch:
+    if shared is not None and shared[0] == epoch and not session.info.get(_CHANGED):  # not after its own change
         known = shared[1]
     else:
         known = _Known(_read_rules(session))
@@ -361,23 +361,26 @@ class Written(Protocol):
     numbers: np.ndarray
 
 
-def score_written(session: Session, writes: Sequence[Written]) -> None:
+def score_written(session: Session, writes: Sequence[Written]) -> list[dict[str, Any]]:
     """Score the values a batch writes whose label has a rule, in time order, each series from its stored state,
-    and flag those scoring at least the rule's threshold; called by the write, in its transaction.
+    and flag those scoring at least the rule's threshold; called by the write, in its transaction. Returns the
+    values flagged (for trigger rules on anomalies).
 
     Only values after the last time a series scored are scored: older ones (a backfill, a correction) would
     have to go back into a state that has moved on. ``scan`` scores those, from the stored history.
     """
     rules = _rules(session)
+    flagged: list[dict[str, Any]] = []
     for write in writes:
         if write.sdef.name in rules and write.times.size:
-            _score_write(session, write, _cells(session, write.sdef))
+            flagged += _score_write(session, write, _cells(session, write.sdef))
+    return flagged
 
 
-def _score_write(session: Session, write: Written, cells: _Cells) -> None:
+def _score_write(session: Session, write: Written, cells: _Cells) -> list[dict[str, Any]]:
     ruled = cells.rule_of[write.cells] >= 0
     if not ruled.any():
-        return
+        return []
     times, flat, numbers = write.times[ruled], write.cells[ruled], write.numbers[ruled]
     series = np.unique(flat).tolist()
     stored = repo.states(session, write.row.id, series)
@@ -400,6 +403,7 @@ def _score_write(session: Session, write: Written, cells: _Cells) -> None:
         (new if before is None else changed).append(state)
     repo.save_states(session, new, changed)
     repo.add(session, flagged)
+    return flagged
 
 
 def _detector(rule: Rule, state: dict[str, Any] | None) -> Detector:

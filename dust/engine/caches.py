@@ -24,6 +24,7 @@ from dust.storage.repositories import epochs as repo
 
 CREDENTIALS = "credentials"
 SCHEMAS = "schemas"
+TRIGGERS = "triggers"  # the trigger rules, indexed for the write path (dust.engine.triggers)
 _CACHES = "dust.caches"  # session.info: the app's Caches
 _EPOCHS = "dust.epochs"  # session.info: the epochs as this transaction read them
 _CHANGED = "dust.changed."  # session.info, + kind: this transaction raised that epoch
@@ -36,6 +37,7 @@ class Caches:
         self._copies: dict[str, LRUCache[Hashable, tuple[int, Any]]] = {
             CREDENTIALS: LRUCache(maxsize=size),
             SCHEMAS: LRUCache(maxsize=size),
+            TRIGGERS: LRUCache(maxsize=1),
         }
         self._lock = threading.Lock()  # LRUCache reorders itself on every read: not safe across threads
 
@@ -43,6 +45,8 @@ class Caches:
         """The copy of ``key``, if made under the current epoch. Call it before reading what a ``put`` would
         keep: it reads the epoch first, so a change committed meanwhile leaves that copy already stale."""
         current = epoch(session, kind)
+        if session.info.get(_CHANGED + kind):  # this transaction changed what the copy was made of
+            return None
         with self._lock:
             found = self._copies[kind].get(key)
         return found[1] if found is not None and found[0] == current else None

@@ -94,6 +94,7 @@ def create_many(session: Session, items: Sequence[EntityCreate]) -> list[EntityP
         raise _external_id_taken(claimed[0].kind, claimed[0].external_id) from None
     rows = [Entity(**f) for f in fields]  # not added to the session: only to present them
     audit.record_each(session, "create", "entity", [(row.id, [row.id]) for row in rows])
+    _attributes_changed(session, [(row, {}) for row in rows if row.attributes])  # from nothing, at creation
     return [public(session, row) for row in rows]
 
 
@@ -142,13 +143,24 @@ def update(session: Session, entity_id: uuid.UUID, data: EntityUpdate, kind: str
         raise InvalidInput("name cannot be null")
     if "external_id" in changes and changes["external_id"] not in (None, row.external_id):
         _check_external_id_free(session, row.kind, changes["external_id"])
+    before = dict(row.attributes)
     if "attributes" in changes:
         changes["attributes"] = bounded_merge(row.attributes, changes["attributes"] or {})
     for field, value in changes.items():
         setattr(row, field, value)
     session.flush()
     audit.record(session, "update", "entity", row.id, [row.id])
+    if "attributes" in changes:
+        _attributes_changed(session, [(row, before)])
     return public(session, row)
+
+
+def _attributes_changed(session: Session, changed: list[tuple[Entity, dict[str, Any]]]) -> None:
+    """Trigger rules on attributes fire in the change's transaction."""
+    from dust.engine import firing  # here: the trigger engine reaches this module through relations
+
+    for row, before in changed:
+        firing.on_attributes(session, row, before)
 
 
 def _check_deletable(session: Session, entity_id: uuid.UUID) -> None:

@@ -1,6 +1,8 @@
 """Relations: typed, weighted, directed edges between entities, valid over an interval, with weight history.
 
-All relations together are the master tensor R[type, source, target] = weight.
+All relations together are the master tensor R[type, source, target] = weight. Every weight shown is the weight
+at the time asked (now by default), which the type's weight policy may make decay between recorded changes
+(``dust.engine.weights``); the history holds the weights as recorded.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -17,12 +19,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
-from dust.engine import access, audit
+from dust.engine import access, audit, weights
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_next_cursor, keyset_walk
 from dust.engine.timegrid import as_utc, shown
-from dust.storage.models import Relation, utcnow
+from dust.storage.models import Relation
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import relations as repo
 
@@ -83,6 +85,29 @@ class RelationUpdate(BaseModel):
         return None if value is None else _finite(value)
 
 
+class Interaction(BaseModel):
+    """An encounter that strengthens a relation by its type's ``reinforce`` (or by ``amount``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at: Timestamp | None = Field(
+        None,
+        description="When it happened: not in the future, nor before the relation's last weight change. Default now.",
+    )
+    amount: float | None = Field(
+        None,
+        description="Added instead of the policy's reinforce (negative weakens); needed for a type without "
+        "a weight policy.",
+    )
+
+    _amount_type = field_validator("amount", mode="before")(_number)
+
+    @field_validator("amount")
+    @classmethod
+    def _amount(cls, value: float | None) -> float | None:
+        return None if value is None else _finite(value)
+
+
 class WeightChange(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -97,7 +122,9 @@ class RelationPublic(BaseModel):
     source_id: uuid.UUID
     target_id: uuid.UUID
     type: str
-    weight: float
+    weight: float = Field(
+        description="The weight now: the last recorded one, decayed since by the type's weight policy, if any."
+    )
     attributes: dict[str, Any]
     valid_from: datetime | None
     valid_to: datetime | None
@@ -106,7 +133,7 @@ class RelationPublic(BaseModel):
 
 
 class RelationDetail(RelationPublic):
-    history: list[WeightChange] = Field(description="Every weight the relation has had, oldest first.")
+    history: list[WeightChange] = Field(description="Every weight recorded for the relation, oldest first.")
 
 
 class RelationList(BaseModel):
@@ -156,20 +183,28 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
     existing = repo.find_edge(session, data.source_id, data.target_id, data.type)
     if existing is not None:
         raise _duplicate(data, existing.id)
+    fields = data.model_dump() | {"weight": weights.clamp(session, data.type, data.weight)}
     try:
         with session.begin_nested():
-            row = repo.add(session, **data.model_dump())
+            row = repo.add(session, **fields)
     except IntegrityError:
         raise _duplicate(data, None) from None
     audit.record(session, "create", "relation", row.id, ids)
-    return _public(session, row)
+    return _public(session, row, row.weight)
 
 
-def _public(session: Session, row: Relation) -> RelationPublic:
-    """The relation as the principal may read it (attributes de-identified for analysts)."""
+def _public(session: Session, row: Relation, weight: float | None = None) -> RelationPublic:
+    """The relation as the principal may read it (attributes de-identified for analysts), with ``weight`` or
+    its weight now."""
     public = RelationPublic.model_validate(row)
     public.attributes = access.present_attributes(session, row.attributes)
+    public.weight = _weights_now(session, [row])[0] if weight is None else weight
     return public
+
+
+def _weights_now(session: Session, rows: Sequence[Relation]) -> list[float]:
+    edges = [repo.EdgeRow(r.id, r.source_id, r.target_id, r.type, r.weight, r.valid_from, r.valid_to) for r in rows]
+    return weights.weights_of(session, edges)
 
 
 def _duplicate(data: RelationCreate, relation_id: uuid.UUID | None) -> Conflict:
@@ -186,9 +221,9 @@ def get(session: Session, relation_id: uuid.UUID) -> RelationDetail:
     return _detail(session, row)
 
 
-def _detail(session: Session, row: Relation) -> RelationDetail:
+def _detail(session: Session, row: Relation, weight: float | None = None) -> RelationDetail:
     history = [WeightChange.model_validate(w) for w in repo.weights(session, row.id)]
-    return RelationDetail(**_public(session, row).model_dump(), history=history)
+    return RelationDetail(**_public(session, row, weight).model_dump(), history=history)
 
 
 def _row(session: Session, relation_id: uuid.UUID, *, lock: bool = False) -> Relation:
@@ -220,12 +255,30 @@ def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> Re
     weight = changes.pop("weight", None)
     for field, value in changes.items():
         setattr(row, field, value)
-    if weight is not None and weight != row.weight:
-        row.weight = weight
-        repo.add_weight(session, row.id, weight, utcnow())
+    recorded = None
+    if weight is not None and weights.clamp(session, row.type, weight) != _weights_now(session, [row])[0]:
+        recorded, _ = weights.change(session, row, lambda _: weight)  # "set": the weight now becomes this
     session.flush()
     audit.record(session, "update", "relation", row.id, [row.source_id, row.target_id])
-    return _detail(session, row)
+    return _detail(session, row, recorded)
+
+
+def interact(session: Session, relation_id: uuid.UUID, data: Interaction | None = None) -> RelationDetail:
+    """Record an interaction: the weight at ``at`` plus the type's ``reinforce`` (or ``amount``), clamped to
+    [floor, cap]; the relation with its weight now. Access as for ``update``."""
+    data = data or Interaction()
+    row = _row(session, relation_id, lock=True)
+    access.require_grant(session, row.type)
+    rules = weights.policy(session, row.type)
+    amount = data.amount if data.amount is not None else None if rules is None else rules.reinforce
+    if amount is None:
+        raise InvalidInput(
+            f"'{row.type}' relations have no weight policy, so an interaction has nothing to add: give amount, "
+            f"or set a policy with PUT /weight-policies/{row.type}"
+        )
+    recorded, _ = weights.change(session, row, lambda w: w + amount, data.at)
+    audit.record(session, "update", "relation", row.id, [row.source_id, row.target_id])
+    return _detail(session, row, recorded if data.at is None else None)
 
 
 def delete(session: Session, relation_id: uuid.UUID) -> None:
@@ -250,7 +303,7 @@ def list_(
     shown = rows[:limit]
     audit.record_each(session, "read", "relation", [(r.id, [r.source_id, r.target_id]) for r in shown])
     return RelationList(
-        items=[_public(session, r) for r in shown],
+        items=[_public(session, r, w) for r, w in zip(shown, _weights_now(session, shown), strict=True)],
         next_cursor=keyset_next_cursor(walk, rows, in_progress, limit),
     )
 
@@ -306,8 +359,9 @@ def neighbourhood(
     edges: dict[uuid.UUID, Edge] = {}
     frontier = {entity_id}
     visible = access.visible_ids(session)  # a hidden entity must not show, even as an edge's end
+    slow = [] if at else weights.decaying(session, wanted)  # their weight now is computed, then compared
     for hop in range(1, depth + 1):
-        near = repo.touching(session, frontier, direction, wanted, None if at else min_weight, visible)
+        near = repo.touching(session, frontier, direction, wanted, None if at else min_weight, visible, slow)
         found = _live(session, near, at, min_weight)
         reached: set[uuid.UUID] = set()
         for row, weight in found:
@@ -333,19 +387,9 @@ def _as_of(at: datetime | None) -> datetime | None:
 def _live(
     session: Session, rows: list[repo.EdgeRow], at: datetime | None, min_weight: float | None
 ) -> list[tuple[repo.EdgeRow, float]]:
-    """Each edge valid at ``at`` with the weight it had then; without ``at``, the edges valid now and their
-    current weight."""
-    moment = at or datetime.now(UTC)
-    valid = [
-        r
-        for r in rows
-        if (r.valid_from is None or r.valid_from <= moment) and (r.valid_to is None or moment < r.valid_to)
-    ]
-    if at is None:
-        return [(r, r.weight) for r in valid]
-    then = repo.weights_as_of(session, [r.id for r in valid], at)
-    weighted = [(r, then.get(r.id, r.weight)) for r in valid]
-    return [(r, w) for r, w in weighted if min_weight is None or w >= min_weight]
+    """Each edge valid at ``at`` with its weight then; without ``at``, the edges valid now and their weight now."""
+    found = weights.live(session, rows, at)
+    return found if min_weight is None else [(r, w) for r, w in found if w >= min_weight]
 
 
 def _edge(row: repo.EdgeRow, weight: float) -> Edge:
@@ -354,8 +398,10 @@ def _edge(row: repo.EdgeRow, weight: float) -> Edge:
 
 def master_tensor(session: Session, *, types: list[str] | None = None, at: datetime | None = None) -> MasterTensor:
     """The whole master tensor (or the given types) as sparse COO; types and entity ids sorted, entries in order."""
-    edges = repo.all_edges(session, _types(types), access.visible_ids(session))  # both ends visible
-    live = _live(session, edges, _as_of(at), None)
+    wanted, at = _types(types), _as_of(at)
+    slow = [] if at else weights.decaying(session, wanted)
+    edges = repo.all_edges(session, wanted, access.visible_ids(session), slow)  # both ends visible
+    live = _live(session, edges, at, None)
     type_names = sorted({row.type for row, _ in live})
     ids = sorted({row.source_id for row, _ in live} | {row.target_id for row, _ in live})  # UUID order = str order
     type_index = {name: i for i, name in enumerate(type_names)}

@@ -13,7 +13,7 @@ import time as clock
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from operator import itemgetter
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, DustError, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
-from dust.engine import access, anomalies, audit, entities, schemas
+from dust.engine import access, anomalies, audit, entities, firing, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
 from dust.engine.paging import decode_cursor, encode_cursor
@@ -622,6 +622,9 @@ class _Write:
     numbers: np.ndarray
     settled: bool = False  # one triple per (time, cell), in time order, as an array's cells come
     erase: bool = False  # the numbers are NaN: the recorded values of the cells are erased
+    # The touched blocks' values once merged, (time in block, flat cell) by block number: trigger rules that look
+    # back at earlier values read them from here instead of from storage.
+    merged: dict[int, np.ndarray] = field(default_factory=dict)
 
     def settle(self) -> _Write:
         """Only the last triple per (time, cell) kept, ordered by time: later triples win over earlier ones."""
@@ -679,8 +682,10 @@ def _apply(session: Session, writes: list[_Write]) -> list[int]:
     repo.put_blocks(session, new, changed)
     repo.add_history(session, history)
     repo.widen_ranges(session, spans)
-    # In the write's transaction: a write refused later (or rolled back) leaves the detectors' states as they were.
-    anomalies.score_written(session, [w for w in settled if not w.erase])
+    # In the write's transaction: a write refused later (or rolled back) leaves the detectors' states as they were,
+    # and raises no alert.
+    written = [w for w in settled if not w.erase]
+    firing.on_values(session, written, anomalies.score_written(session, written))
     return counts
 
 
@@ -714,6 +719,7 @@ def _merge(
     history.extend(_replaced(write, old, stamps[at], replaced, stamp))
     values[at] = write.numbers
     stamps[tuple(index[differs] for index in at)] = stamp
+    write.merged.update(zip(numbers.tolist(), values, strict=True))
     shape = codec.shape_key(sdef.shape)
     for k in np.unique(slot[differs]).tolist():  # a block whose cells all kept their values stays as it is
         data, stamp_bytes = codec.encode(values[k], stamps[k])

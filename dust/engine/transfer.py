@@ -16,6 +16,8 @@ An export is a directory of documented files (docs/reliability.md has the full d
 Users are exported without secrets: no password hash, and neither API keys, refresh tokens, revoked tokens
 nor sign-in failures. Imported users have no password (and a bumped token version, so tokens issued by the
 source stop working) until an admin sets one. Idempotency keys (a 24-hour replay cache) are not exported.
+Trigger rules are exported without the secrets that sign their webhooks: an import gives each a new one. The
+webhook outbox and the jobs (work in flight of the source's processes) are not exported.
 
 An import goes into an empty, migrated database, in one transaction, and only after every file matched its
 checksum: a damaged or edited export writes nothing, and importing into a database that holds anything (a
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +49,7 @@ from dust.storage import backup as snapshots
 from dust.storage.backup import Progress
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
 from dust.storage.models import (
+    Alert,
     Anomaly,
     AnomalyRule,
     AnomalyState,
@@ -59,8 +63,12 @@ from dust.storage.models import (
     Tensor,
     TensorBlock,
     TensorHistory,
+    Trigger,
+    TriggerFiring,
+    TriggerVersion,
     User,
     UTCDateTime,
+    WeightPolicy,
 )
 from dust.storage.repositories import transfer as repo
 
@@ -75,6 +83,8 @@ NOT_EXPORTED = {
     "login_failures": "sign-in throttle state",
     "idempotency_keys": "a 24-hour replay cache of responses",
     "cache_epochs": "counters that keep a running server's caches exact; a new database starts them afresh",
+    "webhook_deliveries": "the source's outbox: calls in flight, signed with secrets that are not exported",
+    "jobs": "the source's background work in flight",
 }
 
 
@@ -117,6 +127,11 @@ FAMILIES = (
     Family(AnomalyRule, ("schema_name", "label")),
     Family(AnomalyState, ("tensor_id", "cell", "detector")),
     Family(Anomaly, ("id",), omit=("txid",)),
+    Family(WeightPolicy, ("type",)),
+    Family(Trigger, ("name",), omit=("secret",)),
+    Family(TriggerVersion, ("trigger_id", "version")),
+    Family(TriggerFiring, ("id",), omit=("txid",)),
+    Family(Alert, ("id",), omit=("txid",)),
 )
 
 
@@ -419,7 +434,12 @@ def _without_secrets(user: dict[str, Any]) -> dict[str, Any]:
     return {**user, "password_hash": None, "token_version": user.get("token_version", 0) + 1}
 
 
-_ON_IMPORT: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"users": _without_secrets}
+def _new_secret(trigger: dict[str, Any]) -> dict[str, Any]:
+    """A new key to sign the rule's webhooks: the source's is not exported."""
+    return {**trigger, "secret": secrets.token_urlsafe(32)}
+
+
+_ON_IMPORT: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"users": _without_secrets, "triggers": _new_secret}
 
 
 def _ticker(progress: Progress | None, total: int) -> Callable[[int], None]:

@@ -226,6 +226,166 @@ class Anomaly(Base):
     txid: Mapped[int | None] = inserted_by()
 
 
+class Trigger(Base):
+    """A rule that acts on writes: when a written value, an anomaly score or an attribute meets its condition,
+    it raises alerts, writes values, sets attributes, changes weights or calls webhooks (dust.engine.triggers).
+    ``document`` is the rule as given; the scope columns repeat its ``when`` so that a write finds the rules
+    that may fire on it by (event, schema, label) without reading every rule."""
+
+    __tablename__ = "triggers"
+    __table_args__ = (UniqueConstraint("name", name="uq_triggers_name"), Index("ix_triggers_scope", "schema_name"))
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    event: Mapped[str] = mapped_column(String(16))  # value | anomaly | attribute
+    kind: Mapped[str | None] = mapped_column(String(64))
+    schema_name: Mapped[str | None] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(String(128))
+    document: Mapped[dict[str, Any]]
+    secret: Mapped[str] = mapped_column(String(128))  # signs its webhook bodies (HMAC-SHA256)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TriggerVersion(Base):
+    """Every version of a rule's document, the current one included: what a firing ran is always readable."""
+
+    __tablename__ = "trigger_versions"
+
+    trigger_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(default=True)
+    changed_by: Mapped[str | None] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TriggerFiring(Base):
+    """One time a rule fired: on which entity and value, caused by what (``cause``: the chain of firings whose
+    effects led here, empty for a direct write), and what it did (``effects``)."""
+
+    __tablename__ = "trigger_firings"
+    __table_args__ = (Index("ix_trigger_firings_trigger", "trigger_id", "id"), Index("ix_trigger_firings_txid", "txid"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trigger_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("triggers.id", ondelete="CASCADE"))
+    trigger_version: Mapped[int] = mapped_column(Integer)
+    entity_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # no foreign key: the record outlives the entity
+    tensor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    schema_name: Mapped[str | None] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(String(128))
+    time_index: Mapped[int | None] = mapped_column(BigInteger)
+    value: Mapped[float | None] = mapped_column(Float)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    cause: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    effects: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    txid: Mapped[int | None] = inserted_by()
+
+
+class Alert(Base):
+    """What a rule raised on an entity: the patient whose value fired it, or a member of their care team reached
+    over relations. Open until acknowledged or resolved; every change of state is audited."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_entity", "entity_id", "id"),
+        Index("ix_alerts_state", "state", "id"),
+        Index("ix_alerts_txid", "txid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid)  # the entity whose value (or attribute) fired the rule
+    trigger_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("triggers.id", ondelete="SET NULL"))
+    firing_id: Mapped[int | None] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(String(1000))
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open | acknowledged | resolved
+    schema_name: Mapped[str | None] = mapped_column(String(128))
+    label: Mapped[str | None] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float)
+    time_index: Mapped[int | None] = mapped_column(BigInteger)
+    at: Mapped[datetime | None]  # the start of the time step of the value
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(String(1000))  # said with the last change of state
+    txid: Mapped[int | None] = inserted_by()
+
+
+class WebhookDelivery(Base):
+    """The outbox: a webhook call written in the transaction of the write that caused it, delivered after commit
+    by the job layer, at least once, and dead-lettered after too many failures."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_trigger", "trigger_id", "id"),
+        Index("ix_webhook_deliveries_txid", "txid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trigger_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("triggers.id", ondelete="SET NULL"))
+    firing_id: Mapped[int | None] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(String)  # the exact bytes signed and sent, as UTF-8 JSON
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(String(128))  # the rule's at the time of the firing
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | delivered | dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    txid: Mapped[int | None] = inserted_by()  # a paged list (GET /webhooks/deliveries)
+
+
+class Job(Base):
+    """A background job's state, the record of truth: the queue (huey) only carries its id to a worker, which
+    claims it here, so a job runs once even if its message is delivered twice or enqueued again after a restart."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state", "state", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | succeeded | failed
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(String(1000))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(2000))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # Who runs it ("host:pid") and when it last said it still does: a job left running by a dead process is
+    # told from one still running by these (dust.jobs.records.sweep).
+    worker: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[datetime | None]
+
+
+class WeightPolicy(Base):
+    """How the weights of one relation type change with time: each interaction adds ``reinforce`` (up to
+    ``cap``), and a weight decays with ``half_life_seconds`` from its last recorded change. Decay is computed
+    when a weight is read, never written per tick."""
+
+    __tablename__ = "weight_policies"
+
+    type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reinforce: Mapped[float] = mapped_column(Float, default=0.0)
+    half_life_seconds: Mapped[float | None] = mapped_column(Float)
+    cap: Mapped[float | None] = mapped_column(Float)
+    floor: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 class Relation(Base):
     __tablename__ = "relations"
     __table_args__ = (

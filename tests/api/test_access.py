@@ -21,7 +21,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from dust import jobs
 from dust.core.security import GRANTS, Permission, Role
+from dust.engine import webhooks
+from dust.storage.repositories import alerts as alerts_repo
 from tests.api.conftest import API, VITALS, World, make
 from tests.conftest import PASSWORD
 
@@ -134,6 +137,14 @@ def _ruled(acting: Acting, label: str) -> str:
     return label
 
 
+def _weighted(acting: Acting) -> str:
+    """A relation type with a weight policy (set by the admin): to read, or to delete."""
+    name = _fresh("knows")
+    made = acting.admin.put(f"{API}/weight-policies/{name}", json={"reinforce": 1, "half_life": "P7D"})
+    assert made.status_code == 200, made.text
+    return name
+
+
 def _fresh(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
@@ -143,6 +154,42 @@ def _analysable(acting: Acting) -> str:
     values = [{"time": t, "metric": "heart_rate", "value": 70 + t % 7} for t in range(1, 15)]
     assert acting.admin.post(f"{API}/tensors/{acting.world['TPA']}/values", json={"values": values}).status_code == 200
     return acting.world["TPA"]
+
+
+def _alert(acting: Acting) -> str:
+    """A new open alert on PA, raised as a rule raises it (through the repository: no route raises one)."""
+    row = {"entity_id": uuid.UUID(acting.world["PA"]), "subject_id": uuid.UUID(acting.world["PA"])}
+    with acting.admin.app.state.sessions() as session, session.begin():  # type: ignore[attr-defined]
+        (alert_id,) = alerts_repo.add(session, [{**row, "severity": "high", "message": "{entity.name}: fever"}])
+    return str(alert_id)
+
+
+def _delivery(acting: Acting) -> str:
+    """A pending webhook delivery, as a rule's firing puts it in the outbox."""
+    with acting.admin.app.state.sessions() as session, session.begin():  # type: ignore[attr-defined]
+        made = webhooks.enqueue(
+            session, trigger_id=None, firing_id=None, url="https://example.org/hook", payload={}, secret="s"
+        )
+    return str(made)
+
+
+def _trigger(acting: Acting) -> str:
+    """A new rule, made by the admin: to read, change or delete."""
+    rule = {
+        "name": _fresh("rule"),
+        "when": {"schema": "vitals", "label": "heart_rate", "op": ">", "value": 200},
+        "then": [{"action": "alert"}],
+    }
+    made = acting.admin.post(f"{API}/triggers", json=rule)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def _my_job(acting: Acting) -> str:
+    """A queued job submitted by the acting user (no worker runs it here)."""
+    me = acting.me.get(f"{API}/auth/me").json()["id"]
+    with acting.admin.app.state.sessions() as session, session.begin():  # type: ignore[attr-defined]
+        return str(jobs.submit(session, "anomalies.scan", {"scan": {"tensor_id": acting.world["TPA"]}}, created_by=me))
 
 
 # Keyed by (method, path) as in /openapi.json: a new route fails test_every_operation_has_a_request until it
@@ -208,6 +255,15 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ("delete", "/api/v1/relations/{relation_id}"): lambda a: Request({"relation_id": a.my_relation()}),
     ("get", "/api/v1/query_master"): lambda a: Request(query={"entity_id": a.world["A"], "depth": 2}),
     ("get", "/api/v1/query_master/tensor"): lambda a: Request(query={"type": "treats"}),
+    ("post", "/api/v1/relations/{relation_id}/interactions"): lambda a: Request(
+        {"relation_id": a.world["A-consults"]}, body={"amount": 0.5}
+    ),
+    ("get", "/api/v1/weight-policies"): lambda a: Request(),
+    ("get", "/api/v1/weight-policies/{type}"): lambda a: Request({"type": _weighted(a)}),
+    ("put", "/api/v1/weight-policies/{type}"): lambda a: Request(
+        {"type": "consults"}, body={"reinforce": 0.5, "half_life": "P30D", "cap": 5}
+    ),
+    ("delete", "/api/v1/weight-policies/{type}"): lambda a: Request({"type": _weighted(a)}),
     ("get", "/api/v1/insights/aggregate"): lambda a: Request(
         query={"schema": "vitals", "label": "heart_rate", "agg": "p95", "bucket": "week"}
     ),
@@ -223,7 +279,29 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
         {"schema": "vitals", "label": _ruled(a, "heart_rate")}
     ),
     ("post", "/api/v1/anomalies/scan"): lambda a: Request(
-        body={"tensor_id": a.world["TPA"], "label": _ruled(a, "heart_rate")}
+        body={"tensor_id": a.world["TPA"], "label": _ruled(a, "heart_rate")}, expect=200
+    ),
+    ("get", "/api/v1/jobs/{job_id}"): lambda a: Request({"job_id": _my_job(a)}),
+    ("get", "/api/v1/jobs"): lambda a: Request(query={"state": "queued", "limit": 5}),
+    ("get", "/api/v1/alerts"): lambda a: Request(query={"entity_id": a.world["PA"], "state": "open", "limit": 5}),
+    ("get", "/api/v1/alerts/{alert_id}"): lambda a: Request({"alert_id": _alert(a)}),
+    ("patch", "/api/v1/alerts/{alert_id}"): lambda a: Request({"alert_id": _alert(a)}, body={"state": "acknowledged"}),
+    ("get", "/api/v1/webhooks/deliveries"): lambda a: Request(query={"state": "pending", "limit": 5}),
+    ("post", "/api/v1/webhooks/deliveries/{delivery_id}/retry"): lambda a: Request({"delivery_id": _delivery(a)}),
+    ("get", "/api/v1/triggers"): lambda a: Request(),
+    ("post", "/api/v1/triggers"): lambda a: Request(
+        body={
+            "name": _fresh("rule"),
+            "when": {"schema": "vitals", "label": "heart_rate", "op": ">", "value": 200},
+            "then": [{"action": "alert", "follow": {"type": "treats", "direction": "in"}}],
+        }
+    ),
+    ("get", "/api/v1/triggers/{trigger_id}"): lambda a: Request({"trigger_id": _trigger(a)}),
+    ("patch", "/api/v1/triggers/{trigger_id}"): lambda a: Request({"trigger_id": _trigger(a)}, body={"enabled": False}),
+    ("delete", "/api/v1/triggers/{trigger_id}"): lambda a: Request({"trigger_id": _trigger(a)}),
+    ("get", "/api/v1/triggers/{trigger_id}/versions"): lambda a: Request({"trigger_id": _trigger(a)}),
+    ("get", "/api/v1/triggers/{trigger_id}/firings"): lambda a: Request(
+        {"trigger_id": _trigger(a)}, query={"limit": 5}
     ),
 }
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from dust.core.errors import InvalidInput, NotFound
 from dust.embedded import Dust
-from dust.engine import anomalies, tensors
+from dust.engine import anomalies, caches, tensors
 from dust.plugins import registry
 from dust.storage.models import AnomalyState
 from dust.storage.repositories import anomalies as repo
@@ -264,8 +264,9 @@ def test_a_state_made_under_other_settings_is_not_carried_on_from(db: Dust, rule
     the next write starts the series afresh under the rule as it is now."""
     values = series(40, {20: 150.0})
     write(db, ruled, values[:20])
-    with db.session() as s:  # the rule changes, its states stay
+    with db.session() as s:  # the rule changes (and every process learns of it), its states stay
         repo.put_rule(s, "vitals", "heart_rate", "spike", {"warmup": 6, "flag_at": 4.0}, 0.5)
+        caches.changed(s, anomalies.RULES_EPOCH)
     write(db, ruled, values[20:], 20)
     assert flagged(db, ruled) == flags(values[20:], 20, warmup=6) == []  # the spike is the fresh run's first
     reference = Spike(warmup=6, flag_at=4.0)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, Text, and_, cast, func, or_, select, text
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from dust.storage.models import Anomaly, AuditRecord, Entity, Relation, UTCDateTime, utcnow
+from dust.storage.models import Alert, Anomaly, AuditRecord, Entity, Relation, UTCDateTime, WebhookDelivery, utcnow
 
 Key = tuple[Any, ...]
 Column = QueryableAttribute[Any]
@@ -120,7 +120,7 @@ def _after(key: Key, other: Key, descending: bool) -> bool:
     return key < other if descending else key > other
 
 
-PAGED = (Entity, Relation, AuditRecord, Anomaly)
+PAGED = (Entity, Relation, AuditRecord, Anomaly, Alert, WebhookDelivery)
 
 
 def forget_transactions(session: Session) -> None:
