@@ -297,18 +297,20 @@ def _fire(session: Session, rule: Rule, event: Event) -> None:
     if len(chain) > session.info.get(MAX_DEPTH, Settings.model_fields["trigger_max_depth"].default):
         log.warning("trigger cascade stopped at its depth bound", trigger=rule.name, depth=len(chain))
         return
-    firing_id = repo.add_firing(session, _firing_row(rule, event, chain))
-    chain.append({"firing_id": firing_id, "trigger_id": str(rule.id), "trigger": rule.name,
-                  "entity_id": str(event.entity_id)})  # fmt: skip
-    try:
-        with _as_process(session):
-            effects = _act(session, rule, event, firing_id)
-    finally:
-        chain.pop()
-    repo.set_effects(session, firing_id, effects)
+    with _as_process(session):
+        # Whom each action acts on is settled first: the firing is recorded with what it does, in one statement.
+        plan = [(action, *_targets_of(session, rule, event, action)) for action in rule.then]
+        firing_id = repo.add_firing(session, _firing_row(rule, event, chain, _effects(plan)))
+        chain.append({"firing_id": firing_id, "trigger_id": str(rule.id), "trigger": rule.name,
+                      "entity_id": str(event.entity_id)})  # fmt: skip
+        try:
+            for action, targets, first_hop in plan:
+                _act(session, rule, event, firing_id, action, targets, first_hop)
+        finally:
+            chain.pop()
 
 
-def _firing_row(rule: Rule, event: Event, chain: list[dict[str, Any]]) -> dict[str, Any]:
+def _firing_row(rule: Rule, event: Event, chain: list[dict[str, Any]], effects: dict[str, int]) -> dict[str, Any]:
     return {
         "trigger_id": rule.id,
         "trigger_version": rule.version,
@@ -320,7 +322,7 @@ def _firing_row(rule: Rule, event: Event, chain: list[dict[str, Any]]) -> dict[s
         "value": event.number,
         "depth": len(chain),
         "cause": [dict(link) for link in chain],
-        "effects": {},
+        "effects": effects,
         "created_at": utcnow(),
     }
 
@@ -336,21 +338,44 @@ def _as_process(session: Session) -> Iterator[None]:
         access.act_as(session, who)
 
 
-def _act(session: Session, rule: Rule, event: Event, firing_id: int) -> dict[str, Any]:
-    effects: dict[str, Any] = {}
-    for action in rule.then:
-        if isinstance(action, WebhookAction):
-            payload = _payload(session, rule, event, firing_id)
-            webhooks.enqueue(
-                session, trigger_id=rule.id, firing_id=firing_id, url=action.url, payload=payload, secret=rule.secret
-            )
-            done = 1
-        else:
-            targets, first_hop = _targets(session, event.entity_id, action if action.follow else rule.targets)
-            done = _ACTIONS[type(action)](session, rule, event, firing_id, action, targets, first_hop)
-        key = action.action + "s"
-        effects[key] = effects.get(key, 0) + done
+Plan = tuple[Any, list[uuid.UUID], list[uuid.UUID]]  # an action, the entities it acts on, the relations it walked
+
+
+def _targets_of(session: Session, rule: Rule, event: Event, action: Any) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    if isinstance(action, WebhookAction):
+        return [], []  # one call per firing, about the entity that fired
+    if isinstance(action, WriteAction) and not isinstance(_written(action, event), float | int):
+        return [], []  # the "value" of an attribute rule that is not a number: nothing to write
+    return _targets(session, event.entity_id, action if action.follow else rule.targets)
+
+
+def _effects(plan: list[Plan]) -> dict[str, int]:
+    """What the firing does: how many alerts, writes, attributes, weights and webhooks."""
+    effects: dict[str, int] = {}
+    for action, targets, first_hop in plan:
+        done = (
+            1 if isinstance(action, WebhookAction) else len(first_hop if isinstance(action, WeightAction) else targets)
+        )
+        effects[action.action + "s"] = effects.get(action.action + "s", 0) + done
     return effects
+
+
+def _act(
+    session: Session,
+    rule: Rule,
+    event: Event,
+    firing_id: int,
+    action: Any,
+    targets: list[uuid.UUID],
+    first_hop: list[uuid.UUID],
+) -> None:
+    if isinstance(action, WebhookAction):
+        payload = _payload(session, rule, event, firing_id)
+        webhooks.enqueue(
+            session, trigger_id=rule.id, firing_id=firing_id, url=action.url, payload=payload, secret=rule.secret
+        )
+    else:
+        _ACTIONS[type(action)](session, rule, event, firing_id, action, targets, first_hop)
 
 
 def _targets(
@@ -392,7 +417,7 @@ def _reach(session: Session, entity_id: uuid.UUID, follow: Follow) -> tuple[list
 
 def _alert(
     session: Session, rule: Rule, event: Event, firing_id: int, action: Any, targets: list[uuid.UUID], _: Any
-) -> int:
+) -> None:
     assert isinstance(action, AlertAction)
     template = action.message or ("{rule}: {label} {value} {unit} on {entity.name}" if event.unit else DEFAULT_MESSAGE)
     fields = _fields(session, rule, event, action.severity)
@@ -417,26 +442,30 @@ def _alert(
         for target in targets
     ]
     alert_repo.add(session, rows)
-    return len(rows)
 
 
 def _write(
     session: Session, rule: Rule, event: Event, firing_id: int, action: Any, targets: list[uuid.UUID], _: Any
-) -> int:
+) -> None:
     from dust.engine import tensors  # here: the write path calls this module
 
     assert isinstance(action, WriteAction)
     sdef = schemas.get_def(session, action.schema_name)
     when = event.at or datetime.now(UTC)
-    number = {"value": event.number, "score": event.score}.get(str(action.value), action.value)
-    if not isinstance(number, float | int):
-        return 0  # "value" of an attribute rule that is not a number: nothing to write
+    number = _written(action, event)
+    assert isinstance(number, float | int)  # else no targets were planned (_targets_of)
     for target in targets:
         tensor_id = _tensor_of(session, target, sdef, None if event.tensor is None else event.tensor.origin)
         cell = {**action.where, _axis_of(sdef, action.label): action.label}
         here = number + _current(session, tensor_id, cell, when) if action.mode == "add" else number
         tensors.write_values(session, tensor_id, [{"time": when.isoformat(), **cell, "value": here}])
-    return len(targets)
+
+
+def _written(action: WriteAction, event: Event) -> float | None:
+    """The number a write action writes: its own, or the firing's value or score."""
+    if action.value == "value":
+        return event.number
+    return event.score if action.value == "score" else float(action.value)
 
 
 def _tensor_of(session: Session, entity_id: uuid.UUID, sdef: SchemaDef, origin: datetime | None) -> uuid.UUID:
@@ -466,25 +495,23 @@ def _current(session: Session, tensor_id: uuid.UUID, cell: dict[str, str], when:
 
 def _attribute(
     session: Session, rule: Rule, event: Event, firing_id: int, action: Any, targets: list[uuid.UUID], _: Any
-) -> int:
+) -> None:
     from dust.engine import entities
 
     assert isinstance(action, AttributeAction)
     for target in targets:
         entities.update(session, target, entities.EntityUpdate(attributes=action.set))
-    return len(targets)
 
 
 def _weight(
     session: Session, rule: Rule, event: Event, firing_id: int, action: Any, _: Any, first_hop: list[uuid.UUID]
-) -> int:
+) -> None:
     assert isinstance(action, WeightAction)
     for relation_id in first_hop:
         weights.adjust(session, relation_id, add=action.add, multiply=action.multiply, set=action.value)
-    return len(first_hop)
 
 
-_ACTIONS: dict[type, Callable[..., int]] = {
+_ACTIONS: dict[type, Callable[..., None]] = {
     AlertAction: _alert,
     WriteAction: _write,
     AttributeAction: _attribute,

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Trigger, TriggerFiring, TriggerVersion, utcnow
@@ -15,7 +15,6 @@ from dust.storage.repositories import paging
 _FIRINGS = cast(Table, TriggerFiring.__table__)
 # Built once: a write may fire many times, and building a statement costs about as much as running it.
 _ADD_FIRING = insert(_FIRINGS).returning(_FIRINGS.c.id)
-_SET_EFFECTS = update(_FIRINGS).where(_FIRINGS.c.id == bindparam("b_id")).values(effects=bindparam("effects"))
 
 
 def add(
@@ -82,10 +81,6 @@ def versions(session: Session, trigger_id: uuid.UUID) -> list[TriggerVersion]:
 def add_firing(session: Session, row: dict[str, Any]) -> int:
     """Records a firing; its id, which the alerts and webhooks it causes name."""
     return int(session.execute(_ADD_FIRING, row).scalar_one())
-
-
-def set_effects(session: Session, firing_id: int, effects: dict[str, Any]) -> None:
-    session.execute(_SET_EFFECTS, {"b_id": firing_id, "effects": effects})
 
 
 def firings_page(
