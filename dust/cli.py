@@ -47,7 +47,7 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-import_app = typer.Typer(help="Load data from files (a DUST export).", no_args_is_help=True)
+import_app = typer.Typer(help="Load data from files (a DUST export, a Synthea export).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 plugins_app = typer.Typer(help="Installed plugins: detectors, domain packs and commands.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
@@ -289,6 +289,24 @@ def import_dust(
     with _progress() as bar:
         done = transfer.import_database(_configured().database_url, directory, progress=_tracker(bar, "Importing"))
     _report("Imported", done)
+
+
+@import_app.command("synthea")
+def import_synthea(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A Synthea CSV export (patients.csv, …).")],
+) -> None:
+    """Load a Synthea CSV export (patients, providers, organizations, encounters, conditions, vitals); again adds
+    nothing. Ends with what was imported and what was skipped, and why."""
+    import time
+
+    from dust.importers import synthea
+
+    started = time.perf_counter()
+    with _open() as db, _progress() as bar, db.session() as session:
+        report = synthea.import_directory(session, directory, progress=_tracker(bar, "Reading rows"))
+    for line in report.lines():
+        console.print(line, markup=False)
+    console.print(f"Done in {time.perf_counter() - started:.2f} s.")
 
 
 anomalies_app = typer.Typer(help="Anomaly detection on series.", no_args_is_help=True)

@@ -35,7 +35,7 @@ from tests.databases import throwaway_postgres
 
 SECRET_TABLES = ("refresh_tokens", "api_keys", "revoked_tokens", "login_failures", "idempotency_keys")
 VITALS_V2 = SchemaUpdate.model_validate(
-    {"axes": [{**healthcare.VITALS.axes[0].model_dump(), "labels": [*healthcare.VITALS.axes[0].labels, "weight"]}]}
+    {"axes": [{**healthcare.VITALS.axes[0].model_dump(), "labels": [*healthcare.VITALS.axes[0].labels, "waist"]}]}
 )
 
 
@@ -90,7 +90,7 @@ def fill(url: str, password_hash: str) -> Demo:
             access.act_as(s, _principal(admin.id))
             tensors.write_values(s, tensor_id, [{"time": 2, "metric": "heart_rate", "value": 99}], max_batch=100)
             tensors.update(s, tensor_id, TensorUpdate(schema_version=2))
-            tensors.write_values(s, tensor_id, [{"time": 70, "metric": "weight", "value": 71.5}], max_batch=100)
+            tensors.write_values(s, tensor_id, [{"time": 70, "metric": "waist", "value": 81.5}], max_batch=100)
             _reweigh(s)
             entities.get(s, patient.id)
             audit.record(s, "read", "export-test")

@@ -22,6 +22,7 @@ def test_all_names_resolve_and_nothing_else_is_public() -> None:
         "domains",
         "embedded",
         "engine",
+        "importers",
         "jobs",
         "plugins",
         "storage",

@@ -21,14 +21,30 @@ from dust.engine.relations import RelationCreate
 from dust.engine.schemas import SchemaCreate
 from dust.engine.tensors import TensorCreate
 
+# LOINC code of each vitals label (the vital-signs panel of HL7 FHIR's Observation vital signs profile): how
+# importers (dust.importers.health) find a reading's label. The schema model has no per-label metadata, so the
+# codes live here and in the schema's description.
+LOINC = {
+    "heart_rate": "8867-4",
+    "systolic_bp": "8480-6",
+    "diastolic_bp": "8462-4",
+    "temperature": "8310-5",
+    "spo2": "2708-6",
+    "respiratory_rate": "9279-1",
+    "weight": "29463-7",
+    "height": "8302-2",
+    "bmi": "39156-5",
+}
 VITALS = SchemaCreate.model_validate(
     {
         "name": "vitals",
-        "description": "Daily vital signs.",
+        "description": "Daily vital signs (UCUM units); LOINC "
+        + ", ".join(f"{label} {code}" for label, code in LOINC.items())
+        + ".",
         "axes": [
             {
                 "name": "metric",
-                "labels": ["heart_rate", "systolic_bp", "diastolic_bp", "temperature", "spo2", "respiratory_rate"],
+                "labels": list(LOINC),
                 "units": {
                     "heart_rate": "/min",
                     "systolic_bp": "mm[Hg]",
@@ -36,6 +52,9 @@ VITALS = SchemaCreate.model_validate(
                     "temperature": "Cel",
                     "spo2": "%",
                     "respiratory_rate": "/min",
+                    "weight": "kg",
+                    "height": "cm",
+                    "bmi": "kg/m2",
                 },
                 "ranges": {
                     "heart_rate": [0, 300],
@@ -44,6 +63,9 @@ VITALS = SchemaCreate.model_validate(
                     "temperature": [25, 45],
                     "spo2": [0, 100],
                     "respiratory_rate": [0, 80],
+                    "weight": [0, 700],
+                    "height": [0, 300],
+                    "bmi": [0, 250],
                 },
             }
         ],
@@ -90,6 +112,9 @@ POLICIES = {
     "patient": KindPolicy(description="A person receiving care."),
     "doctor": KindPolicy(description="A clinician; linked users see the patients they treat.", public=["name"]),
     "hospital": KindPolicy(description="A place of care.", public=["name", "external_id"]),
+    # The kinds of imported records (Synthea, FHIR): the FHIR resource names; the demo's doctor and hospital.
+    "practitioner": KindPolicy(description="A clinician from imported records.", public=["name"]),
+    "organization": KindPolicy(description="A place of care from imported records.", public=["name", "external_id"]),
 }
 
 
@@ -164,7 +189,9 @@ def _vitals(rng: np.random.Generator, days: int) -> np.ndarray:
         values[[0, 3, 5], start : start + length] += np.array([[18], [1.8], [5]])
     values[4] = np.minimum(values[4], 100)
     values[:, rng.random(days) < 0.05] = np.nan
-    return np.round(values, 1)
+    # The demo draws no weight, height or BMI (the labels VITALS has beyond _REFERENCE's): those stay unrecorded.
+    unrecorded = np.full((len(LOINC) - len(_REFERENCE), days), np.nan)
+    return np.round(np.vstack([values, unrecorded]), 1)
 
 
 PACK = DomainPack(

@@ -11,7 +11,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
-from dust.engine import access, audit, weights
+from dust.engine import access, audit, entities, weights
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_next_cursor, keyset_walk
@@ -191,6 +191,56 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
         raise _duplicate(data, None) from None
     audit.record(session, "create", "relation", row.id, ids)
     return _public(session, row, row.weight)
+
+
+def create_many(
+    session: Session, items: Sequence[RelationCreate], interactions: Sequence[Sequence[datetime]] | None = None
+) -> list[uuid.UUID]:
+    """Relations inserted together (for importers), all or nothing, checked as ``create`` checks one; the ids.
+
+    The bulk equivalent of ``create`` then ``interact(at=t)`` for each ``t`` of ``interactions[i]``: the first
+    weight takes effect at ``valid_from`` (now without one), and each interaction adds the type's ``reinforce``
+    to the weight decayed until then, as its policy says; every step is in the weight history.
+    """
+    ends = list(dict.fromkeys(e for data in items for e in (data.source_id, data.target_id)))
+    entities.check_visible(session, ends)
+    for type_ in {data.type for data in items}:
+        access.require_grant(session, type_)
+    keys = [(data.source_id, data.target_id, data.type) for data in items]
+    taken = repo.find_edges(session, keys)
+    seen: set[tuple[uuid.UUID, uuid.UUID, str]] = set()
+    for data, key in zip(items, keys, strict=True):
+        if key in taken or key in seen:
+            raise _duplicate(data, taken.get(key))
+        seen.add(key)
+    rows: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    for i, data in enumerate(items):
+        relation_id = uuid.uuid4()
+        steps = _weight_steps(session, data, interactions[i] if interactions else [])
+        history.extend({"relation_id": relation_id, "weight": w, "changed_at": at} for at, w in steps)
+        rows.append({**data.model_dump(), "id": relation_id, "weight": steps[-1][1]})
+    repo.add_many(session, rows, history)
+    audit.record_each(session, "create", "relation", [(r["id"], [r["source_id"], r["target_id"]]) for r in rows])
+    return [r["id"] for r in rows]
+
+
+def _weight_steps(session: Session, data: RelationCreate, times: Sequence[datetime]) -> list[tuple[datetime, float]]:
+    """(when, weight) of a new relation's first weight and after each interaction at ``times``."""
+    rules = weights.policy(session, data.type)
+    now = datetime.now(UTC)
+    steps = [(data.valid_from or now, weights.clamp(session, data.type, data.weight))]
+    for at in times:
+        last, weight = steps[-1]
+        at = as_utc(at, "at")
+        if not last <= at <= now:
+            raise InvalidInput(
+                f"interaction at {at.isoformat()} is not within {last.isoformat()}..now: give them in order"
+            )
+        if rules is None:
+            raise InvalidInput(f"'{data.type}' relations have no weight policy, so an interaction has nothing to add")
+        steps.append((at, rules.clamp(weights.weight_at(weight, last, at, rules) + rules.reinforce)))
+    return steps
 
 
 def _public(session: Session, row: Relation, weight: float | None = None) -> RelationPublic:

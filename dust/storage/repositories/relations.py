@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Float, Select, and_, case, func, or_, select
+from sqlalchemy import Float, Select, and_, case, func, insert, or_, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
@@ -86,6 +86,28 @@ def add(session: Session, **fields: Any) -> Relation:
     session.flush()
     add_weight(session, row.id, row.weight, row.created_at)
     return row
+
+
+def add_many(session: Session, rows: list[dict[str, Any]], weights: list[dict[str, Any]]) -> None:
+    """Relations (every column but the times, set here) and their weight histories, by two statements."""
+    created = paging.creation_time(session)
+    if rows:
+        session.execute(insert(Relation), [{**row, "created_at": created, "updated_at": created} for row in rows])
+    if weights:
+        session.execute(insert(RelationWeight), weights)
+
+
+def find_edges(session: Session, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple[Any, ...], uuid.UUID]:
+    """The ids of the relations among ``keys`` (source, target, type) that exist, by key."""
+    found: dict[tuple[Any, ...], uuid.UUID] = {}
+    sources = list({source for source, _, _ in keys})
+    for chunk in chunks(sources):
+        stmt = select(Relation.id, Relation.source_id, Relation.target_id, Relation.type).where(
+            Relation.source_id.in_(chunk)
+        )
+        found.update({(r.source_id, r.target_id, r.type): r.id for r in session.execute(stmt)})
+    wanted = set(keys)
+    return {key: relation_id for key, relation_id in found.items() if key in wanted}
 
 
 def add_weight(session: Session, relation_id: uuid.UUID, weight: float, when: datetime) -> None:
