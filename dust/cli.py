@@ -47,7 +47,7 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
-import_app = typer.Typer(help="Load data from files (a DUST export, a Synthea export).", no_args_is_help=True)
+import_app = typer.Typer(help="Load data from files (a DUST export, Synthea CSV, FHIR bundles).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 plugins_app = typer.Typer(help="Installed plugins: detectors, domain packs and commands.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
@@ -150,7 +150,8 @@ def demo(
         "healthcare"
     ),
     size: Annotated[int, typer.Option(min=1, max=100_000, help="Number of main entities (healthcare: patients).")] = 50,
-    days: Annotated[int, typer.Option(min=7, max=3650, help="Days of vitals per patient.")] = 90,
+    days: Annotated[int, typer.Option(min=7, max=3650, help="Days of data (healthcare: vitals per patient).")] = 90,
+    seed: Annotated[int, typer.Option(help="Seed of the generator: the same seed gives the same data set.")] = 7,
     serve_after: Annotated[bool, typer.Option("--serve", help="Serve the data set afterwards.")] = False,
     host: Annotated[str, typer.Option(help="Interface to listen on with --serve.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port with --serve.")] = 8000,
@@ -177,8 +178,10 @@ def demo(
     else:
         with _progress() as bar, db.session() as session:
             task = bar.add_task(f"Generating {pack.name} data ({pack.unit})", total=size)
-            made = pack.generate(session, size=size, days=days, progress=lambda n: bar.advance(task, n))
+            made = pack.generate(session, size=size, days=days, seed=seed, progress=lambda n: bar.advance(task, n))
         console.print("Loaded: " + ", ".join(f"{n} {what}" for what, n in made.items()))
+    if pack.tour:
+        console.print(pack.tour, markup=False, highlight=False)
     _ensure_secret(settings)
     password = _reset_demo_admin(db)
     db.close()
@@ -297,13 +300,29 @@ def import_synthea(
 ) -> None:
     """Load a Synthea CSV export (patients, providers, organizations, encounters, conditions, vitals); again adds
     nothing. Ends with what was imported and what was skipped, and why."""
-    import time
-
     from dust.importers import synthea
+
+    _run_import("Reading rows", lambda session, progress: synthea.import_directory(session, directory, progress))
+
+
+@import_app.command("fhir")
+def import_fhir(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="FHIR R4 bundles (JSON), e.g. Synthea's.")],
+) -> None:
+    """Load FHIR R4 bundles (Patient, Practitioner, PractitionerRole, Organization, Encounter, Observation,
+    Condition) as `import synthea` does; again adds nothing. Ends with what was imported and skipped, and why."""
+    from dust.importers import fhir
+
+    _run_import("Reading bundles", lambda session, progress: fhir.import_files(session, files, progress))
+
+
+def _run_import(reading: str, load: Callable[[Any, Callable[[int, int | None], None]], Any]) -> None:
+    """One transaction of ``load(session, progress)`` with a progress bar; then its report and the time taken."""
+    import time
 
     started = time.perf_counter()
     with _open() as db, _progress() as bar, db.session() as session:
-        report = synthea.import_directory(session, directory, progress=_tracker(bar, "Reading rows"))
+        report = load(session, _tracker(bar, reading))
     for line in report.lines():
         console.print(line, markup=False)
     console.print(f"Done in {time.perf_counter() - started:.2f} s.")

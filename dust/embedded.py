@@ -41,6 +41,7 @@ from dust.engine import (
     kinds,
     relations,
     schemas,
+    supply_chain,
     tensors,
     triggers,
     users,
@@ -77,6 +78,8 @@ from dust.engine.relations import (
     RelationUpdate,
 )
 from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
+from dust.engine.supply_chain import Bottlenecks as SupplyChainBottlenecks
+from dust.engine.supply_chain import WhatIf, WhatIfResult
 from dust.engine.tensors import EraseResult, HistoryPage, TensorCreate, TensorPublic, TensorUpdate, WriteResult
 from dust.engine.triggers import (
     FiringList,
@@ -770,6 +773,27 @@ class Dust:
         """R[type, source, target] = weight as sparse COO, of some types, as of ``at``. GET /query_master/tensor."""
         with self.session() as s:
             return relations.master_tensor(s, types=relations.type_names(type), at=at)
+
+    # domain packs: /domains
+    @_checked
+    def supply_chain_bottlenecks(
+        self,
+        limit: Annotated[int, Field(ge=1, le=100)] = 10,
+        horizon_days: Annotated[float, Field(gt=0, le=365)] = 14,
+        window: Annotated[int, Field(ge=5, le=365)] = 14,
+    ) -> SupplyChainBottlenecks:
+        """Where flow concentrates (betweenness, max-flow/min-cut) and which stocks run out within
+        ``horizon_days``. GET /domains/supply-chain/bottlenecks."""
+        with self.session() as s:
+            return supply_chain.bottlenecks(s, limit=limit, horizon_days=horizon_days, window=window)
+
+    @_checked
+    def supply_chain_what_if(self, remove: SkipValidation[Sequence[uuid.UUID | str]]) -> WhatIfResult:
+        """Take sites away (nothing is changed): the retailers that starve of a product, and the maximum flow
+        before and after. POST /domains/supply-chain/what-if."""
+        data = WhatIf.model_validate({"remove": list(remove)})
+        with self.session() as s:
+            return supply_chain.what_if(s, data)
 
     @_checked
     def interact(

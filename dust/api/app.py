@@ -15,6 +15,7 @@ from dust.api import (
     anomalies,
     audit,
     auth,
+    domains,
     entities,
     health,
     insights,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         alerts.router,
         triggers.router,
         webhooks.router,
+        domains.router,
     )
     for router in routers:
         app.include_router(router, prefix=API)

@@ -20,12 +20,13 @@ Progress = Callable[[int], None]  # told how many more of ``size`` are done
 class DomainPack:
     name: str  # as in `dust demo <name>`
     description: str
-    # generate(session, size=, days=, progress=) -> {what: how many}: ``size`` main entities with ``days`` of data
+    # generate(session, size=, days=, seed=, progress=) -> {what: how many}: ``size`` main entities, ``days`` of data
     generate: Callable[..., dict[str, int]]
     # (kind, external id) of an entity only this pack's data set has: the data set is loaded once per database
     marker: tuple[str, str]
     unit: str = "entities"  # what ``size`` counts, for help and progress text
     rules: str | None = None  # a JSON file beside this module: the pack's default trigger rules (data, not code)
+    tour: str = ""  # what `dust demo <name>` prints after loading: where to look and what to expect there
 
     def loaded(self, session: Session) -> bool:
         from dust.storage.repositories import entities

@@ -28,6 +28,6 @@ def dust_analyses() -> list[SeriesAnalysis]:
 
 @hookimpl
 def dust_domain_packs() -> list[DomainPack]:
-    from dust.domains import healthcare
+    from dust.domains import healthcare, supply_chain
 
-    return [healthcare.PACK]
+    return [healthcare.PACK, supply_chain.PACK]

@@ -258,6 +258,8 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ("post", "/api/v1/relations/{relation_id}/interactions"): lambda a: Request(
         {"relation_id": a.world["A-consults"]}, body={"amount": 0.5}
     ),
+    ("get", "/api/v1/domains/supply-chain/bottlenecks"): lambda a: Request(query={"limit": 5}),
+    ("post", "/api/v1/domains/supply-chain/what-if"): lambda a: Request(body={"remove": [a.world["A"]]}),
     ("get", "/api/v1/weight-policies"): lambda a: Request(),
     ("get", "/api/v1/weight-policies/{type}"): lambda a: Request({"type": _weighted(a)}),
     ("put", "/api/v1/weight-policies/{type}"): lambda a: Request(

@@ -1,0 +1,114 @@
+"""The supply-chain analyses find what the generator planted: the hub, the sole source, the run-down stocks."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from dust.core.errors import InvalidInput, NotFound
+from dust.domains import load_rules, supply_chain
+from dust.domains.supply_chain import Plan
+from dust.embedded import Dust
+
+
+@pytest.fixture
+def plan(db: Dust) -> Plan:
+    with db.session() as session:
+        supply_chain.generate(session, size=60, days=40)
+    return Plan.of(60, 40)
+
+
+def _id(db: Dust, kind: str, n: int) -> uuid.UUID:
+    """The id of ``<kind>-<n>``, the generator's external id."""
+    return next(e.id for e in db.entities(kind=kind, limit=500).items if e.external_id == f"{kind}-{n}")
+
+
+def _ext(db: Dust, ids: list[uuid.UUID]) -> set[str | None]:
+    return {db.get_entity(i).external_id for i in ids}
+
+
+def test_the_hub_tops_betweenness_and_carries_most_of_the_flow(db: Dust, plan: Plan) -> None:
+    found = db.supply_chain_bottlenecks(limit=5)
+    hub = _id(db, "warehouse", 1)
+    assert found.top[0].id == hub and found.top[0].kind == "warehouse"
+    assert found.top[0].flow_share > 0.5  # most of what reaches retailers passes through it
+    assert found.sites == 12 + plan.factories + plan.warehouses + plan.retailers
+
+
+def test_the_min_cut_holds_the_hubs_inbound_relations_and_equals_the_max_flow(db: Dust, plan: Plan) -> None:
+    found = db.supply_chain_bottlenecks()
+    hub = _id(db, "warehouse", 1)
+    into_hub = [e for e in found.min_cut if e.target.id == hub]
+    assert len(into_hub) == plan.factories - 1  # every factory but factory-1 ships to the hub, all saturated
+    assert found.min_cut_capacity == pytest.approx(found.max_flow)  # max-flow = min-cut
+    hub_share = sum(e.capacity for e in into_hub) / found.max_flow
+    assert hub_share > 0.5
+
+
+def test_the_run_down_stocks_are_at_risk_and_nothing_else(db: Dust, plan: Plan) -> None:
+    found = db.supply_chain_bottlenecks(horizon_days=14).stock_out
+    planted = {(f"retailer-{r + 1}", supply_chain.PRODUCTS[p]) for r, p in plan.declining()}
+    assert {(db.get_entity(r.id).external_id, r.product) for r in found} == planted
+    assert all(r.trend_per_day < 0 and r.days_left < 14 and 0 < r.risk <= 1 for r in found)
+
+
+def test_without_the_sole_supplier_warehouse_2s_retailers_starve_of_sku_001(db: Dust, plan: Plan) -> None:
+    answer = db.supply_chain_what_if([_id(db, "supplier", 1)])
+    region = {f"retailer-{r + 1}" for r in range(plan.retailers) if plan.warehouse_of(r) == 1}
+    assert region and _ext(db, [s.id for s in answer.starving]) == region
+    assert {tuple(s.products) for s in answer.starving} == {("SKU-001",)}
+    assert answer.max_flow_after <= answer.max_flow_before
+    assert [s.kind for s in answer.removed] == ["supplier"]
+
+
+def test_without_any_other_supplier_no_one_starves(db: Dust, plan: Plan) -> None:
+    for n in (2, 5, plan.suppliers):
+        assert db.supply_chain_what_if([_id(db, "supplier", n)]).starving == []
+
+
+def test_without_the_hub_its_retailers_starve_of_everything_they_had(db: Dust, plan: Plan) -> None:
+    answer = db.supply_chain_what_if([_id(db, "warehouse", 1)])
+    hub_retailers = {f"retailer-{r + 1}" for r in range(plan.retailers) if plan.warehouse_of(r) == 0}
+    assert _ext(db, [s.id for s in answer.starving]) == hub_retailers
+    assert {len(s.products) for s in answer.starving} == {11}
+    assert answer.max_flow_after < answer.max_flow_before / 2
+
+
+def test_removing_an_entity_outside_the_graph_changes_nothing_and_an_unknown_one_is_not_found(
+    db: Dust, plan: Plan
+) -> None:
+    product = db.entities(kind="product").items[0].id
+    answer = db.supply_chain_what_if([product])
+    assert answer.starving == [] and answer.max_flow_after == answer.max_flow_before
+    with pytest.raises(NotFound):
+        db.supply_chain_what_if([uuid.UUID("00000000-0000-4000-8000-000000000000")])
+    with pytest.raises(InvalidInput):
+        db.supply_chain_what_if([])
+
+
+def test_capacity_missing_falls_back_to_the_weight_and_products_to_any(db: Dust) -> None:
+    """A hand-made chain without the generator's attributes: s -> f -> r, and s2 -> f."""
+    s = db.create_entity("supplier", "S")
+    s2 = db.create_entity("supplier", "S2")
+    f = db.create_entity("factory", "F")
+    r = db.create_entity("retailer", "R")
+    db.relate(s.id, f.id, "supplies", weight=5)
+    db.relate(s2.id, f.id, "supplies", weight=3, attributes={"capacity": "lots"})  # not a number: the weight
+    db.relate(f.id, r.id, "ships_to", weight=100, attributes={"capacity": 6})
+    found = db.supply_chain_bottlenecks()
+    assert found.max_flow == 6  # min(5 + 3, 6)
+    assert [(e.source.name, e.target.name) for e in found.min_cut] == [("F", "R")]
+    assert db.supply_chain_what_if([s.id]).starving == []  # S2 still sends "*" (any product)
+    starving = db.supply_chain_what_if([s.id, s2.id]).starving
+    assert [(x.name, x.products) for x in starving] == [("R", ["*"])]
+
+
+def test_the_rules_alert_the_run_down_retailers_and_their_warehouse(db: Dust, plan: Plan) -> None:
+    with db.session() as session:
+        assert load_rules(session, supply_chain.PACK) == 0  # loaded with the data
+    alerted = {db.get_entity(a.entity.id).external_id for a in db.alerts(limit=500).items}
+    planted = {f"retailer-{r + 1}" for r, _ in plan.declining()}
+    assert planted <= alerted
+    assert "warehouse-1" in alerted  # the hub: its retailers' alerts, and its own day of shrinkage
+    assert not any(e.startswith("retailer-") for e in alerted - planted)  # no false alarms
