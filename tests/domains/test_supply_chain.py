@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import uuid
 
+import networkx as nx
+import numpy as np
 import pytest
 
 from dust.core.errors import InvalidInput, NotFound
 from dust.domains import load_rules, supply_chain
 from dust.domains.supply_chain import Plan
 from dust.embedded import Dust
+from dust.engine import supply_chain as engine
+from dust.engine import tensors
 
 
 @pytest.fixture
@@ -112,3 +116,85 @@ def test_the_rules_alert_the_run_down_retailers_and_their_warehouse(db: Dust, pl
     assert planted <= alerted
     assert "warehouse-1" in alerted  # the hub: its retailers' alerts, and its own day of shrinkage
     assert not any(e.startswith("retailer-") for e in alerted - planted)  # no false alarms
+
+
+def _networkx_betweenness(net: engine._Network) -> dict[uuid.UUID, float]:
+    """The reference: networkx's own subset betweenness over every supplier, as the engine once called it."""
+    sources, targets = net.of_kind("supplier"), net.of_kind("retailer")
+    raw = nx.betweenness_centrality_subset(net.graph, sources, targets, normalized=False, weight="lead")
+    pairs = sum(len(nx.descendants(net.graph, s) & set(targets)) for s in sources)
+    return {n: round(b / pairs, 6) for n, b in raw.items()}
+
+
+def test_betweenness_equals_networkx_with_ties_onward_retailers_and_unreached_sites(db: Dust) -> None:
+    """The fast betweenness folds retailers that ship nowhere into arrays: it must still count equal routes,
+    retailers that ship on to other retailers, and sites no supplier reaches exactly as networkx does."""
+    kinds = {"S": "supplier", "F": "factory", "W": "warehouse", "R": "retailer"}
+    site = {f"{k}{i}": db.create_entity(kind, f"{k}{i}").id for k, kind in kinds.items() for i in range(1, 6)}
+
+    def edge(a: str, b: str, lead: float, type_: str = "ships_to") -> None:
+        db.relate(site[a], site[b], type_, weight=10, attributes={"lead_time_days": lead})
+
+    for a, b, lead in [("S1", "F1", 1), ("S1", "F2", 1), ("S2", "F2", 3), ("S3", "F3", 2), ("S4", "F3", 0)]:
+        edge(a, b, lead, "supplies")
+    for a, b, lead in [("F1", "W1", 2), ("F2", "W2", 2), ("F2", "W3", 4), ("F3", "W3", 1), ("F4", "R5", 1)]:
+        edge(a, b, lead)  # F4 -> R5: a retailer no supplier reaches
+    for a, b, lead in [("W1", "R1", 1), ("W1", "R4", 1), ("W2", "R4", 1), ("W2", "R2", 1), ("W3", "R2", 0)]:
+        edge(a, b, lead)  # from S1, R4 by two routes of equal lead time; R2 by W2, and by W3 in 0 days
+    edge("R2", "R3", 1)  # a retailer that ships on: on routes, not only at their ends
+    edge("W3", "R3", 2)
+    with db.session() as session:
+        net = engine._Network(session)
+        got = engine._betweenness(net)
+        want = _networkx_betweenness(net)
+    assert any(v > 0 for v in want.values())
+    assert {n: got.get(n, 0.0) for n in want} == want
+
+
+def test_betweenness_and_stock_out_equal_the_one_by_one_reference_on_generated_data(db: Dust, plan: Plan) -> None:
+    with db.session() as session:
+        net = engine._Network(session)
+        got, want = engine._betweenness(net), _networkx_betweenness(net)
+        assert {n: got.get(n, 0.0) for n in want} == want
+        for window, horizon in [(5, 3.0), (14, 14.0), (40, 60.0), (365, 365.0)]:
+            assert engine.stock_out(session, horizon_days=horizon, window=window) == _stock_out_one_by_one(
+                session, horizon, window
+            )
+
+
+def _stock_out_one_by_one(session: engine.Session, horizon: float, window: int) -> list[engine.StockRisk]:
+    """The reference: each inventory tensor read on its own through tensors.read, as the engine once did."""
+    found = []
+    for tensor_id, entity_id, *_ in engine.repo.tensors_of_schema(session, "inventory", None):
+        view = tensors.read(session, tensor_id, labels={"measure": "on_hand"})
+        site = engine._sites(session, [entity_id])[entity_id]
+        for product, series in zip(view.coords["product"], view.values, strict=True):
+            risk = engine._risk(np.asarray(series[-window:]), horizon)
+            if risk is not None:
+                found.append(engine.StockRisk(**site.model_dump(), product=product, **risk))
+    found.sort(key=lambda r: (r.days_left, r.name, r.product))
+    return found
+
+
+def test_stock_out_reads_gaps_short_series_and_block_edges_like_a_tensor_read(db: Dust, plan: Plan) -> None:
+    """Hand-made stocks: one spanning two blocks with gaps, one too short for a trend, one empty, one at 0."""
+    for name, values, start in [
+        ("gappy", [200 - 7 * d if d % 3 else np.nan for d in range(20)], 55),  # days 55..74: blocks 0 and 1
+        ("short", [10, 8, 6, 4], 0),  # four values: too few for a trend
+        ("empty", [], 0),
+        ("zero", [5, 4, 3, 2, 1, 0, 0], 3),
+    ]:
+        entity = db.create_entity("retailer", f"hand-{name}")
+        tensor = db.create_tensor(entity.id, "inventory")
+        if values:
+            array = np.full((len(supply_chain.PRODUCTS), 1, len(values)), np.nan)
+            array[0, 0] = values
+            db.write_array(tensor.id, array, start)
+    with db.session() as session:
+        for window in (5, 9, 14, 30):
+            found = engine.stock_out(session, horizon_days=30, window=window)
+            assert found == _stock_out_one_by_one(session, 30, window)
+            hand = {r.name: r for r in found if r.name.startswith("hand-")}
+            # gappy: 3 of its last 5 days recorded (too few for a trend), 6 of its last 9; short never has 5
+            assert set(hand) == ({"hand-zero"} if window < 9 else {"hand-gappy", "hand-zero"})
+            assert hand["hand-zero"].risk == 1

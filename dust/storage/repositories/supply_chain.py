@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dust.storage.models import Relation, Tensor
+from dust.storage.models import Entity, Relation, Tensor, TensorBlock
 from dust.storage.repositories import Visible
 
 
@@ -25,9 +25,41 @@ def edge_attributes(
     return {(s, t, k): a or {} for s, t, k, a in session.execute(stmt)}
 
 
-def tensors_of_schema(session: Session, schema: str, visible: Visible | None) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """(tensor id, entity id) of every tensor of ``schema`` whose entity is visible, in entity order."""
-    stmt = select(Tensor.id, Tensor.entity_id).where(Tensor.schema_name == schema)
+def sites(session: Session, ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, str, str]]:
+    """(id, kind, name) of the entities among ``ids`` (one IN list: the caller chunks), without loading them."""
+    return [
+        (e, k, n) for e, k, n in session.execute(select(Entity.id, Entity.kind, Entity.name).where(Entity.id.in_(ids)))
+    ]
+
+
+def tensors_of_schema(
+    session: Session, schema: str, visible: Visible | None
+) -> list[tuple[uuid.UUID, uuid.UUID, int, int | None, int | None]]:
+    """(id, entity id, schema version, time_min, time_max) of every tensor of ``schema`` whose entity is visible,
+    in entity order."""
+    stmt = select(Tensor.id, Tensor.entity_id, Tensor.schema_version, Tensor.time_min, Tensor.time_max).where(
+        Tensor.schema_name == schema
+    )
     if visible is not None:
         stmt = stmt.where(Tensor.entity_id.in_(visible))
-    return [(t, e) for t, e in session.execute(stmt.order_by(Tensor.entity_id, Tensor.id))]
+    return [(t, e, v, lo, hi) for t, e, v, lo, hi in session.execute(stmt.order_by(Tensor.entity_id, Tensor.id))]
+
+
+def last_blocks(
+    session: Session, schema: str, visible: Visible | None, steps: int, block: int
+) -> list[tuple[uuid.UUID, int, str, bytes]]:
+    """(tensor id, block number, shape, data) of the blocks of every visible tensor of ``schema`` that hold one
+    of its last ``steps`` recorded time steps, in one query: blocks of ``block`` steps, so block ``n`` holds
+    steps ``n * block`` to ``n * block + block - 1``."""
+    stmt = (
+        select(TensorBlock.tensor_id, TensorBlock.block, TensorBlock.shape, TensorBlock.data)
+        .join(Tensor, Tensor.id == TensorBlock.tensor_id)
+        .where(
+            Tensor.schema_name == schema,
+            Tensor.time_max.is_not(None),
+            TensorBlock.block * block + (block - 1) > Tensor.time_max - steps,
+        )
+    )
+    if visible is not None:
+        stmt = stmt.where(Tensor.entity_id.in_(visible))
+    return [(t, n, k, d) for t, n, k, d in session.execute(stmt)]
