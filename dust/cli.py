@@ -316,6 +316,24 @@ def import_fhir(
     _run_import("Reading bundles", lambda session, progress: fhir.import_files(session, files, progress))
 
 
+@import_app.command("paysim")
+def import_paysim(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A PaySim transactions CSV (step, type, amount, …).")],
+) -> None:
+    """Load PaySim transactions: accounts and merchants, a `pays` relation per payer and payee, hourly balances;
+    again adds nothing. Ends with what was imported and skipped, and why."""
+    import time
+
+    from dust.importers import paysim
+
+    started = time.perf_counter()
+    with _open() as db, _progress() as bar:  # the import commits as it goes: it opens its own transactions
+        report = paysim.import_file(db.session, file, _tracker(bar, "Importing rows"))
+    for line in report.lines():
+        console.print(line, markup=False)
+    console.print(f"Done in {time.perf_counter() - started:.2f} s.")
+
+
 def _run_import(reading: str, load: Callable[[Any, Callable[[int, int | None], None]], Any]) -> None:
     """One transaction of ``load(session, progress)`` with a progress bar; then its report and the time taken."""
     import time

@@ -55,6 +55,12 @@ def by_external_id(session: Session, kind: str, external_id: str) -> Entity | No
     return session.scalars(stmt).first()
 
 
+def ids_by_external_id(session: Session, kind: str, external_ids: list[str]) -> dict[str, uuid.UUID]:
+    """The id of each entity of ``kind`` among ``external_ids`` that exists (for importers)."""
+    stmt = select(Entity.external_id, Entity.id).where(Entity.kind == kind, Entity.external_id.in_(external_ids))
+    return {str(external_id): entity_id for external_id, entity_id in session.execute(stmt)}
+
+
 def taken_external_ids(session: Session, kind: str, external_ids: list[str]) -> set[str]:
     """Which of ``external_ids`` entities of ``kind`` already hold."""
     stmt = select(Entity.external_id).where(Entity.kind == kind, Entity.external_id.in_(external_ids))

@@ -148,6 +148,14 @@ def of_entity(session: Session, entity_id: uuid.UUID, schema_name: str | None = 
     return list(session.scalars(stmt.order_by(Tensor.schema_name)))
 
 
+def ids_of_entities(session: Session, schema_name: str, entity_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The id of a tensor of ``schema_name`` of each of ``entity_ids`` that has one (for importers)."""
+    stmt = select(Tensor.entity_id, Tensor.id).where(
+        Tensor.schema_name == schema_name, Tensor.entity_id.in_(entity_ids)
+    )
+    return {entity_id: tensor_id for entity_id, tensor_id in session.execute(stmt)}
+
+
 def delete(session: Session, tensor_id: uuid.UUID) -> None:
     session.execute(sql_delete(Tensor).where(Tensor.id == tensor_id))
 
