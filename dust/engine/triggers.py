@@ -30,7 +30,7 @@ from dust.core.security import Permission
 from dust.engine import access, audit, caches, schemas, webhooks
 from dust.engine.fields import Attributes
 from dust.engine.paging import id_next_cursor, id_walk
-from dust.engine.relations import TYPE, Direction
+from dust.engine.relations import TYPE_NAME, Direction
 from dust.engine.schemas import NAME, SchemaDef
 from dust.storage.models import Trigger
 from dust.storage.repositories import triggers as repo
@@ -161,10 +161,8 @@ class Follow(_Strict):
 
     @model_validator(mode="after")
     def _types(self) -> Follow:
-        import re
-
         for name in [self.type] if isinstance(self.type, str) else self.type or []:
-            if not re.fullmatch(TYPE, name):
+            if not TYPE_NAME.fullmatch(name):
                 raise ValueError(f"'{name}' is not a relation type (lowercase letters, digits, _ and -)")
         return self
 

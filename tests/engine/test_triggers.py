@@ -447,6 +447,7 @@ def test_delete_keeps_the_alerts(db: Dust, ward: dict) -> None:
         ({"when": {"event": "anomaly", "schema": "vitals", "label": "spo2", "op": ">", "value": 1}}, "does not take"),
         ({"then": [{"action": "alert", "message": "{patient}"}]}, "unknown placeholder {patient}"),
         ({"then": [{"action": "weight", "add": 1}]}, "names the relations to change"),
+        ({"then": [{"action": "alert", "follow": {"type": "Treats!"}}]}, "'Treats!' is not a relation type"),
         ({"then": [{"action": "write", "schema": "alerts", "label": "nope"}]}, "has no label 'nope'"),
         ({"then": [{"action": "page"}]}, "action"),
         ({"then": []}, "then"),
