@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         description="Roles that may create, change or delete relations of the access-granting types (JSON list).",
     )
     max_batch_blocks: int = Field(
-        1024, ge=1, description="Most storage blocks (64 time steps each) one write request may touch."
+        1024, ge=1, description="Most storage blocks (about 8 KiB of values each) one write request may touch."
     )
     api_key_days: int = Field(90, ge=1, le=3650, description="Lifetime of a new API key unless it asks for less.")
     api_key_max_days: int = Field(365, ge=1, le=3650, description="Longest lifetime an API key may ask for.")

@@ -590,7 +590,7 @@ def stored_values(
     session: Session, row: Tensor, sdef: SchemaDef, cells: np.ndarray, first: int, last: int
 ) -> np.ndarray:
     """The stored values of ``cells`` at times ``first..last``, as (time, cell); NaN where none."""
-    block = codec.BLOCK
+    block = row.block_steps
     b0, b1 = first // block, last // block
     values = np.full(((b1 - b0 + 1) * block, cells.size), np.nan)
     for number, shape, data, _ in tensor_repo.blocks(session, row.id, b0, b1):

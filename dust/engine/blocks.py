@@ -1,13 +1,19 @@
-"""The block codec: ``BLOCK`` time steps × all cells of a tensor as two byte strings.
+"""The block codec: a tensor's ``steps`` consecutive time steps × all its cells as two byte strings.
 
 Values are little-endian float64 with NaN for "not recorded", stored cell-major (cells, then time): the
-``BLOCK`` values of one cell are contiguous, and so are those of one label of the first axis, which lets an
+``steps`` values of one cell are contiguous, and so are those of one label of the first axis, which lets an
 aggregate over that label read just its slice (``label_slice``) and decode it without a copy.
 
 Stamps are the int64 microseconds since the epoch of each cell's last write (0 = never), zlib-compressed:
 cells written together share a stamp, so a block's stamps shrink from 8 bytes a cell to a few dozen bytes in
-all. That keeps a block of a 4-cell schema (2 KiB of values) on one 4 KiB SQLite page rather than spilling
-onto an overflow page, and stamps are decoded only where needed ("as of" reads and overwrites).
+all, and are decoded only where needed ("as of" reads and overwrites).
+
+How many steps a block holds is the tensor's (``tensors.block_steps``), chosen when it is created from its
+schema's cell count by ``steps_for``: about ``TARGET_BYTES`` of values a block. What an aggregate over a whole
+schema costs is mostly the number of block rows it reads, and what a write costs is the bytes of the blocks it
+rewrites; a fixed 64 steps made a 4-cell schema's blocks 2 KiB (four times the rows an 8 KiB block needs) and a
+500-cell schema's 256 KiB (rewritten whole to append one step). A block holds one tensor's length for good:
+the codec reads the length back from the bytes (values ÷ cells), so blocks need no length of their own.
 
 A block remembers the cell shape it was written with, so blocks written before a schema gained labels read
 back padded with NaN.
@@ -15,14 +21,28 @@ back padded with NaN.
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 
-BLOCK = 64
+TARGET_BYTES = 8192  # of values a block: with 16 KiB SQLite pages (dust.storage.db), one page per block
+MIN_STEPS = 1
+MAX_STEPS = TARGET_BYTES // 8  # a one-cell tensor: 1,024 steps
+LEGACY_STEPS = 64  # every block before migration 0011, and a tensor imported from an export made before it
 VALUES = np.dtype("<f8")
 STAMPS = np.dtype("<i8")
 _LEVEL = 1  # stamps are long runs of one value: the fastest level already shrinks them ~50×
+
+
+def steps_for(shape: tuple[int, ...]) -> int:
+    """Time steps a block of a tensor with cell shape ``shape`` holds: the power of two nearest (in ratio) to
+    ``TARGET_BYTES`` of values, within ``MIN_STEPS..MAX_STEPS``. A power of two so that the lengths of two
+    tensors always divide one another (blocks of one line up with the other's) and re-chunking is a reshape."""
+    cells = max(1, math.prod(shape))
+    ideal = TARGET_BYTES / (VALUES.itemsize * cells)
+    power = 2 ** max(0, round(math.log2(ideal))) if ideal >= 1 else 1
+    return min(MAX_STEPS, max(MIN_STEPS, power))
 
 
 def shape_key(shape: tuple[int, ...]) -> str:
@@ -33,9 +53,14 @@ def parse_shape(key: str) -> tuple[int, ...]:
     return tuple(int(n) for n in key.split("x"))
 
 
-def empty(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Values and stamps of a block that holds nothing, as (time, *cells) arrays."""
-    return np.full((BLOCK, *shape), np.nan), np.zeros((BLOCK, *shape), dtype=STAMPS)
+def empty(shape: tuple[int, ...], steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values and stamps of a block of ``steps`` steps that holds nothing, as (time, *cells) arrays."""
+    return np.full((steps, *shape), np.nan), np.zeros((steps, *shape), dtype=STAMPS)
+
+
+def steps_of(key: str, data: bytes) -> int:
+    """The time steps a stored block holds: its values' length over its cells."""
+    return len(data) // (VALUES.itemsize * max(1, math.prod(parse_shape(key))))
 
 
 def decode(key: str, data: bytes, stamps: bytes | None, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -46,7 +71,7 @@ def decode(key: str, data: bytes, stamps: bytes | None, shape: tuple[int, ...]) 
     if stored == shape:
         return values.copy(), None if times is None else times.copy()
     window = (slice(None), *(slice(0, n) for n in stored))
-    full_values, full_times = empty(shape)
+    full_values, full_times = empty(shape, values.shape[0])
     full_values[window] = values
     if times is not None:
         full_times[window] = times
@@ -55,18 +80,21 @@ def decode(key: str, data: bytes, stamps: bytes | None, shape: tuple[int, ...]) 
 
 def encode(values: np.ndarray, stamps: np.ndarray) -> tuple[bytes, bytes]:
     """The stored form of (time, *cells) values and stamps (cells may also come flattened into one axis)."""
-    cell_major = values.reshape(BLOCK, -1).T.astype(VALUES, copy=False).tobytes()
-    stamp_bytes = stamps.reshape(BLOCK, -1).T.astype(STAMPS, copy=False).tobytes()
+    steps = values.shape[0]
+    cell_major = values.reshape(steps, -1).T.astype(VALUES, copy=False).tobytes()
+    stamp_bytes = stamps.reshape(steps, -1).T.astype(STAMPS, copy=False).tobytes()
     return cell_major, zlib.compress(stamp_bytes, _LEVEL)
 
 
-def label_slice(shape: tuple[int, ...], index: int) -> tuple[int, int]:
-    """(byte offset, length) in a block's values of label ``index`` of the first axis, for cell shape ``shape``:
-    its ``prod(shape[1:])`` cells × ``BLOCK`` steps, cell-major. Empty if the shape has no such label."""
-    length = int(np.prod(shape[1:], dtype=np.int64)) * BLOCK * VALUES.itemsize
+def label_slice(shape: tuple[int, ...], index: int, steps: int) -> tuple[int, int]:
+    """(byte offset, length) in a block's values of label ``index`` of the first axis, for cell shape ``shape``
+    and ``steps`` steps: its ``prod(shape[1:])`` cells × ``steps`` steps, cell-major. Empty if the shape has no
+    such label. (It is the ``index``-th of ``shape[0]`` equal parts of the values, whatever the length.)"""
+    length = int(np.prod(shape[1:], dtype=np.int64)) * steps * VALUES.itemsize
     return (index * length, length) if index < shape[0] else (0, 0)
 
 
 def _time_first(flat: np.ndarray, stored: tuple[int, ...]) -> np.ndarray:
     """A (time, *cells) view of cell-major values."""
-    return flat.reshape(-1, BLOCK).T.reshape(BLOCK, *stored)
+    steps = flat.size // max(1, math.prod(stored))
+    return flat.reshape(-1, steps).T.reshape(steps, *stored)

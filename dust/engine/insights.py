@@ -29,7 +29,6 @@ from dust.storage.repositories import Visible
 from dust.storage.repositories import insights as cohorts
 from dust.storage.repositories import tensors as repo
 
-BLOCK = codec.BLOCK
 AGGREGATES = ("mean", "min", "max", "sum", "count", "p50", "p95")
 PERCENTILES = {"p50": 50.0, "p95": 95.0}
 # Bucket lengths in seconds; 0 for the calendar's months and years, which vary.
@@ -340,8 +339,8 @@ def _accumulator(scan: _Scan, agg: str, buckets: Bucketing) -> _Accumulator:
 
 def _read(session: Session, scan: _Scan, acc: _Accumulator) -> None:
     blocks = repo.schema_block_columns(session, scan.sdef.name, scan.kind, CHUNK_ROWS, acc.part, visible=scan.entities)
-    for origins, numbers, shapes, data, _ in blocks:
-        acc.add_columns(origins, numbers, shapes, data)
+    for origins, numbers, steps, shapes, data, _ in blocks:
+        acc.add_columns(origins, numbers, steps, shapes, data)
 
 
 def _contributors(session: Session, scan: _Scan, buckets: Bucketing) -> tuple[np.ndarray, np.ndarray]:
@@ -355,14 +354,19 @@ def _contributors(session: Session, scan: _Scan, buckets: Bucketing) -> tuple[np
     blocks = repo.schema_block_columns(
         session, scan.sdef.name, scan.kind, CHUNK_ROWS, acc.part, visible=scan.entities, tensors=True
     )
-    for origins, numbers, shapes, data, tensors in blocks:
+    for origins, numbers, steps, shapes, data, tensors in blocks:
         rows_of: dict[Any, list[int]] = {}
         for row, tensor in enumerate(tensors):
             rows_of.setdefault(tensor, []).append(row)
         for tensor, rows in rows_of.items():
             acc.samples = []
-            picked = [origins[i] for i in rows], [numbers[i] for i in rows], [shapes[i] for i in rows]
-            acc.add_columns(*picked, [data[i] for i in rows])
+            acc.add_columns(
+                [origins[i] for i in rows],
+                [numbers[i] for i in rows],
+                [steps[i] for i in rows],
+                [shapes[i] for i in rows],
+                [data[i] for i in rows],
+            )
             if acc.samples:
                 starts = buckets.floor(np.concatenate([times for times, _ in acc.samples]))
                 held.setdefault(tensor, []).append(np.unique(starts))
@@ -481,11 +485,12 @@ def _with_gaps(points: _Points, buckets: Bucketing) -> _Points:
 
 
 def _sliced(sdef: SchemaDef, position: int, index: int) -> tuple[str, int, int] | None:
-    """For a label of the first axis: (shape key, byte offset, length) of its slice in blocks of the latest
-    shape, which are then read as just that slice. Other blocks, and labels of other axes, read whole."""
+    """For a label of the first axis: (shape key, label index, labels of the axis), which blocks of the latest
+    shape are then read as just the label's slice of (``codec.label_slice``: the index-th of that many equal
+    parts). Other blocks, and labels of other axes, read whole."""
     if position != 0:
         return None
-    return (codec.shape_key(sdef.shape), *codec.label_slice(sdef.shape, index))
+    return (codec.shape_key(sdef.shape), index, sdef.shape[0])
 
 
 @dataclass
@@ -516,34 +521,39 @@ class _Accumulator:
     samples: list[tuple[np.ndarray, np.ndarray]] | None = None  # for percentiles: (step starts, values) recorded
     _origin_us: dict[datetime, int] = field(default_factory=dict)
 
-    def add_columns(self, origins: list[datetime], numbers: list[int], shapes: list[str], data: list[bytes]) -> None:
-        """One batch of blocks."""
+    def add_columns(
+        self, origins: list[datetime], numbers: list[int], steps: list[int], shapes: list[str], data: list[bytes]
+    ) -> None:
+        """One batch of blocks: each tensor's origin, the block's number, the tensor's steps a block, the block's
+        shape and data."""
         for origin in set(origins).difference(self._origin_us):
             self._origin_us[origin] = wall_us(origin, self.zone)
         starts = np.fromiter(map(self._origin_us.__getitem__, origins), dtype=np.int64, count=len(origins))
-        starts += np.asarray(numbers, dtype=np.int64) * (BLOCK * self.step_us)
+        lengths = np.asarray(steps, dtype=np.int64) * self.step_us
+        starts += np.asarray(numbers, dtype=np.int64) * lengths
         first, until = self.within
-        inside = (starts < until) & (starts + BLOCK * self.step_us > first)
+        inside = (starts < until) & (starts + lengths > first)
         if not inside.all():  # a window: blocks wholly outside it are never decoded
             rows = np.flatnonzero(inside).tolist()
             starts, shapes, data = starts[rows], [shapes[i] for i in rows], [data[i] for i in rows]
-        kinds = set(shapes)
-        if len(kinds) == 1:  # the usual case: one shape, one frombuffer for the whole batch
-            self._add_blocks(starts, shapes[0], b"".join(data))
+            steps = [steps[i] for i in rows]
+        kinds = set(zip(shapes, steps, strict=True))
+        if len(kinds) == 1:  # the usual case: one shape and length, one frombuffer for the whole batch
+            self._add_blocks(starts, *kinds.pop(), b"".join(data))
         else:
-            for key in kinds:
-                rows = [i for i, shape in enumerate(shapes) if shape == key]
-                self._add_blocks(starts[rows], key, b"".join(data[i] for i in rows))
+            for key, length in kinds:
+                rows = [i for i, kind in enumerate(zip(shapes, steps, strict=True)) if kind == (key, length)]
+                self._add_blocks(starts[rows], key, length, b"".join(data[i] for i in rows))
         if self.pending > COMPACT_SLOTS:
             self.parts = [self._fold()]
             self.pending = 0
 
-    def _add_blocks(self, starts: np.ndarray, key: str, data: bytes) -> None:
-        picked = self._picked(starts.size, key, data)
+    def _add_blocks(self, starts: np.ndarray, key: str, steps: int, data: bytes) -> None:
+        picked = self._picked(starts.size, key, steps, data)
         if picked is None:
             return  # written under a version without this label: nothing recorded for it
         if self.samples is not None:
-            self._sample(starts, picked)
+            self._sample(starts, steps, picked)
             return
         if self.scale != 1.0:
             picked = picked * self.scale
@@ -558,23 +568,24 @@ class _Accumulator:
         self.parts.append(_merge_rows(starts, counts, values, combine))
         self.pending += self.parts[-1].counts.size
 
-    def _sample(self, starts: np.ndarray, picked: np.ndarray) -> None:
+    def _sample(self, starts: np.ndarray, steps: int, picked: np.ndarray) -> None:
         """Keep every recorded value of the blocks with the start of its step."""
         assert self.samples is not None
         valid = ~np.isnan(picked)
-        times = np.broadcast_to(starts[:, None, None] + np.arange(BLOCK, dtype=np.int64) * self.step_us, picked.shape)
+        times = np.broadcast_to(starts[:, None, None] + np.arange(steps, dtype=np.int64) * self.step_us, picked.shape)
         self.samples.append((times[valid], picked[valid]))
 
-    def _picked(self, n: int, key: str, data: bytes) -> np.ndarray | None:
-        """The label's values in ``n`` blocks of shape ``key`` as (block, cell, time), or None if it has none."""
+    def _picked(self, n: int, key: str, steps: int, data: bytes) -> np.ndarray | None:
+        """The label's values in ``n`` blocks of shape ``key`` and ``steps`` steps as (block, cell, time), or None
+        if it has none."""
         position, index = self.at
         if self.part is not None and key == self.part[0]:  # the database sent just the label's slice
-            return np.frombuffer(data, dtype=codec.VALUES).reshape(n, -1, BLOCK) if data else None
+            return np.frombuffer(data, dtype=codec.VALUES).reshape(n, -1, steps) if data else None
         stored = codec.parse_shape(key)
         if index >= stored[position]:
             return None
-        cube = np.frombuffer(data, dtype=codec.VALUES).reshape(n, *stored, BLOCK)
-        return cube.take(index, axis=position + 1).reshape(n, -1, BLOCK)
+        cube = np.frombuffer(data, dtype=codec.VALUES).reshape(n, *stored, steps)
+        return cube.take(index, axis=position + 1).reshape(n, -1, steps)
 
     def _fold(self) -> _Part:
         """All parts as one of width 1: a partial per distinct time, in time order, empty times dropped."""

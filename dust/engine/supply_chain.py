@@ -335,7 +335,7 @@ def stock_out(session: Session, *, horizon_days: float = 14, window: int = 14) -
             raise Forbidden(f"schema '{sdef.name}' is sensitive: de-identified readers get aggregates only")
     audit.record_each(session, "read", "tensor", [(tensor_id, [entity_id]) for tensor_id, entity_id, *_ in rows])
     blocks: dict[uuid.UUID, list[tuple[int, str, bytes]]] = defaultdict(list)
-    for tensor_id, number, shape, data in repo.last_blocks(session, SCHEMA, visible, window, codec.BLOCK):
+    for tensor_id, number, shape, data in repo.last_blocks(session, SCHEMA, visible, window):
         blocks[tensor_id].append((number, shape, data))
     # Each tensor's (product, day) values, padded before to ``window`` days (a trend ignores the shift).
     stocks: list[tuple[uuid.UUID, list[str], int, np.ndarray]] = []  # (entity, products, days, values)
@@ -372,12 +372,12 @@ def _on_hand(
     picks[sdef.axes.index(measure)] = np.array([sdef.label_index(measure, "on_hand")])
     first = time_max - window + 1
     series = np.full((window, *(len(p) for p in picks)), np.nan)
-    picked = np.ix_(np.arange(codec.BLOCK), *picks)
     for number, shape, data in blocks:
-        start = number * codec.BLOCK
-        low, high = max(first, start, time_min), min(time_max, start + codec.BLOCK - 1)
+        steps = codec.steps_of(shape, data)  # the tensor's block length (dust.engine.blocks)
+        start = number * steps
+        low, high = max(first, start, time_min), min(time_max, start + steps - 1)
         if low <= high:
-            values = codec.decode(shape, data, None, sdef.shape)[0][picked]
+            values = codec.decode(shape, data, None, sdef.shape)[0][np.ix_(np.arange(steps), *picks)]
             series[low - first : high - first + 1] = values[low - start : high - start + 1]
     return list(sdef.axis("product").labels), series.reshape(window, -1).T
 

@@ -34,8 +34,6 @@ from dust.engine.views import TensorView, TimeInfo
 from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
 
-BLOCK = codec.BLOCK
-
 
 class TensorCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -145,6 +143,7 @@ def _new_tensor(data: TensorCreate, sdef: SchemaDef, now: datetime) -> dict[str,
         "origin": as_utc(origin),
         "time_min": None,
         "time_max": None,
+        "block_steps": codec.steps_for(sdef.shape),
         "created_at": now,
         "updated_at": now,
     }
@@ -198,12 +197,14 @@ def of_entity(session: Session, entity_id: uuid.UUID) -> list[TensorPublic]:
 
 
 def update(session: Session, tensor_id: uuid.UUID, data: TensorUpdate) -> TensorPublic:
-    row = get_row(session, tensor_id)
+    row = get_row(session, tensor_id, lock=True)  # a write in flight must not store blocks of the old length
     if data.schema_version < row.schema_version:
         raise Conflict(f"the tensor is already on version {row.schema_version}; a tensor moves only to a later version")
     sdef = schemas.get_def(session, row.schema_name, data.schema_version)
     anomalies.renumber(session, row.id, _schema(session, row), sdef)
     row.schema_version = sdef.version  # compatible by construction: versions only append labels
+    if row.time_max is None:  # no blocks yet: the length may follow the new cell count; once stored, it stays
+        row.block_steps = codec.steps_for(sdef.shape)
     session.flush()
     _audit(session, "update", row)
     return public(row, sdef)
@@ -262,7 +263,7 @@ def write_values(
     """Write ``[{time, <axis>: label, …, value}]``, all or nothing.
 
     ``max_blocks`` bounds the storage blocks one write may touch: each touched block is rewritten whole, so a
-    few values far apart would otherwise cost a block each (45,000 values 64 steps apart: 175 MB).
+    few values far apart would otherwise cost a block each.
     """
     if len(values) > max_batch:
         raise TooLarge(f"a write may carry at most {max_batch} values; this one has {len(values)}")
@@ -271,7 +272,7 @@ def write_values(
     row = get_row(session, tensor_id, lock=True)
     sdef = _schema(session, row)
     times, cells, numbers = _parse(values, sdef, _grid(row, sdef))
-    _check_blocks(times, max_blocks)
+    _check_blocks(times, max_blocks, row.block_steps)
     _audit(session, "update", row)
     return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, numbers)])[0])
 
@@ -315,19 +316,19 @@ def erase_values(
     row = get_row(session, tensor_id, lock=True)
     sdef = _schema(session, row)
     times, flat = _parse_cells(cells, sdef, _grid(row, sdef))
-    _check_blocks(times, max_blocks)
+    _check_blocks(times, max_blocks, row.block_steps)
     _audit(session, "update", row)
     erase = _Write(row, sdef, times, flat, np.full(times.size, np.nan), erase=True)
     return EraseResult(erased=_apply(session, [erase])[0])
 
 
-def _check_blocks(times: np.ndarray, max_blocks: int | None) -> None:
-    """TooLarge past ``max_blocks``: each touched block is rewritten whole, so a few values far apart would
-    otherwise cost a block each (45,000 values 64 steps apart: 175 MB)."""
-    touched = np.unique(times // BLOCK).size
+def _check_blocks(times: np.ndarray, max_blocks: int | None, steps: int) -> None:
+    """TooLarge past ``max_blocks``: each touched block (of ``steps`` time steps) is rewritten whole, so a few
+    values far apart would otherwise cost a block each (45,000 values a block apart: 45,000 blocks of ~8 KiB)."""
+    touched = np.unique(times // steps).size
     if max_blocks is not None and touched > max_blocks:
         raise TooLarge(
-            f"this request touches {touched} blocks of {BLOCK} time steps; at most {max_blocks} per request: "
+            f"this request touches {touched} blocks of {steps} time steps; at most {max_blocks} per request: "
             "send cells spread over fewer, closer time steps per request"
         )
 
@@ -642,7 +643,7 @@ class _Write:
     def blocks(self) -> tuple[np.ndarray, np.ndarray]:
         """The numbers of the blocks touched, ascending, and for each triple the position of its block among
         them. Needs settled (time-ordered) triples."""
-        block_ids = self.times // BLOCK
+        block_ids = self.times // self.row.block_steps
         opens = np.r_[True, block_ids[1:] != block_ids[:-1]]
         return block_ids[opens], np.cumsum(opens) - 1
 
@@ -652,8 +653,8 @@ class _Write:
         row = self.row
         if not self.times.size or row.time_min is None or row.time_max is None:
             return []
-        numbers = self.blocks[0]
-        inside = (numbers >= row.time_min // BLOCK) & (numbers <= row.time_max // BLOCK)
+        numbers, steps = self.blocks[0], row.block_steps
+        inside = (numbers >= row.time_min // steps) & (numbers <= row.time_max // steps)
         return numbers[inside].tolist()
 
 
@@ -708,8 +709,8 @@ def _merge(
     row, sdef = write.row, write.sdef
     numbers, slot = write.blocks
     existing = [stored.get((row.id, number)) for number in numbers.tolist()]
-    values, stamps = _touched(existing, sdef)
-    at = (slot, write.times - numbers[slot] * BLOCK, write.cells)
+    values, stamps = _touched(existing, sdef, row.block_steps)
+    at = (slot, write.times - numbers[slot] * row.block_steps, write.cells)
     old = values[at]
     replaced = ~np.isnan(old) & (old != write.numbers)  # an erase (NaN) replaces every recorded value
     # A cell rewritten with its own value keeps its first write time, so "as of" reads still see it; a cell that
@@ -728,15 +729,15 @@ def _merge(
     return stamp, int(replaced.sum())
 
 
-def _touched(existing: list[repo.StoredBlock | None], sdef: SchemaDef) -> tuple[np.ndarray, np.ndarray]:
+def _touched(existing: list[repo.StoredBlock | None], sdef: SchemaDef, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Values and stamps of the touched blocks as (block, time, flat cell) arrays; empty where not stored."""
     width = math.prod(sdef.shape)
-    values = np.full((len(existing), BLOCK, width), np.nan)
-    stamps = np.zeros((len(existing), BLOCK, width), dtype=codec.STAMPS)
+    values = np.full((len(existing), steps, width), np.nan)
+    stamps = np.zeros((len(existing), steps, width), dtype=codec.STAMPS)
     for k, block in enumerate(existing):
         if block is not None:
             block_values, block_stamps = codec.decode(*block, sdef.shape)
-            values[k], stamps[k] = block_values.reshape(BLOCK, width), block_stamps.reshape(BLOCK, width)  # type: ignore[union-attr]
+            values[k], stamps[k] = block_values.reshape(steps, width), block_stamps.reshape(steps, width)  # type: ignore[union-attr]
     return values, stamps
 
 
@@ -905,18 +906,19 @@ def _gather(
     Labels are picked block by block, so memory follows the size of the answer, not of the tensor.
     """
     cutoff = None if as_of is None else to_us(as_of, "as_of")
-    b0, b1 = first // BLOCK, last // BLOCK
-    span = (b1 - b0 + 1) * BLOCK
-    picked = np.ix_(np.arange(BLOCK), *picks)
+    steps = row.block_steps
+    b0, b1 = first // steps, last // steps
+    span = (b1 - b0 + 1) * steps
+    picked = np.ix_(np.arange(steps), *picks)
     values = np.full((span, *(len(p) for p in picks)), np.nan)
     for number, shape, data, stamp_bytes in repo.blocks(session, row.id, b0, b1, stamps=cutoff is not None):
-        at = slice((number - b0) * BLOCK, (number - b0 + 1) * BLOCK)
+        at = slice((number - b0) * steps, (number - b0 + 1) * steps)
         block_values, block_stamps = codec.decode(shape, data, stamp_bytes, sdef.shape)
         block_values = block_values[picked]
         if cutoff is not None and block_stamps is not None:
             block_values[block_stamps[picked] > cutoff] = np.nan
         values[at] = block_values
-    values = values[first - b0 * BLOCK : last - b0 * BLOCK + 1]
+    values = values[first - b0 * steps : last - b0 * steps + 1]
     if cutoff is not None:
         _restore_replaced(session, row, sdef, first, last, cutoff, picks, values)
     return np.moveaxis(values, 0, -1), np.arange(first, last + 1, dtype=np.int64)

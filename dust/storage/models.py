@@ -128,12 +128,17 @@ class Tensor(Base):
     # The write stamp (µs) of the last write, taken under the tensor's lock: the next write stamps later, even if
     # the clock stepped back, and an "as of" read before it need not wait for writes in flight (0 = not known).
     stamped_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Time steps per block, set at creation from the schema's cell count (dust.engine.blocks.steps_for) and fixed
+    # once the tensor has blocks. The default, 64, is what every block held before migration 0011: a row
+    # imported from an export made before it comes with such blocks.
+    block_steps: Mapped[int] = mapped_column(Integer, default=64, server_default="64")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class TensorBlock(Base):
-    """``BLOCK`` consecutive time steps × all cells of one tensor (encoding: ``dust.engine.blocks``).
+    """``tensors.block_steps`` consecutive time steps × all cells of one tensor (encoding: ``dust.engine.blocks``);
+    block ``n`` holds time indices ``n × block_steps`` to ``(n + 1) × block_steps - 1``.
 
     ``data`` holds little-endian float64 values, cell by cell (NaN = not recorded); ``stamps`` the int64 write
     time of each cell in microseconds since the epoch (0 = never written), zlib-compressed, which answers

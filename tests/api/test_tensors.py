@@ -290,7 +290,7 @@ def test_an_oversized_batch_is_413_and_writes_nothing(small_client: TestClient) 
 def test_a_write_is_bounded_by_the_blocks_it_touches(small_client: TestClient) -> None:
     """Each touched block is rewritten whole: few values far apart must not cost a block each without bound."""
     tensor_id = new_tensor(small_client)["id"]
-    spread = [cell(64 * k, "spo2", 97) for k in range(4)]  # 4 values, 4 blocks of 64 steps
+    spread = [cell(1024 * k, "spo2", 97) for k in range(4)]  # 4 values, 4 blocks (a block is at most 1,024 steps)
     refused = problem(write(small_client, tensor_id, *spread), 413)
     assert "touches 4 blocks" in refused["detail"] and "at most 3" in refused["detail"]
     assert nothing_recorded(small_client, tensor_id)

@@ -1,4 +1,5 @@
-"""The block codec: BLOCK steps × all cells as bytes, read back under a grown schema, sliced by label."""
+"""The block codec: a tensor's steps × all cells as bytes, read back under a grown schema, sliced by label; the
+block length a cell count gets."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from dust.engine import blocks
 
 
 def test_encode_then_decode_is_exact() -> None:
-    values, stamps = blocks.empty((2, 3))
+    values, stamps = blocks.empty((2, 3), 64)
     values[5, 1, 2], stamps[5, 1, 2] = 118.25, 1_767_225_600_000_001
     data, stamp_bytes = blocks.encode(values, stamps)
-    assert len(data) == blocks.BLOCK * 6 * 8
+    assert len(data) == 64 * 6 * 8 and blocks.steps_of("2x3", data) == 64
     assert len(stamp_bytes) < 64  # compressed: nearly every cell has the same stamp (0, never written)
     read, read_stamps = blocks.decode("2x3", data, stamp_bytes, (2, 3))
     np.testing.assert_array_equal(read, values)
@@ -19,7 +20,7 @@ def test_encode_then_decode_is_exact() -> None:
 
 
 def test_decoded_arrays_are_writable_copies() -> None:
-    data, stamps = blocks.encode(*blocks.empty((2,)))
+    data, stamps = blocks.encode(*blocks.empty((2,), 16))
     read, _ = blocks.decode("2", data, stamps, (2,))
     read[0, 0] = 1.0  # a view of the bytes would be read-only
     assert np.isnan(blocks.decode("2", data, None, (2,))[0][0, 0])
@@ -27,7 +28,7 @@ def test_decoded_arrays_are_writable_copies() -> None:
 
 def test_a_block_of_a_smaller_shape_reads_padded_with_nan() -> None:
     # Written when each axis had fewer labels; the schema then appended labels to both axes.
-    values, stamps = blocks.empty((2, 2))
+    values, stamps = blocks.empty((2, 2), 32)
     values[0] = [[1.0, 2.0], [3.0, 4.0]]
     stamps[0] = 7
     read, read_stamps = blocks.decode("2x2", *blocks.encode(values, stamps), (3, 3))
@@ -39,19 +40,41 @@ def test_a_block_of_a_smaller_shape_reads_padded_with_nan() -> None:
 
 def test_a_label_of_the_first_axis_is_one_contiguous_slice() -> None:
     rng = np.random.default_rng(5)
-    values, stamps = blocks.empty((3, 2))
+    values, stamps = blocks.empty((3, 2), 128)
     values[:] = rng.normal(size=values.shape)
     data, _ = blocks.encode(values, stamps)
     for label in range(3):
-        offset, length = blocks.label_slice((3, 2), label)
-        part = np.frombuffer(data[offset : offset + length], dtype=blocks.VALUES).reshape(2, blocks.BLOCK)
+        offset, length = blocks.label_slice((3, 2), label, 128)
+        assert (offset, length) == (len(data) // 3 * label, len(data) // 3)  # the label-th third, as SQL cuts it
+        part = np.frombuffer(data[offset : offset + length], dtype=blocks.VALUES).reshape(2, 128)
         np.testing.assert_array_equal(part, values[:, label, :].T)
-    assert blocks.label_slice((3, 2), 3) == (0, 0)  # a label the shape does not have yet
+    assert blocks.label_slice((3, 2), 3, 128) == (0, 0)  # a label the shape does not have yet
 
 
 def test_stamps_of_cells_written_at_different_times_survive_compression() -> None:
-    values, stamps = blocks.empty((4,))
+    values, stamps = blocks.empty((4,), 256)
     stamps[:] = np.random.default_rng(9).integers(1, 2**62, size=stamps.shape)
     _, read_stamps = blocks.decode("4", *blocks.encode(values, stamps), (4,))
     assert read_stamps is not None
     np.testing.assert_array_equal(read_stamps, stamps)
+
+
+def test_a_block_holds_about_8_kib_of_values_in_a_power_of_two_of_steps() -> None:
+    assert blocks.steps_for((1,)) == 1024  # the most: 8 KiB
+    assert blocks.steps_for((4,)) == 256
+    assert blocks.steps_for((2, 3)) == 128  # 6 cells: 170.7 steps is nearest 128 in ratio
+    assert blocks.steps_for((5,)) == 256  # 204.8
+    assert blocks.steps_for((500,)) == 2
+    assert blocks.steps_for((2000,)) == 1  # a step alone is more than 8 KiB: a block is one step
+    for cells in range(1, 3000):
+        steps = blocks.steps_for((cells,))
+        assert steps & (steps - 1) == 0 and 1 <= steps <= 1024
+        assert steps == 1 or 5792 <= steps * cells * 8 <= 11586  # within a factor of √2 of 8 KiB
+
+
+def test_the_length_of_a_stored_block_is_read_from_its_bytes() -> None:
+    for steps in (1, 2, 256, 1024):
+        data, stamps = blocks.encode(*blocks.empty((3,), steps))
+        assert blocks.steps_of("3", data) == steps
+        values, times = blocks.decode("3", data, stamps, (5,))  # and under a grown schema
+        assert values.shape == (steps, 5) and times is not None and times.shape == (steps, 5)

@@ -104,7 +104,7 @@ def _add_block(
     if (recorded != (stamps != 0)).any():
         snapshot.problems.append(f"{where}: write stamps disagree with the values recorded")
     for position in zip(*np.nonzero(recorded), strict=True):
-        time = number * codec.BLOCK + int(position[0])
+        time = number * row.block_steps + int(position[0])
         if row.time_min is None or row.time_max is None or not row.time_min <= time <= row.time_max:
             snapshot.problems.append(f"{where}: time {time} is outside the range {row.time_min}..{row.time_max}")
         label = ",".join(axis.labels[int(i)] for axis, i in zip(sdef.axes, position[1:], strict=True))

@@ -46,11 +46,12 @@ def tensors_of_schema(
 
 
 def last_blocks(
-    session: Session, schema: str, visible: Visible | None, steps: int, block: int
+    session: Session, schema: str, visible: Visible | None, steps: int
 ) -> list[tuple[uuid.UUID, int, str, bytes]]:
     """(tensor id, block number, shape, data) of the blocks of every visible tensor of ``schema`` that hold one
-    of its last ``steps`` recorded time steps, in one query: blocks of ``block`` steps, so block ``n`` holds
-    steps ``n * block`` to ``n * block + block - 1``."""
+    of its last ``steps`` recorded time steps, in one query: block ``n`` of a tensor holds steps
+    ``n * block_steps`` to ``n * block_steps + block_steps - 1``."""
+    block = Tensor.block_steps
     stmt = (
         select(TensorBlock.tensor_id, TensorBlock.block, TensorBlock.shape, TensorBlock.data)
         .join(Tensor, Tensor.id == TensorBlock.tensor_id)

@@ -12,6 +12,7 @@ from typing import cast as typed
 import numpy as np
 from sqlalchemy import (
     Connection,
+    Integer,
     LargeBinary,
     Row,
     Select,
@@ -85,6 +86,7 @@ _INSERT_HISTORY = insert(_HISTORY)
 # read-only transaction may not take a row lock) and lets it go at once.
 _WRITING = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS t(k)")
 _WAIT_FOR_WRITER = text("SELECT pg_advisory_lock_shared(:key), pg_advisory_unlock_shared(:key)")
+_CREATED = "dust.tensors_created"  # session.info: (transaction, ids of the tensors it created)
 _HISTORY_ORDER = (_HISTORY.c.time_index, _HISTORY.c.replaced_us, _HISTORY.c.id)
 
 
@@ -92,7 +94,18 @@ def add_new(session: Session, rows: list[dict[str, Any]]) -> set[uuid.UUID]:
     """Insert tensors, every column given, by one statement, skipping any whose entity already has a tensor of
     that schema; the ids inserted. The unique constraint decides, so two concurrent creates cannot both
     succeed, and a clash costs no SAVEPOINT: nothing fails, the row is just not returned."""
-    return set(session.scalars(_ADD_NEW[session.get_bind().dialect.name], rows))
+    added = set(session.scalars(_ADD_NEW[session.get_bind().dialect.name], rows))
+    _created_here(session).update(added)
+    return added
+
+
+def _created_here(session: Session) -> set[uuid.UUID]:
+    """The tensors this transaction created: no other transaction can see them before it commits."""
+    transaction = session.get_transaction()
+    held = session.info.get(_CREATED)
+    if held is None or held[0] is not transaction:
+        held = session.info[_CREATED] = (transaction, set())
+    return held[1]
 
 
 def get(session: Session, tensor_id: uuid.UUID, *, within: Visible | None = None, fresh: bool = False) -> Tensor | None:
@@ -120,7 +133,12 @@ def lock(session: Session, tensor_ids: list[uuid.UUID], *, within: Visible | Non
     for start in range(0, len(ordered), IN_BATCH):
         found.update((row.id, row) for row in session.scalars(stmt, {"ids": ordered[start : start + IN_BATCH]}))
     if found and session.get_bind().dialect.name == "postgresql":
-        session.execute(_WRITING, {"keys": [_advisory_key(tensor_id) for tensor_id in sorted(found)]})
+        # Not for tensors created in this transaction: no reader can wait on a write to one before it commits,
+        # and a lock each would fill the server's lock table (64 × max_connections) in a bulk load.
+        new = _created_here(session)
+        keys = [_advisory_key(tensor_id) for tensor_id in sorted(found) if tensor_id not in new]
+        if keys:
+            session.execute(_WRITING, {"keys": keys})
     return found
 
 
@@ -288,23 +306,25 @@ def schema_block_columns(
     part: tuple[str, int, int] | None = None,
     visible: Any = None,
     tensors: bool = False,
-) -> Iterator[tuple[list[datetime], list[int], list[str], list[bytes], list[Any]]]:
-    """(tensor origin, block number, shape, data, tensor) of every block of every tensor under a schema, up to
-    ``batch`` at a time, as columns. The tensor column holds the driver's raw tensor ids (equal for one tensor,
-    distinct across tensors) if ``tensors`` is set, else it is empty.
+) -> Iterator[tuple[list[datetime], list[int], list[int], list[str], list[bytes], list[Any]]]:
+    """(tensor origin, block number, the tensor's block steps, shape, data, tensor) of every block of every
+    tensor under a schema, up to ``batch`` at a time, as columns. The tensor column holds the driver's raw tensor
+    ids (equal for one tensor, distinct across tensors) if ``tensors`` is set, else it is empty.
 
-    ``part`` = (shape, byte offset, length): blocks of that shape give only those bytes of their data (one
-    label's slice), so a quarter or less of the values crosses from the database to Python.
+    ``part`` = (shape, index, parts): blocks of that shape give only the ``index``-th of ``parts`` equal slices
+    of their data (one label of the first axis, whatever the block's length), so a quarter or less of the
+    values crosses from the database to Python.
     Runs on the Core connection (no ORM row loading) and converts each distinct origin once: a scan over a
     whole schema reads many blocks per tensor and usually few distinct origins.
     """
     origin = type_coerce(Tensor.origin, NullType())  # the driver's value, converted below
     data: Any = TensorBlock.data
     if part is not None:
-        key, offset, length = part
-        sliced = func.substr(TensorBlock.data, offset + 1, length)  # SQL counts from 1
+        key, index, parts = part
+        length = func.length(TensorBlock.data, type_=Integer) // parts  # whole: a block is ``parts`` slices
+        sliced = func.substr(TensorBlock.data, length * index + 1, length)  # SQL counts from 1
         data = type_coerce(case((TensorBlock.shape == key, sliced), else_=TensorBlock.data), LargeBinary())
-    columns = [origin, TensorBlock.block, TensorBlock.shape, data]
+    columns = [origin, TensorBlock.block, Tensor.block_steps, TensorBlock.shape, data]
     if tensors:
         columns.append(type_coerce(TensorBlock.tensor_id, NullType()))
     stmt = select(*columns).join(Tensor, Tensor.id == TensorBlock.tensor_id).where(Tensor.schema_name == schema_name)
@@ -322,8 +342,9 @@ def schema_block_columns(
         raws = [row[0] for row in chunk]
         for raw in set(raws).difference(converted):
             converted[raw] = convert(raw) if convert else raw
-        ids = [r[4] for r in chunk] if tensors else []
-        yield [converted[raw] for raw in raws], [r[1] for r in chunk], [r[2] for r in chunk], [r[3] for r in chunk], ids
+        ids = [r[5] for r in chunk] if tensors else []
+        numbers, steps, shapes, data = ([r[i] for r in chunk] for i in range(1, 5))
+        yield [converted[raw] for raw in raws], numbers, steps, shapes, data, ids
 
 
 def _batches(
