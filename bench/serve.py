@@ -242,10 +242,13 @@ class Setup:
 def prepare(client: httpx.Client, admin_password: str, ingest_clients: int) -> Setup:
     admin = token(client, "bench-admin", admin_password)
     as_admin = {"Authorization": f"Bearer {admin}"}
-    doctor = ok(client.get(f"{API}/entities", params={"kind": "doctor", "limit": 1}, headers=as_admin))["items"][0]
+    doctor = ok(client.get(f"{API}/entities", params={"kind": "practitioner", "limit": 1}, headers=as_admin))["items"][
+        0
+    ]
     treats = ok(client.get(f"{API}/relations", params={"entity_id": doctor["id"], "type": "treats"}, headers=as_admin))
     patient_id = next(r["target_id"] for r in items(treats) if r["source_id"] == doctor["id"])
-    tensor = items(ok(client.get(f"{API}/entities/{patient_id}/tensors", headers=as_admin)))[0]
+    found = items(ok(client.get(f"{API}/entities/{patient_id}/tensors", headers=as_admin)))
+    tensor = next(t for t in found if t["schema_name"] == "vitals")
     axis = tensor["axes"][0]
     # The clinician sees the patients their doctor treats: the reads below go through the access policy.
     password = secrets.token_urlsafe(16)

@@ -11,14 +11,14 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from dust.api.deps import PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, SignedInDep, allow
+from dust.api.deps import OneHop, PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, SignedInDep, allow
 from dust.api.problems import problem
 from dust.core.errors import Forbidden
 from dust.core.security import Permission, Role
 from dust.engine import users
 from dust.engine.users import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, Refused, TokenPair, UserPublic
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=OneHop)
 # POST routes whose answer is a credential. The Idempotency middleware never stores or replays their answers:
 # a stored copy would be a secret at rest, a key "shown once" could be shown again, and a replayed refresh
 # would answer 200 where reusing a spent refresh token must revoke the sign-in.

@@ -1,17 +1,33 @@
-"""Dependencies shared by the routers, as ``Annotated`` aliases.
+"""Dependencies shared by the routers, as ``Annotated`` aliases, and ``OneHop``, the route class that gives a
+request one trip to the thread pool.
 
-``SessionDep`` is the signed-in session: it authenticates the bearer credential and puts the principal on
-the session, where the engine's access policy finds it. ``allow(permission)`` declares what a route needs
-(and tags its OpenAPI operation with ``x-permission``, which the access tests read).
+``SessionDep`` is the signed-in session: the bearer credential is checked first in its transaction and the
+principal put on the session, where the engine's access policy finds it. ``allow(permission)`` declares what a
+route needs (and tags its OpenAPI operation with ``x-permission``, which the access tests read).
+
+FastAPI runs each plain ``def`` dependency, the handler, and the check of its answer in the thread pool, one trip
+each: four for a signed-in read, and a trip costs more CPU than the read's queries. So the dependencies here are
+``async`` and do no blocking work, and a ``OneHop`` route runs everything that does — begin the transaction,
+check the credential and the permissions, the handler, the check of its answer, the commit — in ONE trip. What a
+handler is given that needs the credential checked first (``PrincipalDep``, ``SignedInDep``) is filled in by
+that trip, before the handler runs. Routes of other classes get the same dependencies over several trips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Annotated, Any
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Annotated, Any, cast
 
-from fastapi import Depends, Request
+from anyio import to_thread
+from fastapi import Depends, Request, Response
+from fastapi.concurrency import contextmanager_in_threadpool
+from fastapi.dependencies.models import Dependant
+from fastapi.dependencies.utils import get_dependant
+from fastapi.exceptions import ResponseValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
@@ -30,12 +46,12 @@ READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @contextmanager
 def transaction(state: State, *, read_only: bool, before_commit: Write | None = None) -> Iterator[Session]:
-    """One request's transaction on the app's database, with the app's caches.
+    """One transaction on the app's database, with the app's caches, for work outside a route (middleware).
 
     A read's transaction is read-only: on SQLite it takes no lock, so reads never queue behind each other or a
     writer. The small writes it causes (audit records, an API key's last use) are committed right after it by
     the app's batch writer, together with those of every other request waiting meanwhile. ``before_commit``
-    runs last in the transaction once the handler has succeeded (the Idempotency-Key's commit mark)."""
+    runs last in the transaction once the work has succeeded."""
     with (state.reads if read_only else state.sessions)() as session:
         after: list[Write] = []
         session.info[AFTER_COMMIT] = after
@@ -49,22 +65,164 @@ def transaction(state: State, *, read_only: bool, before_commit: Write | None = 
 
 # request.state: what to run last in the request's write transaction (dust.api.idempotency puts it there)
 BEFORE_COMMIT = "before_commit"
+_WORK = "dust_work"  # request.state: the request's Work
+_REQUEST = "dust_request_"  # the parameter through which a OneHop handler gets the request
+_PERMISSION = "dust_permission"  # on allow()'s check: the permission it checks
 
 
-def get_session(request: Request) -> Iterator[Session]:
+class Work:
+    """One request's database work: its session, and what comes first in its transaction — the bearer
+    credential checked and acted as, the permissions the route requires."""
+
+    def __init__(self, request: Request, token: str | None) -> None:
+        state = request.app.state
+        self.request = request
+        self.token = token
+        self.read_only = request.method in READS
+        self.required: list[Permission] = []  # checked once signed in
+        self.signed: users.SignedIn | None = None
+        self.after: list[Write] = []
+        self.session = (state.reads if self.read_only else state.sessions)()
+        self.session.info[AFTER_COMMIT] = self.after
+        caches.attach(self.session, state.caches)
+
+    @contextmanager
+    def opened(self) -> Iterator[Session]:
+        """The transaction, signed in; committed (with the Idempotency-Key's mark last) if the block succeeds."""
+        hook = None if self.read_only else getattr(self.request.state, BEFORE_COMMIT, None)
+        with self.session, self.session.begin():
+            self._sign_in()
+            yield self.session
+            if hook is not None:
+                hook(self.session)
+
+    async def written(self) -> None:
+        """Wait, on the event loop, until the batch writer has committed what the transaction left it."""
+        await self.request.app.state.writer.written(self.after)
+
+    def require(self, permission: Permission) -> None:
+        if self.signed is None and self.token is not None:
+            self.required.append(permission)  # checked in the trip, once signed in
+        else:
+            access.require(self.session, permission)
+
+    def later(self, make: Callable[[Work], Any]) -> Any:
+        """``make(self)`` now if signed in, else a value the OneHop trip fills in once it is."""
+        return make(self) if self.signed is not None else _Deferred(self, make)
+
+    def _sign_in(self) -> None:
+        if self.token is None:
+            return
+        request, settings = self.request, self.request.app.state.settings
+        try:
+            signed = users.authenticate(self.session, settings, self.token)
+        except users.AuthError as problem:
+            raise Unauthorized(str(problem)) from None
+        who = access.principal_for(
+            signed.user,
+            settings,
+            request_id=getattr(request.state, "request_id", None),
+            client=request.client.host if request.client else None,
+            method=request.method,
+            path=request.url.path[:512],
+        )
+        access.act_as(self.session, who)
+        request.state.user = signed.user.username
+        self.signed = signed
+        for permission in self.required:
+            access.require(self.session, permission)
+
+
+class _Deferred:
+    """A handler's argument that needs the credential checked first: filled in by the OneHop trip."""
+
+    def __init__(self, work: Work, make: Callable[[Work], Any]) -> None:
+        self.work, self.make = work, make
+
+    def value(self) -> Any:
+        return self.make(self.work)
+
+
+class OneHop(APIRoute):
+    """A route whose plain ``def`` handler runs in one trip to the thread pool together with everything around it
+    that blocks: the request's transaction (begun, signed in, permissions checked, committed) and the check of
+    the handler's answer against the response model (in the transaction, as FastAPI would). The batch writer's
+    commit of the request's audit records is awaited on the event loop afterwards, holding no thread."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        self.permissions: list[Permission] = []  # checked in the trip, once signed in
+        if not inspect.iscoroutinefunction(endpoint):
+            endpoint = self._in_one_hop(endpoint)
+            if _signs_in(get_dependant(path=path, call=endpoint)):
+                # allow()'s check becomes a step of the trip: each dependency costs FastAPI more than the check
+                checks = [d for d in kwargs.get("dependencies") or [] if hasattr(d.dependency, _PERMISSION)]
+                self.permissions = [getattr(d.dependency, _PERMISSION) for d in checks]
+                kwargs["dependencies"] = [d for d in kwargs.get("dependencies") or [] if d not in checks]
+        super().__init__(path, endpoint, **kwargs)
+
+    def _in_one_hop(self, endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(endpoint, eval_str=True)
+        own = next((p.name for p in signature.parameters.values() if p.annotation is Request), None)
+        name = own or _REQUEST
+
+        @functools.wraps(endpoint)
+        async def one_hop(**values: Any) -> Any:
+            request: Request = values[name] if own else values.pop(name)
+            work: Work | None = getattr(request.state, _WORK, None)
+            return await to_thread.run_sync(self._run, work, endpoint, values)
+
+        if own is None:  # the handler does not take the request: ask FastAPI for it under a name of our own
+            extra = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+            signature = signature.replace(parameters=[*signature.parameters.values(), extra])
+        one_hop.__signature__ = signature  # type: ignore[attr-defined]
+        one_hop.dust_one_hop = True  # type: ignore[attr-defined]
+        return one_hop
+
+    def _run(self, work: Work | None, endpoint: Callable[..., Any], values: dict[str, Any]) -> Any:
+        if work is None:  # a route without a session
+            return self._checked(endpoint(**values))
+        work.required += self.permissions
+        with work.opened():
+            filled = {k: v.value() if isinstance(v, _Deferred) else v for k, v in values.items()}
+            return self._checked(endpoint(**filled))
+
+    def _checked(self, answer: Any) -> Any:
+        """The answer validated against the response model here, in the transaction: FastAPI validates it again on
+        the event loop, which for the model instance this returns is a check of its type."""
+        if self.response_field is None or isinstance(answer, Response):  # a Response goes out as it is
+            return answer
+        value, errors = self.response_field.validate(answer, {}, loc=("response",))
+        if errors:
+            raise ResponseValidationError(errors=errors, body=answer)
+        return value
+
+
+def _signs_in(dependant: Dependant) -> bool:
+    """Whether ``dependant`` (a handler) depends on ``signed_in``, itself or through another dependency."""
+    return any(d.call is signed_in or _signs_in(d) for d in dependant.dependencies)
+
+
+def _one_hop(request: Request) -> bool:
+    route = request.scope.get("route")
+    return bool(getattr(getattr(route, "endpoint", None), "dust_one_hop", False))
+
+
+@asynccontextmanager
+async def _request_work(request: Request, token: str | None) -> AsyncIterator[Session]:
+    work = Work(request, token)
+    setattr(request.state, _WORK, work)
+    if _one_hop(request):
+        yield work.session  # the route's trip opens and commits it
+    else:
+        async with contextmanager_in_threadpool(work.opened()) as session:
+            yield session
+    await work.written()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed when the handler returns (before the response is sent)."""
-    with _request_transaction(request) as session:
+    async with _request_work(request, None) as session:
         yield session
-
-
-def _request_transaction(request: Request) -> AbstractContextManager[Session]:
-    read_only = request.method in READS
-    hook = None if read_only else getattr(request.state, BEFORE_COMMIT, None)
-    return transaction(request.app.state, read_only=read_only, before_commit=hook)
-
-
-# Dependencies that neither wait nor block are ``async def``: FastAPI runs a plain ``def`` dependency in its
-# thread pool, and a hop there and back costs more than they do.
 
 
 async def get_settings(request: Request) -> Settings:
@@ -77,53 +235,31 @@ PublicSessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def signed_in(
-    request: Request, settings: SettingsDep, token: Annotated[str | None, Depends(bearer)]
-) -> Iterator[Session]:
+async def signed_in(request: Request, token: Annotated[str | None, Depends(bearer)]) -> AsyncIterator[Session]:
     """The request's transaction, with the bearer credential checked first in it and its principal on the
-    session. One dependency, not a session and a check: each plain ``def`` dependency is a hop to the thread
-    pool and back, which costs more than the check (a request without a credential opens no transaction)."""
+    session (a request without a credential opens no transaction)."""
     if not token:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token or API key>")
-    with _request_transaction(request) as session:
-        _act_as_bearer(request, session, settings, token)
+    async with _request_work(request, token) as session:
         yield session
-
-
-def _act_as_bearer(request: Request, session: Session, settings: Settings, token: str) -> None:
-    try:
-        signed = users.authenticate(session, settings, token)
-    except users.AuthError as problem:
-        raise Unauthorized(str(problem)) from None
-    user = signed.user
-    assert settings.secret_key is not None  # authenticate() succeeded, so tokens are signed with it
-    who = access.principal_for(
-        user,
-        settings,
-        request_id=getattr(request.state, "request_id", None),
-        client=request.client.host if request.client else None,
-        method=request.method,
-        path=request.url.path[:512],
-    )
-    access.act_as(session, who)
-    request.state.user = user.username
-    request.state.signed_in = signed
 
 
 SessionDep = Annotated[Session, Depends(signed_in, scope="function")]
 
 
-async def principal_of(session: SessionDep) -> access.Principal:
-    who = access.principal(session)
-    assert who is not None  # signed_in put it there
-    return who
+def _work(request: Request) -> Work:
+    return cast(Work, getattr(request.state, _WORK))
+
+
+async def principal_of(request: Request, session: SessionDep) -> access.Principal:
+    return cast(access.Principal, _work(request).later(lambda work: access.principal(work.session)))
 
 
 PrincipalDep = Annotated[access.Principal, Depends(principal_of)]
 
 
 async def signed_in_as(request: Request, session: SessionDep) -> users.SignedIn:
-    return request.state.signed_in
+    return cast(users.SignedIn, _work(request).later(lambda work: work.signed))
 
 
 SignedInDep = Annotated[users.SignedIn, Depends(signed_in_as)]
@@ -132,7 +268,8 @@ SignedInDep = Annotated[users.SignedIn, Depends(signed_in_as)]
 def allow(permission: Permission) -> dict[str, Any]:
     """Route options requiring ``permission``: ``@router.get(..., **allow(Permission.read))``."""
 
-    async def check(session: SessionDep) -> None:
-        access.require(session, permission)
+    async def check(request: Request, session: SessionDep) -> None:
+        _work(request).require(permission)
 
+    setattr(check, _PERMISSION, permission)  # a OneHop route that signs in anyway checks it in its trip instead
     return {"dependencies": [Depends(check)], "openapi_extra": {"x-permission": permission.value}}

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import entities, tensors
 from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
@@ -26,7 +26,7 @@ Search = Annotated[
 def entity_router(prefix: str, kind: str | None) -> APIRouter:
     """CRUD + list for entities; with ``kind``, a route family fixed to that kind (kind need not be sent)."""
     what = kind or "entity"
-    router = APIRouter(prefix=prefix, tags=[f"{what}s" if kind else "entities"])
+    router = APIRouter(prefix=prefix, tags=[f"{what}s" if kind else "entities"], route_class=OneHop)
     Body = EntityCreate if kind is None else _fixed_kind_body(kind)
 
     @router.post(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WithJsonSchema, WrapValidator
 
-from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
 from dust.api.jsonbody import OrjsonRoute
 from dust.core.errors import InvalidInput
 from dust.core.security import Permission
@@ -27,7 +27,7 @@ from dust.engine.tensors import (
 )
 from dust.engine.timegrid import MAX_TIME_INDEX, MIN_TIME_INDEX
 
-router = APIRouter(tags=["tensors"])
+router = APIRouter(tags=["tensors"], route_class=OneHop)
 READ_PARAMS = {"time", "from", "to", "as_of"}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such tensor, or not yours to see."}}
 SENSITIVE: dict[int | str, dict[str, Any]] = {

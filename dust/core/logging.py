@@ -8,18 +8,20 @@ request bodies) and bounded in size (a RecursionError has a thousand frames).
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
-import logging.handlers
 import os
-import queue
 import sys
+import threading
 import traceback
+from typing import cast
 
 import structlog
 
 MAX_FRAMES = 20  # innermost frames kept of each exception in a traceback
 MAX_TRACEBACK_CHARS = 20_000
 MAX_QUEUED_LINES = 10_000  # lines waiting for a slow stderr; beyond this they are counted and dropped
+PAUSE_SECONDS = 0.05  # how often the writer looks for lines to write: how late a line may reach stderr
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -38,22 +40,25 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # structlog's own loggers render their line and hand it to the writer directly: through the standard library
+    # (a record, its handlers, a formatter that copies the record) a line cost four times as much, and a request
+    # logs one (bench/log_line.py).
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        processors=[*shared, _plain_exception, renderer],
+        logger_factory=_LineLogger,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        cache_logger_on_first_use=False,  # configure_logging may run again (tests, the CLI): loggers follow it
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _plain_exception, renderer],
     )
-    handler = _QueueHandler()
+    handler = _LineHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    _writer_queue()  # start the writer now rather than in the first request
+    _writer()  # start the writer now rather than in the first request
     # Alembic narrates every migration step at INFO; our own line says which revision was reached.
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
     # uvicorn's own access log would repeat our one line per request.
@@ -63,11 +68,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
 
 def flush_logs(timeout: float = 5.0) -> bool:
     """Wait until every line logged so far is written; False if stderr did not take them within ``timeout``."""
-    lines = _lines
-    if lines is None:
-        return True
-    with lines.all_tasks_done:
-        return lines.all_tasks_done.wait_for(lambda: not lines.unfinished_tasks, timeout)
+    return _lines is None or _lines.flush(timeout)
 
 
 def exception_text(error: BaseException) -> str:
@@ -97,55 +98,94 @@ def _plain_exception(_logger: object, _name: str, event: structlog.types.EventDi
     return event
 
 
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Renders a record in the thread that logs it and queues the line for the writer thread.
+class _LineLogger:
+    """What structlog's loggers write through: the line, rendered by the processors, goes to the writer."""
 
-    Rendering here keeps the request's context variables and the live exception at hand, and only a string
-    crosses threads: no frames, no objects that may change before they are written.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(queue.Queue())  # unused: enqueue() asks for the writer's queue of this process
-        self.dropped = 0
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return logging.makeLogRecord({"msg": self.format(record), "levelno": record.levelno})
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        # Called under the handler's lock, so `dropped` needs no other.
-        lines = _writer_queue()
-        try:
-            if self.dropped:
-                notice = f"{self.dropped} log lines were dropped: stderr did not keep up"
-                lines.put_nowait(self.prepare(logging.LogRecord(__name__, logging.WARNING, "", 0, notice, (), None)))
-                self.dropped = 0
-            lines.put_nowait(record)
-        except queue.Full:
-            # Losing a line beats stalling every request behind a stderr nobody reads.
-            self.dropped += 1
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is now, so a replaced stderr (a test's capture) is honoured."""
-
-    @property
-    def stream(self) -> object:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: object) -> None:
+    def __init__(self, *_args: object) -> None:
         pass
 
+    def msg(self, line: str) -> None:
+        _writer().put(line)
 
-_lines: queue.Queue[logging.LogRecord] | None = None  # what this process's writer thread writes
+    debug = info = warning = warn = error = err = critical = fatal = exception = log = msg
 
 
-def _writer_queue() -> queue.Queue[logging.LogRecord]:
-    """The queue of this process's writer thread, started on first use."""
+class _LineHandler(logging.Handler):
+    """The standard library's records (uvicorn, SQLAlchemy, Alembic…), rendered as structlog's lines are.
+
+    Rendered in the thread that logs, where the live exception is at hand; only the line crosses threads."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        _writer().put(line)
+
+
+class _Lines:
+    """Lines waiting for stderr, and the thread that writes them: at most ``limit`` wait (beyond, they are counted
+    and dropped, and the count is logged once stderr takes lines again); a thread that logs never waits.
+
+    Nobody wakes the writer for a line: it looks every ``PAUSE_SECONDS`` and writes every line waiting at once.
+    Waking it for each line cost a thread switch per request, more than rendering the line."""
+
+    def __init__(self, limit: int = MAX_QUEUED_LINES) -> None:
+        self.limit = limit
+        self.dropped = 0
+        self._waiting: collections.deque[str] = collections.deque()
+        self._in_hand = 0  # lines taken from _waiting and not yet written
+        self._written = 0  # lines written, ever
+        self._changed = threading.Condition()
+        threading.Thread(target=self._run, name="dust-log-writer", daemon=True).start()
+
+    def put(self, line: str) -> None:
+        if len(self._waiting) >= self.limit:
+            self.dropped += 1  # losing a line beats stalling every request behind a stderr nobody reads
+            return
+        if self.dropped:
+            dropped, self.dropped = self.dropped, 0
+            logging.getLogger(__name__).warning(f"{dropped} log lines were dropped: stderr did not keep up")
+        self._waiting.append(line)
+
+    def flush(self, timeout: float) -> bool:
+        with self._changed:
+            target = self._written + self._in_hand + len(self._waiting)
+            self._changed.notify_all()  # the writer need not finish its pause
+            return self._changed.wait_for(lambda: self._written >= target, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait(PAUSE_SECONDS)  # or less: a flush wakes it
+                lines = [self._waiting.popleft() for _ in range(len(self._waiting))]
+                self._in_hand = len(lines)
+            if lines:
+                self._write(lines)
+            with self._changed:
+                self._written += len(lines)
+                self._in_hand = 0
+                self._changed.notify_all()
+
+    @staticmethod
+    def _write(lines: list[str]) -> None:
+        try:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+        except Exception:  # a closed or broken stderr: nothing to tell it with
+            pass
+
+
+_lines: _Lines | None = None  # this process's writer
+
+
+def _writer() -> _Lines:
+    """This process's writer, started on first use (whatever ``sys.stderr`` is when it writes: a test's capture
+    is honoured)."""
     global _lines
     if _lines is None:
-        _lines = queue.Queue(MAX_QUEUED_LINES)
-        logging.handlers.QueueListener(_lines, _StderrHandler()).start()  # a daemon thread
+        _lines = _Lines()
     return _lines
 
 
@@ -159,5 +199,6 @@ atexit.register(flush_logs, 2.0)  # bounded: a blocked stderr must not keep the 
 os.register_at_fork(after_in_child=_forget_writer)
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger: ``log.info("event", key=value, …)``; also ``debug``, ``warning``, ``error``, ``exception``."""
+    return cast(structlog.typing.FilteringBoundLogger, structlog.get_logger(name))

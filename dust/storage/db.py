@@ -18,6 +18,11 @@ from dust.core.logging import get_logger
 log = get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before "database is locked"
+# Connections a process keeps open: about as many as requests may hold at once (the thread pool has 40 workers).
+# Beyond the pool a connection is opened and closed per request: SQLite re-runs its PRAGMAs, PostgreSQL forks a
+# backend, and under 16 concurrent clients that was a fifth of a read's CPU (bench/serve.py). PostgreSQL keeps
+# half as many: its connections are processes, and every worker of `dust serve --workers N` has a pool.
+POOL_SIZE = 40
 MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond it, it reads as usual
 READ_ONLY = "dust.read_only"  # an engine execution option and a session.info flag: this transaction only reads
 AFTER_COMMIT = "dust.after_commit"  # session.info: writes to run once the transaction has committed
@@ -29,10 +34,13 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, enforced foreign keys and a busy timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE // 2, max_overflow=POOL_SIZE // 2)
+    pool: dict[str, Any] = {}  # an in-memory database has a pool of its own kind
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS})
+        pool = {"pool_size": POOL_SIZE, "max_overflow": POOL_SIZE // 2}
+    connect_args = {"check_same_thread": False, "timeout": BUSY_SECONDS}
+    engine = create_engine(url, connect_args=connect_args, **pool)
     event.listen(engine, "connect", _sqlite_pragmas)
     turns = _TURNS[engine.pool] = _WriterTurns()
     turns.listen(engine)

@@ -5,12 +5,18 @@ read's own transaction made readers queue behind each other (SQLite) and pay a c
 a read hands its writes here after its read-only transaction ends and waits: whatever requests are waiting
 meanwhile go into the same transaction, so under load one commit serves many of them, and only this thread
 (and real writers) ever waits for SQLite's write lock.
+
+A request on the event loop awaits ``written(writes)``: the wait holds neither a worker thread nor the loop (a
+blocking wait on the loop stalled every other request for the length of a commit).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +35,7 @@ class _Job:
     writes: list[Write]
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    wake: Callable[[], None] | None = None  # tells an awaiting request, from the writer's thread
 
 
 class BatchWriter:
@@ -49,19 +56,45 @@ class BatchWriter:
     def write(self, writes: list[Write]) -> None:
         if not writes:
             return
-        job = _Job(writes)
+        job = self._submit(_Job(writes))
+        if not job.done.wait(self._wait):
+            raise self._late()
+        if job.error is not None:
+            raise job.error
+
+    async def written(self, writes: list[Write]) -> None:
+        """``write(writes)`` for a coroutine: it waits on the event loop, holding no thread."""
+        if not writes:
+            return
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, finished)
+
+        job = self._submit(_Job(writes, wake=wake))
+        try:
+            async with asyncio.timeout(self._wait):
+                await finished
+        except TimeoutError:
+            raise self._late() from None
+        if job.error is not None:
+            raise job.error
+
+    def _submit(self, job: _Job) -> _Job:
         with self._lock:
             self._jobs.put(job)
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name="dust-batch-writer", daemon=True).start()
-        if not job.done.wait(self._wait):
-            raise Unavailable(
-                f"the database did not take this request's audit record within {self._wait:.0f} s; retry shortly",
-                headers={"Retry-After": "5"},
-            )
-        if job.error is not None:
-            raise job.error
+        return job
+
+    def _late(self) -> Unavailable:
+        return Unavailable(
+            f"the database did not take this request's audit record within {self._wait:.0f} s; retry shortly",
+            headers={"Retry-After": "5"},
+        )
 
     def _run(self) -> None:
         while True:
@@ -97,9 +130,16 @@ class BatchWriter:
                     job.error = error
         for job in batch:
             job.done.set()
+            if job.wake is not None:
+                job.wake()
 
     def _run_jobs(self, batch: list[_Job]) -> None:
         with unit_of_work(self._sessions) as session:
             for job in batch:
                 for write in job.writes:
                     write(session)
+
+
+def _settle(finished: asyncio.Future[None]) -> None:
+    if not finished.done():
+        finished.set_result(None)

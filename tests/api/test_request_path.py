@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -77,6 +78,38 @@ def test_hot_routes_run_few_queries_and_leave_their_audit_to_the_batch_writer(
         assert not [s for s in statements.request if s.startswith(("INSERT", "UPDATE", "DELETE"))], name
         if name != "/auth/me":  # reading the data is recorded, in the writer's transaction
             assert any(s.startswith("INSERT INTO audit_log") for s in statements.writer), name
+
+
+@pytest.mark.parametrize("role", ["admin", "clinician"])
+def test_hot_routes_take_one_trip_to_the_thread_pool(
+    client: TestClient,
+    world: World,
+    login_as: Callable[..., TestClient],
+    role: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sign-in, permission check, handler, response check and commit in one trip (dust.api.deps.OneHop): FastAPI
+    would take one for each plain def dependency and handler and one for the response, and a trip costs more
+    CPU than a cached sign-in's query."""
+    reader = client if role == "admin" else login_as("clinician", entity_id=world["A"])
+    trips: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted_trip(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    for name, path in {**hot_routes(world), "a write": f"/entities/{world['PA']}"}.items():
+        assert reader.get(API + path).status_code == 200
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted_trip)
+        trips.clear()
+        if name == "a write" and role == "admin":
+            response = reader.patch(API + path, json={"name": "renamed"})
+        else:
+            response = reader.get(API + path)
+        monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
+        assert response.status_code == 200, response.text
+        assert len(trips) == 1, (name, trips)
 
 
 @pytest.mark.parametrize("cache", ["cold", "warm"])

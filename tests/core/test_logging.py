@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -128,12 +127,37 @@ def test_a_stderr_that_never_drains_costs_bounded_memory_and_the_loss_is_reporte
 ) -> None:
     configure_logging("INFO", "json")
     flush_logs()
-    stuck: queue.Queue[logging.LogRecord] = queue.Queue(3)
-    monkeypatch.setattr(dust_logging, "_lines", stuck)  # a writer that never takes a line
+    stderr = BlockedStderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setattr(dust_logging, "_lines", dust_logging._Lines(limit=3))
     log = get_logger("test")
-    assert finishes(lambda: [log.info("line", i=i) for i in range(10)])
-    assert [json.loads(stuck.get_nowait().getMessage())["i"] for _ in range(3)] == [0, 1, 2]
+    log.info("line", i=0)
+    assert stderr.entered.wait(WAIT)  # the writer is stuck writing line 0
+    assert finishes(lambda: [log.info("line", i=i) for i in range(1, 10)])  # 1..3 wait; 4..9 are dropped
+    stderr.release.set()
+    assert flush_logs()
     log.info("after")
-    notice, after = (json.loads(stuck.get_nowait().getMessage()) for _ in range(2))
-    assert notice["event"] == "7 log lines were dropped: stderr did not keep up" and notice["level"] == "warning"
+    assert flush_logs()
+    lines = [json.loads(line) for line in stderr.getvalue().splitlines()]
+    assert [line.get("i") for line in lines[:4]] == [0, 1, 2, 3]
+    notice, after = lines[4:]
+    assert notice["event"] == "6 log lines were dropped: stderr did not keep up" and notice["level"] == "warning"
     assert after["event"] == "after"
+
+
+def test_lines_logged_from_many_threads_are_all_written_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """The writer takes lines in batches without a lock on the logging side: none lost, none repeated."""
+    configure_logging("INFO", "json")
+    flush_logs()
+    capsys.readouterr()
+    log = get_logger("test")
+    threads = [threading.Thread(target=lambda t=t: [log.info("line", t=t, i=i) for i in range(500)]) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert flush_logs()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert sorted((line["t"], line["i"]) for line in lines) == [(t, i) for t in range(4) for i in range(500)]
+    for t in range(4):  # each thread's lines in the order it logged them
+        assert [line["i"] for line in lines if line["t"] == t] == list(range(500))

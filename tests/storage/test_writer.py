@@ -3,6 +3,7 @@ when one of a batch fails."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -129,3 +130,70 @@ def test_a_writer_that_cannot_commit_in_time_answers_503_and_still_commits_later
     while actions(sessions) != ["late"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert actions(sessions) == ["late"]
+
+
+# --- awaited from the event loop: the wait holds no thread --------------------------------------------------
+
+
+def test_an_awaited_write_is_committed_when_it_returns_and_its_failure_is_raised(sessions: Sessions) -> None:
+    writer = BatchWriter(sessions)
+
+    def bad(session: Session) -> None:
+        session.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    async def both() -> None:
+        await writer.written([record("awaited")])
+        assert actions(sessions) == ["awaited"]
+        with pytest.raises(Exception, match="no_such_table"):
+            await writer.written([bad])
+
+    asyncio.run(both())
+    assert actions(sessions) == ["awaited"]
+
+
+def test_many_awaiting_writes_share_a_transaction_while_the_loop_stays_free(engine: Engine, sessions: Sessions) -> None:
+    """Twenty coroutines wait for their records on one event loop; a ticker on the same loop keeps running."""
+    writer = BatchWriter(sessions)
+    commits: list[int] = []
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    slow = threading.Event()
+
+    def hold(session: Session) -> None:
+        slow.wait(5)
+
+    async def run() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not slow.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        holding = asyncio.ensure_future(writer.written([hold]))
+        await asyncio.sleep(0.05)
+        waiting = [asyncio.ensure_future(writer.written([record(f"r{n}")])) for n in range(20)]
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.2)
+        slow.set()
+        await asyncio.gather(holding, *waiting, ticking)
+        return ticks
+
+    assert asyncio.run(run()) >= 5  # the loop went on while every write waited
+    assert sorted(actions(sessions)) == sorted(f"r{n}" for n in range(20))
+    assert len(commits) <= 3, "20 waiting writes should have shared a transaction or two"
+
+
+def test_an_awaited_write_not_committed_in_time_answers_503(sessions: Sessions) -> None:
+    writer = BatchWriter(sessions, wait_seconds=0.1)
+    release = threading.Event()
+
+    def stuck(session: Session) -> None:
+        release.wait(5)
+
+    async def late() -> None:
+        with pytest.raises(Unavailable):
+            await writer.written([stuck])
+
+    asyncio.run(late())
+    release.set()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dust.storage.models import CacheEpoch
 
+# Plain SQL, straight to the driver: every signed-in request runs it, and building, caching and reading back a
+# statement through the ORM cost more than the query (bench/serve.py: /auth/me runs only this one).
+_READ = f"SELECT name, value FROM {CacheEpoch.__tablename__}"
+
 
 def read(session: Session) -> dict[str, int]:
     """Every epoch by name; one never raised is absent (read it as 0)."""
-    return {name: value for name, value in session.execute(select(CacheEpoch.name, CacheEpoch.value))}
+    return {name: value for name, value in session.connection().exec_driver_sql(_READ)}
 
 
 def bump(session: Session, name: str) -> None:
