@@ -18,6 +18,7 @@ from dust.core.security import Role
 if TYPE_CHECKING:
     from dust.embedded import Dust
     from dust.engine.transfer import Outcome
+    from dust.importers.base import Importer
 
 
 class _Commands(TyperGroup):
@@ -49,11 +50,17 @@ users_app = typer.Typer(help="Users and their roles.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 import_app = typer.Typer(help="Load data from files (a DUST export, Synthea CSV, FHIR bundles).", no_args_is_help=True)
 app.add_typer(import_app, name="import")
-plugins_app = typer.Typer(help="Installed plugins: detectors, domain packs and commands.", no_args_is_help=True)
+plugins_app = typer.Typer(
+    help="Installed plugins: detectors, analyses, trigger actions, importers, domain packs and commands.",
+    no_args_is_help=True,
+)
 app.add_typer(plugins_app, name="plugins")
 # soft_wrap: a line longer than the console is left for the terminal to wrap, never broken by Rich (which takes
 # 80 columns when output is not a terminal), so a URL, path, id or password stays whole on one line to copy.
 console = Console(stderr=True, soft_wrap=True)
+
+
+WORKER_HEALTHCHECK_SECONDS = 60  # see _serve
 
 
 @app.command()
@@ -98,6 +105,9 @@ def _serve(host: str, port: int, workers: int) -> None:
         http=BoundedHttpToolsProtocol,
         ws="none",  # no route speaks WebSocket, and an upgraded connection would leave the protocol's deadline
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        # A worker of --workers N must answer the supervisor's ping within this long, starting up included:
+        # uvicorn's 5 s killed every worker, again and again, while a busy 2-core machine was still importing.
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 
@@ -294,53 +304,47 @@ def import_dust(
     _report("Imported", done)
 
 
-@import_app.command("synthea")
-def import_synthea(
-    directory: Annotated[Path, typer.Argument(metavar="DIR", help="A Synthea CSV export (patients.csv, …).")],
-) -> None:
-    """Load a Synthea CSV export (patients, providers, organizations, encounters, conditions, vitals); again adds
-    nothing. Ends with what was imported and what was skipped, and why."""
-    from dust.importers import synthea
+def _add_importers() -> None:
+    """`dust import <name>` for every importer (DUST's own and plugins', ``dust_importers``)."""
+    from dust.plugins import registry
 
-    _run_import("Reading rows", lambda session, progress: synthea.import_directory(session, directory, progress))
+    for importer in registry.importers().values():
+        import_app.command(importer.name)(_import_command(importer))
 
 
-@import_app.command("fhir")
-def import_fhir(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="FHIR R4 bundles (JSON), e.g. Synthea's.")],
-) -> None:
-    """Load FHIR R4 bundles (Patient, Practitioner, PractitionerRole, Organization, Encounter, Observation,
-    Condition) as `import synthea` does; again adds nothing. Ends with what was imported and skipped, and why."""
-    from dust.importers import fhir
+def _import_command(importer: Importer) -> Callable[..., None]:
+    """A command that takes the importer's PATH argument(s) and runs it with ``_run_import``."""
+    import inspect
 
-    _run_import("Reading bundles", lambda session, progress: fhir.import_files(session, files, progress))
+    many = importer.reads == "files"
+    argument = typer.Argument(metavar=importer.argument, help=importer.path_help)
+    kind: Any = Annotated[list[Path] if many else Path, argument]
 
+    def command(paths: Any) -> None:
+        _run_import(importer, list(paths) if many else [paths])
 
-@import_app.command("paysim")
-def import_paysim(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A PaySim transactions CSV (step, type, amount, …).")],
-) -> None:
-    """Load PaySim transactions: accounts and merchants, a `pays` relation per payer and payee, hourly balances;
-    again adds nothing. Ends with what was imported and skipped, and why."""
-    import time
-
-    from dust.importers import paysim
-
-    started = time.perf_counter()
-    with _open() as db, _progress() as bar:  # the import commits as it goes: it opens its own transactions
-        report = paysim.import_file(db.session, file, _tracker(bar, "Importing rows"))
-    for line in report.lines():
-        console.print(line, markup=False)
-    console.print(f"Done in {time.perf_counter() - started:.2f} s.")
+    # Typer reads the parameter from the signature: set it here, as `def` cannot take a computed annotation.
+    command.__annotations__ = {"paths": kind, "return": None}
+    parameter = inspect.Parameter("paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind)
+    command.__signature__ = inspect.Signature([parameter], return_annotation=None)  # type: ignore[attr-defined]
+    command.__doc__ = importer.help
+    command.__name__ = f"import_{importer.name}"
+    return command
 
 
-def _run_import(reading: str, load: Callable[[Any, Callable[[int, int | None], None]], Any]) -> None:
-    """One transaction of ``load(session, progress)`` with a progress bar; then its report and the time taken."""
+def _run_import(importer: Importer, paths: list[Path]) -> None:
+    """``importer`` on ``paths`` with a progress bar, in one transaction (or in its own: ``transactions="own"``);
+    then its report and the time taken."""
     import time
 
     started = time.perf_counter()
-    with _open() as db, _progress() as bar, db.session() as session:
-        report = load(session, _tracker(bar, reading))
+    with _open() as db, _progress() as bar:
+        tracker = _tracker(bar, importer.progress)
+        if importer.transactions == "own":
+            report = importer.load(db.session, paths, tracker)
+        else:
+            with db.session() as session:
+                report = importer.load(session, paths, tracker)
     for line in report.lines():
         console.print(line, markup=False)
     console.print(f"Done in {time.perf_counter() - started:.2f} s.")
@@ -516,12 +520,15 @@ def plugins_list() -> None:
             plugin.version or "",
             ", ".join(plugin.detectors),
             ", ".join(plugin.analyses),
+            ", ".join(plugin.trigger_actions),
+            ", ".join(plugin.importers),
             ", ".join(plugin.domain_packs),
             ", ".join(plugin.commands),
         ]
         for plugin in registry.plugins()
     ]
-    _rows(["plugin", "version", "detectors", "analyses", "domain packs", "commands"], rows)
+    header = ["plugin", "version", "detectors", "analyses", "trigger actions", "importers", "domain packs", "commands"]
+    _rows(header, rows)
 
 
 def _add_plugin_commands() -> None:
@@ -530,4 +537,5 @@ def _add_plugin_commands() -> None:
     registry.add_commands(app)
 
 
+_add_importers()
 _add_plugin_commands()

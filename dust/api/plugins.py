@@ -18,6 +18,8 @@ class PluginOut(BaseModel):
     builtin: bool
     detectors: list[str] = Field(description="Anomaly detectors it adds, by name.")
     analyses: list[str] = Field(description="Series analyses it adds to GET /tensors/{id}/analysis.")
+    trigger_actions: list[str] = Field(description="Actions trigger rules may name in `then`.")
+    importers: list[str] = Field(description="Importers it adds (`dust import <name>`).")
     domain_packs: list[str] = Field(description="Domain packs it adds (`dust demo <name>`).")
     commands: list[str] = Field(description="Commands it adds to `dust`.")
 

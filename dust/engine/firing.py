@@ -4,7 +4,8 @@ The write path calls ``on_values`` with the values a batch wrote (and the anomal
 ``on_attributes`` when an entity's attributes change. A rule that fires is recorded (``trigger_firings``), then
 its actions run, as the process (the rule was made by an admin; the writer may not see the doctors it alerts):
 alerts, values written into tensors of reached entities, attributes set, relation weights changed, webhooks put
-in the outbox. Everything commits or rolls back with the write, so a rejected write raises nothing.
+in the outbox, and plugins' actions (``dust.engine.actions``). Everything commits or rolls back with the write, so
+a rejected write raises nothing.
 
 An action that writes may fire rules in turn (a cascade). The firings in progress ride on the session as the
 cause chain: a rule fires at most once per entity in one chain (so two rules cannot ping-pong), and a chain is
@@ -27,13 +28,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dust.core.config import Settings
 from dust.core.logging import get_logger
-from dust.engine import access, anomalies, schemas, triggers, webhooks, weights
-from dust.engine import blocks as codec
+from dust.engine import access, actions, anomalies, schemas, triggers, webhooks, weights
 from dust.engine.schemas import SchemaDef
 from dust.engine.triggers import (
     AlertAction,
     AttributeAction,
     Follow,
+    PluginAction,
     Rule,
     Targets,
     WebhookAction,
@@ -154,7 +155,8 @@ class _Batch:
 
     def _gather(self, series: np.ndarray, first: int, last: int) -> np.ndarray:
         """From the blocks the write merged, and from storage only for blocks it did not touch."""
-        write, block = self.write, codec.BLOCK
+        write = self.write
+        block = write.row.block_steps
         b0, b1 = first // block, last // block
         values = np.full(((b1 - b0 + 1) * block, series.size), np.nan)
         row = write.row  # blocks outside its recorded range hold nothing
@@ -344,6 +346,8 @@ Plan = tuple[Any, list[uuid.UUID], list[uuid.UUID]]  # an action, the entities i
 def _targets_of(session: Session, rule: Rule, event: Event, action: Any) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     if isinstance(action, WebhookAction):
         return [], []  # one call per firing, about the entity that fired
+    if isinstance(action, PluginAction) and action.unavailable is not None:
+        return [], []  # its plugin is gone: skipped (_act says so)
     if isinstance(action, WriteAction) and not isinstance(_written(action, event), float | int):
         return [], []  # the "value" of an attribute rule that is not a number: nothing to write
     return _targets(session, event.entity_id, action if action.follow else rule.targets)
@@ -356,7 +360,8 @@ def _effects(plan: list[Plan]) -> dict[str, int]:
         done = (
             1 if isinstance(action, WebhookAction) else len(first_hop if isinstance(action, WeightAction) else targets)
         )
-        effects[action.action + "s"] = effects.get(action.action + "s", 0) + done
+        key = action.action if isinstance(action, PluginAction) else action.action + "s"  # a plugin's: its name
+        effects[key] = effects.get(key, 0) + done
     return effects
 
 
@@ -374,6 +379,8 @@ def _act(
         webhooks.enqueue(
             session, trigger_id=rule.id, firing_id=firing_id, url=action.url, payload=payload, secret=rule.secret
         )
+    elif isinstance(action, PluginAction):
+        _plugin(session, rule, event, firing_id, action, targets)
     else:
         _ACTIONS[type(action)](session, rule, event, firing_id, action, targets, first_hop)
 
@@ -509,6 +516,25 @@ def _weight(
     assert isinstance(action, WeightAction)
     for relation_id in first_hop:
         weights.adjust(session, relation_id, add=action.add, multiply=action.multiply, set=action.value)
+
+
+def _plugin(
+    session: Session, rule: Rule, event: Event, firing_id: int, action: PluginAction, targets: list[uuid.UUID]
+) -> None:
+    """A plugin's action (``dust.engine.actions``), with the firing as it sees it."""
+    from dust.plugins import registry
+
+    found = registry.trigger_actions().get(action.action)
+    if found is None or action.unavailable is not None:
+        why = action.unavailable or "its plugin is not installed"
+        log.warning("trigger action skipped", action=action.action, trigger=rule.name, reason=why)
+        return
+    firing = actions.Firing(
+        session, firing_id, rule.id, rule.name, rule.version, event.entity_id, targets,
+        None if event.sdef is None else event.sdef.name, event.label, event.value, event.unit, event.score,
+        event.at, event.time_index,
+    )  # fmt: skip
+    actions.perform(found, action.settings, firing)
 
 
 _ACTIONS: dict[type, Callable[..., None]] = {

@@ -18,10 +18,26 @@ import string
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapSerializer,
+    WrapValidator,
+    model_serializer,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -32,6 +48,7 @@ from dust.engine.fields import Attributes
 from dust.engine.paging import id_next_cursor, id_walk
 from dust.engine.relations import TYPE_NAME, Direction
 from dust.engine.schemas import NAME, SchemaDef
+from dust.plugins import registry
 from dust.storage.models import Trigger
 from dust.storage.repositories import triggers as repo
 
@@ -242,9 +259,97 @@ class WebhookAction(_Strict):
     url: str = Field(min_length=1, max_length=2048)
 
 
-Action = Annotated[
-    AlertAction | WriteAction | AttributeAction | WeightAction | WebhookAction, Field(discriminator="action")
-]
+BUILTIN_ACTIONS = registry.OWN_ACTIONS  # alert, write, attribute, weight, webhook: the models above
+STORED = "stored"  # validation context: a rule as stored, whose plugin actions may be gone (see PluginAction)
+
+
+class PluginAction(Targets):
+    """An action a plugin adds (``dust_trigger_actions``; ``dust.engine.actions``): its name, whom it acts on, and
+    its settings, the action's other keys, as the plugin's model checked them. Stored flat, as it was written."""
+
+    action: str
+    settings: Any = Field(None, exclude=True)  # an instance of the plugin's settings model
+    unavailable: str | None = Field(None, exclude=True)  # a stored rule's: why it cannot run (the plugin is gone)
+    document: dict[str, Any] = Field(default_factory=dict, exclude=True)  # as written, for an unavailable one
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        if self.unavailable is not None:
+            return self.document
+        mine: dict[str, Any] = handler(self)
+        settings = self.settings.model_dump(mode=info.mode, by_alias=True, exclude_none=info.exclude_none)
+        return {"action": mine.pop("action"), **mine, **settings}
+
+
+def _dump_action(value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+    """A plugin's action by its own serializer (the union's is DUST's own actions')."""
+    if isinstance(value, PluginAction):
+        return value.model_dump(mode=info.mode, by_alias=info.by_alias, exclude_none=info.exclude_none)
+    return handler(value)
+
+
+def _action(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """DUST's own actions by their model; any other name is a plugin's (or unknown: a 422 that lists them all)."""
+    if isinstance(value, PluginAction):
+        return value
+    name = value.get("action") if isinstance(value, dict) else None
+    if not isinstance(name, str) or name in BUILTIN_ACTIONS:
+        return handler(value)
+    try:
+        return _plugin_action(name, value)
+    except ValidationError as problem:
+        if not (info.context or {}).get(STORED):
+            raise
+        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in problem.errors())
+        return PluginAction.model_construct(action=name, unavailable=reason, document=dict(value))
+
+
+def _plugin_action(name: str, value: dict[str, Any]) -> PluginAction:
+    known = registry.trigger_actions()
+    if name not in known:
+        everything = [*BUILTIN_ACTIONS, *sorted(known)]
+        message = f"unknown action '{name}' (the actions are {', '.join(everything)}){did_you_mean(name, everything)}"
+        raise _errors([{"type": PydanticCustomError("unknown_action", message), "loc": ("action",), "input": name}])
+    taken = {"action", "follow", "self"}
+    settings, problems = None, []
+    try:
+        targets = Targets.model_validate({k: v for k, v in value.items() if k in taken and k != "action"})
+    except ValidationError as problem:
+        problems += problem.errors()
+    try:
+        settings = known[name].settings.model_validate({k: v for k, v in value.items() if k not in taken})
+    except ValidationError as problem:
+        problems += problem.errors()
+    if problems:  # located as DUST's own actions' are: then.0.<action>.<setting>
+        raise _errors([{"type": PydanticCustomError(e["type"], e["msg"]), "loc": (name, *e["loc"]), "input": e["input"]}
+                       for e in problems])  # fmt: skip
+    return PluginAction(action=name, follow=targets.follow, self_=targets.self_, settings=settings)
+
+
+def _errors(lines: list[Any]) -> ValidationError:
+    return ValidationError.from_exception_data("Action", lines)
+
+
+class _ActionSchema:
+    """In OpenAPI: DUST's own actions, or a plugin's (an object with its ``action`` name and its settings)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        plugin = {"type": "object", "properties": {"action": {"type": "string"}}, "required": ["action"],
+                  "description": "An action a plugin adds (GET /plugins lists them), with its settings."}  # fmt: skip
+        return {"anyOf": [handler(schema), plugin]}
+
+
+if TYPE_CHECKING:
+    Action = AlertAction | WriteAction | AttributeAction | WeightAction | WebhookAction | PluginAction
+else:
+    Action = Annotated[
+        AlertAction | WriteAction | AttributeAction | WeightAction | WebhookAction,
+        Field(discriminator="action"),
+        WrapValidator(_action),
+        WrapSerializer(_dump_action),
+        _ActionSchema,
+    ]
 
 
 class TriggerCreate(_Strict):
@@ -361,7 +466,9 @@ def update(session: Session, trigger_id: uuid.UUID, data: TriggerUpdate, *, allo
     access.require(session, Permission.admin)
     row = _row(session, trigger_id, lock=True)
     given = data.model_dump(by_alias=True, exclude_unset=True)
-    merged = TriggerCreate.model_validate({**row.document, "enabled": row.enabled, **given})
+    # Actions kept as they are may name a plugin that is gone: the rule can still be renamed or disabled.
+    kept = None if "then" in given else {STORED: True}
+    merged = TriggerCreate.model_validate({**row.document, "enabled": row.enabled, **given}, context=kept)
     _check_document(session, merged, allow_private)
     if merged.name != row.name and repo.by_name(session, merged.name) is not None:
         raise Conflict(f"a trigger named '{merged.name}' exists; choose another name")
@@ -555,7 +662,8 @@ def _read_index(session: Session) -> Index:
     if len(_PARSED) > 4 * len(versions) + 1000:
         _PARSED.clear()
     for row in repo.by_ids(session, [id_ for id_, version in versions if (id_, version) not in _PARSED]):
-        doc = TriggerCreate.model_validate(row.document | {"enabled": True})
+        # A plugin action whose plugin is gone (or changed) is kept as unavailable: the rule's other actions fire.
+        doc = TriggerCreate.model_validate(row.document | {"enabled": True}, context={STORED: True})
         _PARSED[(row.id, row.version)] = Rule(row.id, row.name, row.version, row.secret, doc.when, doc.for_, doc.then)
     for key in versions:
         rule = _PARSED.get(key)

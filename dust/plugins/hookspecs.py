@@ -1,7 +1,4 @@
-"""The hooks a plugin may implement. Each is optional; each returns what the plugin adds.
-
-Hooks for trigger actions and importers come with the triggers and importers work.
-"""
+"""The hooks a plugin may implement. Each is optional; each returns what the plugin adds."""
 
 from __future__ import annotations
 
@@ -14,7 +11,9 @@ if TYPE_CHECKING:
 
     from dust.anomalies.base import Detector
     from dust.domains import DomainPack
+    from dust.engine.actions import TriggerAction
     from dust.engine.analysis import SeriesAnalysis
+    from dust.importers.base import Importer
 
 
 @hookspec
@@ -32,6 +31,18 @@ def dust_analyses() -> list[SeriesAnalysis]:
 @hookspec
 def dust_domain_packs() -> list[DomainPack]:
     """Domain packs (``dust.domains.DomainPack``): what ``dust demo <name>`` loads."""
+    raise NotImplementedError
+
+
+@hookspec
+def dust_trigger_actions() -> list[TriggerAction]:
+    """Trigger actions (``dust.engine.actions.TriggerAction``) that rules may name in ``then``."""
+    raise NotImplementedError
+
+
+@hookspec
+def dust_importers() -> list[Importer]:
+    """Importers (``dust.importers.base.Importer``), each run by ``dust import <name> PATH…``."""
     raise NotImplementedError
 
 

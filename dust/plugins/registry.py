@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,17 @@ if TYPE_CHECKING:
 
     from dust.anomalies.base import Detector
     from dust.domains import DomainPack
+    from dust.engine.actions import TriggerAction
     from dust.engine.analysis import SeriesAnalysis
+    from dust.importers.base import Importer
 
 BUILTIN = "dust"  # the name DUST's own plugin is registered under
+# Names DUST takes apart from the hooks: its own trigger actions, which are part of the rule document's model
+# (dust.engine.triggers), and `dust import dust`, which loads a DUST export (dust.engine.transfer).
+OWN_ACTIONS = ("alert", "write", "attribute", "weight", "webhook")
+OWN_IMPORTERS = ("dust",)
+_ACTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_TAKEN_SETTINGS = {"action", "follow", "self"}  # keys of an action that DUST reads itself
 
 
 class PluginConflict(RuntimeError):
@@ -35,6 +44,8 @@ class Plugin:
     detectors: list[str] = field(default_factory=list)
     analyses: list[str] = field(default_factory=list)
     domain_packs: list[str] = field(default_factory=list)
+    trigger_actions: list[str] = field(default_factory=list)
+    importers: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
 
 
@@ -53,6 +64,8 @@ def reload() -> None:
     detectors.cache_clear()
     analyses.cache_clear()
     domain_packs.cache_clear()
+    trigger_actions.cache_clear()
+    importers.cache_clear()
 
 
 @functools.cache
@@ -77,6 +90,34 @@ def domain_packs() -> dict[str, DomainPack]:
     )
 
 
+@functools.cache
+def trigger_actions() -> dict[str, TriggerAction]:
+    """Every plugin's trigger action by name (DUST's own are not here: see ``OWN_ACTIONS``)."""
+    found = [(by, a.name, a) for by, made in _each(manager().hook.dust_trigger_actions) for a in made]
+    for by, name, action in found:
+        _check_action(by, name, action)
+    taken = [(BUILTIN, name, None) for name in OWN_ACTIONS]
+    return {name: a for name, a in _unique("trigger action", taken + found).items() if a is not None}
+
+
+def _check_action(by: str, name: str, action: TriggerAction) -> None:
+    if not _ACTION_NAME.fullmatch(name):
+        raise PluginConflict(f"plugin '{by}': '{name}' is not an action name (a-z, 0-9 and _, at most 64)")
+    settings = action.settings.model_fields
+    clash = _TAKEN_SETTINGS & ({*settings} | {f.alias for f in settings.values() if f.alias})
+    if clash:
+        raise PluginConflict(f"plugin '{by}': action '{name}' has a setting named {', '.join(sorted(clash))}, "
+                             "which every action takes from DUST")  # fmt: skip
+
+
+@functools.cache
+def importers() -> dict[str, Importer]:
+    """Every importer by name (but `dust import dust`, DUST's export loader, which is a command of its own)."""
+    found = [(by, i.name, i) for by, made in _each(manager().hook.dust_importers) for i in made]
+    taken = [(BUILTIN, name, None) for name in OWN_IMPORTERS]
+    return {name: i for name, i in _unique("importer", taken + found).items() if i is not None}
+
+
 def add_commands(app: typer.Typer) -> None:
     """Let every plugin add its commands to the ``dust`` command."""
     manager().hook.dust_commands(app=app)
@@ -95,6 +136,11 @@ def plugins() -> list[Plugin]:
         listed[by].setdefault("analyses", []).extend(a.name for a in made)
     for by, packs in _each(registered.hook.dust_domain_packs):
         listed[by].setdefault("domain_packs", []).extend(p.name for p in packs)
+    listed[BUILTIN]["trigger_actions"] = list(OWN_ACTIONS)
+    for by, actions in _each(registered.hook.dust_trigger_actions):
+        listed[by].setdefault("trigger_actions", []).extend(a.name for a in actions)
+    for by, made in _each(registered.hook.dust_importers):
+        listed[by].setdefault("importers", []).extend(i.name for i in made)
     for impl in registered.hook.dust_commands.get_hookimpls():
         scratch = typer.Typer()
         impl.function(app=scratch)
@@ -122,7 +168,8 @@ def _unique(what: str, entries: Iterable[tuple[str, str, Any]]) -> dict[str, Any
     found: dict[str, tuple[str, Any]] = {}
     for by, name, thing in entries:
         if name in found and found[name][0] != by:
-            raise PluginConflict(f"plugins '{found[name][0]}' and '{by}' both add a {what} named '{name}'")
+            article = "an" if what[0] in "aeiou" else "a"
+            raise PluginConflict(f"plugins '{found[name][0]}' and '{by}' both add {article} {what} named '{name}'")
         found[name] = (by, thing)
     return {name: thing for name, (_, thing) in found.items()}
 

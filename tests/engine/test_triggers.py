@@ -197,7 +197,9 @@ def test_conditions_over_steps_read_values_written_before(db: Dust, ward: dict) 
 def test_looking_back_reads_earlier_blocks_from_storage(db: Dust, ward: dict) -> None:
     """Values are stored in blocks of time steps: a change over steps that crosses into a block this write did
     not touch reads it from storage; one that the write touched, from the write."""
-    from dust.engine.blocks import BLOCK
+    from dust.engine.blocks import steps_for
+
+    BLOCK = steps_for((3,))  # the steps of a block of a 3-label tensor such as ward["vitals"]
 
     rule_on(db, {"change": {"steps": 3, "op": ">=", "value": 2.0}})
     temperature(db, ward["vitals"], 37.0, start=BLOCK - 2)  # the last block but one of the first block

@@ -1,5 +1,6 @@
 """Plugins: DUST's own built-ins register through the hooks, and an installed package's plugin is found, listed
-by `dust plugins list` and GET /plugins, and its detector and command are usable.
+by `dust plugins list` and GET /plugins, and its detector, analysis, trigger actions, importer and command are
+usable.
 
 The example package (tests/plugins/example) is really installed — built by pip into a directory of its own,
 which is then put on the import path of this process and of the `dust` commands run here — so the entry-point
@@ -16,13 +17,16 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from dust.anomalies.base import Score
+from dust.jobs import Worker
 from dust.plugins import hookimpl, registry
-from tests.api.conftest import ONE_BACKEND
+from tests.api.conftest import API, ONE_BACKEND, World
+from tests.jobs.conftest import until
 
 EXAMPLE = Path(__file__).parent / "example"
 DUST = Path(sys.executable).parent / "dust"
@@ -51,6 +55,8 @@ def test_the_builtins_are_a_plugin_like_any_other() -> None:
     assert "healthcare" in dust.domain_packs
     assert dust.analyses == ["trend", "seasonality", "forecast"]
     assert set(dust.detectors) == set(registry.detectors()) - {"threshold"}
+    assert dust.trigger_actions == ["alert", "write", "attribute", "weight", "webhook"]
+    assert dust.importers == ["synthea", "fhir", "paysim"]
 
 
 def test_an_installed_plugin_is_found_with_what_it_adds(installed: Path) -> None:
@@ -62,6 +68,7 @@ def test_an_installed_plugin_is_found_with_what_it_adds(installed: Path) -> None
         ["hello"],
         [],
     )
+    assert (example.trigger_actions, example.importers) == (["note", "append"], ["people"])
 
 
 def test_its_detector_scores_like_a_builtin_and_resumes_from_its_state(installed: Path) -> None:
@@ -74,8 +81,8 @@ def test_its_detector_scores_like_a_builtin_and_resumes_from_its_state(installed
     assert resumed.update(120, 70) == Score(1.0, "{label} 70 is above the limit of 50")
 
 
-def _dust(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200"}
+def _dust(site: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site), "COLUMNS": "200", **(env or {})}
     return subprocess.run([str(DUST), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -84,6 +91,7 @@ def test_dust_plugins_list_names_it_and_its_command_runs(installed: Path) -> Non
     assert listed.returncode == 0, listed.stderr
     line = next(line for line in listed.stdout.splitlines() if "dust-example" in line)
     assert "0.1.0" in line and "threshold" in line and "range" in line and "hello" in line
+    assert "note, append" in line and "people" in line
     hello = _dust(installed, "hello", "--name", "Jane")
     assert (hello.returncode, hello.stdout) == (0, "hello, Jane, from the example plugin\n")
 
@@ -99,6 +107,8 @@ def test_get_plugins_lists_it_for_admins_only(installed: Path, login_as: Callabl
         "builtin": False,
         "detectors": ["threshold"],
         "analyses": ["range"],
+        "trigger_actions": ["note", "append"],
+        "importers": ["people"],
         "domain_packs": [],
         "commands": ["hello"],
     }
@@ -156,3 +166,76 @@ def test_its_analysis_comes_with_the_built_in_ones(installed: Path, login_as: Ca
     assert analysed.status_code == 200, analysed.text
     assert analysed.json()["more"] == {"range": {"low": 60.0, "high": 69.0}}
     assert analysed.json()["trend"]["slope"] == pytest.approx(1.0)
+
+
+def _rule(admin: TestClient, *then: dict[str, Any]) -> dict[str, Any]:
+    rule = {"name": "fever", "when": {"schema": "vitals", "label": "temperature", "op": ">", "value": 39}, "then": then}
+    made = admin.post(f"{API}/triggers", json=rule)
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+def _fever(client: TestClient, tensor: str, value: float = 39.6) -> None:
+    cells = [{"time": 1, "metric": "temperature", "value": value}]
+    assert client.post(f"{API}/tensors/{tensor}/values", json={"values": cells}).status_code == 200
+
+
+@ONE_BACKEND
+def test_a_rule_with_its_action_runs_it_in_the_writes_transaction(
+    installed: Path, client: TestClient, world: World
+) -> None:
+    follow = {"type": "treats", "direction": "in"}
+    note = {"action": "note", "follow": follow, "message": "{entity.name}: {value}"}
+    rule = _rule(client, {"action": "alert"}, note)
+    assert rule["then"][1] == {**note, "follow": {**follow, "depth": 1}, "attribute": "note"}
+    _fever(client, world["TPA"])
+    doctor = client.get(f"{API}/entities/{world['A']}").json()
+    assert doctor["attributes"]["note"] == "Pat A: 39.6"
+    assert "note" not in client.get(f"{API}/entities/{world['B']}").json()["attributes"]  # treats someone else
+    (firing,) = client.get(f"{API}/triggers/{rule['id']}/firings").json()["items"]
+    assert firing["effects"] == {"alerts": 1, "note": 1}
+
+
+@ONE_BACKEND
+def test_an_action_that_calls_out_runs_after_commit_as_a_job(
+    installed: Path, client: TestClient, world: World, worker: Worker, tmp_path: Path
+) -> None:
+    out = tmp_path / "fired.txt"
+    _rule(client, {"action": "append", "path": str(out), "message": "{rule}: {entity.name} {label} {value}"})
+    _fever(client, world["TPA"])
+    (job,) = client.get(f"{API}/jobs", params={"kind": "triggers.action"}).json()["items"]
+    ended = until(lambda: (j := client.get(f"{API}/jobs/{job['id']}").json())["state"] in ("succeeded", "failed") and j)
+    assert (ended["state"], ended["result"]) == ("succeeded", {"appended_to": str(out)}), ended["error"]
+    assert out.read_text() == "fever: Pat A temperature 39.6\n"
+
+
+@ONE_BACKEND
+def test_its_actions_settings_are_checked_when_a_rule_is_saved(installed: Path, client: TestClient) -> None:
+    when = {"schema": "vitals", "label": "temperature", "op": ">", "value": 39}
+    assert client.post(f"{API}/schemas", json={"name": "vitals", "axes": [{"name": "m", "labels": ["temperature"]}]})
+    bad = {"action": "note", "attribute": "Not An Attribute", "message": "{nope}", "colour": "red"}
+    refused = client.post(f"{API}/triggers", json={"name": "r", "when": when, "then": [bad]})
+    assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
+    problems = {".".join(map(str, e["loc"])): e["msg"] for e in refused.json()["errors"]}
+    assert set(problems) == {"body.then.0.note.attribute", "body.then.0.note.message", "body.then.0.note.colour"}
+    assert "unknown placeholder {nope}" in problems["body.then.0.note.message"]
+
+    unknown = client.post(f"{API}/triggers", json={"name": "r", "when": when, "then": [{"action": "nte"}]})
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"] == (
+        "body.then.0.action: unknown action 'nte' (the actions are alert, write, attribute, weight, webhook, "
+        "append, note); did you mean 'note'?"
+    )
+
+
+def test_dust_import_runs_its_importer(installed: Path, tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("Jane Doe\n\nJohn Smith\n")
+    database = f"sqlite:///{tmp_path / 'dust.db'}"
+    first = _dust(installed, "import", "people", str(names), env={"DUST_DATABASE_URL": database})
+    assert first.returncode == 0, first.stderr
+    assert "Imported: 2 people" in first.stderr and "Skipped 1 lines: empty (e.g. names.txt:2)" in first.stderr
+    again = _dust(installed, "import", "people", str(names), env={"DUST_DATABASE_URL": database})
+    assert "Nothing new" in again.stderr and "Already there: 2 people" in again.stderr
+    helped = _dust(installed, "import", "--help")
+    assert "people" in helped.stdout and "Load people from text files" in helped.stdout
