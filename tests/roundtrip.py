@@ -65,7 +65,7 @@ def fill(url: str, password_hash: str) -> Demo:
                 s, "vitals", "heart_rate", RuleSet(detector="mad", settings={"warmup": 3}, threshold=0.01)
             )
             anomalies.scan(s, ScanRequest(schema="vitals", label="heart_rate"))
-        doctor = db.entities(kind="doctor").items[0]
+        doctor = db.entities(kind="practitioner").items[0]
         patient = db.entities(kind="patient").items[0]
         with db.session() as s:
             admin = users.create(s, users.UserCreate(username="admin", role=Role.admin))
@@ -117,7 +117,7 @@ def _principal(user_id: uuid.UUID) -> access.Principal:
 
 def _overwrite(session: Any) -> uuid.UUID:
     """Overwrite two values of the first patient's vitals (their old values go to history); its id."""
-    tensor_id = session.scalars(select(Tensor.id).order_by(Tensor.id)).first()
+    tensor_id = session.scalars(select(Tensor.id).where(Tensor.schema_name == "vitals").order_by(Tensor.id)).first()
     values = [{"time": 1, "metric": "heart_rate", "value": 88}, {"time": 2, "metric": "spo2", "value": 91}]
     tensors.write_values(session, tensor_id, values, max_batch=100)
     return tensor_id

@@ -14,7 +14,6 @@ resources of the same files, else a practitioner imported before with that ``npi
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import ijson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -86,36 +86,45 @@ def import_files(session: Session, paths: Sequence[Path], progress: Progress | N
 
 
 def _read_file(path: Path, found: _Found, report: Report) -> Iterator[float]:
-    """Each entry of the bundle in ``path`` into ``found``; yields the share of the file read, now and then."""
+    """Each entry of the bundle in ``path`` into ``found``; yields the share of the file read, now and then.
+
+    Two streaming passes (ijson, in C): the first checks that the file is JSON and a Bundle without building
+    anything, so a bad file is skipped before any of it is taken; the second builds one entry at a time.
+    """
     try:
         with path.open("rb") as file:
-            bundle = json.load(file)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
-        report.skip("files", f"not JSON ({str(problem)[:80]})", path.name)
+            kinds = list(ijson.items(file, "resourceType"))  # the top-level one; parses to the end
+    except (OSError, ijson.JSONError, UnicodeDecodeError) as problem:
+        report.skip("files", f"not JSON ({str(problem).splitlines()[0][:80]})", path.name)
         return
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+    if kinds[:1] != ["Bundle"]:
         report.skip("files", "not a FHIR Bundle (no resourceType 'Bundle' at the top)", path.name)
         return
-    entries = bundle.get("entry") or []
-    for index, entry in enumerate(entries):
-        where = f"{path.name} entry[{index}]"
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        kind = resource.get("resourceType") if isinstance(resource, dict) else None
-        if kind not in MAPPED:
-            if isinstance(kind, str):
-                found.not_mapped[kind] += 1
-            else:
-                report.skip("bundle entries", "no resource with a resourceType", where)
-            continue
-        try:
-            _take(get_fhir_model_class(kind).model_validate(resource), found, report, where)
-        except ValidationError as problem:
-            report.skip(f"{kind} resources", _invalid(problem), where)
-        except BadResource as problem:
-            report.skip(f"{kind} resources", str(problem), where)
-        if index % 500 == 499:
-            yield (index + 1) / len(entries)
+    size = max(1, path.stat().st_size)
+    with path.open("rb") as file:
+        for index, entry in enumerate(ijson.items(file, "entry.item", use_float=True)):
+            _entry(entry, found, report, f"{path.name} entry[{index}]")
+            if index % 500 == 499:
+                yield file.tell() / size
     yield 1.0
+
+
+def _entry(entry: Any, found: _Found, report: Report, where: str) -> None:
+    """One bundle entry's resource, validated, into ``found``; a bad one reported."""
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    kind = resource.get("resourceType") if isinstance(resource, dict) else None
+    if kind not in MAPPED:
+        if isinstance(kind, str):
+            found.not_mapped[kind] += 1
+        else:
+            report.skip("bundle entries", "no resource with a resourceType", where)
+        return
+    try:
+        _take(get_fhir_model_class(kind).model_validate(resource), found, report, where)
+    except ValidationError as problem:
+        report.skip(f"{kind} resources", _invalid(problem), where)
+    except BadResource as problem:
+        report.skip(f"{kind} resources", str(problem), where)
 
 
 def _invalid(problem: ValidationError) -> str:
@@ -267,28 +276,31 @@ def _condition(resource: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _readings(resource: Any, report: Report, where: str) -> Iterator[Reading]:
-    """The vital-sign readings of an Observation: its own value and its components' (a blood-pressure panel holds
-    systolic and diastolic as components)."""
+    """The vital-sign and lab readings of an Observation: its own value and its components' (a blood-pressure
+    panel holds systolic and diastolic as components)."""
     patient = _subject(resource)
     parts = [(resource.code, resource.valueQuantity), *((c.code, c.valueQuantity) for c in resource.component or [])]
-    vitals = [(code, quantity) for concept, quantity in parts if (code := _loinc(concept)) in health.BY_LOINC]
-    if not vitals:
+    known = [(code, quantity) for concept, quantity in parts if (code := _loinc(concept)) in health.BY_LOINC]
+    if not known:
         category = next((c.code for cat in resource.category or [] for c in cat.coding or [] if c.code), None)
         report.skip(
-            "observations (not vitals)", f"LOINC code not among the vitals' ({category or 'no category'})", where
+            "observations (not vitals or labs)",
+            f"LOINC code not among the vitals' or labs' ({category or 'no category'})",
+            where,
         )
         return
     moment = resource.effectiveDateTime or resource.effectiveInstant
     if moment is None and resource.effectivePeriod is not None:
         moment = resource.effectivePeriod.start
     at = _utc(moment, "effective time")
-    for code, quantity in vitals:
+    for code, quantity in known:
         if quantity is None or quantity.value is None:
             raise BadResource(f"LOINC {code} has no valueQuantity")
-        label, why = health.vital(code, quantity.code or quantity.unit or "", float(quantity.value))
-        if label is None:
+        found, why = health.measure(code, quantity.code or quantity.unit or "", float(quantity.value))
+        if found is None:
             raise BadResource(str(why))
-        yield Reading(patient, label, at, float(quantity.value), where)
+        places = None if found.converted else health.decimals(repr(float(quantity.value)))
+        yield Reading(patient, found.schema, found.label, at, found.value, where, found.converted, places)
 
 
 def _loinc(concept: Any) -> str | None:
@@ -296,7 +308,7 @@ def _loinc(concept: Any) -> str | None:
 
 
 def _write(session: Session, found: _Found, report: Report) -> None:
-    """Entities, then relations, then vitals, through the healthcare mapping."""
+    """Entities, then relations, then vitals and labs, through the healthcare mapping."""
     for patient, conditions in found.conditions.items():
         if patient not in found.patients:
             for _, where in conditions:
@@ -328,7 +340,7 @@ def _write(session: Session, found: _Found, report: Report) -> None:
             report.skip("Observation resources", "the patient is not in these bundles or the database", reading.where)
         else:
             readings.append(reading)
-    health.put_vitals(session, known.ids, known.origins, readings, report)
+    health.put_readings(session, known.ids, known.origins, readings, report)
 
 
 class _Practitioners:
@@ -393,7 +405,7 @@ class _Patients:
 
     @property
     def ids(self) -> dict[str, Any]:
-        """The patients found (put_vitals takes each one it is given as having readings)."""
+        """The patients found (put_readings takes each one it is given as having readings)."""
         return {p: i for p, i in self.looked_up.items() if i is not None}
 
 
@@ -418,6 +430,4 @@ def _treats(session: Session, found: _Found, resolve: _Practitioners, known: _Pa
         died = health.birth_origin(attributes.get("death_date"))
         if died is not None and known.id(patient) is not None:
             ends[known.id(patient)] = died
-    made = health.put_relations(session, "treats", dict(links), ends, report)
-    for link, times in links.items():
-        (report.imported if link in made else report.existing)["encounters (as treats weights)"] += len(times)
+    health.put_relations(session, "treats", dict(links), ends, report)

@@ -3,47 +3,56 @@
 - Patients, practitioners and organizations become entities of those kinds whose external id is the source id
   (Synthea's ``Id``, which is also the FHIR resource id), so a record imported twice, from either source, is one
   entity. Conditions are the patient's ``conditions`` attribute.
-- Vital-sign readings (by LOINC code) go to the patient's ``vitals`` tensor, a daily grid in UTC from the
-  patient's birth date. A reading falls in the day that holds it. Several readings of one vital in one day:
-  the last one (by time) is the day's value; the earlier ones are written first and replaced, so they stay in
-  the tensor's history (one equal to its successor leaves no entry: nothing was replaced).
+- Readings (by LOINC code) go to the patient's ``vitals`` or ``labs`` tensor, daily grids in UTC from the
+  patient's birth date. A reading in another UCUM unit than the label's is converted (``dust.importers.units``);
+  one that does not convert is skipped with the reason. A reading falls in the day that holds it. Several readings
+  of one label in one day: the last one (by time) is the day's value; the earlier ones are written first and
+  replaced, so they stay in the tensor's history (one equal to its successor leaves no entry: nothing was
+  replaced).
 - Encounters make ``treats`` relations (practitioner → patient), valid from the first encounter (to the
   patient's death, if any), whose weight grows by the ``treats`` policy's reinforce at each encounter and decays
   with its half-life in between. Practitioners ``works_at`` their organization.
 
-Re-running adds nothing: entities, tensors and relations are looked up by their source ids first, and a vital
-whose day already holds the value is left alone.
+Re-running adds nothing: entities, tensors and relations are looked up by their source ids first, a reading
+whose day already holds the value is left alone, and an encounter at or before a relation's ``last_encounter``
+is taken as counted. A later export's new encounters reinforce the existing relation.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dust.domains import healthcare
-from dust.engine import entities, kinds, relations, schemas, tensors, weights
+from dust.engine import entities, relations, schemas, tensors
 from dust.engine.entities import EntityCreate, EntityUpdate
-from dust.engine.relations import RelationCreate
-from dust.engine.schemas import SchemaUpdate
+from dust.engine.relations import Interaction, RelationCreate, RelationUpdate
+from dust.engine.schemas import SchemaCreate
 from dust.engine.tensors import TensorCreate, TensorUpdate
 from dust.engine.timegrid import TimeGrid
+from dust.importers import units
 from dust.importers.report import Report
+from dust.storage.models import Relation
 from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import tensors as tensor_repo
 
-PATIENT, PRACTITIONER, ORGANIZATION = "patient", "practitioner", "organization"
-VITALS = healthcare.VITALS
-BY_LOINC = {code: label for label, code in healthcare.LOINC.items()}
-_METRIC = VITALS.axes[0]
-# One encounter adds 1; a year without one halves the weight; at most 10 (a long-standing, frequent carer).
-TREATS_POLICY = weights.PolicySet(reinforce=1.0, half_life="P365D", cap=10.0, floor=0.0)
+PATIENT, PRACTITIONER, ORGANIZATION = healthcare.PATIENT, healthcare.PRACTITIONER, healthcare.ORGANIZATION
+VITALS, LABS = healthcare.VITALS, healthcare.LABS
+SCHEMAS: dict[str, SchemaCreate] = {VITALS.name: VITALS, LABS.name: LABS}
+# LOINC code → (schema, label): the vitals' codes and each lab's (some labs have two: blood, serum or plasma)
+BY_LOINC: dict[str, tuple[str, str]] = {code: (VITALS.name, label) for label, code in healthcare.LOINC.items()} | {
+    code: (LABS.name, label) for label, codes in healthcare.LAB_LOINC.items() for code in codes
+}
+READINGS = {VITALS.name: "vital readings", LABS.name: "lab readings"}  # what the report calls them
+TREATS_POLICY = healthcare.TREATS_POLICY
 DAY = 86_400
 _SYNTHETIC_NUMBER = re.compile(r"(?<=[^\W\d])\d+\b")  # Synthea appends digits to names: "Maude482"
 
@@ -60,13 +69,26 @@ class Record:
 
 @dataclass(frozen=True)
 class Reading:
-    """One vital-sign reading of a patient (by source id)."""
+    """One reading of a patient (by source id): a vital sign or a lab result, in the schema's unit."""
 
     patient: str
+    schema: str
     label: str
     at: datetime
     value: float
     where: str
+    converted: str | None = None  # the unit the source gave, when it was not the schema's
+    decimals: int | None = None  # how many the source wrote (None: exact, e.g. computed by a conversion)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Where a reading goes and its value in that label's unit; ``converted`` names the unit it came in."""
+
+    schema: str
+    label: str
+    value: float
+    converted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,34 +104,27 @@ def person_name(*parts: str) -> str:
     return " ".join(_SYNTHETIC_NUMBER.sub("", p).strip() for p in parts if p and p.strip())
 
 
-def vital(code: str, unit: str, value: float) -> tuple[str | None, str | None]:
-    """(label, None) for a reading of a vital sign the schema holds, else (None, why not)."""
-    label = BY_LOINC.get(code)
-    if label is None:
-        return None, f"LOINC {code} is not one of the vitals"
-    expected = _METRIC.units.get(label)
-    if unit != expected:
-        return None, f"{label} in '{unit}', not the schema's UCUM unit '{expected}'"
-    low, high = _METRIC.ranges[label]
-    if not (low <= value <= high):
-        return None, f"{label} {value} is outside its valid range [{low:g}, {high:g}]"
-    return label, None
+def measure(code: str, unit: str, value: float) -> tuple[Measure | None, str | None]:
+    """(Measure, None) for a reading of a vital sign or lab the schemas hold, converted into the label's UCUM
+    unit if it came in another; else (None, why not)."""
+    found = BY_LOINC.get(code)
+    if found is None:
+        return None, f"LOINC {code} is not one of the vitals or labs"
+    schema, label = found
+    axis = SCHEMAS[schema].axes[0]
+    expected = axis.units[label]
+    converted = units.convert(value, unit, expected, label)
+    if converted is None:
+        return None, f"{label} in '{unit}', which does not convert to the schema's UCUM unit '{expected}'"
+    low, high = axis.ranges[label]
+    if not (low <= converted <= high):
+        return None, f"{label} outside its valid range [{low:g}, {high:g}] {expected}"
+    return Measure(schema, label, converted, None if units.same(unit, expected) else unit), None
 
 
 def prepare(session: Session) -> None:
-    """The vitals schema with every label, the kinds' field policies and the ``treats`` weight policy (a policy
-    someone set already is kept)."""
-    if schemas.repo.latest(session, VITALS.name) is None:
-        schemas.create(session, VITALS)
-    else:  # e.g. the demo's, from before weight, height and BMI: a new version appends them
-        current = schemas.get_def(session, VITALS.name)
-        if not set(_METRIC.labels) <= set(current.axes[0].labels):
-            data = VITALS.model_dump(exclude={"name", "sensitive"}) | {"sensitive": current.sensitive}
-            schemas.publish(session, VITALS.name, SchemaUpdate.model_validate(data))
-    for kind in (PATIENT, PRACTITIONER, ORGANIZATION):
-        kinds.put(session, kind, healthcare.POLICIES[kind])
-    if weights.policy(session, "treats") is None:
-        weights.put_policy(session, "treats", TREATS_POLICY)
+    """The healthcare pack's schemas, kinds and ``treats`` weight policy (``healthcare.prepare``)."""
+    healthcare.prepare(session)
 
 
 def put_entities(
@@ -149,16 +164,15 @@ def put_relations(
     links: dict[tuple[uuid.UUID, uuid.UUID], list[datetime]],
     ends: dict[uuid.UUID, datetime],
     report: Report,
-) -> set[tuple[uuid.UUID, uuid.UUID]]:
+) -> None:
     """``type_`` relations (source, target) → the times of their encounters (empty: a plain relation of weight
     1): valid from the first to ``ends[target]`` if given, the first encounter weighing the policy's reinforce
-    and each later one reinforcing it. Existing relations are left as they are. The (source, target) made."""
+    and each later one reinforcing it. An existing relation gets the encounters after its ``last_encounter``."""
     existing = relations.repo.find_edges(session, [(s, t, type_) for s, t in links])
-    items, interactions, made = [], [], set()
+    items, interactions = [], []
     for (source, target), times in links.items():
         if (source, target, type_) in existing:
             continue
-        made.add((source, target))
         first = min(times) if times else None
         end = ends.get(target)
         attributes = {"encounters": len(times), "last_encounter": max(times).isoformat()} if times else {}
@@ -177,7 +191,44 @@ def put_relations(
     relations.create_many(session, items, interactions)
     report.imported[f"{type_} relations"] += len(items)
     report.existing[f"{type_} relations"] += len(links) - len(items)
-    return made
+    if not any(links.values()):
+        return
+    encounters = f"encounters (as {type_} weights)"
+    report.imported[encounters] += sum(len(times) for (s, t), times in links.items() if (s, t, type_) not in existing)
+    old = {existing[(s, t, type_)]: times for (s, t), times in links.items() if (s, t, type_) in existing and times}
+    if old:
+        added, skipped = _more_encounters(session, old, report)
+        report.imported[encounters] += added
+        report.existing[encounters] += sum(len(times) for times in old.values()) - added - skipped
+
+
+def _more_encounters(session: Session, links: dict[uuid.UUID, list[datetime]], report: Report) -> tuple[int, int]:
+    """Each relation's encounters after its ``last_encounter``, as interactions (its count and last encounter
+    updated); how many were added and skipped. One before the relation's last weight change cannot be recorded
+    (weights are recorded in time order) and is reported as skipped."""
+    added = skipped = 0
+    ids = list(links)
+    for start in range(0, len(ids), 500):
+        rows = session.scalars(select(Relation).where(Relation.id.in_(ids[start : start + 500])))
+        for row in rows:
+            last = row.attributes.get("last_encounter")
+            new = sorted(t for t in links[row.id] if last is None or t > datetime.fromisoformat(last))
+            if not new:
+                continue
+            changed = relations.repo.last_change(session, row.id)
+            late = [t for t in new if changed is None or t >= changed]
+            for when in new[: len(new) - len(late)]:
+                why = f"before the {row.type} relation's last weight change ({changed}): weights are kept in time order"
+                report.skip("encounters", why, f"relation {row.id} at {when.isoformat()}")
+            for when in late:
+                relations.interact(session, row.id, Interaction(at=when))
+            if late:
+                count = int(row.attributes.get("encounters", 0)) + len(late)
+                patch = {"encounters": count, "last_encounter": late[-1].isoformat()}
+                relations.update(session, row.id, RelationUpdate(attributes=patch))
+            added += len(late)
+            skipped += len(new) - len(late)
+    return added, skipped
 
 
 def birth_origin(birth_date: str | None) -> datetime | None:
@@ -185,19 +236,41 @@ def birth_origin(birth_date: str | None) -> datetime | None:
     return None if not birth_date else datetime.combine(date.fromisoformat(birth_date), time(), tzinfo=UTC)
 
 
-def put_vitals(
+def put_readings(
     session: Session,
     patients: dict[str, uuid.UUID],
     origins: dict[str, datetime | None],
     readings: list[Reading],
     report: Report,
 ) -> None:
-    """Each patient's readings into their vitals tensor (made if missing), in passes by rank within a day so that
-    the last reading of a day stands and the earlier ones are in the history."""
+    """Each patient's readings into their vitals and labs tensors (made if missing), in passes by rank within a
+    day so that the last reading of a day stands and the earlier ones are in the history."""
+    by_schema: dict[str, list[Reading]] = defaultdict(list)
+    conversions: Counter[tuple[str, str, str]] = Counter()
+    for reading in readings:
+        by_schema[reading.schema].append(reading)
+        if reading.converted is not None:
+            conversions[(reading.label, reading.converted, SCHEMAS[reading.schema].axes[0].units[reading.label])] += 1
+    for schema, found in by_schema.items():
+        _put_schema(session, SCHEMAS[schema], patients, origins, found, report)
+    for (label, unit, expected), n in sorted(conversions.items()):
+        report.notes.append(f"{n} {label} readings in '{unit}' were converted to the schema's '{expected}'.")
+
+
+def _put_schema(
+    session: Session,
+    definition: SchemaCreate,
+    patients: dict[str, uuid.UUID],
+    origins: dict[str, datetime | None],
+    readings: list[Reading],
+    report: Report,
+) -> None:
+    """``put_readings`` for the readings of one schema."""
     by_patient: dict[str, list[Reading]] = defaultdict(list)
     for reading in readings:
         by_patient[reading.patient].append(reading)
-    tensor_of = _vitals_tensors(session, {p: patients[p] for p in by_patient}, origins, by_patient)
+    tensor_of = _tensors(session, definition.name, {p: patients[p] for p in by_patient}, origins, by_patient)
+    axis = definition.axes[0].name
     passes: list[dict[uuid.UUID, list[dict[str, Any]]]] = []
     written = kept = superseded = 0
     for patient, found in by_patient.items():
@@ -208,48 +281,47 @@ def put_vitals(
             cells[(grid.step_of(reading.at), reading.label)].append(reading)
         stored = _stored(session, row)
         for (index, label), day in cells.items():
-            if stored.get((index, label)) == day[-1].value:
+            if _same(stored.get((index, label)), day[-1]):
                 kept += len(day)
                 continue
             for rank, reading in enumerate(day):
                 while len(passes) <= rank:
                     passes.append(defaultdict(list))
-                passes[rank][row.id].append({"time": index, "metric": label, "value": reading.value})
+                passes[rank][row.id].append({"time": index, axis: label, "value": reading.value})
             written += len(day)
             superseded += len(day) - 1
     for batch in passes:
         for tensor_id, values in batch.items():
             tensors.write_values(session, tensor_id, values)
-    report.imported["vital readings"] += written
-    report.existing["vital readings"] += kept
+    what = READINGS[definition.name]
+    report.imported[what] += written
+    report.existing[what] += kept
     if superseded:
         report.notes.append(
-            f"{superseded} vital readings shared a day with a later reading of the same vital: the last of the day "
-            "is the day's value, the earlier ones are in the tensor's history."
+            f"{superseded} {what} shared a day with a later reading of the same label: the last of the day is the "
+            "day's value, the earlier ones are in the tensor's history."
         )
 
 
-def _vitals_tensors(
+def _tensors(
     session: Session,
+    schema: str,
     ids: dict[str, uuid.UUID],
     origins: dict[str, datetime | None],
     readings: dict[str, list[Reading]],
 ) -> dict[str, Any]:
-    """Each patient's vitals tensor row, on the latest schema version; missing ones created from their birth (or
-    first reading's) day."""
-    latest = schemas.get_def(session, VITALS.name).version
-    found = {p: tensor_repo.of_entity(session, entity_id, VITALS.name) for p, entity_id in ids.items()}
+    """Each patient's tensor row of ``schema``, on the latest schema version; missing ones created from their
+    birth (or first reading's) day."""
+    latest = schemas.get_def(session, schema).version
+    found = {p: tensor_repo.of_entity(session, entity_id, schema) for p, entity_id in ids.items()}
     missing = [p for p, rows in found.items() if not rows]
     tensors.create_many(
         session,
-        [
-            TensorCreate(entity_id=ids[p], schema_name=VITALS.name, origin=_origin(p, origins, readings))
-            for p in missing
-        ],
+        [TensorCreate(entity_id=ids[p], schema_name=schema, origin=_origin(p, origins, readings)) for p in missing],
     )
     out = {}
     for patient, entity_id in ids.items():
-        row = found[patient][0] if found[patient] else tensor_repo.of_entity(session, entity_id, VITALS.name)[0]
+        row = found[patient][0] if found[patient] else tensor_repo.of_entity(session, entity_id, schema)[0]
         if row.schema_version < latest:
             tensors.update(session, row.id, TensorUpdate(schema_version=latest))
         out[patient] = row
@@ -262,6 +334,23 @@ def _origin(patient: str, origins: dict[str, datetime | None], readings: dict[st
         return born
     first = min(r.at for r in readings[patient])
     return datetime.combine(first.date(), time(), tzinfo=UTC)
+
+
+def decimals(text: str) -> int | None:
+    """How many decimals a number is written with ("17.20" → 2), None for a form that does not say."""
+    mantissa = text.strip().lower().split("e")[0]
+    return None if "e" in text.lower() else len(mantissa.partition(".")[2])
+
+
+def _same(stored: float | None, reading: Reading) -> bool:
+    """Whether the day's stored value is the reading's: equal, or more precise and equal at the reading's
+    precision (Synthea's CSV rounds labs to one decimal that its FHIR bundles give in full: the fuller value is
+    kept whichever source comes first, so the two never overwrite each other back and forth)."""
+    if stored is None:
+        return False
+    if stored == reading.value:
+        return True
+    return reading.decimals is not None and round(stored, reading.decimals) == reading.value
 
 
 def _stored(session: Session, row: Any) -> dict[tuple[int, str], float]:

@@ -1,5 +1,5 @@
 """``dust import synthea DIR``: a Synthea CSV export (patients, organizations, providers, encounters, conditions,
-observations) through the healthcare mapping of ``dust.importers.health``.
+observations: vitals and labs) through the healthcare mapping of ``dust.importers.health``.
 
 Files are read row by row (``csv``, which streams and knows each row's line); a row that cannot be read is
 reported with its file, line and reason and the import goes on. Everything is written in the caller's
@@ -61,7 +61,7 @@ def import_directory(session: Session, directory: Path, progress: Progress | Non
     health.put_relations(session, "works_at", works, {}, report)
     _treats(session, rows, ids, practitioners, patients, report)
     origins = {p: health.birth_origin(r.attributes.get("birth_date")) for p, r in patients.items()}
-    health.put_vitals(session, ids, origins, list(_readings(rows, ids, report)), report)
+    health.put_readings(session, ids, origins, list(_readings(rows, ids, report)), report)
     report.notes.append(f"Not read (not mapped yet): {', '.join(_others(directory)) or 'no other files'}.")
     return report
 
@@ -223,9 +223,7 @@ def _treats(
         died = health.birth_origin(record.attributes.get("death_date"))
         if died is not None:
             ends[patient_ids[patient]] = died
-    made = health.put_relations(session, "treats", dict(links), ends, report)
-    for link, times in links.items():
-        (report.imported if link in made else report.existing)["encounters (as treats weights)"] += len(times)
+    health.put_relations(session, "treats", dict(links), ends, report)
 
 
 def _readings(rows: _Rows, patient_ids: dict[str, Any], report: Report) -> Iterator[Reading]:
@@ -233,8 +231,8 @@ def _readings(rows: _Rows, patient_ids: dict[str, Any], report: Report) -> Itera
         row = _checked(row, "DATE", "PATIENT", "CODE")
         if row["CODE"] not in health.BY_LOINC:
             report.skip(
-                "observations (not vitals)",
-                f"LOINC code not among the vitals' ({row['CATEGORY'] or 'no category'})",
+                "observations (not vitals or labs)",
+                f"LOINC code not among the vitals' or labs' ({row['CATEGORY'] or 'no category'})",
                 where,
             )
             return None
@@ -246,10 +244,12 @@ def _readings(rows: _Rows, patient_ids: dict[str, Any], report: Report) -> Itera
             raise BadRow(f"VALUE {row['VALUE'][:40]!r} is not a number") from None
         if not math.isfinite(value):
             raise BadRow(f"VALUE {row['VALUE'][:40]!r} is not a finite number")
-        label, why = health.vital(row["CODE"], row["UNITS"], value)
-        if label is None:
+        found, why = health.measure(row["CODE"], row["UNITS"], value)
+        if found is None:
             raise BadRow(str(why))
-        return Reading(row["PATIENT"], label, _moment(row["DATE"], "DATE"), value, where)
+        at = _moment(row["DATE"], "DATE")
+        places = None if found.converted else health.decimals(row["VALUE"])
+        return Reading(row["PATIENT"], found.schema, found.label, at, found.value, where, found.converted, places)
 
     for reading in _read(rows, "observations", report, parse):
         if reading is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,9 @@ def row(db: Dust, kind: str, external_id: str) -> Any:
         return found
 
 
-def vitals(db: Dust) -> tuple[Any, dict[str, dict[int, float]]]:
-    """The shared patient's vitals tensor and its values by label and day."""
-    (tensor,) = db.entity_tensors(row(db, "patient", PATIENT).id)
+def vitals(db: Dust, schema: str = "vitals") -> tuple[Any, dict[str, dict[int, float]]]:
+    """The shared patient's vitals (or labs) tensor and its values by label and day."""
+    (tensor,) = [t for t in db.entity_tensors(row(db, "patient", PATIENT).id) if t.schema_name == schema]
     view = db.read_tensor(tensor.id)
     labels, days = list(view.coords[view.dims[0]]), np.asarray(view.coords["time"])
     values: dict[str, dict[int, float]] = {}
@@ -78,9 +79,10 @@ def test_the_shared_bundles_import_with_every_resource_accounted_for(db: Dust) -
         "treats relations": 1,
         "encounters (as treats weights)": 4,
         "vital readings": 24,  # 4 visits × height, weight, heart and respiratory rate, and the BP panel's two
+        "lab readings": 11,  # a blood count at birth
     }
-    assert {what for what, _ in report.skipped} == {"observations (not vitals)"}
-    assert sum(report.skipped.values()) == 47 - 4 * 5  # observations less the 5 vital ones of each visit
+    assert {what for what, _ in report.skipped} == {"observations (not vitals or labs)"}
+    assert sum(report.skipped.values()) == 47 - 4 * 5 - 11  # observations less the vital and lab ones
     assert "173 Location" in report.notes[-1] and "12 Immunization" in report.notes[-1]
     gerardo = row(db, "practitioner", GERARDO)
     assert gerardo.name == "Gerardo Rentería"
@@ -104,11 +106,17 @@ def test_csv_and_fhir_agree_on_the_shared_patient(db: Dust, csv_first: bool) -> 
 
     first = csv() if csv_first else load(db)
     tensor, before = vitals(db)
+    labs = vitals(db, "labs")
     relation = treats(db)
     history = len(db.tensor_history(tensor.id).items)
     second = load(db) if csv_first else csv()
     again, after = vitals(db)
     assert again.id == tensor.id and after == before  # one entity, one tensor, equal day by day
+    # Synthea's CSV rounds labs to one decimal, its bundles do not: the fuller value stands either way
+    full = vitals(db, "labs")
+    assert full[0].id == labs[0].id and sum(len(days) for days in full[1].values()) == 11
+    assert full[1]["hemoglobin"] == {1: 17.188} and (csv_first or full == labs)
+    assert not (csv() if csv_first else load(db)).imported["lab readings"]  # and the other adds nothing
     assert len(db.tensor_history(tensor.id).items) == history
     assert sum(len(days) for days in after.values()) == 24
     assert len(db.entities(kind="patient", limit=500).items) == 59
@@ -159,7 +167,7 @@ def test_bad_resources_are_reported_and_the_rest_imported(db: Dust, tmp_path: Pa
     bundle["entry"] += [
         broken({"valueQuantity": quantity | {"value": "fast"}}),
         broken({"valueQuantity": quantity | {"value": 900}}),
-        broken({"valueQuantity": quantity | {"code": "/h"}}),
+        broken({"valueQuantity": quantity | {"code": "kg"}}),
         broken({}, drop="status"),
         broken({"subject": {"reference": "urn:uuid:nobody"}}),
         {"fullUrl": "urn:uuid:empty"},
@@ -169,16 +177,18 @@ def test_bad_resources_are_reported_and_the_rest_imported(db: Dust, tmp_path: Pa
     (tmp_path / "notes.json").write_text("{not json")
     (tmp_path / "patient.json").write_text(json.dumps(bundle["entry"][0]["resource"]))
     report = load(db, [copied, tmp_path / "notes.json", tmp_path / "patient.json"])
+    not_json = next(r for w, r in report.skipped if w == "files" and r.startswith("not JSON ("))[10:-1]
+    assert not_json  # the parser's reason, first line
     reasons = {(what, reason): n for (what, reason), n in report.skipped.items() if "not vitals" not in what}
     value_error = "Value error, Decimal value string does not match spec regex."
     assert reasons == {
         ("Observation resources", f"not valid FHIR R4: valueQuantity.value: {value_error}"): 1,
-        ("Observation resources", "heart_rate 900.0 is outside its valid range [0, 300]"): 1,
-        ("Observation resources", "heart_rate in '/h', not the schema's UCUM unit '/min'"): 1,
+        ("Observation resources", "heart_rate outside its valid range [0, 300] /min"): 1,
+        ("Observation resources", "heart_rate in 'kg', which does not convert to the schema's UCUM unit '/min'"): 1,
         ("Observation resources", "not valid FHIR R4: status: Value for the field 'status' is required."): 1,
         ("Observation resources", "the patient is not in these bundles or the database"): 1,
         ("bundle entries", "no resource with a resourceType"): 1,
-        ("files", "not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"): 1,
+        ("files", f"not JSON ({not_json})"): 1,
         ("files", "not a FHIR Bundle (no resourceType 'Bundle' at the top)"): 1,
         ("Encounter resources", "the practitioner (9999136291) is not in these bundles or the database"): 4,
     }, reasons
@@ -226,3 +236,49 @@ def test_the_command_prints_the_report(database_url: str, monkeypatch: pytest.Mo
     assert "24 vital readings" in result.output and "Done in" in result.output
     missing = CliRunner().invoke(app, ["import", "fhir", str(FHIR / "nothing.json")])
     assert missing.exit_code == 1 and "No such file" in missing.output
+
+
+def test_a_reading_in_another_unit_is_converted(db: Dust, tmp_path: Path) -> None:
+    bundle = json.loads(BUNDLE.read_text())
+    entry = next(e for e in bundle["entry"] if e["resource"].get("code", {}).get("text") == "Heart rate")
+    fever = copy.deepcopy(entry)
+    fever["resource"] |= {
+        "id": "fahrenheit",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+        "valueQuantity": {"value": 102.2, "unit": "°F", "system": "http://unitsofmeasure.org", "code": "[degF]"},
+        "effectiveDateTime": "2022-01-10T10:00:00Z",
+    }
+    bundle["entry"].append(fever)
+    copied = tmp_path / BUNDLE.name
+    copied.write_text(json.dumps(bundle))
+    report = load(db, [copied])
+    assert "1 temperature readings in '[degF]' were converted to the schema's 'Cel'." in report.notes
+    tensor, _ = vitals(db)
+    day = db.read_tensor(tensor.id, time="2022-01-10T12:00:00Z", labels={"metric": "temperature"})
+    assert float(day.values) == pytest.approx(39.0)
+
+
+def test_a_large_bundle_is_read_entry_by_entry(db: Dust, tmp_path: Path) -> None:
+    """A bundle is streamed: the import holds what it maps from each entry, never the parsed file. Here each of
+    3,000 extra readings carries 4 KB of narrative; the import's peak memory stays under the file's size (the
+    file parsed whole would take several times it)."""
+    bundle = json.loads(BUNDLE.read_text())
+    heart = next(e for e in bundle["entry"] if e["resource"].get("code", {}).get("text") == "Heart rate")
+    narrative = {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{"x" * 4000}</div>'}
+    for i in range(3000):
+        entry = copy.deepcopy(heart)
+        day = f"2022-{1 + i // 28 % 12:02d}-{1 + i % 28:02d}T0{i % 10}:00:00Z"
+        entry["resource"] |= {"id": f"hr-{i}", "text": narrative, "effectiveDateTime": day}
+        bundle["entry"].append(entry)
+    big = tmp_path / BUNDLE.name
+    big.write_text(json.dumps(bundle))
+    size = big.stat().st_size
+    assert size > 12_000_000
+    tracemalloc.start()
+    try:
+        report = load(db, [big])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.imported["vital readings"] + report.existing["vital readings"] >= 24 + 336  # one a day stays
+    assert peak < size, (peak, size)

@@ -34,7 +34,10 @@ def test_backup_and_restore_give_back_every_row(
     made = backups.backup(database_url, file)
     native = "SQLite online backup" if database_url.startswith("sqlite") else "pg_dump, custom format"
     assert made.method == native
-    assert made.counts["entities"] == 8 + 2 + 2 and made.counts["users"] == 3 and made.bytes == file.stat().st_size
+    with Dust(database_url, migrate=False) as db:
+        entities = db.entities(limit=500).items
+    assert made.counts["entities"] == len(entities) > 8 and made.counts["users"] == 3
+    assert made.bytes == file.stat().st_size
     assert file.stat().st_mode & 0o077 == 0  # it holds password hashes: the owner's only
     target = fresh(database_url, migrated=False)  # not even the tables
     back = backups.restore(target, file)
