@@ -198,3 +198,43 @@ def test_stock_out_reads_gaps_short_series_and_block_edges_like_a_tensor_read(db
             # gappy: 3 of its last 5 days recorded (too few for a trend), 6 of its last 9; short never has 5
             assert set(hand) == ({"hand-zero"} if window < 9 else {"hand-gappy", "hand-zero"})
             assert hand["hand-zero"].risk == 1
+
+
+def test_progress_is_told_every_site_once_in_steps_and_the_plan_holds_across_steps(
+    db: Dust, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made 5 sites at a time (the demo makes 500): the bar moves after each step, its increments add up to
+    ``size``, and what is planted across steps (run-downs in the 1st and 3rd retailer steps) is found."""
+    monkeypatch.setattr(supply_chain, "CHUNK", 5)
+    told: list[int] = []
+    with db.session() as session:
+        made = supply_chain.generate(session, size=200, days=20, progress=told.append)
+    plan = Plan.of(200, 20)
+    assert sum(told) == 200 == plan.sites
+    assert len(told) >= 200 // 5 and max(told) <= 5 and min(told) > 0
+    found = db.supply_chain_bottlenecks(limit=1, horizon_days=14)
+    assert (found.sites, found.relations) == (plan.sites, made["relations"])
+    assert found.top[0].id == _id(db, "warehouse", 1)
+    planted = {(f"retailer-{r + 1}", supply_chain.PRODUCTS[p]) for r, p in plan.declining()}
+    assert {(db.get_entity(r.id).external_id, r.product) for r in found.stock_out} == planted
+    assert {r // 5 for r, _ in plan.declining()} == {0, 2}
+
+
+def test_below_32_sites_progress_still_adds_up_to_the_size_asked(db: Dust) -> None:
+    """``dust demo supply-chain --size 5`` makes the 32 sites a network needs; its bar's total is 5."""
+    told: list[int] = []
+    with db.session() as session:
+        made = supply_chain.generate(session, size=5, days=7, progress=told.append)
+    assert sum(told) == 5
+    assert made["suppliers"] + made["factories"] + made["warehouses"] + made["retailers"] == 32
+
+
+@pytest.mark.parametrize(("size", "seed"), [(32, 0), (32, 7), (40, 3), (60, 0)])
+def test_the_hub_tops_betweenness_at_the_smallest_sizes_whatever_the_seed(db: Dust, size: int, seed: int) -> None:
+    """With two or three factories one of them could take most fastest routes if lead times were drawn per
+    relation; a supplier's and a warehouse's lead times are the same on all their relations, so routes through
+    the factories tie and the hub stays on top (drawn per relation, these seeds put a factory there)."""
+    with db.session() as session:
+        supply_chain.generate(session, size=size, days=7, seed=seed)
+    top = db.supply_chain_bottlenecks(limit=2).top
+    assert top[0].id == _id(db, "warehouse", 1) and top[0].betweenness > top[1].betweenness

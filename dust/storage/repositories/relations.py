@@ -100,14 +100,18 @@ def add_many(session: Session, rows: list[dict[str, Any]], weights: list[dict[st
 def find_edges(session: Session, keys: Sequence[tuple[uuid.UUID, uuid.UUID, str]]) -> dict[tuple[Any, ...], uuid.UUID]:
     """The ids of the relations among ``keys`` (source, target, type) that exist, by key."""
     found: dict[tuple[Any, ...], uuid.UUID] = {}
-    sources = list({source for source, _, _ in keys})
-    for chunk in chunks(sources):
+    wanted = list(dict.fromkeys(keys))
+    # By source and target together (the edge's unique index): by source alone, a hub's every relation came back
+    # for each batch, so an importer adding a hub's relations in batches read a growing list each time.
+    for i in range(0, len(wanted), IN_CHUNK // 2):
+        part = wanted[i : i + IN_CHUNK // 2]
+        sources, targets = list({key[0] for key in part}), list({key[1] for key in part})
         stmt = select(Relation.id, Relation.source_id, Relation.target_id, Relation.type).where(
-            Relation.source_id.in_(chunk)
+            Relation.source_id.in_(sources), Relation.target_id.in_(targets)
         )
         found.update({(r.source_id, r.target_id, r.type): r.id for r in session.execute(stmt)})
-    wanted = set(keys)
-    return {key: relation_id for key, relation_id in found.items() if key in wanted}
+    asked = set(wanted)  # a part's sources × targets may hold pairs not asked for
+    return {key: relation_id for key, relation_id in found.items() if key in asked}
 
 
 def add_weight(session: Session, relation_id: uuid.UUID, weight: float, when: datetime) -> None:
