@@ -67,9 +67,17 @@ def test_the_whole_sample_row_for_row_then_again_adds_nothing(db: Dust) -> None:
     assert payment["is_fraud"] is True and payment["step"] == int(drained["step"])
     step = int(drained["step"])
     assert balance(db, drained["nameOrig"], step) == [float(drained["oldbalanceOrg"]), float(drained["newbalanceOrig"])]
+    # the fraud score flagged it on the payer's balance, with an alert; most flags are PaySim's fraud
+    flagged = db.anomalies(entity_id=payer, schema="balance").items  # type: ignore[arg-type]
+    assert [(a.time_index, a.detector) for a in flagged] == [(step, "fraud")]
+    assert (flagged[0].reason or "").startswith(f"transfer of {float(drained['amount']):,.2f} drained")
+    assert len(db.alerts(entity_id=payer).items) == 1  # type: ignore[arg-type]
+    fraud_rows = sum(r["isFraud"] == "1.0" for r in source)
+    assert 0.9 * fraud_rows < report.imported["fraud anomalies"] == report.imported["fraud alerts"] < 1.1 * fraud_rows
     again = load(db)
     assert again.nothing_new
     assert again.existing["transactions"] == len(source)
+    assert again.existing["fraud anomalies"] == report.imported["fraud anomalies"]
 
 
 def test_bad_rows_are_reported_with_their_line_and_the_rest_imported(db: Dust, tmp_path: Path) -> None:

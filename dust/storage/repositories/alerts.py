@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Alert, Entity, utcnow
@@ -43,6 +43,11 @@ class Filters:
     states: Collection[str] | None = None  # any of these
     start: datetime | None = None  # created at or after
     end: datetime | None = None  # created at or before
+
+
+def count(session: Session) -> int:
+    """How many alerts there are (all states): a caller raising some through rules learns how many it raised."""
+    return session.scalar(select(func.count()).select_from(Alert)) or 0
 
 
 def page(

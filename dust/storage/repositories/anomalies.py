@@ -158,6 +158,17 @@ def add(session: Session, rows: list[dict[str, Any]]) -> None:
         session.execute(_INSERT_ANOMALIES, rows)
 
 
+def flagged_times(session: Session, detector: str, tensor_ids: Sequence[uuid.UUID]) -> set[tuple[uuid.UUID, int]]:
+    """(tensor, time index) of the values ``detector`` flagged on ``tensor_ids``: what a re-run must not add again."""
+    a = _ANOMALIES.c
+    found: set[tuple[uuid.UUID, int]] = set()
+    for start in range(0, len(tensor_ids), IN_BATCH):
+        part = list(tensor_ids[start : start + IN_BATCH])
+        stmt = select(a.tensor_id, a.time_index).where(a.detector == detector, a.tensor_id.in_(part))
+        found.update((tensor_id, int(t)) for tensor_id, t in session.execute(stmt))
+    return found
+
+
 def drop(
     session: Session, tensor_id: uuid.UUID, cells: Collection[int], first: int, last: int, keep: Collection[str] = ()
 ) -> None:
