@@ -3,12 +3,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench bench-serve crash fuzz install services clean
+.PHONY: run test lint bench bench-serve bench-ui crash fuzz install services browsers clean
 
 run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
 	$(BIN)/dust demo healthcare --serve
 
-test: install services lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
+test: install services browsers lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
 	DUST_TEST_REQUIRE_POSTGRES=1 DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -n 2 --dist loadfile
 
 lint: install
@@ -37,6 +37,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
+
+browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+bench-ui: install  ## first render of each UI page in chromium, over the healthcare demo at --size 10000
+	$(BIN)/python bench/ui.py --size 10000
 
 services:  ## start the local PostgreSQL and Redis if they are not answering (the machines here run them already)
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start

@@ -26,6 +26,7 @@ def test_all_names_resolve_and_nothing_else_is_public() -> None:
         "jobs",
         "plugins",
         "storage",
+        "ui",
     }
     assert public == set(dust.__all__) - {"__version__"}
 

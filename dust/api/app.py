@@ -9,7 +9,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from dust import __version__
+from dust import __version__, ui
 from dust.api import (
     alerts,
     anomalies,
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         app.include_router(router, prefix=API)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API)
+    ui.mount(app)  # the web UI: Dash under /ui, and / sending browsers there
     credential_paths = frozenset(API + path for path in auth.CREDENTIAL_PATHS)
     openapi.document(app, passthrough=credential_paths)  # every error each operation can answer, as problem+json
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.

@@ -1,0 +1,92 @@
+"""Thin compositions of engine calls that the pages need and the engine does not offer in one call yet. Each runs
+on a signed-in session, so the access policy holds as for every engine call."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from dust.core.security import Permission
+from dust.engine import access, anomalies, audit, tensors, triggers
+from dust.engine.tensors import TensorPublic
+from dust.storage.repositories import entities as entity_repo
+from dust.ui.components.charts import Grid, Mark, Threshold, grid_of
+
+RECENT_STEPS = 366  # what the entity page draws of a tensor: its last year of daily steps
+CHUNK = 5_000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement
+MARKS = 500  # anomalies marked on a tensor's lines, newest first
+
+
+@dataclass(frozen=True)
+class TensorParts:
+    """What the entity page draws of one tensor."""
+
+    meta: TensorPublic
+    grid: Grid
+    values: np.ndarray  # as read: (*axes, time)
+    marks: list[Mark]
+    thresholds: list[Threshold]
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when a value, an anomaly or a threshold does: the page redraws only then."""
+        digest = hashlib.blake2b(self.values.tobytes(), digest_size=12)
+        digest.update(repr((self.grid.times[-1:], self.marks[:1], len(self.marks), self.thresholds)).encode())
+        return digest.hexdigest()
+
+
+def tensor_parts(session: Session, meta: TensorPublic, *, steps: int = RECENT_STEPS) -> TensorParts:
+    """The tensor's recent values, its anomalies and the trigger thresholds on its labels."""
+    start = None if meta.time.end is None else max(meta.time.start or 0, meta.time.end - steps + 1)
+    view = tensors.read(session, meta.id, start=start)
+    grid = grid_of(view)
+    found = anomalies.list_anomalies(session, tensor_id=meta.id, limit=MARKS).items
+    marks = [Mark(a.time, _row_of(grid, a.label), a.value, a.score) for a in found]
+    return TensorParts(meta, grid, np.asarray(view.values, dtype=float), marks, thresholds(session, meta.schema_name))
+
+
+def _row_of(grid: Grid, label: str) -> str:
+    """The row an anomaly's label is on: the label itself, or the row whose last part it is."""
+    if label in grid.rows:
+        return label
+    return next((row for row in grid.rows if row.split(" · ")[-1] == label), label)
+
+
+def thresholds(session: Session, schema: str) -> list[Threshold]:
+    """The enabled value rules' thresholds on ``schema``'s labels. Rules are for admins to read (the API's
+    GET /triggers); other users get none drawn."""
+    who = access.principal(session)
+    if who is not None and not who.may(Permission.admin):
+        return []
+    found = []
+    for rule in triggers.list_(session).items:
+        when = rule.when
+        if not rule.enabled or when.get("event", "value") != "value" or when.get("schema") != schema:
+            continue
+        label, name = str(when.get("label")), rule.name
+        if when.get("op") and isinstance(when.get("value"), int | float) and not when.get("change"):
+            found.append(Threshold(label, when["op"], float(when["value"]), name))
+        for key, ops in (("between", (">=", "<=")), ("outside", ("<", ">"))):
+            if when.get(key):
+                found += [Threshold(label, op, float(v), name) for op, v in zip(ops, when[key], strict=True)]
+    return found
+
+
+def presented(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+    """Entities by id as the principal may read them (de-identified for analysts), those they may not see left
+    out — what ``relations.neighbourhood`` does for its nodes, for the ids of a master tensor."""
+    visible = access.visible_ids(session)
+    found: dict[uuid.UUID, dict[str, Any]] = {}
+    for at in range(0, len(ids), CHUNK):
+        part = ids[at : at + CHUNK]
+        allowed = part if visible is None else list(entity_repo.existing_ids(session, part, within=visible))
+        for row in entity_repo.by_ids(session, allowed):
+            found[row.id] = access.present(session, row)
+    if found:
+        audit.record(session, "read", "entity", None, list(found))
+    return found

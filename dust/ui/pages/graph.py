@@ -1,0 +1,218 @@
+"""Graph: the master tensor around an entity (1-3 hops) or across every relation, filtered by relation type, weight
+and time ("as of"); nodes coloured by kind, anomalous entities ringed, a click opens the entity. Past the node
+budget the server sends a sample and the page says so; the same nodes are listed as links for keyboard users."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import dash_bootstrap_components as dbc
+import dash_cytoscape as cyto
+from dash import Dash, Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+from sqlalchemy.orm import Session
+
+from dust.engine import anomalies, entities, relations
+from dust.ui import data
+from dust.ui.components import graph as drawing
+from dust.ui.pages.common import as_uuid, empty_state, entity_href, problem, run
+
+LISTED = 200  # nodes listed as links under the graph
+ANOMALIES = 500  # recent anomalies whose entities are ringed
+
+
+def layout(search: str) -> Any:
+    centre = (parse_qs(search.lstrip("?")).get("entity") or [""])[0]
+    chosen, _ = run(lambda s: entities.get(s, uuid.UUID(centre))) if as_uuid(centre) else (None, None)
+    options = [{"label": f"{chosen.name} ({chosen.kind})", "value": str(chosen.id)}] if chosen else []
+    controls = dbc.Row(
+        [
+            dbc.Col(
+                [
+                    dbc.Label("Around entity (empty: every relation)", html_for="graph-entity"),
+                    dcc.Dropdown(
+                        id="graph-entity",
+                        options=options,
+                        value=str(chosen.id) if chosen else None,
+                        placeholder="type a name to search",
+                    ),
+                ],
+                md=4,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Relation types", html_for="graph-types"),
+                    dcc.Dropdown(id="graph-types", multi=True, placeholder="all types"),
+                ],
+                md=3,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Hops", html_for="graph-depth"),
+                    dbc.Select(
+                        id="graph-depth", value="1", options=[{"label": str(n), "value": str(n)} for n in (1, 2, 3)]
+                    ),
+                ],
+                md=1,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Least weight", html_for="graph-weight"),
+                    dbc.Input(id="graph-weight", type="number", placeholder="any"),
+                ],
+                md=2,
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("As of (days ago)", html_for="graph-asof"),
+                    dcc.Slider(
+                        id="graph-asof",
+                        min=0,
+                        max=365,
+                        step=1,
+                        value=0,
+                        marks={0: "now", 90: "90", 180: "180", 365: "365"},
+                    ),
+                ],
+                md=2,
+            ),
+        ],
+        className="g-2",
+    )
+    return html.Div(
+        [
+            html.H1("Graph", className="h3"),
+            controls,
+            html.Div(id="graph-note", role="status", className="mt-2"),
+            dcc.Loading(
+                cyto.Cytoscape(
+                    id="graph-view",
+                    elements=[],
+                    layout={"name": "concentric", "animate": False},
+                    style={"width": "100%", "height": "65vh", "border": "1px solid #dee2e6"},
+                    minZoom=0.05,
+                    maxZoom=4,
+                )
+            ),
+            html.P(
+                "Fill: kind · line colour: relation type, width: weight · ringed: anomalous. Click a node to open it.",
+                className="small text-muted",
+            ),
+            html.H2("Entities shown", className="h5 mt-3"),
+            html.Div(id="graph-list"),
+        ]
+    )
+
+
+def _draw(
+    session: Session, centre: uuid.UUID | None, types: list[str], depth: int, weight: float | None, at: datetime | None
+) -> tuple[drawing.Sampled, set[str], dict[str, str]]:
+    if centre is not None:
+        near = relations.neighbourhood(session, centre, types=types, depth=depth, min_weight=weight, at=at)
+        nodes = [drawing.GNode(str(n.id), n.name, n.kind) for n in near.nodes]
+        edges = [drawing.GEdge(str(e.id), str(e.source_id), str(e.target_id), e.type, e.weight) for e in near.edges]
+        sampled = drawing.sample(nodes, edges, keep=[str(centre)])
+    else:
+        sampled = _whole(session, types, weight, at)
+    flagged = {str(a.entity_id) for a in anomalies.list_anomalies(session, limit=ANOMALIES).items}
+    return sampled, flagged, {n.id: n.kind for n in sampled.nodes}
+
+
+def _whole(session: Session, types: list[str], weight: float | None, at: datetime | None) -> drawing.Sampled:
+    """Every relation (the master tensor), sampled past the budget; only the nodes drawn are named (as the reader
+    may see them)."""
+    master = relations.master_tensor(session, types=types, at=at)
+    kinds_, sources, targets = master.indices
+    ids = [str(i) for i in master.entity_ids]  # once each, not once an edge end
+    edges = [
+        drawing.GEdge(f"{t}:{s}:{d}", ids[s], ids[d], master.types[t], w)
+        for t, s, d, w in zip(kinds_, sources, targets, master.values, strict=True)
+        if weight is None or w >= weight
+    ]
+    ends = {e.source for e in edges} | {e.target for e in edges}
+    sampled = drawing.sample([drawing.GNode(i, "", "") for i in sorted(ends)], edges)
+    shown = data.presented(session, [uuid.UUID(n.id) for n in sampled.nodes])
+    sampled.nodes = [drawing.GNode(str(i), e["name"], e["kind"]) for i, e in shown.items()]
+    return sampled
+
+
+def _listing(sampled: drawing.Sampled) -> Any:
+    named = sorted((n for n in sampled.nodes if n.name), key=lambda n: (n.kind, n.name))[:LISTED]
+    if not named:
+        return empty_state("No entities to show: pick an entity above, or loosen the type and weight filters.")
+    items = [
+        html.Li([dcc.Link(n.name, href=entity_href(n.id)), html.Span(f" {n.kind}", className="text-muted")])
+        for n in named
+    ]
+    more = f" (the first {LISTED})" if len(sampled.nodes) > LISTED else ""
+    return html.Div(
+        [
+            html.P(f"{len(sampled.nodes):,} entities{more}:", className="small"),
+            html.Ul(items, className="small", style={"columnWidth": "16rem"}),
+        ]
+    )
+
+
+def register(app: Dash) -> None:
+    @app.callback(
+        Output("graph-view", "elements"),
+        Output("graph-view", "stylesheet"),
+        Output("graph-note", "children"),
+        Output("graph-list", "children"),
+        Output("graph-types", "options"),
+        Input("graph-entity", "value"),
+        Input("graph-types", "value"),
+        Input("graph-depth", "value"),
+        Input("graph-weight", "value"),
+        Input("graph-asof", "value"),
+        State("graph-types", "options"),
+    )
+    def draw(
+        centre: str | None,
+        types: list[str] | None,
+        depth: str | None,
+        weight: Any,
+        days: int | None,
+        known: list[Any] | None,
+    ) -> Any:
+        at = datetime.now(UTC) - timedelta(days=int(days)) if days else None
+        wanted = as_uuid(centre)
+        least = float(weight) if isinstance(weight, int | float) else None
+        found, error = run(lambda s: _draw(s, wanted, list(types or []), int(depth or 1), least, at))
+        if found is None:
+            return [], [], problem(error), None, known or []
+        sampled, flagged, kinds_ = found
+        elements = drawing.elements(sampled, flagged, str(wanted) if wanted else None)
+        style = drawing.stylesheet(set(kinds_.values()), {e.type for e in sampled.edges}, len(sampled.nodes))
+        notes = [dbc.Alert(n, color="info", className="py-2") for n in sampled.notes]
+        if not sampled.nodes:
+            notes.append(empty_state("Nothing to draw: no relations match. Pick an entity, or loosen the filters."))
+        names = sorted(
+            {*(o if isinstance(o, str) else o["value"] for o in known or []), *(e.type for e in sampled.edges)}
+        )
+        return elements, style, notes, _listing(sampled), names
+
+    @app.callback(
+        Output("graph-entity", "options"),
+        Input("graph-entity", "search_value"),
+        State("graph-entity", "options"),
+        prevent_initial_call=True,
+    )
+    def search(typed: str | None, current: list[Any] | None) -> Any:
+        if not typed or len(typed) < 2:
+            raise PreventUpdate
+        found, _ = run(lambda s: entities.list_(s, q=typed, limit=10))
+        return [{"label": f"{e.name} ({e.kind})", "value": str(e.id)} for e in (found.items if found else [])]
+
+    @app.callback(
+        Output("url", "href", allow_duplicate=True),
+        Input("graph-view", "tapNodeData"),
+        prevent_initial_call=True,
+    )
+    def open_node(node: dict[str, Any] | None) -> Any:
+        if not node or not node.get("id"):
+            raise PreventUpdate
+        return entity_href(node["id"])

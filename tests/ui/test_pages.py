@@ -1,0 +1,101 @@
+"""Pages as the browser asks for them (Dash's callback route), on SQLite and PostgreSQL: what each user is shown
+follows the access policy, and a two-axis tensor gets its 3D view."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from dust.core.security import Role
+from dust.engine import entities, relations, schemas, tensors, users
+from dust.engine.entities import EntityCreate
+from dust.engine.relations import RelationCreate
+from dust.engine.schemas import SchemaCreate
+from dust.engine.tensors import TensorCreate
+from dust.engine.users import UserCreate
+
+PASSWORD = "a long enough password"
+HERE = "http://testserver"
+INVENTORY = {
+    "name": "stock",
+    "axes": [{"name": "product", "labels": ["p1", "p2", "p3"]}, {"name": "measure", "labels": ["on_hand", "sold"]}],
+    "time": {"unit": "day"},
+}
+
+
+@pytest.fixture
+def world(app: FastAPI) -> dict[str, uuid.UUID]:
+    """A doctor treating Ann, a stranger Bob, and a shop whose stock is product × measure × day; one user a role."""
+    with app.state.sessions() as session, session.begin():
+        doctor = entities.create(session, EntityCreate(kind="practitioner", name="Dr Who")).id
+        ann = entities.create(session, EntityCreate(kind="patient", name="Ann Example")).id
+        bob = entities.create(session, EntityCreate(kind="patient", name="Bob Example")).id
+        relations.create(session, RelationCreate(source_id=doctor, target_id=ann, type="treats"))
+        schemas.create(session, SchemaCreate.model_validate(INVENTORY))
+        shop = entities.create(session, EntityCreate(kind="retailer", name="Corner Shop")).id
+        stock = tensors.create(session, TensorCreate.model_validate({"entity_id": shop, "schema": "stock"})).id
+        values = [
+            {"time": t, "product": p, "measure": m, "value": 10.0 + t}
+            for t in range(3)
+            for p in ("p1", "p2", "p3")
+            for m in ("on_hand", "sold")
+        ]
+        tensors.write_values(session, stock, values)
+        for role, linked in (("admin", None), ("clinician", doctor), ("analyst", None)):
+            users.create(
+                session, UserCreate(username=f"ui-{role}", password=PASSWORD, role=Role(role), entity_id=linked)
+            )
+    return {"doctor": doctor, "ann": ann, "bob": bob, "shop": shop}
+
+
+def _signed_in(app: FastAPI, role: str) -> TestClient:
+    client = TestClient(app, follow_redirects=False)
+    signed = client.post("/ui/login", data={"username": f"ui-{role}", "password": PASSWORD}, headers={"Origin": HERE})
+    assert signed.status_code == 302
+    return client
+
+
+def _page(client: TestClient, path: str) -> Any:
+    """The page's content, as the router callback answers a browser opening ``path``."""
+    body = {
+        "output": "page.children",
+        "outputs": {"id": "page", "property": "children"},
+        "inputs": [
+            {"id": "url", "property": "pathname", "value": path},
+            {"id": "url", "property": "search", "value": ""},
+        ],
+        "changedPropIds": ["url.pathname"],
+        "state": [],
+    }
+    answer = client.post("/ui/_dash-update-component", json=body, headers={"Origin": HERE})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["response"]["page"]["children"]
+
+
+def test_a_two_axis_tensor_gets_a_3d_view_with_a_time_slider(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
+    page = json.dumps(_page(_signed_in(app, "admin"), f"/ui/entity/{world['shop']}"))
+    assert '"type": "surface"' in page
+    assert '"type": "slider"' in page  # its time slider's id
+    assert "stock (v1)" in page and "Corner Shop" in page
+
+
+def test_a_clinician_sees_their_patient_and_not_another(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
+    clinician = _signed_in(app, "clinician")
+    assert "Ann Example" in json.dumps(_page(clinician, f"/ui/entity/{world['ann']}"))
+    refused = json.dumps(_page(clinician, f"/ui/entity/{world['bob']}"))
+    assert f"entity {world['bob']} does not exist" in refused and "Bob Example" not in refused
+
+
+def test_an_analyst_sees_entities_de_identified(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
+    page = json.dumps(_page(_signed_in(app, "analyst"), f"/ui/entity/{world['ann']}"))
+    assert "Ann Example" not in page and "patient" in page
+
+
+def test_trigger_rules_are_listed_for_admins_only(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
+    assert "Trigger rules" in json.dumps(_page(_signed_in(app, "admin"), "/ui/insights"))
+    assert "Trigger rules" not in json.dumps(_page(_signed_in(app, "clinician"), "/ui/insights"))
