@@ -87,7 +87,10 @@ def _serve(host: str, port: int, workers: int) -> None:
         )
         raise typer.Exit(2)
     _migrate(settings)
-    console.print(f"DUST is serving at [bold]http://{host}:{port}/[/bold]  (API docs: http://{host}:{port}/docs)")
+    console.print(
+        f"DUST is serving at [bold]http://{host}:{port}/[/bold]  (web UI: http://{host}:{port}/ui, API docs: "
+        f"http://{host}:{port}/docs)"
+    )
     uvicorn.run(
         "dust.api.app:serving_app",
         factory=True,
@@ -167,7 +170,10 @@ def demo(
     port: Annotated[int, typer.Option(help="TCP port with --serve.")] = 8000,
 ) -> None:
     """Load a generated domain data set into the configured database (once; a second run keeps it)."""
+    import json
+
     from dust.core.errors import did_you_mean
+    from dust.domains import load_anomaly_rules, missing_grants
     from dust.embedded import Dust
     from dust.plugins import registry
 
@@ -189,9 +195,13 @@ def demo(
         with _progress() as bar, db.session() as session:
             task = bar.add_task(f"Generating {pack.name} data ({pack.unit})", total=size)
             made = pack.generate(session, size=size, days=days, seed=seed, progress=lambda n: bar.advance(task, n))
+            load_anomaly_rules(session, pack)  # after the history: it is scored on demand (a scan), not here
         console.print("Loaded: " + ", ".join(f"{n} {what}" for what, n in made.items()))
     if pack.tour:
         console.print(pack.tour, markup=False, highlight=False)
+    if missing := missing_grants(pack, settings.access_relation_types):
+        wanted = json.dumps([*settings.access_relation_types, *missing])  # the setting is a JSON list
+        console.print(f"Set DUST_ACCESS_RELATION_TYPES='{wanted}' so that {', '.join(missing)} grants access.")
     _ensure_secret(settings)
     password = _reset_demo_admin(db)
     db.close()

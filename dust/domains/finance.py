@@ -10,6 +10,8 @@ The mapping (``store``: used by ``dust import paysim`` and by ``dust demo financ
   transaction's hour; the relation's attributes keep the transaction (type, amount, step, balances, label).
 - each account's ``balance`` tensor holds, per hour, its balance before the hour's first transaction (``old``)
   and after its last (``new``), as the source reports them; merchants' balances are not reported by PaySim.
+
+The pack has no anomaly rules (``DomainPack.anomalies``): its fraud scoring makes its anomalies.
 """
 
 from __future__ import annotations

@@ -269,6 +269,7 @@ def generate(
         "accounts": plan.size,
         "merchants": plan.merchants,
         "transactions": len(made),
+        "values": report.imported["balance values"],
         "planted fraud transactions": sum(t.fraud for t in made),
         "fraud anomalies": flagged.anomalies,
         "alerts": flagged.alerts,

@@ -552,6 +552,10 @@ What to look at (sign in at /docs, or use `dust` over REST; the ids are in GET /
   - Alerts: GET /api/v1/alerts: the pack's rules alerted the planted patients and everyone who treats them:
     a fever for MRN-100003, MRN-100023, ... (one in twenty), low blood pressure for MRN-100017, low SpO2 for
     MRN-100029, a racing heart for MRN-100041 and high potassium (labs) for MRN-100007 (then every 50th).
+  - Anomalies: heart rate, temperature, SpO2 and respiratory rate are scored (GET /api/v1/anomalies/rules;
+    detector mad over 30 days) from the demo's end on: values written from now on are scored as they come,
+    after ten of each series; POST /api/v1/anomalies/scan {"schema": "vitals", "label": "temperature"} scores
+    the generated history (the planted fevers) on demand.
   - Tensors: each patient's `vitals` (metric x day) and `labs` (test x day, a draw about monthly; diabetics'
     glucose and HbA1c, kidney patients' creatinine run high); conditions are the patient's `conditions`.
   - Access: a clinician user linked to a practitioner (dust users create NAME --role clinician --entity ID)
@@ -566,5 +570,7 @@ PACK = DomainPack(
     marker=MARKER,
     unit="patients",
     rules="healthcare_triggers.json",
+    anomalies="healthcare_anomalies.json",
+    grants=(TREATS,),
     tour=TOUR,
 )

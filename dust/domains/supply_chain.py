@@ -401,6 +401,10 @@ What to look at (sign in at /docs, or use `dust` over REST; ids are in GET /api/
     month (retailer-4, retailer-14, ...), with days left at the current trend.
   - Alerts: GET /api/v1/alerts: the pack's rules alerted those retailers and their warehouse when stock fell
     under 20 units, and the hub on the day it lost most of its SKU-002 (shrinkage).
+  - Anomalies: `on_hand` of every inventory is scored (GET /api/v1/anomalies/rules; detector mad over 30
+    days) from the demo's end on: stock written from now on is scored as it comes, after ten days of each
+    series; POST /api/v1/anomalies/scan {"schema": "inventory", "label": "on_hand"} scores the generated
+    history (the run-downs and the hub's shrinkage) on demand.
   - Tensors: each retailer's `inventory` (product x measure x day) and each warehouse's and factory's `flow`
     (product x in/out x day); the master tensor: GET /api/v1/query_master/tensor?type=supplies,ships_to.
 """
@@ -413,5 +417,6 @@ PACK = DomainPack(
     marker=MARKER,
     unit="sites",
     rules="supply_chain_triggers.json",
+    anomalies="supply_chain_anomalies.json",
     tour=TOUR,
 )

@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 
 from dust.core.security import Role
-from dust.domains import healthcare, load_rules
+from dust.domains import healthcare, load_anomaly_rules, load_rules, missing_grants
 from dust.domains.healthcare import Plan
 from dust.embedded import Dust
 from dust.engine import access, entities, relations
@@ -134,17 +134,19 @@ def test_a_clinician_sees_exactly_their_patients(db: Dust, world: dict[str, dict
     waiting = next(
         r for r in referrals if (r.target_id, r.source_id) not in {(e.source_id, e.target_id) for e in treats}
     )
-    for practitioner in (
-        world["practitioner"]["demo-nurse-1"],
-        world["practitioner"]["demo-doctor-1"],
-        waiting.target_id,
-    ):
-        mine = {e.target_id for e in treats if e.source_id == practitioner}
+
+    def seen_by(practitioner: uuid.UUID) -> set[uuid.UUID]:
         with db.session() as session:
             access.act_as(session, _clinician(practitioner))
-            seen = {e.id for e in entities.list_(session, kind="patient", limit=500).items}
-        assert seen == mine and mine
-        assert waiting.source_id not in seen or practitioner != waiting.target_id
+            return {e.id for e in entities.list_(session, kind="patient", limit=500).items}
+
+    for practitioner in (world["practitioner"]["demo-nurse-1"], world["practitioner"]["demo-doctor-1"]):
+        mine = {e.target_id for e in treats if e.source_id == practitioner}
+        assert seen_by(practitioner) == mine and mine
+    # A specialist may treat no one yet: then they see no one, and never the patient still waiting for them.
+    specialist = waiting.target_id
+    assert seen_by(specialist) == {e.target_id for e in treats if e.source_id == specialist}
+    assert waiting.source_id not in seen_by(specialist)
 
 
 def _clinician(entity_id: uuid.UUID) -> access.Principal:
@@ -231,3 +233,32 @@ def test_the_demo_upgrades_an_older_vitals_schema(db: Dust) -> None:
         healthcare.generate(session, size=3, days=7)
     latest = db.get_schema("vitals")
     assert latest.version == 2 and latest.axes[0].labels == list(healthcare.LOINC)
+
+
+def test_vitals_are_scored_from_the_demo_on_and_an_admins_rule_is_kept(db: Dust) -> None:
+    """As `dust demo` does: the anomaly rules come after the history, which is scored only when scanned; a fever
+    written afterwards is flagged as it comes; loading again keeps a rule an admin changed."""
+    with db.session() as session:
+        healthcare.generate(session, size=3, days=20)
+        assert load_anomaly_rules(session, healthcare.PACK) == 4
+    rules = {(r.schema_name, r.label): r.detector for r in db.anomaly_rules().items}
+    assert rules == {("vitals", label): "mad" for label in ("heart_rate", "temperature", "spo2", "respiratory_rate")}
+    assert db.anomalies(schema="vitals").items == []  # the generated history was not scored value by value
+    patient = db.patients(limit=1).items[0]
+    (tensor,) = [t for t in db.entity_tensors(patient.id) if t.schema_name == "vitals"]
+    assert db.scan_anomalies("temperature", tensor_id=tensor.id).scored >= 10  # the history (less missed days)
+    db.write_values(tensor.id, [{"time": 20, "metric": "temperature", "value": 39.4}])
+    (fever,) = db.anomalies(tensor_id=tensor.id, label="temperature").items
+    assert (fever.time_index, fever.value, fever.detector) == (20, 39.4, "mad") and fever.score >= 0.5
+
+    db.put_anomaly_rule("vitals", "temperature", "mad", {"window": 60, "warmup": 5}, threshold=0.8)
+    with db.session() as session:
+        assert load_anomaly_rules(session, healthcare.PACK) == 0
+    kept = next(r for r in db.anomaly_rules().items if r.label == "temperature")
+    assert (kept.settings, kept.threshold) == ({"window": 60, "warmup": 5}, 0.8)
+
+
+def test_the_pack_says_treats_grants_access() -> None:
+    assert healthcare.PACK.grants == ("treats",)
+    assert missing_grants(healthcare.PACK, ["treats", "works_at"]) == []
+    assert missing_grants(healthcare.PACK, ["works_at"]) == ["treats"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dust.core.errors import InvalidInput, NotFound
-from dust.domains import load_rules, supply_chain
+from dust.domains import load_anomaly_rules, load_rules, supply_chain
 from dust.domains.supply_chain import Plan
 from dust.embedded import Dust
 from dust.engine import supply_chain as engine
@@ -238,3 +238,22 @@ def test_the_hub_tops_betweenness_at_the_smallest_sizes_whatever_the_seed(db: Du
         supply_chain.generate(session, size=size, days=7, seed=seed)
     top = db.supply_chain_bottlenecks(limit=2).top
     assert top[0].id == _id(db, "warehouse", 1) and top[0].betweenness > top[1].betweenness
+
+
+def test_stock_on_hand_is_scored_from_the_demo_on(db: Dust) -> None:
+    """As `dust demo` does: the on-hand rule comes after the history; after ten days of a retailer's stock written
+    afterwards, a sudden loss is flagged as it comes."""
+    with db.session() as session:
+        supply_chain.generate(session, size=32, days=20)
+        assert load_anomaly_rules(session, supply_chain.PACK) == 1
+        assert load_anomaly_rules(session, supply_chain.PACK) == 0
+    (rule,) = db.anomaly_rules().items
+    assert (rule.schema_name, rule.label, rule.detector) == ("inventory", "on_hand", "mad")
+    assert db.anomalies(schema="inventory").items == []  # the generated history was not scored value by value
+    (tensor,) = db.entity_tensors(_id(db, "retailer", 1))
+    steady = [100, 104, 97, 102, 99, 103, 98, 101, 100, 102]  # the detector's warm-up: a fresh series from here
+    stock = [*steady, 5]  # then most of it is gone overnight
+    cell = {"product": "SKU-001", "measure": "on_hand"}
+    db.write_values(tensor.id, [{"time": 20 + i, **cell, "value": v} for i, v in enumerate(stock)])
+    (loss,) = db.anomalies(tensor_id=tensor.id).items
+    assert (loss.time_index, loss.value, loss.label) == (30, 5, "on_hand") and loss.score >= 0.5
