@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, String, Table, and_, bindparam, exists, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, String, Table, and_, bindparam, exists, func, insert, or_, select, text
 from sqlalchemy import cast as cast_
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Entity, Relation
@@ -57,24 +57,25 @@ def by_external_id(session: Session, kind: str, external_id: str) -> Entity | No
 
 def ids_by_external_id(session: Session, kind: str, external_ids: list[str]) -> dict[str, uuid.UUID]:
     """The id of each entity of ``kind`` among ``external_ids`` that exists (for importers)."""
-    stmt = select(Entity.external_id, Entity.id).where(Entity.kind == kind, _among(session, external_ids))
-    return {str(external_id): entity_id for external_id, entity_id in session.execute(stmt)}
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(_BY_EXTERNAL_IDS, {"kind": kind, "names": external_ids})
+    else:
+        stmt = select(Entity.external_id, Entity.id).where(Entity.kind == kind, Entity.external_id.in_(external_ids))
+        rows = session.execute(stmt)
+    return {str(external_id): entity_id for external_id, entity_id in rows}
 
 
 def taken_external_ids(session: Session, kind: str, external_ids: list[str]) -> set[str]:
     """Which of ``external_ids`` entities of ``kind`` already hold."""
-    stmt = select(Entity.external_id).where(Entity.kind == kind, _among(session, external_ids))
-    return {external_id for external_id in session.scalars(stmt) if external_id is not None}
+    return set(ids_by_external_id(session, kind, external_ids))
 
 
-def _among(session: Session, external_ids: list[str]) -> ColumnElement[bool]:
-    """``external_id`` is one of these. PostgreSQL: as one array, probed through the (kind, external_id) index.
-    Thousands of IN parameters right after a bulk load (no statistics yet) made it scan the table and compare
-    each row with every parameter: seconds per statement."""
-    if session.get_bind().dialect.name != "postgresql":
-        return Entity.external_id.in_(external_ids)
-    names = func.unnest(cast_(bindparam("external_ids", external_ids), ARRAY(String)))
-    return Entity.external_id.in_(select(names.column_valued()))
+# PostgreSQL: one index probe per name, whatever the statistics say. Right after a bulk load they still describe
+# the small table it was, and the planner joined thousands of names to every row instead: seconds a statement.
+_BY_EXTERNAL_IDS = text(
+    "SELECT e.external_id, e.id FROM unnest(CAST(:names AS varchar[])) AS n(name) CROSS JOIN LATERAL "
+    "(SELECT external_id, id FROM entities WHERE kind = :kind AND external_id = n.name) AS e"
+)
 
 
 def existing_ids(session: Session, ids: list[uuid.UUID], *, within: Visible | None = None) -> set[uuid.UUID]:
