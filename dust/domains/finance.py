@@ -16,6 +16,7 @@ The pack has no anomaly rules (``DomainPack.anomalies``): its fraud scoring make
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput
@@ -73,7 +75,7 @@ def prepare(session: Session) -> None:
         kinds.put(session, kind, policy)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transaction:
     """One PaySim row: who paid whom how much at which hour, the balances around it, and its labels."""
 
@@ -176,32 +178,32 @@ def _put_payments(
     session: Session, pairs: dict[tuple[uuid.UUID, uuid.UUID], list[Transaction]], report: Report
 ) -> None:
     """One ``pays`` relation per pair: weight the total paid, valid from the first payment's hour, the payments
-    in its attributes.
+    in its attributes; made ``CHUNK`` pairs at a time, so that only a chunk's attributes are in memory.
 
     Built without pydantic's checks, which were half the time of a load: a payment's attributes are fixed keys,
     finite numbers (``Transaction`` holds only those), booleans and a type or planted label of our own, nothing
     the checks could refuse but the size, checked here."""
-    items = []
-    for (source, target), paid in pairs.items():
-        attributes = {"payments": [t.attributes() for t in paid]}
-        too_big = oversized(attributes) if len(paid) > SMALL else None
-        if too_big:
-            raise InvalidInput(f"{paid[0].payer} pays {paid[0].payee} {len(paid)} times: {too_big}")
-        items.append(
-            RelationCreate.model_construct(
-                source_id=source,
-                target_id=target,
-                type=PAYS,
-                weight=float(sum(t.amount for t in paid)),
-                attributes=attributes,
-                valid_from=ORIGIN + timedelta(hours=min(t.step for t in paid)),
-                valid_to=None,
-            )
-        )
-    for i in range(0, len(items), CHUNK):
-        relations.create_many(session, items[i : i + CHUNK])
+    keys = list(pairs)
+    for i in range(0, len(keys), CHUNK):
+        relations.create_many(session, [_payment(key, pairs[key]) for key in keys[i : i + CHUNK]])
     report.imported["transactions"] += sum(len(paid) for paid in pairs.values())
-    report.imported["pays relations"] += len(items)
+    report.imported["pays relations"] += len(keys)
+
+
+def _payment(pair: tuple[uuid.UUID, uuid.UUID], paid: list[Transaction]) -> RelationCreate:
+    attributes = {"payments": [t.attributes() for t in paid]}
+    too_big = oversized(attributes) if len(paid) > SMALL else None
+    if too_big:
+        raise InvalidInput(f"{paid[0].payer} pays {paid[0].payee} {len(paid)} times: {too_big}")
+    return RelationCreate.model_construct(
+        source_id=pair[0],
+        target_id=pair[1],
+        type=PAYS,
+        weight=float(sum(t.amount for t in paid)),
+        attributes=attributes,
+        valid_from=ORIGIN + timedelta(hours=min(t.step for t in paid)),
+        valid_to=None,
+    )
 
 
 def _put_balances(
@@ -210,33 +212,54 @@ def _put_balances(
     """The accounts' balances around ``fresh`` transactions into their balance tensors (made if missing): per hour
     the first old and the last new balance, in file order. A transaction per ``TENSORS`` accounts; ``done(n)``:
     n of ``len(fresh)`` done."""
-    hours: dict[uuid.UUID, dict[int, list[float]]] = defaultdict(dict)
-    for t in fresh:
-        sides = [(t.payer, t.payer_old, t.payer_new)]
-        if not t.payee.startswith("M"):
-            sides.append((t.payee, t.payee_old, t.payee_new))
-        for name, old, new in sides:
-            cell = hours[ids[name]].setdefault(t.step, [old, new])
-            cell[1] = new
-    accounts = list(hours)
-    for i in range(0, len(accounts), TENSORS):
-        batch = accounts[i : i + TENSORS]
+    cells = _hourly(fresh)
+    accounts = cells["name"].cat.categories
+    # rows are sorted by account: each batch of accounts is one slice of them
+    bounds = np.searchsorted(cells["name"].cat.codes.to_numpy(), np.arange(0, len(accounts) + TENSORS, TENSORS))
+    for k, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        if start == stop:
+            continue
         with sessions() as session:
-            _write_balances(session, {a: hours[a] for a in batch}, report)
-        done(len(fresh) * (i + len(batch)) // len(accounts))
+            _write_balances(session, cells.iloc[start:stop], ids, report)
+        done(len(fresh) * min(len(accounts), (k + 1) * TENSORS) // len(accounts))
 
 
-def _write_balances(session: Session, hours: dict[uuid.UUID, dict[int, list[float]]], report: Report) -> None:
+def _hourly(fresh: list[Transaction]) -> pd.DataFrame:
+    """Per account (``name``, a categorical, sorted) and hour (``step``): the ``old`` balance before the hour's
+    first transaction and the ``new`` one after its last. Merchants' balances are not known."""
+    payees = [i for i, t in enumerate(fresh) if not t.payee.startswith("M")]
+    sides = pd.DataFrame(
+        {
+            "name": [t.payer for t in fresh] + [fresh[i].payee for i in payees],
+            "step": [t.step for t in fresh] + [fresh[i].step for i in payees],
+            "old": [t.payer_old for t in fresh] + [fresh[i].payee_old for i in payees],
+            "new": [t.payer_new for t in fresh] + [fresh[i].payee_new for i in payees],
+            "order": np.concatenate([np.arange(len(fresh)) * 2, np.array(payees, dtype=np.int64) * 2 + 1]),
+        }
+    )
+    sides["name"] = sides["name"].astype("category")
+    sides = sides.sort_values(["name", "step", "order"], kind="stable")
+    return (
+        sides.groupby(["name", "step"], observed=True, sort=False)
+        .agg(old=("old", "first"), new=("new", "last"))
+        .reset_index()
+    )
+
+
+def _write_balances(session: Session, cells: pd.DataFrame, ids: dict[str, uuid.UUID], report: Report) -> None:
     """Each account's (old, new) by hour into its balance tensor, one ``write_arrays`` per ALIGN hours the first
     hours fall in: a call per first hour was most of a load's time, and NaN (not written) pads the rest."""
-    tensor_of = _balance_tensors(session, set(hours))
+    names = cells["name"].to_numpy()
+    steps, values = cells["step"].to_numpy(), cells[["old", "new"]].to_numpy().T
+    starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+    tensor_of = _balance_tensors(session, {ids[names[s]] for s in starts})
     by_start: dict[int, dict[uuid.UUID, np.ndarray]] = defaultdict(dict)
-    for account, cells in hours.items():
-        first = min(cells) // ALIGN * ALIGN
-        array = np.full((2, max(cells) - first + 1), np.nan)
-        for step, (old, new) in cells.items():
-            array[:, step - first] = (old, new)
-        by_start[first][tensor_of[account]] = array
+    for start, stop in itertools.pairwise([*starts, len(names)]):
+        hours = steps[start:stop]  # ascending
+        first = int(hours[0]) // ALIGN * ALIGN
+        array = np.full((2, int(hours[-1]) - first + 1), np.nan)
+        array[:, hours - first] = values[:, start:stop]
+        by_start[first][tensor_of[ids[names[start]]]] = array
     for first, arrays in sorted(by_start.items()):
         report.imported["balance values"] += sum(tensors.write_arrays(session, arrays, first).values())
 
