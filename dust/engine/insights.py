@@ -537,6 +537,7 @@ class _Accumulator:
             rows = np.flatnonzero(inside).tolist()
             starts, shapes, data = starts[rows], [shapes[i] for i in rows], [data[i] for i in rows]
             steps = [steps[i] for i in rows]
+        shapes, data = self._plain(shapes, data)
         kinds = set(zip(shapes, steps, strict=True))
         if len(kinds) == 1:  # the usual case: one shape and length, one frombuffer for the whole batch
             self._add_blocks(starts, *kinds.pop(), b"".join(data))
@@ -547,6 +548,21 @@ class _Accumulator:
         if self.pending > COMPACT_SLOTS:
             self.parts = [self._fold()]
             self.pending = 0
+
+    def _plain(self, shapes: list[str], data: list[bytes]) -> tuple[list[str], list[bytes]]:
+        """Sparse blocks (dust.engine.blocks), which the database sends whole, in the plain form, cut to the
+        label's slice where the database cuts the plain blocks of their shape (``part``)."""
+        if not any(key.endswith(codec.SPARSE) for key in shapes):
+            return shapes, data
+        shapes, data = list(shapes), list(data)
+        for i, key in enumerate(shapes):
+            if key.endswith(codec.SPARSE):
+                shapes[i], data[i] = codec.dense(key, data[i])
+                if self.part is not None and shapes[i] == self.part[0]:
+                    _, index, parts = self.part
+                    length = len(data[i]) // parts
+                    data[i] = data[i][index * length : (index + 1) * length]
+        return shapes, data
 
     def _add_blocks(self, starts: np.ndarray, key: str, steps: int, data: bytes) -> None:
         picked = self._picked(starts.size, key, steps, data)

@@ -723,8 +723,8 @@ def _merge(
     write.merged.update(zip(numbers.tolist(), values, strict=True))
     shape = codec.shape_key(sdef.shape)
     for k in np.unique(slot[differs]).tolist():  # a block whose cells all kept their values stays as it is
-        data, stamp_bytes = codec.encode(values[k], stamps[k])
-        block = {"tensor_id": row.id, "block": int(numbers[k]), "shape": shape, "data": data, "stamps": stamp_bytes}
+        key, data, stamp_bytes = codec.encode(shape, values[k], stamps[k])
+        block = {"tensor_id": row.id, "block": int(numbers[k]), "shape": key, "data": data, "stamps": stamp_bytes}
         (new if existing[k] is None else changed).append(block)
     return stamp, int(replaced.sum())
 

@@ -7,9 +7,9 @@ An export is a directory of documented files (docs/reliability.md has the full d
 - one JSON Lines file per table (``entities.jsonl``, ``users.jsonl``, …), written by streaming the table in
   key order: one object per row, keys = the table's columns (dust/storage/models.py), UUIDs as strings, times
   as ISO 8601 UTC.
-- ``tensor_blocks.bin``: the tensors' values as stored, each block's float64 values and its zlib-compressed
-  write stamps (dust/engine/blocks.py), which the lines of ``tensor_blocks.jsonl`` point into with
-  ``[offset, length]``. The blocks themselves rather than one array per tensor: their stamps are what "as of"
+- ``tensor_blocks.bin``: the tensors' values as stored, each block's values (float64, or the sparse form its
+  shape key names) and its zlib-compressed write stamps (dust/engine/blocks.py), which the lines of
+  ``tensor_blocks.jsonl`` point into with ``[offset, length]``. The blocks themselves rather than one array per tensor: their stamps are what "as of"
   reads answer from, the cell shape each block was written with survives a schema that later gained labels,
   and copying bytes costs neither a decode nor a re-encode.
 

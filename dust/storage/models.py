@@ -140,9 +140,9 @@ class TensorBlock(Base):
     """``tensors.block_steps`` consecutive time steps × all cells of one tensor (encoding: ``dust.engine.blocks``);
     block ``n`` holds time indices ``n × block_steps`` to ``(n + 1) × block_steps - 1``.
 
-    ``data`` holds little-endian float64 values, cell by cell (NaN = not recorded); ``stamps`` the int64 write
-    time of each cell in microseconds since the epoch (0 = never written), zlib-compressed, which answers
-    "as of" reads. ``shape`` is the cell shape the block was written with, so a block written before a schema
+    ``data`` holds little-endian float64 values, cell by cell (NaN = not recorded), or a mostly empty block's
+    sparse form (``shape`` ends in ``blocks.SPARSE``); ``stamps`` the int64 write time of each cell in
+    microseconds since the epoch (0 = never written), zlib-compressed, which answers "as of" reads. ``shape`` is the cell shape the block was written with, so a block written before a schema
     gained labels still reads.
     """
 

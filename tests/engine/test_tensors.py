@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from dust.core.errors import Conflict, InvalidInput, NotFound, OutOfRange, TooLarge
 from dust.embedded import Dust
 from dust.engine import access, entities, schemas, tensors
+from dust.engine import blocks as codec
 from dust.engine.entities import EntityCreate
 from dust.engine.paging import encode_cursor
 from dust.engine.schemas import SchemaUpdate
@@ -799,13 +800,15 @@ def wide(cells: int, name: str = "wide") -> dict[str, Any]:
 
 
 def block_rows(db: Dust, tensor_id: uuid.UUID) -> tuple[int, list[tuple[int, int]]]:
-    """The tensor's steps a block, and (number, bytes of values) of each stored block."""
+    """The tensor's steps a block, and (number, steps held) of each stored block, as its bytes say."""
     with db.session() as s:
         steps = s.scalar(select(Tensor.block_steps).where(Tensor.id == tensor_id))
         found = s.execute(
-            select(TensorBlock.block, TensorBlock.data).where(TensorBlock.tensor_id == tensor_id).order_by("block")
+            select(TensorBlock.block, TensorBlock.shape, TensorBlock.data)
+            .where(TensorBlock.tensor_id == tensor_id)
+            .order_by("block")
         )
-        return int(steps or 0), [(number, len(data)) for number, data in found]
+        return int(steps or 0), [(number, codec.steps_of(shape, data)) for number, shape, data in found]
 
 
 @pytest.mark.parametrize(("cells", "steps"), [(1, 1024), (500, 2)])
@@ -843,7 +846,7 @@ def test_blocks_hold_about_8_kib_of_values_whatever_the_cell_count(db: Dust, cel
     reference[0, 0, 0] = np.nan
 
     step_count, stored = block_rows(db, ids[0])
-    assert step_count == steps and {size for _, size in stored} == {steps * cells * 8}
+    assert step_count == steps and {held for _, held in stored} == {steps}
     assert [n for n, _ in stored] == sorted({t // steps for t in times.tolist()})
     for k, tensor_id in enumerate(ids):
         view = db.read_tensor(tensor_id)

@@ -200,7 +200,7 @@ def _store_at_0010(engine: Engine, tensors: list[OldTensor]) -> dict[str, uuid.U
                 values[0, 0] = 1.0  # every block holds something
                 at = number * OLD_STEPS - tensor.first
                 tensor.values[:size, at : at + OLD_STEPS] = values.T
-                data, stamps = codec.encode(values, np.where(np.isnan(values), 0, WRITTEN_US))
+                data, stamps = _plain(str(size), values, np.where(np.isnan(values), 0, WRITTEN_US))
                 blocks.append(
                     {"tensor_id": tensor_id, "block": number, "shape": str(size), "data": data, "stamps": stamps}
                 )
@@ -214,6 +214,12 @@ def _store_at_0010(engine: Engine, tensors: list[OldTensor]) -> dict[str, uuid.U
     return ids
 
 
+def _plain(key: str, values: np.ndarray, stamps: np.ndarray) -> tuple[bytes, bytes]:
+    """A block as revision 0010 stored every one: plain float64 values (no sparse form yet)."""
+    key, data, stamp_bytes = codec.encode(key, values, stamps)
+    return codec.dense(key, data)[1], stamp_bytes
+
+
 def _change_quad(conn: sa.Connection, tensor_id: uuid.UUID, quad: OldTensor) -> None:
     """c at time 64 went from 7.0 to 8.0 and d at time 65 (9.0) was erased, a minute after the first writes."""
     blocks = _TABLES["tensor_blocks"]
@@ -224,7 +230,7 @@ def _change_quad(conn: sa.Connection, tensor_id: uuid.UUID, quad: OldTensor) -> 
     values, stamps = codec.decode(shape, data, stamp_bytes, (4,))
     assert stamps is not None
     values[0, 2], stamps[0, 2], values[1, 3], stamps[1, 3] = 8.0, CHANGED_US, np.nan, CHANGED_US
-    data, stamp_bytes = codec.encode(values, stamps)
+    data, stamp_bytes = _plain(shape, values, stamps)
     conn.execute(sa.update(blocks).where(*which).values(data=data, stamps=stamp_bytes))
     quad.values[2, 64 - quad.first], quad.values[3, 65 - quad.first] = 8.0, np.nan
     history = [
