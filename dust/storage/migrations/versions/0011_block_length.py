@@ -31,6 +31,7 @@ depends_on = None
 
 OLD_STEPS = 64
 TARGET_BYTES = 8192
+SPARSE = "/s"  # the shape key suffix of a sparse block (a later codec form; see _plain)
 
 _tensors = sa.table(
     "tensors",
@@ -98,13 +99,25 @@ def _rechunk(conn: sa.Connection, target: Callable[[tuple[int, ...]], int]) -> N
         conn.execute(sa.update(_tensors).where(_tensors.c.id == tensor_id).values(block_steps=new))
 
 
+def _plain(key: str, data: bytes) -> np.ndarray:
+    """A block's values; the sparse form (dust.engine.blocks, written after this revision was applied: a
+    downgrade meets it) is the count, a bitmap of the recorded values, then those values."""
+    if not key.endswith(SPARSE):
+        return np.frombuffer(data, dtype="<f8")
+    count = int(np.frombuffer(data, "<u4", 1)[0])
+    mask = np.frombuffer(data, np.uint8, (count + 7) // 8, 4)
+    values = np.full(count, np.nan)
+    values[np.unpackbits(mask, count=count, bitorder="little") == 1] = np.frombuffer(data, "<f8", offset=4 + mask.size)
+    return values
+
+
 def _recut(stored: list[sa.Row], old: int, new: int) -> list[dict[str, object]]:
     """Blocks of ``old`` steps (number, shape key, values, stamps) as blocks of ``new`` steps."""
     pieces: dict[int, list[tuple[int, tuple[int, ...], np.ndarray, np.ndarray]]] = {}
     for number, key, data, stamps in stored:
-        shape = tuple(int(n) for n in key.split("x"))
+        shape = tuple(int(n) for n in key.removesuffix(SPARSE).split("x"))
         cells = math.prod(shape)
-        values = np.frombuffer(bytes(data), dtype="<f8").reshape(cells, old)
+        values = _plain(key, bytes(data)).reshape(cells, old)
         times = np.frombuffer(zlib.decompress(bytes(stamps)), dtype="<i8").reshape(cells, old)
         start = number * old
         for target in range(start // new, (start + old - 1) // new + 1):
