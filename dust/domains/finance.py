@@ -138,7 +138,7 @@ def store(
     fresh = [t for t in found if (ids[t.payer], ids[t.payee]) in pairs]  # in file order: the balances need it
     _put_balances(sessions, fresh, ids, report, lambda n: done(len(found) * n // max(1, len(fresh))))
     with sessions() as session:
-        _put_payments(session, pairs, report)
+        _put_payments(session, pairs, report, lambda n: done(len(found) + len(found) * n // max(1, len(pairs))))
     done(2 * len(found))
     return ids
 
@@ -175,10 +175,14 @@ def _new_pairs(
 
 
 def _put_payments(
-    session: Session, pairs: dict[tuple[uuid.UUID, uuid.UUID], list[Transaction]], report: Report
+    session: Session,
+    pairs: dict[tuple[uuid.UUID, uuid.UUID], list[Transaction]],
+    report: Report,
+    done: Callable[[int], None],
 ) -> None:
     """One ``pays`` relation per pair: weight the total paid, valid from the first payment's hour, the payments
     in its attributes; made ``CHUNK`` pairs at a time, so that only a chunk's attributes are in memory.
+    ``done(n)``: n of ``len(pairs)`` made.
 
     Built without pydantic's checks, which were half the time of a load: a payment's attributes are fixed keys,
     finite numbers (``Transaction`` holds only those), booleans and a type or planted label of our own, nothing
@@ -186,6 +190,7 @@ def _put_payments(
     keys = list(pairs)
     for i in range(0, len(keys), CHUNK):
         relations.create_many(session, [_payment(key, pairs[key]) for key in keys[i : i + CHUNK]])
+        done(min(len(keys), i + CHUNK))
     report.imported["transactions"] += sum(len(paid) for paid in pairs.values())
     report.imported["pays relations"] += len(keys)
 

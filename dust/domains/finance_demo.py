@@ -40,6 +40,7 @@ from dust.engine.relations import RelationCreate
 from dust.importers.report import Report
 
 MONTH = 30  # days between salaries, rents
+SETTLED = 50_000  # events settled between two moves of the progress bar
 HOURS = 24
 TYPES = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
 CASH_IN, CASH_OUT, _, PAYMENT, TRANSFER = range(5)
@@ -195,8 +196,11 @@ def _planted(plan: Plan, rng: np.random.Generator) -> list[Event]:
     return events
 
 
-def _settle(plan: Plan, events: list[Event], rng: np.random.Generator) -> list[Transaction]:
-    """The events in time order with balances before and after; those the payer cannot afford are dropped."""
+def _settle(
+    plan: Plan, events: list[Event], rng: np.random.Generator, done: Callable[[int], None]
+) -> list[Transaction]:
+    """The events in time order with balances before and after; those the payer cannot afford are dropped.
+    ``done(n)``: n of ``len(events)`` settled."""
     balance = np.round(rng.lognormal(np.log(3000), 0.6, plan.size), 2)
     payroll = 3000.0 * len(plan.people) / len(plan.employers) * (plan.days / MONTH + 1)
     balance[plan.employers] = payroll
@@ -204,7 +208,9 @@ def _settle(plan: Plan, events: list[Event], rng: np.random.Generator) -> list[T
     balance[list(plan.controlled())] = 0.0
     made = []
     order = sorted(range(len(events)), key=lambda i: (events[i][0], events[i][5] != "", i))
-    for i in order:
+    for n, i in enumerate(order):
+        if n % SETTLED == 0:
+            done(n)
         step, kind, amount, payer, payee, planted = events[i]
         if amount < 0:
             amount = round(-amount * float(balance[payer]), 2)
@@ -235,35 +241,30 @@ def _settle(plan: Plan, events: list[Event], rng: np.random.Generator) -> list[T
     return made
 
 
-def transactions(plan: Plan, seed: int) -> list[Transaction]:
-    """The plan's payments, the same for the same seed."""
+def transactions(plan: Plan, seed: int, done: Callable[[float], None] | None = None) -> list[Transaction]:
+    """The plan's payments, the same for the same seed; ``done(f)``: the share f of the work done."""
     rng = np.random.default_rng(seed)
-    return _settle(plan, _normal(plan, rng) + _planted(plan, rng), rng)
+    events = _normal(plan, rng) + _planted(plan, rng)
+    tell = done or (lambda f: None)
+    return _settle(plan, events, rng, lambda n: tell(n / len(events)))
 
 
 def generate(
     session: Session, size: int = 1000, days: int = 90, seed: int = 7, progress: Callable[[int], None] | None = None
 ) -> dict[str, int]:
     """``size`` accounts (at least 50) with ``days`` of payments and planted fraud; what was made."""
-    tell = progress or (lambda n: None)
     plan = Plan.of(size, days)
+    bar = _Bar(plan.size, progress)
     finance.prepare(session)
     load_rules(session, finance.PACK)  # before the scores: its anomaly rule raises the alerts
-    made = transactions(plan, seed)
+    made = transactions(plan, seed, lambda f: bar.at(0.2 * f))
     customers = _entities(session, plan, np.random.default_rng(seed + 1))
-    tell(plan.size // 10)
+    bar.at(0.3)
     report = Report()
-    # the mapping's progress counts 2 per transaction; here it is 80 % of the bar
-    budget, told = plan.size * 8 // 10, [0]
-
-    def moved(n: int) -> None:
-        now = budget * n // max(1, 2 * len(made))
-        tell(now - told[0])
-        told[0] = now
-
-    finance.store(lambda: nullcontext(session), made, report, moved)
+    # the mapping's progress counts 2 per transaction
+    finance.store(lambda: nullcontext(session), made, report, lambda n: bar.at(0.3 + 0.6 * n / max(1, 2 * len(made))))
     flagged = fraud.flag(session, made)
-    tell(plan.size - plan.size // 10 - told[0])
+    bar.at(1.0)
     return {
         "customers": customers,
         "accounts": plan.size,
@@ -274,6 +275,19 @@ def generate(
         "fraud anomalies": flagged.anomalies,
         "alerts": flagged.alerts,
     }
+
+
+class _Bar:
+    """The progress bar's ``total`` units told as shares of the work done (each stage its part of the bar)."""
+
+    def __init__(self, total: int, progress: Callable[[int], None] | None) -> None:
+        self.total, self.progress, self.told = total, progress, 0
+
+    def at(self, share: float) -> None:
+        now = int(self.total * min(1.0, share))
+        if self.progress and now > self.told:
+            self.progress(now - self.told)
+            self.told = now
 
 
 def _entities(session: Session, plan: Plan, rng: np.random.Generator) -> int:

@@ -160,6 +160,14 @@ def test_scoring_again_adds_nothing(db: Dust, demo: dict[str, int]) -> None:
     assert len(db.alerts(limit=500).items) == demo["alerts"]
 
 
+def test_the_progress_bar_moves_through_every_stage_and_ends_at_the_size(db: Dust) -> None:
+    told: list[int] = []
+    with db.session() as session:
+        finance.generate(session, size=SIZE, days=DAYS, seed=3, progress=told.append)
+    assert sum(told) == SIZE and all(n > 0 for n in told)
+    assert len(told) >= 4  # entities, balances, payments, scores: no stage holds the bar still
+
+
 def test_the_same_seed_makes_the_same_payments_and_another_seed_others() -> None:
     plan = finance_demo.Plan.of(SIZE, DAYS)
     first = finance_demo.transactions(plan, 3)
