@@ -421,6 +421,37 @@ def _open() -> Dust:
     return Dust(settings.database_url)
 
 
+@app.command("ask")
+def ask_(
+    question: Annotated[str, typer.Argument(help="In plain English, e.g. 'What was Jane Doe's temperature on day 2?'")],
+    as_user: Annotated[
+        str | None, typer.Option("--as", help="Answer under this user's access policy (default: all data).")
+    ] = None,
+) -> None:
+    """Answer a natural-language question: prints the answer, then the structured query it ran."""
+    import json
+
+    from dust.ask import ask
+    from dust.core.errors import Forbidden, NotFound
+    from dust.engine import access
+    from dust.storage.repositories import users as user_repo
+
+    with _open() as db, db.session() as session:
+        if as_user is not None:
+            user = user_repo.by_username(session, as_user)
+            if user is None:
+                raise NotFound(f"user '{as_user}' does not exist")
+            if user.disabled:
+                raise Forbidden(f"user '{as_user}' is disabled; enable them or ask as someone else")
+            _ensure_secret(Settings())
+            access.act_as(session, access.principal_for(user, Settings()))
+        answered = ask(session, question)
+    typer.echo(answered.answer)
+    for candidate in answered.candidates or []:
+        typer.echo(f"  {candidate.id}  {candidate.name}  {candidate.external_id or ''}  {candidate.attributes}")
+    typer.echo("query: " + json.dumps(answered.query.dumped()))
+
+
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Argument(help="Sign-in name.")],

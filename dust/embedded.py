@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, TypeAdapter, ValidationError, validate_call
 from sqlalchemy.orm import Session
 
+from dust.ask.query import AskAnswer
 from dust.core.config import Settings
 from dust.core.errors import invalid_input
 from dust.engine import (
@@ -794,6 +795,15 @@ class Dust:
         data = WhatIf.model_validate({"remove": list(remove)})
         with self.session() as s:
             return supply_chain.what_if(s, data)
+
+    # questions: /ask
+    @_checked
+    def ask(self, question: SkipValidation[str]) -> AskAnswer:
+        """A question in plain English answered: ``{question, query, answer, result, candidates}``. POST /ask."""
+        from dust.ask import ask
+
+        with self.session() as s:
+            return ask(s, question)
 
     @_checked
     def interact(

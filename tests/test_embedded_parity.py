@@ -53,6 +53,7 @@ PYTHON = {
     ("POST", "/relations/{relation_id}/interactions"): "interact",
     ("GET", "/domains/supply-chain/bottlenecks"): "supply_chain_bottlenecks",
     ("POST", "/domains/supply-chain/what-if"): "supply_chain_what_if",
+    ("POST", "/ask"): "ask",
     ("GET", "/weight-policies"): "weight_policies",
     ("GET", "/weight-policies/{type}"): "get_weight_policy",
     ("PUT", "/weight-policies/{type}"): "set_weight_policy",

@@ -17,6 +17,7 @@ def test_all_names_resolve_and_nothing_else_is_public() -> None:
         "annotations",
         "anomalies",
         "api",
+        "ask",
         "cli",
         "core",
         "domains",

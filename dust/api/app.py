@@ -13,6 +13,7 @@ from dust import __version__, ui
 from dust.api import (
     alerts,
     anomalies,
+    ask,
     audit,
     auth,
     domains,
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         triggers.router,
         webhooks.router,
         domains.router,
+        ask.router,
     )
     for router in routers:
         app.include_router(router, prefix=API)

@@ -12,12 +12,12 @@ from flask import Flask
 from starlette.datastructures import State
 
 from dust.ui import auth
-from dust.ui.pages import entity, explore, graph, insights
+from dust.ui.pages import ask, entity, explore, graph, insights
 from dust.ui.pages.common import PREFIX, problem
 
 ASSETS = Path(__file__).parent / "assets"
 # Pages that come with their own issues: in the navigation already, saying so.
-LATER = {"ask": "Questions in plain English", "models": "Models (R-GCN)"}
+LATER = {"models": "Models (R-GCN)"}
 
 
 def build(state: State) -> Dash:
@@ -39,7 +39,7 @@ def build(state: State) -> Dash:
     auth.install(server, state)
     app.layout = shell
     _route(app)
-    for page in (explore, entity, graph, insights):
+    for page in (explore, entity, graph, insights, ask):
         page.register(app)
     return app
 
@@ -52,6 +52,7 @@ def shell() -> Any:
         dbc.NavItem(dbc.NavLink("Explore", href=f"{PREFIX}/", active="exact")),
         dbc.NavItem(dbc.NavLink("Graph", href=f"{PREFIX}/graph", active="partial")),
         dbc.NavItem(dbc.NavLink("Insights", href=f"{PREFIX}/insights", active="partial")),
+        dbc.NavItem(dbc.NavLink("Ask", href=f"{PREFIX}/ask", active="partial")),
         *(dbc.NavItem(dbc.NavLink(name.title(), href=f"{PREFIX}/{name}", active="partial")) for name in LATER),
     ]
     sign_out = html.Form(
@@ -89,6 +90,8 @@ def page_for(path: str | None, search: str | None) -> Any:
         return graph.layout(search or "")
     if parts[0] == "insights":
         return insights.layout()
+    if parts[0] == "ask":
+        return ask.layout()
     if parts[0] in LATER:
         return html.Div(
             [

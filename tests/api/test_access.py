@@ -260,6 +260,7 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ),
     ("get", "/api/v1/domains/supply-chain/bottlenecks"): lambda a: Request(query={"limit": 5}),
     ("post", "/api/v1/domains/supply-chain/what-if"): lambda a: Request(body={"remove": [a.world["A"]]}),
+    ("post", "/api/v1/ask"): lambda a: Request(body={"question": "how many patients are there?"}, expect=200),
     ("get", "/api/v1/weight-policies"): lambda a: Request(),
     ("get", "/api/v1/weight-policies/{type}"): lambda a: Request({"type": _weighted(a)}),
     ("put", "/api/v1/weight-policies/{type}"): lambda a: Request(

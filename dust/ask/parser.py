@@ -1,0 +1,406 @@
+"""A question in plain English → a structured query (dust.ask.query.Query), by rules over the database's
+vocabulary (dust.ask.vocabulary): no model, no network, a few milliseconds a question.
+
+The question is lower-cased and its times taken out (dust.ask.times); the words left are matched against the
+vocabulary's phrases, longest first, then fuzzily (typos); words for what is asked (average, how many, trend,
+unusual, vs…) set the intent and the aggregate; what is left, between the known words, are entity names.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rapidfuzz import fuzz, process
+
+from dust.ask.query import MAX_QUESTION, Cohort, Condition, Direction, EntityRef, Query
+from dust.ask.times import Times
+from dust.ask.vocabulary import LabelRef, Meaning, Vocabulary, phrase_of
+from dust.ask.words import COMMON, STOP, SYNONYMS
+from dust.core.errors import InvalidInput
+
+FUZZY = 85  # rapidfuzz ratio a misspelt word needs to count as a vocabulary word: one slip in six letters
+AGGREGATES: list[tuple[str, str]] = [
+    (r"\b(?:average|avg|mean|typical)\b", "mean"),
+    (r"\bmedian\b", "p50"),
+    (r"\b(?:highest|max|maximum|peak|top|largest|biggest|most)\b", "max"),
+    (r"\b(?:lowest|min|minimum|smallest|least|bottom)\b", "min"),
+    (r"\b(?:total|sum|overall amount|in total|altogether)\b", "sum"),
+]
+INTENTS: list[tuple[str, str]] = [
+    (r"\b(?:how many|number of|count of|count|how much of)\b", "count"),
+    (r"\b(?:anomal\w*|unusual|abnormal\w*|outliers?|strange|odd|weird|irregular|suspicious|spikes?)\b", "anomalies"),
+    (r"\b(?:alerts?|alarms?|warnings?|triggered|flagged)\b", "alerts"),
+    (
+        r"\b(?:trends?|trending|rising|falling|increasing|decreasing|going up|going down|getting (?:worse|better)"
+        r"|improving|worsening|forecast\w*|predict\w*|projection|outlook|direction)\b",
+        "trend",
+    ),
+    (r"\b(?:vs|versus|compare|compared|comparison|comparing|difference between|differ)\b", "compare"),
+    (r"\b(?:than)\b", "than"),
+    (r"\b(?:over time|series|history|each day|every day|daily|per day|day by day|plot|chart|graph)\b", "series"),
+]
+TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "prof", "st"})
+SEPARATORS = frozenset({"and", "vs", "versus", "or", "with", "to", "than"})
+AGE = re.compile(
+    r"\b(?:(?:aged|age|ages) )?(over|above|older than|more than|at least|under|below|younger than|less than|>=|<=|>|<)"
+    r" ?(\d{1,3})(?: ?(?:years?|yrs?|y/?o)(?: old)?)?\b"
+)
+AGE_OPS = {"over": ">", "above": ">", "older than": ">", "more than": ">", "at least": ">=", ">=": ">=", ">": ">"}
+AGE_OPS |= {"under": "<", "below": "<", "younger than": "<", "less than": "<", "<=": "<=", "<": "<"}
+_TOKEN = re.compile(r"[a-z0-9]+(?:[-#_][a-z0-9]+)*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass
+class Span:
+    start: int
+    words: list[str]
+    meanings: list[Meaning] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+@dataclass
+class Reading:
+    """What was found in a question, in the order of its words."""
+
+    known: list[Span] = field(default_factory=list)
+    names: list[Span] = field(default_factory=list)
+    intents: set[str] = field(default_factory=set)
+    agg: str | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    labels: list[LabelRef] = field(default_factory=list)  # the labels chosen
+    tokens: list[str] = field(default_factory=list)
+
+    def of(self, what: str) -> list[tuple[Span, Meaning]]:
+        """What the known phrases mean of one sort; a phrase that names a kind names no relation ("suppliers")."""
+        found = []
+        for span in self.known:
+            kind = any(m.what == "kind" for m in span.meanings)
+            label = any(m.what == "label" for m in span.meanings)
+            found += [
+                (span, m)
+                for m in span.meanings
+                if m.what == what
+                and not (kind and what == "relation")
+                and not (label and what in ("attr", "kind", "relation"))
+            ]
+        return found
+
+
+def check(question: str) -> str:
+    """The question, if it is one a person could ask: 422 for an empty, overlong or control-laden one."""
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidInput('the question is empty; ask e.g. "What was Jane Doe\'s temperature on day 2?"')
+    if len(question) > MAX_QUESTION:
+        raise InvalidInput(
+            f"the question has {len(question)} characters; at most {MAX_QUESTION}: ask one thing at a time"
+        )
+    if _CONTROL.search(question):
+        raise InvalidInput(
+            "the question holds a control character; only printable text, tabs and line breaks are allowed"
+        )
+    return question
+
+
+def normalise(question: str) -> str:
+    text = unicodedata.normalize("NFKC", question).lower()
+    text = re.sub(r"[’‘`´]", "'", text)
+    text = re.sub(r"(\w)'s\b", r"\1", text)  # possessives: jane's → jane
+    text = re.sub(r"\bvs\.", " vs ", text)
+    text = re.sub(r"\b(dr|mr|mrs|ms|prof|st)\.", r"\1", text)
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)  # 1,000 → 1000
+    text = re.sub(r"[^\w\s\-#/:.<>=]", " ", text)
+    text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep 37.5 and dates, drop full stops
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def parse(question: str, vocab: Vocabulary) -> Query:
+    """The structured query of ``question``; InvalidInput (422) saying what was understood when it is unclear."""
+    text = normalise(check(question))
+    reading = Reading()
+    times = Times(_take_ages(text, reading))
+    text = times.text
+    text = _take_words(text, reading)
+    _read_words(_TOKEN.findall(text), vocab, reading)
+    query = _build(reading, vocab)
+    query.when = times.when
+    if query.intent == "value" and (times.when.start is not None or times.when.end is not None):
+        query.intent = "series"
+    return query
+
+
+def _take_ages(text: str, reading: Reading) -> str:
+    def take(m: re.Match[str]) -> str:
+        explicit = m.group(0).startswith(("aged", "age")) or re.search(r"year|yr|y/?o|old", m.group(0))
+        if not explicit and re.search(r"\b(?:last|past|next)\s*$", text[: m.start()]):
+            return m.group(0)
+        reading.conditions.append(Condition(field="age", op=AGE_OPS[m.group(1)], value=float(m.group(2))))
+        return " "
+
+    return AGE.sub(take, text)
+
+
+def _take_words(text: str, reading: Reading) -> str:
+    for pattern, agg in AGGREGATES:
+        if re.search(pattern, text):
+            reading.agg = reading.agg or agg
+            text = re.sub(pattern, " ", text)
+    text = re.sub(r"\bhow (?:many|much) (?:units|items|pieces)(?: of)?\b", " ", text)  # a quantity, not a count
+    for pattern, intent in INTENTS:
+        if re.search(pattern, text):
+            reading.intents.add(intent)
+            text = re.sub(pattern, " and " if intent in ("compare", "than") else " ", text)
+    return text
+
+
+def _read_words(tokens: list[str], vocab: Vocabulary, reading: Reading) -> None:
+    """Known phrases (longest first, then misspelt ones) and, between them, the names of entities."""
+    i, loose = 0, []
+    reading.tokens = tokens
+    while i < len(tokens):
+        for n in range(min(vocab.longest, len(tokens) - i), 0, -1):
+            phrase = phrase_of(" ".join(tokens[i : i + n]))
+            if phrase in vocab.phrases and not (n == 1 and i > 0 and tokens[i - 1] in TITLES):
+                reading.known.append(Span(i, tokens[i : i + n], vocab.phrases[phrase]))
+                i += n
+                break
+        else:
+            loose.append(i)
+            i += 1
+    loose = [i for i in loose if not _fuzzy(i, tokens, vocab, reading)]
+    _names(tokens, loose, reading)
+    reading.known.sort(key=lambda s: s.start)
+
+
+def _fuzzy(i: int, tokens: list[str], vocab: Vocabulary, reading: Reading) -> bool:
+    word = tokens[i]
+    if len(word) < 5 or word in STOP or not word.isalpha() or (i > 0 and tokens[i - 1] in TITLES):
+        return False
+    found = process.extractOne(word, vocab.phrases.keys(), scorer=fuzz.ratio, score_cutoff=FUZZY)
+    if found is None:
+        return False
+    reading.known.append(Span(i, [word], vocab.phrases[found[0]]))
+    return True
+
+
+def _names(tokens: list[str], loose: list[int], reading: Reading) -> None:
+    """Runs of adjacent words that are neither known, nor stop words, nor separators are names."""
+    run: list[int] = []
+    for i in [*loose, -2]:
+        if run and (i != run[-1] + 1 or tokens[i] in SEPARATORS or tokens[i] in STOP):
+            reading.names.append(Span(run[0], [tokens[j] for j in run]))
+            run = []
+        if i >= 0 and tokens[i] not in SEPARATORS and tokens[i] not in STOP:
+            run.append(i)
+
+
+def _build(reading: Reading, vocab: Vocabulary) -> Query:
+    labels, schema, axis, select = _labels(reading, vocab)
+    entity, other = _entities(reading)
+    kind, attributes = _kind(reading)
+    relation, direction = _relation(reading, entity)
+    query = Query(intent="value", schema_name=schema, labels=labels, axis=axis, select=select)
+    if "anomalies" in reading.intents or ("alerts" in reading.intents and not labels):
+        query.intent = "anomalies" if "anomalies" in reading.intents else "alerts"
+        query.entity = entity
+        return query
+    cohort = Cohort(kind=kind, attributes=attributes, conditions=reading.conditions, relation=relation)
+    if entity is not None and (kind or attributes or relation or reading.conditions):
+        cohort.related_to, cohort.direction, entity, other = entity, direction, None, None  # "patients of Dr House"
+    if labels:
+        return _measure(query, entity, other, cohort, reading)
+    if cohort.related_to is not None:
+        query.intent, query.cohort = ("count" if "count" in reading.intents else "related"), cohort
+        return query
+    if kind or attributes or reading.conditions:
+        query.intent, query.cohort = ("count" if "count" in reading.intents else "list"), cohort
+        return query
+    raise _unclear(reading, vocab, entity)
+
+
+def _measure(
+    query: Query, entity: EntityRef | None, other: EntityRef | None, cohort: Cohort, reading: Reading
+) -> Query:
+    agg, intents = reading.agg, reading.intents
+    if "count" in intents and any(r.unit for r in reading.labels):  # "how many SKU-003": a quantity, not a count
+        agg = "count"
+    if other is not None and entity is not None:  # without words of comparing, the second may be a label's name
+        query.intent = "compare" if reading.intents & {"compare", "than", "and"} else "value"
+        query.entity, query.other = entity, other
+        return query
+    if entity is not None:
+        query.entity = entity
+        if "trend" in intents:
+            query.intent = "trend"
+        elif agg is not None:
+            query.intent, query.agg = "stat", agg  # type: ignore[assignment]
+        elif "series" in intents:
+            query.intent = "series"
+        return query
+    query.intent, query.agg = "aggregate", (agg or "mean")  # type: ignore[assignment]
+    query.cohort = cohort if cohort != Cohort() else None
+    return query
+
+
+def _labels(reading: Reading, vocab: Vocabulary) -> tuple[list[str], str | None, str | None, dict[str, str]]:
+    """The labels asked for: one schema's, on one axis; labels of its other axes pick the series."""
+    found = reading.of("label")
+    schemas = [m.name for _, m in reading.of("schema")]
+    if not found and not schemas:
+        return [], None, None, {}
+    votes: Counter[str] = Counter()
+    for _, meaning in found:
+        assert meaning.label is not None
+        votes[meaning.label.schema] += 2 if meaning.exact else 1
+    for name in schemas:
+        votes[name] += 1
+    # the most named schema; of equals, one named itself, then the smallest (SKU-001 alone: stock, not flow)
+    schema = max(votes, key=lambda s: (votes[s], s in schemas, -len(vocab.labels_of(s))))
+    refs = _dedupe(_exact_or_parts(found, schema))
+    if not refs:
+        return _default_labels(vocab, schema)
+    axes = {r.axis for r in refs}
+    main = max(axes, key=lambda a: (any(r.unit for r in refs if r.axis == a), [x for x, _ in refs[0].axes].index(a)))
+    reading.labels = refs
+    measured = [r for r in vocab.labels_of(schema) if r.unit and r.axis not in axes]
+    if not any(r.unit for r in refs) and measured:  # "SKU-003 at retailer 5": the product's stock, on_hand
+        defaults = _default_labels(vocab, schema)
+        return defaults[0], schema, defaults[2], {r.axis: r.label for r in refs}
+    select = {r.axis: r.label for r in refs if r.axis != main}
+    labels = [r.label for r in refs if r.axis == main]
+    return labels, schema, main, select
+
+
+def _exact_or_parts(found: list[tuple[Span, Meaning]], schema: str) -> list[LabelRef]:
+    """Per phrase: its exact label if it has one, else every label it is a part of; parts next to each other name
+    the labels they are all parts of ("diastolic pressure": diastolic_bp, not systolic_bp)."""
+    refs: list[LabelRef] = []
+    parts: list[LabelRef] | None = None
+    end = -1
+    for start in dict.fromkeys(s.start for s, _ in found):
+        span = next(s for s, _ in found if s.start == start)
+        mine = [m for s, m in found if s.start == start and m.label is not None and m.label.schema == schema]
+        exact = [m.label for m in mine if m.exact and m.label is not None]
+        loose = [m.label for m in mine if m.label is not None]
+        strong = [m for m in mine if m.exact and not m.loose]
+        if exact and not strong and _next_to_a_label(span, found, exact):
+            continue  # "ldl cholesterol": LDL is named, "cholesterol" only says what it is
+        if exact:
+            refs += exact
+            parts = None
+        elif parts is not None and start == end and set(parts) & set(loose):
+            kept = [r for r in parts if r in loose]
+            refs = [r for r in refs if r not in parts or r in kept]
+            parts = kept
+        else:
+            refs += loose
+            parts = loose
+        end = start + len(span.words)
+    return refs
+
+
+def _next_to_a_label(span: Span, found: list[tuple[Span, Meaning]], loose: list[LabelRef]) -> bool:
+    """Whether a phrase just before or after ``span`` names, by its own name, a label of the axis that the
+    everyday word ``span`` names ``loose`` on."""
+    ends = (span.start, span.start + len(span.words))
+    return any(
+        (s.start + len(s.words) == ends[0] or s.start == ends[1])
+        and m.exact
+        and not m.loose
+        and m.label is not None
+        and any(m.label.schema == r.schema and m.label.axis == r.axis for r in loose)
+        for s, m in found
+    )
+
+
+def _dedupe(refs: list[LabelRef]) -> list[LabelRef]:
+    return list(dict.fromkeys(refs))
+
+
+DEFAULT_LABELS = ("new", "current", "close", "closing", "value", "total", "on_hand", "amount", "level")
+
+
+def _default_labels(vocab: Vocabulary, schema: str) -> tuple[list[str], str | None, str | None, dict[str, str]]:
+    """A schema named without a label ("balance"): its label for the current value, else every label of its axis
+    with units (or its last axis)."""
+    refs = vocab.labels_of(schema)
+    for ref in refs:
+        if ref.label.lower() in DEFAULT_LABELS:
+            return [ref.label], schema, ref.axis, {}
+    axis = next((r.axis for r in refs if r.unit), refs[-1].axis if refs else None)
+    return [r.label for r in refs if r.axis == axis][:16], schema, axis, {}
+
+
+def _naming(span: Span, meaning: Meaning, reading: Reading) -> bool:
+    """Whether a kind word is a name's: singular, and just before or after it ("warehouse 1", "Riverside clinic";
+    not "patients Dr Li treats")."""
+    if phrase_of(span.text) == phrase_of(meaning.name) or span.text in SYNONYMS:
+        ends = {n.start for n in reading.names} | {n.start + len(n.words) for n in reading.names}
+        return span.start + len(span.words) in ends or span.start in ends
+    return False
+
+
+def _kind(reading: Reading) -> tuple[str | None, dict[str, object]]:
+    """The kind asked about, and attribute values it must have; a kind word just before a name is that name's."""
+    spans = [(s, m) for s, m in reading.of("kind") if not _naming(s, m, reading)]
+    kind = spans[0][1].name if spans else None
+    attributes: dict[str, object] = {}
+    for _, meaning in reading.of("attr"):
+        if kind is None or meaning.name == kind:
+            kind = meaning.name
+            attributes.setdefault(meaning.key, meaning.value)
+    return kind, attributes
+
+
+def _entities(reading: Reading) -> tuple[EntityRef | None, EntityRef | None]:
+    refs = []
+    for span in reading.names[:2]:
+        before = [
+            s for s in reading.known if s.start + len(s.words) == span.start or s.start == span.start + len(span.words)
+        ]
+        kinds = [m.name for s in before for m in s.meanings if m.what == "kind" and _naming(s, m, reading)]
+        refs.append(EntityRef(name=span.text, kind=kinds[0] if kinds else None))
+    if len(reading.names) > 1:
+        first, second = reading.names[:2]
+        if "and" in reading.tokens[first.start + len(first.words) : second.start]:
+            reading.intents.add("and")  # "Jane and John": two alike, compared
+    return (refs[0] if refs else None), (refs[1] if len(refs) > 1 else None)
+
+
+def _relation(reading: Reading, entity: EntityRef | None) -> tuple[list[str], Direction]:
+    found = reading.of("relation")
+    if not found:
+        return [], "both"
+    span, meaning = found[0]
+    types = list(dict.fromkeys(m.name for _, m in found))
+    anchor = next((s for s in reading.names if entity is not None and s.text == entity.name), None)
+    if meaning.voice == "passive":  # "treated by Dr Li": Dr Li is the source; "Jane is treated by": the target
+        return types, "in" if anchor is not None and anchor.start < span.start else "out"
+    if meaning.voice == "agent" or anchor is None or anchor.start > span.start:
+        return types, "in"
+    return types, "out"
+
+
+def _unclear(reading: Reading, vocab: Vocabulary, entity: EntityRef | None) -> InvalidInput:
+    understood = []
+    if entity is not None:
+        understood.append(f"a name ('{entity.name}')")
+    if reading.agg:
+        understood.append(f"an aggregate ({reading.agg})")
+    if reading.intents:
+        understood.append("words for " + ", ".join(sorted(reading.intents)))
+    said = "; ".join(understood) if understood else "nothing I can look up"
+    label = next((r.label for refs in vocab.schemas.values() for r in refs if r.unit and r.label not in COMMON), None)
+    kind = next(iter(sorted(vocab.kinds)), "patient")
+    example = f'"What was <name>\'s {label.replace("_", " ")} on day 2?"' if label else ""
+    return InvalidInput(
+        f"I could not tell what to look up: I understood {said}, but no measure, kind of entity or relation. "
+        f'Name one, e.g. {example + " or " if example else ""}"How many {kind}s are there?"',
+        code="not_understood",
+    )
