@@ -3,12 +3,16 @@ schema, and with a rule on one of the four labels written (embedded, SQLite, fre
 
     .venv/bin/python bench/anomaly_ingest.py                          # 200 patients × 4 vitals × 125 days
     .venv/bin/python bench/anomaly_ingest.py --detector mad --mode streaming
+    .venv/bin/python bench/anomaly_ingest.py --detector multivariate        # all four labels of a step together
+    .venv/bin/python bench/anomaly_ingest.py --detector relational          # against the doctor's other patients
 
 Modes: ``bulk`` writes each patient's (4, days) array in one ``write_array`` (the importer's path: one scored
 batch of ``days`` values per patient); ``streaming`` writes one day of one patient per ``write_values`` (4
 values, one transaction each, as a monitor would send them: each scored value costs a read and a write of its
 series' state). ``--detector ewma`` (the default) is a trivial detector defined here, so the numbers are the
-cost of the scoring machinery; a built-in one (``mad``) adds its own arithmetic.
+cost of the scoring machinery; a built-in one (``mad``) adds its own arithmetic. ``multivariate`` puts its rule on
+``*`` (every label of a step, judged together: all values are scored); ``relational`` on ``heart_rate``, each value
+against those of the other patients of the same doctor (``COHORT`` patients a doctor) at the same step.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from dust.plugins import hookimpl, registry
 from dust.storage.repositories import anomalies as repo
 
 LABELS = ["heart_rate", "temperature", "systolic_bp", "resp_rate"]
+COHORT = 10  # patients per doctor, for the relational detector
+JOINT = {"multivariate": ("*", {}), "relational": ("heart_rate", {"relation": "treats", "via": True})}
 
 
 class Ewma:
@@ -73,11 +79,15 @@ def run(case: str, args: argparse.Namespace, data: np.ndarray) -> float:
         axes = [{"name": "metric", "labels": LABELS}]
         db.create_schema({"name": "vitals", "axes": axes})
         db.create_schema({"name": "labs", "axes": axes})
+        label, settings = JOINT.get(args.detector, ("heart_rate", {}))
         if case == "other":
-            db.put_anomaly_rule("labs", "heart_rate", args.detector)
+            db.put_anomaly_rule("labs", label, args.detector, settings)
         elif case == "rule":
-            db.put_anomaly_rule("vitals", "heart_rate", args.detector)
+            db.put_anomaly_rule("vitals", label, args.detector, settings)
         people = db.create_entities([{"kind": "patient", "name": f"p{i}"} for i in range(args.patients)])
+        doctors = db.create_entities([{"kind": "doctor", "name": f"d{i}"} for i in range(0, args.patients, COHORT)])
+        for i, patient in enumerate(people):
+            db.relate(doctors[i // COHORT].id, patient.id, "treats")
         charts = db.create_tensors([{"entity_id": p.id, "schema": "vitals"} for p in people])
         started, cpu = time.perf_counter(), time.process_time()
         if args.mode == "bulk":

@@ -78,6 +78,8 @@ def robust(values: np.ndarray) -> tuple[float, float]:
 
 def squash(z: float, flag_at: float) -> float:
     """Surprise ``z`` (≥ 0) as a score in [0, 1) that is ``THRESHOLD`` at ``flag_at``."""
+    if z > 0 and z / flag_at > 1e150:  # squaring it would raise OverflowError (a tiny flag_at): certain
+        return 1.0
     return 1.0 - 2.0 ** -((z / flag_at) ** 2) if z > 0 else 0.0
 
 

@@ -58,11 +58,15 @@ _CHANGED = "dust.anomaly_rules_changed"  # session.info: this transaction change
 
 
 class RuleSet(BaseModel):
-    """How one label of a schema is scored as it is written."""
+    """How one label of a schema is scored as it is written (``*``: every label of a step, by ``multivariate``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: str = Field(max_length=64, description="A detector's name, as GET /plugins lists them.")
+    detector: str = Field(
+        max_length=64,
+        description="A detector's name, as GET /plugins lists them; or multivariate (on the label *: every label "
+        "of a step) or relational (settings.relation: the relation type of the entities compared with).",
+    )
     settings: Attributes = Field(default_factory=dict, description="Keyword arguments of the detector.")
     threshold: float = Field(
         DEFAULT_THRESHOLD, gt=0, le=1, allow_inf_nan=False, description="Values scoring at least this are flagged."
@@ -194,8 +198,14 @@ def put_rule(session: Session, schema: str, label: str, data: RuleSet) -> RulePu
     """Score ``label`` of ``schema`` as it is written. A new detector or new settings start every series of the
     label afresh (a state is only good for the settings that made it); a new threshold keeps them."""
     sdef = schemas.get_def(session, schema)
-    _check_label(sdef, label)
-    _check_settings(_detector_class(data.detector), data.detector, data.settings)
+    if data.detector in SCANS:  # over many series at once: dust.engine.anomaly_joint
+        from dust.engine import anomaly_joint
+
+        _check_size(data.settings)
+        anomaly_joint.check_rule(sdef, label, data.detector, data.settings)
+    else:
+        _check_label(sdef, label)
+        _check_settings(_detector_class(data.detector), data.detector, data.settings)
     before = repo.rule(session, sdef.name, label)
     same = before is not None and (before.detector, before.settings) == (data.detector, data.settings)
     if before is not None and not same:
@@ -247,8 +257,7 @@ def _check_settings(cls: type[Detector], name: str, settings: dict[str, Any]) ->
     """The settings as the detector takes them: it is made with them and scores a value, since a setting is
     often only used then (a window of 0 divides by it), and its state must be JSON. Any exception counts: a
     detector may be a plugin's, and whatever it raises on these settings, the rule is what is wrong."""
-    if len(json.dumps(settings)) > MAX_SETTINGS:
-        raise InvalidInput(f"settings must be at most {MAX_SETTINGS} characters as JSON")
+    _check_size(settings)
     try:
         detector = cls(**settings)
         detector.update(0.0, 0.0)
@@ -261,13 +270,20 @@ def _check_settings(cls: type[Detector], name: str, settings: dict[str, Any]) ->
         ) from None
 
 
+def _check_size(settings: dict[str, Any]) -> None:
+    if len(json.dumps(settings)) > MAX_SETTINGS:
+        raise InvalidInput(f"settings must be at most {MAX_SETTINGS} characters as JSON")
+
+
 @dataclass(frozen=True)
 class _Cells:
     """Which rule scores each cell of a schema version: ``rule_of[cell]`` indexes ``rules``, -1 for none.
-    A cell whose labels on several axes have rules is scored by the first axis's."""
+    A cell whose labels on several axes have rules is scored by the first axis's. ``joint``: the rules of the
+    detectors over many series at once (multivariate, relational), which score a write as a whole."""
 
     rule_of: np.ndarray
     rules: list[Rule]
+    joint: list[Rule] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -315,6 +331,11 @@ def _rules(session: Session) -> dict[str, dict[str, Rule]]:
     return _known(session).rules
 
 
+def rules_of(session: Session, schema: str) -> dict[str, Rule]:
+    """The rules of ``schema``, by label, as this transaction scores by them."""
+    return _rules(session).get(schema, {})
+
+
 def _changed(session: Session) -> None:
     """A rule changed in this transaction: every process reads the rules again once it commits."""
     caches.changed(session, RULES_EPOCH)
@@ -341,10 +362,11 @@ def _cells(session: Session, sdef: SchemaDef) -> _Cells:
         ordered: list[Rule] = []
         for axis, along in zip(sdef.axes, coords, strict=True):
             for index, label in enumerate(axis.labels):
-                if label in rules:
+                if label in rules and rules[label].detector not in SCANS:
                     rule_of[(along == index) & (rule_of < 0)] = len(ordered)
                     ordered.append(rules[label])
-        known.cells[key] = _Cells(rule_of, ordered)
+        joint = [rule for rule in rules.values() if rule.detector in SCANS]
+        known.cells[key] = _Cells(rule_of, ordered, joint)
     return known.cells[key]
 
 
@@ -367,13 +389,19 @@ def score_written(session: Session, writes: Sequence[Written]) -> list[dict[str,
     values flagged (for trigger rules on anomalies).
 
     Only values after the last time a series scored are scored: older ones (a backfill, a correction) would
-    have to go back into a state that has moved on. ``scan`` scores those, from the stored history.
+    have to go back into a state that has moved on. ``scan`` scores those, from the stored history. The
+    multivariate and relational rules score the write as a whole: ``dust.engine.anomaly_joint``.
     """
     rules = _rules(session)
     flagged: list[dict[str, Any]] = []
     for write in writes:
         if write.sdef.name in rules and write.times.size:
-            flagged += _score_write(session, write, _cells(session, write.sdef))
+            cells = _cells(session, write.sdef)
+            flagged += _score_write(session, write, cells)
+            if cells.joint:
+                from dust.engine import anomaly_joint  # it builds on this module's and the scans' flagging
+
+                flagged += anomaly_joint.score(session, write, cells.joint)  # type: ignore[arg-type]
     return flagged
 
 
@@ -482,7 +510,7 @@ def renumber(session: Session, tensor_id: uuid.UUID, before: SchemaDef, after: S
     one not yet moved when they are moved highest first."""
     if before.shape[1:] == after.shape[1:]:
         return
-    old = repo.cells_of(session, tensor_id)
+    old = [cell for cell in repo.cells_of(session, tensor_id) if cell >= 0]  # -1: a multivariate state, by name
     moved = np.ravel_multi_index(np.unravel_index(np.array(old, dtype=np.int64), before.shape), after.shape)
     repo.renumber(session, tensor_id, sorted(zip(old, moved.tolist(), strict=True), reverse=True))
 
@@ -508,6 +536,11 @@ def scan(session: Session, request: ScanRequest) -> ScanResult:
     rows = scanned_tensors(session, request)
     schema = request.schema_name or next(iter(rows.values())).schema_name  # else the one tensor asked for
     rule = _rule_of(session, schema, request.label)
+    if rule.detector in SCANS:
+        raise InvalidInput(
+            f"the rule of label '{request.label}' of schema '{schema}' is {rule.detector}: scan with "
+            f"detector '{rule.detector}' and its settings"
+        )
     scored = flagged = 0
     for row in rows.values():
         sdef = schemas.get_def(session, row.schema_name, row.schema_version)

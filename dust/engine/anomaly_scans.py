@@ -9,6 +9,7 @@ streaming detectors (so GET /anomalies lists them, under the same access policy)
 
 Each scan replaces what its detector flagged before in the tensors and window it scans. It reads only what the
 caller may see: a clinician's relational scan neither judges nor compares with entities beyond their reach.
+The same detectors also score values as they are written, by rule: ``dust.engine.anomaly_joint``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from dust.anomalies.multivariate import Multivariate
+from dust.anomalies.multivariate import JointScore, Multivariate
 from dust.anomalies.relational import Judged, Relational
 from dust.core.errors import InvalidInput
 from dust.engine import access, audit, insights, schemas
@@ -85,7 +86,7 @@ def multivariate(session: Session, request: ScanRequest) -> ScanResult:
     return ScanResult(scored=scored, flagged=flagged)
 
 
-def _labels(sdef: SchemaDef) -> list[tuple[str, str]]:
+def cell_labels(sdef: SchemaDef) -> list[tuple[str, str]]:
     """(label of the first axis, name) of each cell: ``heart_rate``, or ``heart_rate (position=sit)``."""
     first = np.unravel_index(np.arange(math.prod(sdef.shape)), sdef.shape)[0]
     labels = [sdef.axes[0].labels[int(i)] for i in first]
@@ -95,7 +96,7 @@ def _labels(sdef: SchemaDef) -> list[tuple[str, str]]:
 def _scan_tensor(
     session: Session, row: Tensor, sdef: SchemaDef, window: tuple[int, int], request: ScanRequest
 ) -> tuple[int, int]:
-    labels = _labels(sdef)
+    labels = cell_labels(sdef)
     if len(labels) > MAX_LABELS:
         raise InvalidInput(
             f"schema '{sdef.name}' has {len(labels)} cells a step; a multivariate scan judges at most {MAX_LABELS}"
@@ -106,24 +107,40 @@ def _scan_tensor(
     repo.drop_detected(session, row.id, Multivariate.name, first, last)
     grid, cells, now = tensor_grid(row, sdef), np.arange(len(labels)), utcnow()
     flagged: list[dict[str, Any]] = []
-    scored = 0
+    scored, taken, pushed_out = 0, None, None
     for at in range(start, last + 1, SCAN_STEPS):
         values = stored_values(session, row, sdef, cells, at, min(at + SCAN_STEPS - 1, last))
         for i in np.flatnonzero(~np.isnan(values).all(axis=1)).tolist():
+            pushed_out = detector.past[0] if len(detector.past) == detector.window else None
             judged, t = detector.update(values[i]), at + i
+            taken = t
             if t < first:
                 continue  # a step of the warm-up, before the window: judged only to be taken in
             scored += 1
             if judged.score >= request.threshold:
-                top = judged.top[0]
-                reason = (judged.reason or f"scored {judged.score:.2f} by multivariate")[:MAX_REASON]
                 step = (t, grid.timestamp(t))
-                flagged.append(
-                    _flag(row, sdef, (top, labels[top][0]), step, values[i, top], judged.score, reason)
-                    | {"detector": Multivariate.name, "created_at": now}
-                )
+                flagged.append(multivariate_flag(row, sdef, labels, step, values[i], judged) | {"created_at": now})
     repo.add(session, flagged)
+    if start == row.time_min and last == row.time_max and taken is not None:  # it has seen the whole history
+        from dust.engine import anomaly_joint  # it builds on this module
+
+        anomaly_joint.carry_on(session, row, request.settings, detector, taken, pushed_out)
     return scored, len(flagged)
+
+
+def multivariate_flag(
+    row: Tensor,
+    sdef: SchemaDef,
+    labels: list[tuple[str, str]],
+    step: tuple[int, datetime],
+    values: np.ndarray,
+    judged: JointScore,
+) -> dict[str, Any]:
+    """A flagged step, under the label contributing most and with its value; but for its creation time."""
+    top = judged.top[0]
+    reason = (judged.reason or f"scored {judged.score:.2f} by multivariate")[:MAX_REASON]
+    flag = _flag(row, sdef, (top, labels[top][0]), step, values[top], judged.score, reason)
+    return flag | {"detector": Multivariate.name}
 
 
 def _flag(
@@ -154,7 +171,7 @@ def _flag(
 
 
 @dataclass(frozen=True)
-class _Value:
+class Value:
     """One recorded value of the label, in one tensor and cell, at one step of it."""
 
     row: Tensor
@@ -175,21 +192,22 @@ def relational(session: Session, request: ScanRequest) -> ScanResult:
     visible = access.visible_ids(session)
     rows = list(tensor_repo.lock(session, repo.tensors_of_schema(session, sdef.name, visible), within=visible).values())
     steps = _values_by_step(session, rows, request.label, position, window)
-    graph = _Graph(relation_repo.all_edges(session, [request.relation], visible))  # both ends visible
+    graph = Graph(relation_repo.all_edges(session, [request.relation], visible))  # both ends visible
     kinds = {key: e.kind for key, e in repo.entities(session, {r.entity_id for r in rows}).items()}
     scored, now = 0, utcnow()
     flagged: list[dict[str, Any]] = []
     for (when, _), values in steps.items():
-        of: dict[uuid.UUID, list[_Value]] = defaultdict(list)
+        of: dict[uuid.UUID, list[Value]] = defaultdict(list)
         for value in values:
             of[value.row.entity_id].append(value)
-        around = _neighbours(graph, when, request.direction, request.via, set(of))
+        around = neighbours_at(graph, when, request.direction, request.via, set(of))
         by_entity = {e: statistics.median(v.value for v in mine) for e, mine in of.items()}
         for entity, judged in detector.judge_all(by_entity, around).items():
             scored += len(of[entity])
             if judged.score >= request.threshold:
-                words = _cohort(judged, request, [kinds.get(n) for n in around[entity] if n in by_entity])
-                flagged += [_relational_flag(v, request.label, judged, words) | {"created_at": now} for v in of[entity]]
+                compared = [kinds.get(n) for n in around[entity] if n in by_entity]
+                words = cohort(judged, request.relation, request.via, compared)
+                flagged += [relational_flag(v, request.label, judged, words) | {"created_at": now} for v in of[entity]]
     _drop_relational(session, rows, request.label, position, window)
     repo.add(session, flagged)
     audit.record_each(session, "update", "anomaly", [(row.id, [row.entity_id]) for row in rows])
@@ -210,7 +228,7 @@ def _relational_window(sdef: SchemaDef, request: ScanRequest) -> tuple[datetime,
     return start, end
 
 
-def _label_cells(sdef: SchemaDef, label: str, position: int) -> np.ndarray:
+def label_cells(sdef: SchemaDef, label: str, position: int) -> np.ndarray:
     """The cells of a tensor of this version holding ``label`` on axis ``position`` (none if it lacks it)."""
     labels = sdef.axes[position].labels
     if label not in labels:
@@ -233,13 +251,13 @@ def _span(row: Tensor, sdef: SchemaDef, window: tuple[datetime, datetime]) -> tu
 
 def _values_by_step(
     session: Session, rows: list[Tensor], label: str, position: int, window: tuple[datetime, datetime]
-) -> dict[tuple[datetime, str], list[_Value]]:
+) -> dict[tuple[datetime, str], list[Value]]:
     """The recorded values of ``label`` in the window, by (start of the step, cell name): the same absolute
     step of tensors of different origins shares a key, as does the same cell across schema versions."""
-    found: dict[tuple[datetime, str], list[_Value]] = defaultdict(list)
+    found: dict[tuple[datetime, str], list[Value]] = defaultdict(list)
     for row in rows:
         sdef = schemas.get_def(session, row.schema_name, row.schema_version)
-        cells, span = _label_cells(sdef, label, position), _span(row, sdef, window)
+        cells, span = label_cells(sdef, label, position), _span(row, sdef, window)
         if span is None or not cells.size:
             continue
         grid = tensor_grid(row, sdef)
@@ -247,14 +265,14 @@ def _values_by_step(
         for i, k in zip(*np.nonzero(~np.isnan(values)), strict=True):
             t, cell = span[0] + int(i), int(cells[k])
             key = (grid.timestamp(t), cell_name(sdef, cell, label))
-            found[key].append(_Value(row, sdef, cell, t, float(values[i, k])))
+            found[key].append(Value(row, sdef, cell, t, float(values[i, k])))
     return found
 
 
 Adjacency = tuple[dict[uuid.UUID, set[uuid.UUID]], dict[uuid.UUID, set[uuid.UUID]]]  # (out, into)
 
 
-class _Graph:
+class Graph:
     """The relations of one type, as adjacency at a time: built once per distinct time, or once for all when no
     relation has a validity bound (the usual case), not once per step and label."""
 
@@ -276,8 +294,8 @@ class _Graph:
         return self.built[key]
 
 
-def _neighbours(
-    graph: _Graph, when: datetime, direction: str, via: bool, entities: set[uuid.UUID]
+def neighbours_at(
+    graph: Graph, when: datetime, direction: str, via: bool, entities: set[uuid.UUID]
 ) -> dict[uuid.UUID, set[uuid.UUID]]:
     """Each of ``entities``' neighbours over the relations valid at ``when``: the entities it relates to in
     ``direction``, or, ``via``, those the entities it relates to relate to in the opposite one (patient ←
@@ -292,15 +310,15 @@ def _neighbours(
     return {e: (hop(hop([e], forward), back) if via else hop([e], forward)) - {e} for e in entities}
 
 
-def _cohort(judged: Judged, request: ScanRequest, kinds: list[str | None]) -> str:
+def cohort(judged: Judged, relation: str, via: bool, kinds: list[str | None]) -> str:
     """What the neighbours are, in words: "the 6 patients {entity} is related to by treats"."""
     noun = f"{kinds[0]}s" if kinds and len(set(kinds)) == 1 and kinds[0] else "entities"
-    if request.via:
-        return f"the {judged.neighbours} other {noun} related by {request.relation} to the same entities as {{entity}}"
-    return f"the {judged.neighbours} {noun} {{entity}} is related to by {request.relation}"
+    if via:
+        return f"the {judged.neighbours} other {noun} related by {relation} to the same entities as {{entity}}"
+    return f"the {judged.neighbours} {noun} {{entity}} is related to by {relation}"
 
 
-def _relational_flag(value: _Value, label: str, judged: Judged, cohort: str) -> dict[str, Any]:
+def relational_flag(value: Value, label: str, judged: Judged, cohort: str) -> dict[str, Any]:
     name = cell_name(value.sdef, value.cell, label)
     reason = (judged.reason or "").replace("{label}", name).replace("{neighbours}", cohort)[:MAX_REASON]
     step = (value.time_index, tensor_grid(value.row, value.sdef).timestamp(value.time_index))
@@ -316,4 +334,4 @@ def _drop_relational(
         sdef = schemas.get_def(session, row.schema_name, row.schema_version)
         span = _span(row, sdef, window)
         if span is not None:
-            repo.drop_detected(session, row.id, Relational.name, *span, _label_cells(sdef, label, position).tolist())
+            repo.drop_detected(session, row.id, Relational.name, *span, label_cells(sdef, label, position).tolist())

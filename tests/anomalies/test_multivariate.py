@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from sklearn.covariance import ledoit_wolf as sklearn_ledoit_wolf
 
-from dust.anomalies.detectors import score_series
-from dust.anomalies.multivariate import Multivariate, score_matrix
+from dust.anomalies.detectors import robust, score_series
+from dust.anomalies.multivariate import Multivariate, ledoit_wolf, robust_columns, score_matrix
 
 NAMES = ["heart_rate", "temperature"]
 JOINT = 60  # the step of the planted joint anomaly
@@ -88,3 +91,34 @@ def test_missing_labels_are_left_out_of_a_step() -> None:
 def test_bad_settings_are_refused(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="needs 2 ≤ warmup ≤ window"):
         Multivariate(NAMES, **settings)  # type: ignore[arg-type]
+
+
+def test_the_window_round_trips_through_json_and_carries_on_as_if_never_stopped() -> None:
+    values = vitals()
+    values[::7, 1] = np.nan
+    uninterrupted = score_matrix(NAMES, values, window=30)
+    detector = Multivariate(NAMES, window=30)
+    scores = [detector.update(row) for row in values[:45]]
+    state = json.loads(json.dumps(detector.state(), allow_nan=False))
+    again = Multivariate.restore(state, NAMES, window=30)
+    scores += [again.update(row) for row in values[45:]]
+    assert scores == uninterrupted
+
+
+def test_a_restored_window_takes_its_columns_by_name() -> None:
+    detector = Multivariate(NAMES, window=5, warmup=2)
+    for row in vitals()[:3]:
+        detector.update(row)
+    again = Multivariate.restore(detector.state(), ["spo2", *NAMES], window=5, warmup=2)
+    assert np.array_equal(np.array(again.past)[:, 1:], np.array(detector.past))
+    assert np.isnan(np.array(again.past)[:, 0]).all()
+
+
+@pytest.mark.parametrize(("steps", "labels"), [(100, 4), (30, 1), (5, 8), (50, 64)])
+def test_the_covariance_and_scales_are_scikit_learns_and_robusts_to_the_bit(steps: int, labels: int) -> None:
+    rng = np.random.default_rng(steps)
+    window = np.clip(rng.standard_t(3, (steps, labels)), -5, 5)
+    window[:, 0] = np.where(np.arange(steps) % 9, 1.0, window[:, 0])  # mostly one value: MAD 0
+    assert np.array_equal(ledoit_wolf(window), sklearn_ledoit_wolf(window, assume_centered=True)[0])
+    median, scale = robust_columns(window)
+    assert [(m, s) for m, s in zip(median.tolist(), scale.tolist(), strict=True)] == [robust(c) for c in window.T]

@@ -223,6 +223,22 @@ def test_a_multivariate_scan_flags_a_joint_anomaly_listed_with_the_others(client
     assert anomaly["label"] in anomaly["reason"] and "together are unusual for Pat A" in anomaly["reason"]
 
 
+def test_a_multivariate_rule_on_star_flags_a_joint_anomaly_as_it_is_written(client: TestClient, world: World) -> None:
+    refused = client.put(f"{API}/anomalies/rules/vitals/heart_rate", json={"detector": "multivariate"})
+    assert refused.status_code == 422 and "put it on label '*'" in refused.json()["detail"]
+    put = client.put(f"{API}/anomalies/rules/vitals/*", json={"detector": "multivariate"})
+    assert put.status_code == 200 and put.json()["label"] == "*"
+    values = vitals()
+    for t in range(len(values)):
+        cells = [
+            {"time": t, "metric": m, "value": float(values[t, k])} for k, m in enumerate(("heart_rate", "temperature"))
+        ]
+        assert client.post(f"{API}/tensors/{world['TPA']}/values", json={"values": cells}).status_code == 200
+    (anomaly,) = listed(client, entity_id=world["PA"])
+    assert (anomaly["detector"], anomaly["time_index"]) == ("multivariate", 60)
+    assert "together are unusual for Pat A" in anomaly["reason"]
+
+
 @pytest.fixture
 def wards(client: TestClient, world: World) -> dict[str, str]:
     """Dr A treats Pat A and three calm patients; Dr B, beyond Dr A's reach, treats Pat A too and three patients

@@ -8,10 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from dust.storage.models import Anomaly, AnomalyRule, AnomalyState, Entity, Schema, Tensor, utcnow
+from dust.storage.models import (
+    Anomaly,
+    AnomalyRule,
+    AnomalyState,
+    Entity,
+    Relation,
+    Schema,
+    Tensor,
+    TensorBlock,
+    utcnow,
+)
 from dust.storage.repositories import Visible, paging
 
 IN_BATCH = 10_000  # parameters per IN (…) list: SQLite allows 32,766 a statement
@@ -29,6 +39,35 @@ _UPDATE_STATE = (
     .values(rule=bindparam("rule"), state=bindparam("state"), last_time=bindparam("last_time"))
 )
 _INSERT_ANOMALIES = insert(_ANOMALIES)
+_BLOCKS = cast(Table, TensorBlock.__table__)
+_TENSORS = cast(Table, Tensor.__table__)
+_RELATIONS = cast(Table, Relation.__table__)
+_DROP_DETECTED_AT = delete(_ANOMALIES).where(
+    _ANOMALIES.c.tensor_id == bindparam("tensor_id"),
+    _ANOMALIES.c.detector == bindparam("detector"),
+    _ANOMALIES.c.cell == bindparam("cell"),
+    _ANOMALIES.c.time_index.in_(bindparam("times", expanding=True)),
+)
+# What a relational rule reads on a write: the tensors of the neighbours (plain rows: what a time grid and a block
+# read need), their blocks, and the relations around the entity.
+_NEIGHBOUR_TENSORS = select(
+    *(_TENSORS.c[name] for name in ("id", "entity_id", "schema_name", "schema_version", "origin", "block_steps")),
+    _TENSORS.c.time_min,
+    _TENSORS.c.time_max,
+).where(_TENSORS.c.schema_name == bindparam("schema"), _TENSORS.c.entity_id.in_(bindparam("ids", expanding=True)))
+_NEIGHBOUR_BLOCKS = select(_BLOCKS.c.tensor_id, _BLOCKS.c.block, _BLOCKS.c.shape, _BLOCKS.c.data).where(
+    _BLOCKS.c.tensor_id.in_(bindparam("ids", expanding=True)), _BLOCKS.c.block.in_(bindparam("blocks", expanding=True))
+)
+_r = _RELATIONS.c
+_EDGE_COLUMNS = (_r.id, _r.source_id, _r.target_id, _r.type, _r.weight, _r.valid_from, _r.valid_to)
+_ENDS = {
+    "out": _r.source_id.in_(bindparam("ids", expanding=True)),
+    "in": _r.target_id.in_(bindparam("ids", expanding=True)),
+}
+_RELATED = {
+    way: select(*_EDGE_COLUMNS).where(_r.type == bindparam("type"), ends)
+    for way, ends in (*_ENDS.items(), ("both", or_(_ENDS["out"], _ENDS["in"])))
+}
 _STATES_OF = select(_STATES.c.cell, _STATES.c.detector, _STATES.c.rule, _STATES.c.state, _STATES.c.last_time).where(
     _STATES.c.tensor_id == bindparam("tensor_id"), _STATES.c.cell.in_(bindparam("cells", expanding=True))
 )
@@ -197,6 +236,18 @@ def drop_detected(
     session.execute(stmt if cells is None else stmt.where(a.cell.in_(list(cells))))
 
 
+def drop_detected_at(session: Session, tensor_id: uuid.UUID, detector: str, cell: int, times: Sequence[int]) -> None:
+    """What ``detector`` flagged in one cell of a tensor at ``times``: values written again are judged again."""
+    for start in range(0, len(times), IN_BATCH):
+        part = {
+            "tensor_id": tensor_id,
+            "detector": detector,
+            "cell": cell,
+            "times": list(times[start : start + IN_BATCH]),
+        }
+        session.execute(_DROP_DETECTED_AT, part)
+
+
 @dataclass(frozen=True)
 class Filters:
     entity_id: uuid.UUID | None = None
@@ -237,6 +288,31 @@ def entities(session: Session, ids: Collection[uuid.UUID]) -> dict[uuid.UUID, En
     if not ids:
         return {}
     return {row.id: row for row in session.scalars(select(Entity).where(Entity.id.in_(list(ids))))}
+
+
+def tensors_of_entities(session: Session, schema_name: str, entity_ids: Collection[uuid.UUID]) -> list[Any]:
+    """(id, entity_id, schema_name, schema_version, origin, block_steps, time_min, time_max) of the tensors of
+    ``schema_name`` of ``entity_ids`` (few: the caller caps them), as rows named as a tensor's attributes."""
+    if not entity_ids:
+        return []
+    return list(session.execute(_NEIGHBOUR_TENSORS, {"schema": schema_name, "ids": list(entity_ids)}))
+
+
+def blocks_among(
+    session: Session, tensor_ids: Collection[uuid.UUID], numbers: Collection[int]
+) -> dict[tuple[uuid.UUID, int], tuple[str, bytes]]:
+    """(shape, data) of the stored blocks numbered ``numbers`` of ``tensor_ids`` (few of each: the caller caps
+    them), by (tensor id, number): one search of the primary key per pair, and a statement built once."""
+    if not tensor_ids or not numbers:
+        return {}
+    rows = session.execute(_NEIGHBOUR_BLOCKS, {"ids": list(tensor_ids), "blocks": list(numbers)})
+    return {(tensor_id, block): (shape, data) for tensor_id, block, shape, data in rows}
+
+
+def related(session: Session, ids: Collection[uuid.UUID], direction: str, type_: str) -> list[tuple[Any, ...]]:
+    """(id, source_id, target_id, type, weight, valid_from, valid_to) of the relations of ``type_`` leaving
+    (``out``), entering (``in``) or touching (``both``) ``ids``, whatever the ends' visibility."""
+    return [tuple(row) for row in session.execute(_RELATED[direction], {"type": type_, "ids": list(ids)})]
 
 
 def tensors_of_schema(session: Session, schema_name: str, within: Visible | None) -> list[uuid.UUID]:
