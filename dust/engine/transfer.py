@@ -9,9 +9,9 @@ An export is a directory of documented files (docs/reliability.md has the full d
   as ISO 8601 UTC.
 - ``tensor_blocks.bin``: the tensors' values as stored, each block's values (float64, or the sparse form its
   shape key names) and its zlib-compressed write stamps (dust/engine/blocks.py), which the lines of
-  ``tensor_blocks.jsonl`` point into with ``[offset, length]``. The blocks themselves rather than one array per tensor: their stamps are what "as of"
-  reads answer from, the cell shape each block was written with survives a schema that later gained labels,
-  and copying bytes costs neither a decode nor a re-encode.
+  ``tensor_blocks.jsonl`` point into with ``[offset, length]``. The blocks themselves rather than one array per
+  tensor: their stamps are what "as of" reads answer from, the cell shape each block was written with survives
+  a schema that later gained labels, and copying bytes costs neither a decode nor a re-encode.
 
 Users are exported without secrets: no password hash, and neither API keys, refresh tokens, revoked tokens
 nor sign-in failures. Imported users have no password (and a bumped token version, so tokens issued by the

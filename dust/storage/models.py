@@ -142,8 +142,8 @@ class TensorBlock(Base):
 
     ``data`` holds little-endian float64 values, cell by cell (NaN = not recorded), or a mostly empty block's
     sparse form (``shape`` ends in ``blocks.SPARSE``); ``stamps`` the int64 write time of each cell in
-    microseconds since the epoch (0 = never written), zlib-compressed, which answers "as of" reads. ``shape`` is the cell shape the block was written with, so a block written before a schema
-    gained labels still reads.
+    microseconds since the epoch (0 = never written), zlib-compressed, which answers "as of" reads. ``shape`` is
+    the cell shape the block was written with, so a block written before a schema gained labels still reads.
     """
 
     __tablename__ = "tensor_blocks"
