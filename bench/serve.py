@@ -123,6 +123,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=90, help="dust demo --days")
     parser.add_argument("--ingest-clients", type=int, default=2, help="processes, one tensor each")
     parser.add_argument("--ingest-batch", type=int, default=1000, help="values per POST (a multiple of 4)")
+    parser.add_argument(
+        "--only", choices=["routes", "ingest"], help="run only the wrk routes, or only the ingest (default: both)"
+    )
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args()
     if args.ingest_batch % len(INGEST_LABELS):
@@ -140,8 +143,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> tuple[list[dict[str, 
             with httpx.Client(base_url=base, timeout=60) as client:
                 setup = prepare(client, admin_password, args.ingest_clients)
             load = load_average()  # other work on the machine moves every figure: note how much there was
-            rows = measure_routes(backend, base, pid, setup, args)
-            rows.append(with_cpu(pid, lambda: measure_ingest(backend, base, setup, args)))
+            rows = measure_routes(backend, base, pid, setup, args) if args.only != "ingest" else []
+            if args.only != "routes":
+                rows.append(with_cpu(pid, lambda: measure_ingest(backend, base, setup, args)))
     return rows, load
 
 
@@ -242,17 +246,15 @@ class Setup:
 def prepare(client: httpx.Client, admin_password: str, ingest_clients: int) -> Setup:
     admin = token(client, "bench-admin", admin_password)
     as_admin = {"Authorization": f"Bearer {admin}"}
-    doctor = ok(client.get(f"{API}/entities", params={"kind": "practitioner", "limit": 1}, headers=as_admin))["items"][
-        0
-    ]
-    treats = ok(client.get(f"{API}/relations", params={"entity_id": doctor["id"], "type": "treats"}, headers=as_admin))
-    patient_id = next(r["target_id"] for r in items(treats) if r["source_id"] == doctor["id"])
+    # A practitioner who treats someone (the demo's first practitioner may treat no one), and that patient.
+    treats = items(ok(client.get(f"{API}/relations", params={"type": "treats", "limit": 1}, headers=as_admin)))[0]
+    doctor_id, patient_id = treats["source_id"], treats["target_id"]
     found = items(ok(client.get(f"{API}/entities/{patient_id}/tensors", headers=as_admin)))
-    tensor = next(t for t in found if t["schema_name"] == "vitals")
+    tensor = next(t for t in found if t["schema"] == "vitals")
     axis = tensor["axes"][0]
     # The clinician sees the patients their doctor treats: the reads below go through the access policy.
     password = secrets.token_urlsafe(16)
-    user = {"username": "bench-clinician", "password": password, "role": "clinician", "entity_id": doctor["id"]}
+    user = {"username": "bench-clinician", "password": password, "role": "clinician", "entity_id": doctor_id}
     ok(client.post(f"{API}/users", json=user, headers=as_admin))
     return Setup(
         admin_token=admin,

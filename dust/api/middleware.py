@@ -274,7 +274,9 @@ class RejectBadText:
         await self.app(scope, receive, send)
 
     def _bad_json(self, body: bytes) -> str | None:
-        if not self.SUSPECTS.search(body):
+        # Every suspect holds one of these bytes strings: three substring searches (memchr) cost a few µs where
+        # the regex alone takes ~0.2 ms over a 40 kB batch of values.
+        if not (b"\\u" in body or b"\x00" in body or b"\xed" in body) or not self.SUSPECTS.search(body):
             return None
         try:
             parsed = json.loads(body)

@@ -178,11 +178,13 @@ def delete(tensor_id: uuid.UUID, session: SessionDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings: SettingsDep) -> WriteResult:
+def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings: SettingsDep) -> Response:
     """Write a batch of cells, all or nothing; replaced values go to the history."""
-    return tensors.write_values(
+    result = tensors.write_values(
         session, tensor_id, data.values, max_batch=settings.max_batch_values, max_blocks=settings.max_batch_blocks
     )
+    # The JSON as FastAPI would send it for the response model, without checking and dumping it twice more.
+    return Response(result.model_dump_json(), media_type="application/json")
 
 
 # Registered here rather than by decorator to give this one route orjson for its body (batches of thousands of

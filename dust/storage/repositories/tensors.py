@@ -66,6 +66,9 @@ _LOCK = (
     .execution_options(populate_existing=True)
 )
 _INSERT_BLOCKS = insert(_BLOCKS)
+_BLOCKS_OF_ONE = select(_BLOCKS.c.block, _BLOCKS.c.shape, _BLOCKS.c.data, _BLOCKS.c.stamps).where(
+    _BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block.in_(bindparam("b_blocks", expanding=True))
+)
 _UPDATE_BLOCK = (
     update(_BLOCKS)
     .where(_BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block == bindparam("b_block"))
@@ -198,6 +201,10 @@ def blocks_at(session: Session, keys: list[tuple[uuid.UUID, int]]) -> dict[tuple
     by_tensor: dict[uuid.UUID, list[int]] = defaultdict(list)
     for tensor_id, block in keys:
         by_tensor[tensor_id].append(block)
+    if len(by_tensor) == 1 and len(keys) <= IN_BATCH:  # one tensor, as an API write: a statement built once
+        ((tensor_id, numbers),) = by_tensor.items()
+        rows = session.execute(_BLOCKS_OF_ONE, {"b_tensor": tensor_id, "b_blocks": numbers})
+        return {(tensor_id, block): (shape, data, stamps) for block, shape, data, stamps in rows}
     found: dict[tuple[uuid.UUID, int], StoredBlock] = {}
     columns = (TensorBlock.tensor_id, TensorBlock.block, TensorBlock.shape, TensorBlock.data, TensorBlock.stamps)
     for part in _statements(list(by_tensor.items())):

@@ -1,0 +1,135 @@
+"""What one HTTP batch write costs the server's CPU, without HTTP or clients: the ASGI app called in-process.
+
+    .venv/bin/python bench/ingest_request.py                          # a fresh SQLite file, 500 batches
+    .venv/bin/python bench/ingest_request.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/x
+    PYTHONPATH=<old tree> .venv/bin/python bench/ingest_request.py    # the same for another version of dust
+
+``bench/serve.py --only ingest`` measures the same route over HTTP, with its clients on the same cores, so its
+figures move with whatever else the machine runs. Here one coroutine sends ``POST /api/v1/tensors/{id}/values``
+with the bodies bench/serve.py's clients send (1,000 new cells each) straight to the app, one after another, as
+an admin with a bearer token: every middleware, the sign-in, the checks, the write, its audit record and the
+commit run as under ``dust serve``; only uvicorn's HTTP parsing is left out. It prints the process's CPU time
+(all threads) per batch, after ``--warmup`` batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+import dust
+from dust.api.app import create_app
+from dust.core.config import Settings
+from dust.core.security import hash_password, issue_access_token
+from dust.storage.models import User
+
+sys.path.insert(1, str(Path(__file__).parent))  # bench/, after the dust being measured
+from serve import INGEST_LABELS, make_bodies  # the bodies bench/serve.py sends
+
+API = "/api/v1"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    parser.add_argument("--batches", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=1000, help="values per POST (a multiple of 4)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dust-bench-ingest-") as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/dust.db"
+        cpu = asyncio.run(measure(url, args))
+    where = f"{args.batches} batches, {url.split(':')[0]}, {Path(dust.__file__).parent}"
+    print(f"{cpu * 1000:.2f} ms CPU per {args.batch}-value batch ({where})")
+
+
+async def measure(url: str, args: argparse.Namespace) -> float:
+    settings = Settings(database_url=url, log_level="WARNING", secret_key="bench-" + "x" * 42)
+    app = create_app(settings, migrate=True)
+    headers = [(b"authorization", f"Bearer {admin_token(app, settings)}".encode())]
+    await call(app, "POST", f"{API}/schemas", headers, orjson.dumps(SCHEMA))
+    entity = await call(app, "POST", f"{API}/entities", headers, orjson.dumps({"kind": "sensor", "name": "bench"}))
+    tensor = {"entity_id": entity["id"], "schema": "bench_ingest", "origin": "2026-01-01T00:00:00Z"}
+    tensor_id = (await call(app, "POST", f"{API}/tensors", headers, orjson.dumps(tensor)))["id"]
+    path = f"{API}/tensors/{tensor_id}/values"
+    bodies = make_bodies(args.batch, args.warmup + args.batches, seed=0)
+    for body in bodies[: args.warmup]:
+        await write(app, path, headers, body, args.batch)
+    started = time.process_time()
+    for body in bodies[args.warmup :]:
+        await write(app, path, headers, body, args.batch)
+    return (time.process_time() - started) / args.batches
+
+
+SCHEMA = {"name": "bench_ingest", "axes": [{"name": "channel", "labels": INGEST_LABELS}], "time": {"unit": "second"}}
+
+
+def admin_token(app: Any, settings: Settings) -> str:
+    with app.state.sessions() as session, session.begin():
+        user = User(username=f"bench-{uuid.uuid4().hex[:8]}", password_hash=hash_password("x" * 16), role="admin")
+        session.add(user)
+        session.flush()
+        assert settings.secret_key is not None
+        key = settings.secret_key.get_secret_value()
+        return issue_access_token(key, user.id, "admin", 0, timedelta(hours=1))[0]
+
+
+async def write(app: Any, path: str, headers: list[tuple[bytes, bytes]], body: bytes, batch: int) -> None:
+    answer = await call(app, "POST", path, headers, body)
+    if answer.get("written") != batch:
+        sys.exit(f"POST {path}: {answer}")
+
+
+async def call(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+    """One request to the ASGI app; the JSON answer (exits on anything but 200/201)."""
+    sent: list[dict[str, Any]] = []
+    done = asyncio.Event()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()  # the client stays connected until the answer is out
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    head = [(b"host", b"bench"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": head + headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    done.set()
+    status = sent[0]["status"]
+    text = b"".join(m.get("body", b"") for m in sent[1:])
+    if status not in (200, 201):
+        sys.exit(f"{method} {path} → {status}: {text[:2000]!r}")
+    return orjson.loads(text)
+
+
+if __name__ == "__main__":
+    main()
