@@ -258,8 +258,7 @@ def generate(
     finance.prepare(session)
     load_rules(session, finance.PACK)  # before the scores: its anomaly rule raises the alerts
     made = transactions(plan, seed, lambda f: bar.at(0.2 * f))
-    customers = _entities(session, plan, np.random.default_rng(seed + 1))
-    bar.at(0.3)
+    customers = _entities(session, plan, np.random.default_rng(seed + 1), lambda f: bar.at(0.2 + 0.1 * f))
     report = Report()
     # the mapping's progress counts 2 per transaction
     finance.store(lambda: nullcontext(session), made, report, lambda n: bar.at(0.3 + 0.6 * n / max(1, 2 * len(made))))
@@ -290,9 +289,9 @@ class _Bar:
             self.told = now
 
 
-def _entities(session: Session, plan: Plan, rng: np.random.Generator) -> int:
+def _entities(session: Session, plan: Plan, rng: np.random.Generator, done: Callable[[float], None]) -> int:
     """Accounts (the fraud's marked ``planted``), the customers who hold them (firms hold the employers' and
-    agents' accounts), and the merchants; how many customers."""
+    agents' accounts), and the merchants; how many customers. ``done(f)``: the share f made."""
     controlled = plan.controlled()
     roles = {a: "agent" for a in plan.agents} | {a: "employer" for a in plan.employers}
     accounts = [
@@ -305,6 +304,7 @@ def _entities(session: Session, plan: Plan, rng: np.random.Generator) -> int:
         for a in range(plan.size)
     ]
     account_ids = [e.id for e in _chunked(session, accounts)]
+    done(0.4)
     holders: list[list[int]] = []
     people = set(plan.people)
     for a in range(plan.size):  # every sixth account, if a person's, is its predecessor's holder's second
@@ -321,6 +321,7 @@ def _entities(session: Session, plan: Plan, rng: np.random.Generator) -> int:
         for n, held in enumerate(holders)
     ]
     customer_ids = [e.id for e in _chunked(session, customers)]
+    done(0.7)
     holds = [
         RelationCreate(source_id=c, target_id=account_ids[a], type=finance.HOLDS, weight=1.0)
         for c, held in zip(customer_ids, holders, strict=True)
@@ -328,6 +329,7 @@ def _entities(session: Session, plan: Plan, rng: np.random.Generator) -> int:
     ]
     for i in range(0, len(holds), finance.CHUNK):
         relations.create_many(session, holds[i : i + finance.CHUNK])
+    done(0.9)
     shops = [
         EntityCreate(
             kind=finance.MERCHANT,
@@ -337,6 +339,7 @@ def _entities(session: Session, plan: Plan, rng: np.random.Generator) -> int:
         for m in range(plan.merchants)
     ]
     _chunked(session, shops)
+    done(1.0)
     return len(customers)
 
 
