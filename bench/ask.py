@@ -4,6 +4,7 @@ them answered end to end (vocabulary built from the database, parsed, run).
 
     .venv/bin/python bench/ask.py              # parse every question 20 times; answer 60 of them
     .venv/bin/python bench/ask.py --rounds 100 --answers 0
+    .venv/bin/python bench/ask.py --cohort 2000  # also: conditions on values and rankings over 2,000 patients
 
 The target is under 10 ms a question to parse (issue 11). Building the vocabulary is paid once per request;
 answering is dominated by the engine reads the query makes.
@@ -52,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20, help="times each question is parsed")
     parser.add_argument("--answers", type=int, default=60, help="questions answered end to end")
+    parser.add_argument("--cohort", type=int, default=0, help="patients to time cohort questions over (0: none)")
     args = parser.parse_args()
     asked = questions()
     with tempfile.TemporaryDirectory() as scratch, Dust(f"sqlite:///{scratch}/dust.db") as db:
@@ -84,6 +86,34 @@ def main() -> None:
     print(f"parse, per question:          {figures(parsed)}")
     if answered:
         print(f"answer end to end ({len(answered)}):   {figures(answered)}")
+    if args.cohort:
+        cohort_questions(args.cohort)
+
+
+COHORT_QUESTIONS = (
+    "average temperature of patients over 65",  # one engine aggregate over the members' ids
+    "patients with a heart rate over 100",  # then one read per patient
+    "how many patients had a temperature over 37.5 in the last 7 days",
+    "which patient has the highest heart rate",
+    "top 3 patients by temperature",
+    "who treats the most patients",  # the relations listed and counted
+)
+
+
+def cohort_questions(size: int) -> None:
+    """Conditions on values and rankings read each candidate's values one by one: their time grows with the
+    cohort (median of 3 answers each)."""
+    with tempfile.TemporaryDirectory() as scratch, Dust(f"sqlite:///{scratch}/dust.db") as db:
+        with db.session() as session:
+            healthcare.generate(session, size=size, days=30, seed=7)
+        for question in COHORT_QUESTIONS:
+            took = []
+            for _ in range(3):
+                with db.session() as session:
+                    start = time.perf_counter()
+                    ask(session, question)
+                    took.append((time.perf_counter() - start) * 1000)
+            print(f"{size} patients, {question!r}: {statistics.median(took):.0f} ms")
 
 
 if __name__ == "__main__":

@@ -210,8 +210,52 @@ def _cohort_words(query: Query, count: int = 2) -> str:
     text = " ".join([*plain, kind]) + (f" with {', '.join(other)}" if other else "")
     for condition in cohort.conditions:
         value = f"{condition.value:g}" if isinstance(condition.value, float) else condition.value
-        text += f" {'aged' if condition.field == 'age' else condition.field} {condition.op} {value}"
+        if condition.schema_name is None:
+            text += f" {'aged' if condition.field == 'age' else condition.field} {condition.op} {value}"
+            continue
+        label = _label(query.model_copy(update={"schema_name": condition.schema_name}), condition.field)
+        text += f" with {label} {condition.op} {value}{_condition_time(condition.when)}"
     return text
+
+
+def _condition_time(when: Any) -> str:
+    if when is None or (when.at in (None, "latest") and when.start is None and when.end is None):
+        return " (latest value)"
+    if when.at is not None:
+        return f" ({when_text(when.at)})"
+    return f" (at some time from {when.start or 'the first'} to {when.end or 'the last'})"
+
+
+def ranked(query: Query, result: dict[str, Any]) -> str:
+    """A ranking: the first (with those tied with it), its value, then the next ones: "Dr Li treats the most
+    patients (6); then Dr Ali (4), …"."""
+    rows = result["ranked"]
+    count = result["count"]
+    among = f"of {count} {_cohort_words(query, count) if query.cohort else 'entities'}"
+    if not rows:
+        return f"None found: no {_cohort_words(query)} have a value to rank by then."
+    values = [shown(r["value"], "" if query.per is not None else result["unit"]) for r in rows]
+    tied = [r["entity"]["name"] for r in rows if r["value"] == rows[0]["value"]]
+    many = len(tied) > 1
+    first = ", ".join(tied[:-1]) + f" and {tied[-1]}" if many else tied[0]
+    rest = [f"{r['entity']['name']} ({v})" for r, v in zip(rows, values, strict=True)][len(tied) :]
+    then = f"; then {', '.join(rest)}" if rest else ""
+    if query.per is None:
+        what = f"the {AGG_WORDS['min' if query.agg == 'min' else 'max']} {_what(query)}"
+        return f"{first} {'have' if many else 'has'} {what} {among}: {values[0]}{' each' if many else ''}{then}."
+    most = "fewest" if query.agg == "min" else "most"
+    counted = plural(query.per.kind) if query.per.kind else "entities"
+    if query.per.relation:
+        verb, *tail = words(query.per.relation[0]).split()
+        forms = verb_forms(verb_base(verb))
+        how = " ".join(tail)
+        if query.per.direction == "in":
+            doing = f"{'are' if many else 'is'} {forms['past']} {how} by the {most} {counted}"
+        else:
+            doing = f"{forms['base'] if many else forms['third']} {how} the {most} {counted}"
+    else:
+        doing = f"{'are' if many else 'is'} related to the {most} {counted}"
+    return f"{first} {' '.join(doing.split())}: {values[0]}{' each' if many else ''}{then}."
 
 
 def _via(query: Query, anchor: EntityPublic, count: int) -> str:

@@ -19,18 +19,21 @@ from rapidfuzz import fuzz, utils
 from sqlalchemy.orm import Session
 
 from dust.ask import answers
-from dust.ask.query import AskAnswer, Candidate, Cohort, EntityRef, Query, TimeRef
+from dust.ask.query import AskAnswer, Candidate, Cohort, EntityRef, Query, TimeRef, When
 from dust.ask.vocabulary import UNITS, Vocabulary
 from dust.core.errors import InvalidInput, NotFound, OutOfRange
 from dust.engine import alerts, analysis, anomalies, entities, insights, relations, schemas, tensors
 from dust.engine.entities import EntityPublic
 from dust.engine.tensors import TensorPublic
+from dust.storage.repositories import tensors as tensor_repo
 from dust.storage.repositories import vocabulary as repo
 
 WORD_MATCH = 70.0  # rapidfuzz ratio each word of a name needs: "jnae" ~ "jane" is 75, "novak" ~ "patel" 20
 SEARCHED = 10  # entities the search gives for a name, rescored here
 MAX_COHORT = 10_000  # entities a list, count or age filter walks through
 SHOWN = 50  # entities, anomalies or alerts a result lists
+MAX_READS = 5_000  # entities whose values a condition or ranking reads, one read each (~2 ms)
+RANKED = 10  # entities a ranking gives unless the question says how many
 MAX_CELLS = 1_000_000
 _READINGS = ("value", "series", "stat", "trend", "compare")
 _RELATIVE = re.compile(r"^(today|now)(?:-(\d{1,5})([hdwmy]))?$")
@@ -174,9 +177,9 @@ def moment(ref: TimeRef) -> int | str | datetime:
         raise InvalidInput(f"'{ref}' is before the year 1; ask about a time within the data") from None
 
 
-def _at(ref: TimeRef | None, tensor: TensorPublic) -> int | str | datetime | None:
+def _at(ref: TimeRef | None, tensor: TensorPublic | None) -> int | str | datetime | None:
     """A point of one tensor's time: "first" is its first recorded step."""
-    if ref == "first":
+    if ref == "first" and tensor is not None:
         return tensor.time.start
     return None if ref is None or ref == "latest" else moment(ref)
 
@@ -346,12 +349,18 @@ def _aggregate(session: Session, query: Query, vocab: Vocabulary) -> tuple[str, 
     cohort = query.cohort or Cohort()
     if query.schema_name is None or not query.labels:
         raise InvalidInput("name what to aggregate, e.g. heart rate")
-    if cohort.conditions:
-        raise InvalidInput(
-            "an aggregate over a cohort picked by age or a comparison is not supported yet; pick the cohort by "
-            "attribute values (e.g. female patients) or a relation (e.g. patients of Dr Smith)"
-        )
     anchor = resolve(session, cohort.related_to) if cohort.related_to is not None else None
+    members = None
+    if cohort.conditions:  # an age or a value no filter of the engine's aggregate says: its members, by id
+        if anchor is not None:
+            found, more = _neighbours(session, cohort, vocab)[1], False
+        else:
+            found, more = _members(session, cohort, vocab)
+        if more:
+            raise InvalidInput(
+                f"this cohort has more than {MAX_COHORT:,} members; narrow it, e.g. by attribute values or a relation"
+            )
+        members = [e.id for e in found]
     when = query.when
     start = _cohort_time(session, query.schema_name, when.at if when.at is not None else when.start)
     end = _cohort_time(session, query.schema_name, when.at if when.at is not None else when.end)
@@ -369,35 +378,41 @@ def _aggregate(session: Session, query: Query, vocab: Vocabulary) -> tuple[str, 
             attributes=cohort.attributes,
             related_to=None if anchor is None else anchor.id,
             relation=cohort.relation or None,
+            members=members,
         )
         series[label] = [p | {"time": p["time"].isoformat()} for p in points]
-    result = {
+    result: dict[str, Any] = {
         "agg": query.agg or "mean",
         "series": series,
         "units": {label: _unit(vocab, query, label) for label in query.labels},
     }
     if anchor is not None:
         result["related_to"] = _who(anchor)
+    if members is not None:
+        result["members"] = len(members)
     return answers.aggregate(query, result, anchor), result
 
 
 def _members(session: Session, cohort: Cohort, vocab: Vocabulary) -> tuple[list[EntityPublic], bool]:
     """The cohort's entities (up to MAX_COHORT), and whether there were more."""
     found: list[EntityPublic] = []
-    cursor = None
+    cursor, more = None, True
     while len(found) < MAX_COHORT:
         page = entities.list_(session, kind=cohort.kind, attributes=cohort.attributes, limit=500, cursor=cursor)
         found += [e for e in page.items if _meets(e, cohort, vocab)]
         cursor = page.next_cursor
         if cursor is None:
-            return found, False
-    return found[:MAX_COHORT], True
+            more = False
+            break
+    return _by_values(session, found[:MAX_COHORT], cohort), more
 
 
 def _meets(entity: EntityPublic, cohort: Cohort, vocab: Vocabulary) -> bool:
     if any(entity.attributes.get(k) != v for k, v in cohort.attributes.items()):
         return False
     for condition in cohort.conditions:
+        if condition.schema_name is not None:
+            continue  # on a value: _by_values
         have = _age(entity, vocab) if condition.field == "age" else entity.attributes.get(condition.field)
         if have is None or not _holds(have, condition.op, condition.value):
             return False
@@ -425,6 +440,172 @@ def _holds(have: Any, op: str, value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
+
+
+# --- values of many entities: conditions and rankings ------------------------------------------------------
+
+
+def _by_values(session: Session, found: list[EntityPublic], cohort: Cohort) -> list[EntityPublic]:
+    """Those of ``found`` whose values meet the cohort's conditions on values (one read per entity and condition:
+    an entity without the schema, or without a value then, does not meet it)."""
+    conditions = [c for c in cohort.conditions if c.schema_name is not None]
+    if conditions:
+        _check_reads(found)
+    for condition in conditions:
+        schema = str(condition.schema_name)
+        axis = _axis_of(session, schema, condition.field, condition.axis)
+        tensor_of = _tensor_ids(session, schema, found)
+        kept = []
+        for entity in found:
+            if entity.id not in tensor_of:
+                continue
+            values = _values(session, tensor_of[entity.id], axis, [condition.field], condition.select, condition.when)
+            if any(_holds(v, condition.op, condition.value) for v in values):
+                kept.append(entity)
+        found = kept
+    return found
+
+
+def _check_reads(found: Sequence[EntityPublic]) -> None:
+    if len(found) > MAX_READS:
+        raise InvalidInput(
+            f"this reads the values of {len(found):,} entities, one by one; at most {MAX_READS:,}: narrow the "
+            "cohort first, e.g. by kind, attribute values or a relation"
+        )
+
+
+def _axis_of(session: Session, schema: str, label: str, axis: str | None) -> str:
+    """The axis ``label`` is on (422 naming the schema's labels when it is on none)."""
+    sdef = schemas.get_def(session, schema)
+    return sdef.axes[insights.locate(sdef, label, axis)[0]].name
+
+
+def _tensor_ids(session: Session, schema: str, found: Sequence[EntityPublic]) -> dict[uuid.UUID, uuid.UUID]:
+    """The tensor of ``schema`` of each of ``found`` that has one (each read then checks access again)."""
+    schemas.get_def(session, schema)  # 404 for a schema that is not there
+    ids = [e.id for e in found]
+    out: dict[uuid.UUID, uuid.UUID] = {}
+    for at in range(0, len(ids), 500):
+        out |= tensor_repo.ids_of_entities(session, schema, ids[at : at + 500])
+    return out
+
+
+def _values(
+    session: Session,
+    tensor_id: uuid.UUID,
+    axis: str | None,
+    labels: list[str],
+    select: dict[str, str],
+    when: When | None,
+) -> list[float]:
+    """An entity's recorded values of ``labels`` (its other cells, e.g. every product's stock, summed): the latest
+    (per cell), the one at ``when.at``, or one per step of a range."""
+    picks: dict[str, Any] = dict(select)
+    if axis is not None and labels:
+        picks[axis] = list(labels)
+    when = when or When()
+
+    def point(ref: TimeRef | None) -> int | str | datetime | None:
+        return tensors.get(session, tensor_id).time.start if ref == "first" else _at(ref, None)
+
+    try:
+        if when.start is None and when.end is None:
+            if when.at is None or when.at == "latest":
+                view = tensors.read(session, tensor_id, labels=picks, max_cells=MAX_CELLS, latest=True)
+            else:
+                view = tensors.read(session, tensor_id, labels=picks, max_cells=MAX_CELLS, time=point(when.at))
+        else:
+            start, end = point(when.start), point(when.end)
+            view = tensors.read(session, tensor_id, labels=picks, max_cells=MAX_CELLS, start=start, end=end)
+    except OutOfRange:
+        return []
+    values: np.ndarray = np.ma.filled(np.ma.asarray(view.values, dtype=float), np.nan)
+    if "time" in view.dims:
+        steps = np.moveaxis(values, view.dims.index("time"), -1).reshape(-1, values.shape[view.dims.index("time")])
+    else:
+        steps = values.reshape(-1, 1)
+    seen = ~np.isnan(steps)
+    sums = np.where(seen.any(axis=0), np.nansum(steps, axis=0), np.nan)
+    return [float(v) for v in sums if not math.isnan(v)]
+
+
+def _rank(session: Session, query: Query, vocab: Vocabulary) -> tuple[str, Any]:
+    """The entities with the highest (or lowest) value, or the most (fewest) entities related to them."""
+    cohort = query.cohort or Cohort()
+    if query.per is not None:
+        scores, found = _relation_counts(session, cohort, query.per, vocab)
+    else:
+        scores, found = _value_scores(session, query, cohort, vocab)
+    lowest = query.agg == "min"
+    order = sorted(scores, key=lambda i: (scores[i] if lowest else -scores[i], found[i].name))
+    ranked = [{"entity": _who(found[i]), "value": scores[i]} for i in order[: query.limit or RANKED]]
+    unit = "" if query.per is not None else _unit(vocab, query, query.labels[0] if query.labels else "")
+    result = {"agg": query.agg or "max", "count": len(scores), "ranked": ranked, "unit": unit}
+    return answers.ranked(query, result), result
+
+
+def _value_scores(
+    session: Session, query: Query, cohort: Cohort, vocab: Vocabulary
+) -> tuple[dict[uuid.UUID, float], dict[uuid.UUID, EntityPublic]]:
+    if query.schema_name is None or not query.labels:
+        raise InvalidInput("name what to rank by, e.g. heart rate, or a relation: 'who treats the most patients'")
+    axis = _axis_of(session, query.schema_name, query.labels[0], query.axis)
+    members, more = _members(session, cohort, vocab)
+    if more:
+        raise InvalidInput(f"ranking more than {MAX_COHORT:,} entities; narrow them, e.g. by kind or attribute values")
+    _check_reads(members)
+    tensor_of = _tensor_ids(session, query.schema_name, members)
+    scores: dict[uuid.UUID, float] = {}
+    found = {e.id: e for e in members if e.id in tensor_of}
+    pick = min if query.agg == "min" else max  # over a range: each entity's lowest or highest
+    for entity_id, tensor_id in tensor_of.items():
+        values = _values(session, tensor_id, axis, query.labels, query.select, query.when)
+        if values:
+            scores[entity_id] = pick(values)
+    return scores, found
+
+
+def _relation_counts(
+    session: Session, cohort: Cohort, per: Cohort, vocab: Vocabulary
+) -> tuple[dict[uuid.UUID, float], dict[uuid.UUID, EntityPublic]]:
+    """Per entity of the cohort, how many entities of ``per`` it is related to (valid now, seen by the asker)."""
+    now = datetime.now(UTC)
+    counted: dict[uuid.UUID, set[uuid.UUID]] = {}
+    cursor, walked = None, 0
+    while walked < MAX_COHORT:
+        page = relations.list_(session, types=per.relation or None, limit=500, cursor=cursor)
+        walked += len(page.items)
+        for r in page.items:
+            if (r.valid_from and r.valid_from > now) or (r.valid_to and r.valid_to <= now):
+                continue
+            pairs = {"out": [(r.source_id, r.target_id)], "in": [(r.target_id, r.source_id)]}
+            pairs["both"] = pairs["out"] + pairs["in"]
+            for ranked, other in pairs[per.direction]:
+                counted.setdefault(ranked, set()).add(other)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    known = _entities_by_id(session, {i for pair in counted.items() for i in (pair[0], *pair[1])})
+    scores: dict[uuid.UUID, float] = {}
+    for ranked, others in counted.items():
+        entity = known.get(ranked)
+        if entity is None or (cohort.kind and entity.kind != cohort.kind) or not _meets(entity, cohort, vocab):
+            continue
+        mine = [known[o] for o in others if o in known and (per.kind is None or known[o].kind == per.kind)]
+        mine = _by_values(session, [e for e in mine if _meets(e, per, vocab)], per)
+        if mine:
+            scores[ranked] = float(len(mine))
+    return scores, {i: known[i] for i in scores}
+
+
+def _entities_by_id(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, EntityPublic]:
+    found = {}
+    for entity_id in ids:
+        try:
+            found[entity_id] = entities.get(session, entity_id)
+        except NotFound:
+            continue
+    return found
 
 
 def _list(session: Session, query: Query, vocab: Vocabulary) -> tuple[str, Any]:
@@ -468,7 +649,7 @@ def _neighbours(session: Session, cohort: Cohort, vocab: Vocabulary) -> tuple[En
             for n in near.nodes
             if n.id != anchor.id and (cohort.kind is None or n.kind == cohort.kind)
         ]
-        found = [e for e in found if _meets(e, cohort, vocab)]
+        found = _by_values(session, [e for e in found if _meets(e, cohort, vocab)], cohort)
         if found or cohort.kind is None:
             break
         if depth == 1 and cohort.relation:  # the kind asked for may be reached over other relation types
@@ -559,5 +740,6 @@ _RUN = {
     "count": _count,
     "anomalies": _anomalies,
     "alerts": _alerts,
+    "rank": _rank,
 }
 __all__ = ["UNITS", "execute", "moment", "resolve"]

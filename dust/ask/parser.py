@@ -11,11 +11,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rapidfuzz import fuzz, process
 
-from dust.ask.query import MAX_QUESTION, Cohort, Condition, Direction, EntityRef, Query
+from dust.ask.query import MAX_QUESTION, Cohort, Condition, Direction, EntityRef, Query, When
 from dust.ask.times import Times
 from dust.ask.vocabulary import LabelRef, Meaning, Vocabulary, phrase_of
 from dust.ask.words import COMMON, STOP, SYNONYMS
@@ -26,7 +27,7 @@ AGGREGATES: list[tuple[str, str]] = [
     (r"\b(?:average|avg|mean|typical)\b", "mean"),
     (r"\bmedian\b", "p50"),
     (r"\b(?:highest|max|maximum|peak|top|largest|biggest|most)\b", "max"),
-    (r"\b(?:lowest|min|minimum|smallest|least|bottom)\b", "min"),
+    (r"\b(?:lowest|min|minimum|smallest|least|fewest|bottom)\b", "min"),
     (r"\b(?:total|sum|overall amount|in total|altogether)\b", "sum"),
 ]
 INTENTS: list[tuple[str, str]] = [
@@ -44,12 +45,35 @@ INTENTS: list[tuple[str, str]] = [
 ]
 TITLES = frozenset({"dr", "mr", "mrs", "ms", "miss", "prof", "st"})
 SEPARATORS = frozenset({"and", "vs", "versus", "or", "with", "to", "than"})
-AGE = re.compile(
-    r"\b(?:(?:aged|age|ages) )?(over|above|older than|more than|at least|under|below|younger than|less than|>=|<=|>|<)"
-    r" ?(\d{1,3})(?: ?(?:years?|yrs?|y/?o)(?: old)?)?\b"
+# A comparison: an age ("over 65", "aged under 40 years") or, next to a measure, a value ("a temperature over 38
+# °C", "balance below 1,000"). Not "over 7 days": that is a time.
+COMPARISON = re.compile(
+    r"(?<!\w)(?:(aged|age|ages) )?(over|above|older than|more than|greater than|higher than|bigger than|larger than"
+    r"|at least|at most|no more than|under|below|younger than|less than|fewer than|lower than|smaller than"
+    r"|>=|<=|>|<) ?(\d{1,12}(?:\.\d+)?)(?![\d.])(?! ?(?:hours?|days?|weeks?|months?|minutes?)\b)"
+    r"(?: ?(years?|yrs?|y/?o)(?: old)?\b)?"
+    r"(?: ?(?:degrees?|deg|c|f|bpm|mmhg|percent|pct|units?|items?|dollars?|euros?|usd|eur)\b)?"
 )
 AGE_OPS = {"over": ">", "above": ">", "older than": ">", "more than": ">", "at least": ">=", ">=": ">=", ">": ">"}
 AGE_OPS |= {"under": "<", "below": "<", "younger than": "<", "less than": "<", "<=": "<=", "<": "<"}
+AGE_OPS |= {"greater than": ">", "higher than": ">", "bigger than": ">", "larger than": ">", "at most": "<="}
+AGE_OPS |= {"no more than": "<=", "fewer than": "<", "lower than": "<", "smaller than": "<"}
+# "50 years or older", "1000 or more": the comparison after the number, inclusive
+OR_MORE = re.compile(
+    r"(?<![\w.])(\d{1,12}(?:\.\d+)?)(?: ?(years?|yrs?)(?: old)?)? or (older|more|above|over|higher|greater|younger|less"
+    r"|fewer|under|below|lower)\b"
+)
+_PLACE = "cmp"  # a comparison taken out of the text stands as cmpa, cmpb…: a word no vocabulary has
+_PLACED = re.compile(rf"^{_PLACE}([a-h])$")
+# "top 5 patients by …", "the 3 accounts with the highest balance": a ranking, of so many
+RANK_TOP = re.compile(r"\b(top|bottom) (\d{1,3})\b")
+RANK_N = re.compile(
+    r"\b(\d{1,3})(?= [a-z]+(?: [a-z]+)? (?:with|having|that have|who have|by) (?:the )?"
+    r"(?:highest|lowest|most|least|fewest|largest|smallest|biggest|top|max|maximum|minimum)\b)"
+)
+MAX_RANKED = 100  # the most a ranking gives (Query.limit)
+RANK_WORDS = re.compile(r"\b(?:which|who)\b")
+RANK_SAID = re.compile(r"\b(?:rank|ranked|ranking|rankings|order(?:ed)? by|sort(?:ed)? by)\b")
 _TOKEN = re.compile(r"[a-z0-9]+(?:[-#_][a-z0-9]+)*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -66,6 +90,15 @@ class Span:
 
 
 @dataclass
+class Compared:
+    """A comparison taken out of the question: an age, or a value of the measure named next to it."""
+
+    op: str
+    value: float
+    age: bool  # said so: "aged over 65", "under 40 years"
+
+
+@dataclass
 class Reading:
     """What was found in a question, in the order of its words."""
 
@@ -76,6 +109,10 @@ class Reading:
     conditions: list[Condition] = field(default_factory=list)
     labels: list[LabelRef] = field(default_factory=list)  # the labels chosen
     tokens: list[str] = field(default_factory=list)
+    compared: list[Compared] = field(default_factory=list)
+    rank: bool = False  # words that may ask for a ranking, with a highest or most: which, who
+    ranked: bool = False  # words that do: top 5, rank by
+    limit: int | None = None
 
     def of(self, what: str) -> list[tuple[Span, Meaning]]:
         """What the known phrases mean of one sort; a phrase that names a kind names no relation ("suppliers")."""
@@ -124,29 +161,51 @@ def parse(question: str, vocab: Vocabulary) -> Query:
     """The structured query of ``question``; InvalidInput (422) saying what was understood when it is unclear."""
     text = normalise(check(question))
     reading = Reading()
-    times = Times(_take_ages(text, reading))
+    times = Times(_take_comparisons(text, reading))
     text = times.text
     text = _take_words(text, reading)
     _read_words(_TOKEN.findall(text), vocab, reading)
+    _conditions(reading, vocab)
     query = _build(reading, vocab)
     query.when = times.when
+    _time_conditions(query)
     if query.intent == "value" and (times.when.start is not None or times.when.end is not None):
         query.intent = "series"
     return query
 
 
-def _take_ages(text: str, reading: Reading) -> str:
-    def take(m: re.Match[str]) -> str:
-        explicit = m.group(0).startswith(("aged", "age")) or re.search(r"year|yr|y/?o|old", m.group(0))
-        if not explicit and re.search(r"\b(?:last|past|next)\s*$", text[: m.start()]):
-            return m.group(0)
-        reading.conditions.append(Condition(field="age", op=AGE_OPS[m.group(1)], value=float(m.group(2))))
-        return " "
+def _take_comparisons(text: str, reading: Reading) -> str:
+    """Comparisons out of the text, each left as a placeholder word: whether it is an age or a measure's value
+    depends on the words next to it (_conditions)."""
 
-    return AGE.sub(take, text)
+    def take(m: re.Match[str]) -> str:
+        age = bool(m.group(1) or m.group(4))
+        if not age and re.search(r"\b(?:last|past|next)\s*$", text[: m.start()]):
+            return m.group(0)
+        if len(reading.compared) >= 8:
+            raise InvalidInput("the question holds more than 8 comparisons; ask about at most 8 at a time")
+        reading.compared.append(Compared(AGE_OPS[m.group(2)], float(m.group(3)), age))
+        return f" {_PLACE}{'abcdefgh'[len(reading.compared) - 1]} "
+
+    def after(m: re.Match[str]) -> str:
+        up = m.group(3) in ("older", "more", "above", "over", "higher", "greater")
+        word = {True: ">=", False: "<="}[up]
+        return f" aged {word} {m.group(1)} years " if m.group(2) else f" {word} {m.group(1)} "
+
+    return COMPARISON.sub(take, OR_MORE.sub(after, text))
 
 
 def _take_words(text: str, reading: Reading) -> str:
+    for found in RANK_TOP.finditer(text):
+        reading.ranked, reading.limit = True, min(int(found.group(2)), MAX_RANKED) or None
+        reading.agg = "min" if found.group(1) == "bottom" else "max"
+    text = RANK_TOP.sub(" ", text)
+    for found in RANK_N.finditer(text):
+        reading.ranked, reading.limit = True, min(int(found.group(1)), MAX_RANKED) or None
+    text = RANK_N.sub(" ", text)
+    reading.rank = bool(RANK_WORDS.search(text))
+    reading.ranked = reading.ranked or bool(RANK_SAID.search(text))
+    text = RANK_SAID.sub(" ", text)
     for pattern, agg in AGGREGATES:
         if re.search(pattern, text):
             reading.agg = reading.agg or agg
@@ -164,6 +223,9 @@ def _read_words(tokens: list[str], vocab: Vocabulary, reading: Reading) -> None:
     i, loose = 0, []
     reading.tokens = tokens
     while i < len(tokens):
+        if _PLACED.match(tokens[i]):
+            i += 1
+            continue
         for n in range(min(vocab.longest, len(tokens) - i), 0, -1):
             phrase = phrase_of(" ".join(tokens[i : i + n]))
             if phrase in vocab.phrases and not (n == 1 and i > 0 and tokens[i - 1] in TITLES):
@@ -176,6 +238,67 @@ def _read_words(tokens: list[str], vocab: Vocabulary, reading: Reading) -> None:
     loose = [i for i in loose if not _fuzzy(i, tokens, vocab, reading)]
     _names(tokens, loose, reading)
     reading.known.sort(key=lambda s: s.start)
+
+
+def _conditions(reading: Reading, vocab: Vocabulary) -> None:
+    """Each comparison is on the measure named just before it ("a temperature of over 38"), or just after it
+    ("less than 1000 units in stock"), else on age; a measure a comparison takes is not also the one asked for."""
+    placed = [(i, _PLACED.match(t)) for i, t in enumerate(reading.tokens)]
+    taken: dict[int, Span | None] = {}
+    for side in ("before", "after"):  # a measure just before a comparison is its own, whatever follows
+        for i, found in placed:
+            if found is not None and taken.get(i) is None:
+                compared = reading.compared["abcdefgh".index(found.group(1))]
+                span = None if compared.age else _measure_next_to(i, reading, side)
+                if span is not None:
+                    reading.known.remove(span)
+                taken[i] = span
+    for i, span in taken.items():
+        compared = reading.compared["abcdefgh".index(reading.tokens[i][-1])]
+        if span is None:
+            reading.conditions.append(Condition(field="age", op=compared.op, value=compared.value))
+            continue
+        labels, schema, axis, select = _labels(Reading(known=[span]), vocab)
+        if not labels:  # a schema without a label to compare: the measure stays asked, the number is an age
+            reading.known.append(span)
+            reading.known.sort(key=lambda s: s.start)
+            reading.conditions.append(Condition(field="age", op=compared.op, value=compared.value))
+            continue
+        reading.conditions.append(
+            Condition(
+                field=labels[0], op=compared.op, value=compared.value, schema_name=schema, axis=axis, select=select
+            )
+        )
+
+
+def _measure_next_to(i: int, reading: Reading, side: str) -> Span | None:
+    """The phrase naming a measure (a label or a schema) that ends at most 3 stop words before token ``i``, or
+    (``side`` "after") starts at most 2 after it."""
+
+    def measure(span: Span) -> bool:
+        return any(m.what in ("label", "schema") for m in span.meanings)
+
+    def gap(a: int, b: int) -> bool:
+        return b - a <= 3 and all(t in STOP or t in SEPARATORS for t in reading.tokens[a:b])
+
+    before = [s for s in reading.known if measure(s) and s.start + len(s.words) <= i]
+    if side == "before":
+        return before[-1] if before and gap(before[-1].start + len(before[-1].words), i) else None
+    after = [s for s in reading.known if measure(s) and s.start > i]
+    if after and after[0].start - i - 1 <= 2 and gap(i + 1, after[0].start):
+        return after[0]
+    return None
+
+
+def _time_conditions(query: Query) -> None:
+    """A list or count picked by values reads them at the question's time: that time is the conditions'."""
+    if query.intent not in ("list", "count") or query.cohort is None or query.when == When():
+        return
+    for condition in query.cohort.conditions:
+        if condition.schema_name is not None:
+            condition.when = query.when
+    if any(c.schema_name is not None for c in query.cohort.conditions):
+        query.when = When()
 
 
 def _fuzzy(i: int, tokens: list[str], vocab: Vocabulary, reading: Reading) -> bool:
@@ -193,7 +316,7 @@ def _names(tokens: list[str], loose: list[int], reading: Reading) -> None:
     """Runs of adjacent words that are neither known, nor stop words, nor separators are names."""
     run: list[int] = []
     for i in [*loose, -2]:
-        if run and (i != run[-1] + 1 or tokens[i] in SEPARATORS or tokens[i] in STOP):
+        if run and (i != run[-1] + 1 or tokens[i] in SEPARATORS or tokens[i] in STOP or _PLACED.match(tokens[i])):
             reading.names.append(Span(run[0], [tokens[j] for j in run]))
             run = []
         if i >= 0 and tokens[i] not in SEPARATORS and tokens[i] not in STOP:
@@ -213,6 +336,15 @@ def _build(reading: Reading, vocab: Vocabulary) -> Query:
     cohort = Cohort(kind=kind, attributes=attributes, conditions=reading.conditions, relation=relation)
     if entity is not None and (kind or attributes or relation or reading.conditions):
         cohort.related_to, cohort.direction, entity, other = entity, direction, None, None  # "patients of Dr House"
+    ranking = reading.ranked or (reading.rank and reading.agg in ("max", "min"))
+    if ranking and entity is None and (labels or (relation and cohort.related_to is None)):
+        return _rank(query, cohort, reading, relation)
+    if ranking and entity is None and cohort.related_to is None:
+        raise InvalidInput(
+            'I understood a ranking, but not by what: name a measure or a relation, e.g. "which patient has the '
+            'highest temperature", "top 5 accounts by balance" or "who treats the most patients"',
+            code="not_understood",
+        )
     if labels:
         return _measure(query, entity, other, cohort, reading)
     if cohort.related_to is not None:
@@ -222,6 +354,40 @@ def _build(reading: Reading, vocab: Vocabulary) -> Query:
         query.intent, query.cohort = ("count" if "count" in reading.intents else "list"), cohort
         return query
     raise _unclear(reading, vocab, entity)
+
+
+def _rank(query: Query, cohort: Cohort, reading: Reading, relation: list[str]) -> Query:
+    """The entities with the highest value of a measure ("top 5 accounts by balance"), or the most entities
+    related to them ("who treats the most patients")."""
+    query.intent, query.agg, query.limit = "rank", ("min" if reading.agg == "min" else "max"), reading.limit
+    if query.labels:
+        if cohort.related_to is None:
+            cohort.relation = []
+        query.cohort = cohort if cohort != Cohort() else None
+        return query
+    verb, meaning = reading.of("relation")[0]
+    ranked = _kind_of(reading, lambda s: s.start < verb.start)  # "which doctor treats the most patients"
+    counted = _kind_of(reading, lambda s: s.start > verb.start)
+    # conditions ("over 65") are the ranked ones' unless only the counted are named: "who treats the most patients
+    # over 65"
+    on_ranked = ranked[0] is not None or counted[0] is None
+    ranked_cohort = Cohort(kind=ranked[0], attributes=ranked[1], conditions=cohort.conditions if on_ranked else [])
+    query.cohort = ranked_cohort if ranked_cohort != Cohort() else None
+    direction: Direction = "in" if meaning.voice == "passive" else "out"
+    query.per = Cohort(
+        kind=counted[0],
+        attributes=counted[1],
+        conditions=[] if on_ranked else cohort.conditions,
+        relation=relation,
+        direction=direction,
+    )
+    return query
+
+
+def _kind_of(reading: Reading, where: Callable[[Span], bool]) -> tuple[str | None, dict[str, object]]:
+    """_kind of the phrases ``where`` holds for."""
+    part = Reading(known=[s for s in reading.known if where(s)], names=reading.names)
+    return _kind(part)
 
 
 def _measure(

@@ -13,7 +13,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Intent = Literal[
-    "value", "series", "stat", "aggregate", "trend", "compare", "related", "anomalies", "alerts", "list", "count"
+    "value",
+    "series",
+    "stat",
+    "aggregate",
+    "trend",
+    "compare",
+    "related",
+    "anomalies",
+    "alerts",
+    "list",
+    "count",
+    "rank",
 ]
 Aggregate = Literal["mean", "min", "max", "sum", "count", "p50"]
 Direction = Literal["in", "out", "both"]
@@ -33,12 +44,23 @@ class EntityRef(Strict):
     id: uuid.UUID | None = Field(None, description="Pins the entity: no name matching.")
 
 
-class Condition(Strict):
-    """A comparison on an attribute, or on ``age`` (years since an attribute holding a birth date)."""
+class When(Strict):
+    at: TimeRef | None = None
+    start: TimeRef | None = Field(None, alias="from")
+    end: TimeRef | None = Field(None, alias="to")
 
-    field: str = Field(max_length=128)
+
+class Condition(Strict):
+    """A comparison on an attribute, on ``age`` (years since an attribute holding a birth date), or, with
+    ``schema``, on a label's value: the latest one, or at ``when`` (a range: any value in it)."""
+
+    field: str = Field(max_length=128, description="An attribute, 'age', or a label of the schema.")
     op: Literal[">", ">=", "<", "<=", "==", "!="]
     value: float | str | bool
+    schema_name: str | None = Field(None, alias="schema", max_length=64)
+    axis: str | None = Field(None, max_length=64)
+    select: dict[str, str] = Field(default_factory=dict, description="A label of each other axis.")
+    when: When | None = None
 
 
 class Cohort(Strict):
@@ -48,12 +70,6 @@ class Cohort(Strict):
     related_to: EntityRef | None = None
     relation: list[str] = Field(default_factory=list, max_length=8, description="Relation types; none: any.")
     direction: Direction = Field("both", description="out: related_to is the relation's source; in: its target.")
-
-
-class When(Strict):
-    at: TimeRef | None = None
-    start: TimeRef | None = Field(None, alias="from")
-    end: TimeRef | None = Field(None, alias="to")
 
 
 class Query(Strict):
@@ -67,6 +83,10 @@ class Query(Strict):
     when: When = Field(default_factory=When)
     agg: Aggregate | None = None
     cohort: Cohort | None = None
+    per: Cohort | None = Field(
+        None, description="rank: what is counted around each ranked entity (related_to is that entity)."
+    )
+    limit: int | None = Field(None, ge=1, le=100, description="rank: how many to give (default 10).")
 
     def dumped(self) -> dict[str, Any]:
         """As JSON, with what is unset left out: the form the question set's gold queries are written in."""

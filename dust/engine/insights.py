@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,7 @@ BUCKETS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400, "week": 7 * 8
 _CALENDAR = {"month": "datetime64[M]", "year": "datetime64[Y]"}
 # Fixed-length buckets are counted from a local midnight that is a Monday, so weeks start on Mondays.
 _ANCHOR_US = wall_us(GRID_EPOCH.replace(tzinfo=UTC), "UTC")
+MAX_MEMBERS = 10_000  # entity ids a cohort may list: bound parameters of one IN (SQLite allows 32,766)
 MAX_POINTS = 100_000  # points an answer may hold, gaps included: one JSON object each
 CHUNK_ROWS = 5_000  # blocks decoded together: one frombuffer per chunk and shape
 COMPACT_SLOTS = 4_000_000  # partial results kept before folding them, to bound memory on large schemas
@@ -59,6 +60,7 @@ def aggregate_by_step(
     attributes: Mapping[str, Any] | None = None,
     related_to: uuid.UUID | None = None,
     relation: str | Sequence[str] | None = None,
+    members: Collection[uuid.UUID] | None = None,
 ) -> list[dict[str, Any]]:
     """``[{time, value, count}]``: ``agg`` of ``label`` over the tensors of ``schema``, per time step or per
     ``bucket``, oldest first. ``time`` is the (UTC) start of the step or bucket; ``count`` the number of recorded
@@ -73,7 +75,8 @@ def aggregate_by_step(
     Which tensors: those of entities the acting principal may see, of ``kind``, whose attributes hold
     ``attributes`` (compared as typed JSON, as the entity list does), and, with ``related_to``, at the other end
     of a relation valid now from or to that entity (of the types in ``relation``, else of any type): "Dr House's
-    patients" is ``related_to=<House>, relation="treats"``.
+    patients" is ``related_to=<House>, relation="treats"``. ``members``: only these entities (a cohort picked by
+    what no filter here says, e.g. an age or a latest value); the other filters and the access policy still apply.
 
     A de-identified reader (an analyst) gets a point only if at least ``min_cohort`` entities have a value behind
     it; other points come back suppressed (``value`` None, ``suppressed`` True), so narrowing a cohort down to
@@ -91,7 +94,7 @@ def aggregate_by_step(
     at = locate(sdef, label, axis)
     buckets = bucketing(sdef, bucket)
     window = _window(buckets, sdef.time.zone, start, end)
-    scan = _Scan(sdef, at, *_scope(session, kind, attributes, related_to, relation), window)
+    scan = _Scan(sdef, at, *_scope(session, kind, attributes, related_to, relation, members), window)
     points = _percentiles(session, scan, agg, buckets) if agg in PERCENTILES else _folded(session, scan, agg, buckets)
     who = access.principal(session)
     if who is not None and who.deidentified:
@@ -137,18 +140,21 @@ def _scope(
     attributes: Mapping[str, Any] | None,
     related_to: uuid.UUID | None,
     relation: str | Sequence[str] | None,
+    members: Collection[uuid.UUID] | None = None,
 ) -> tuple[str | None, Visible | None]:
     """(kind, query of entity ids) for the block scan: the entities the principal may see, narrowed to the cohort
     asked for (which then carries the kind)."""
     visible = access.visible_ids(session)
     types = _relation_types(relation, related_to)
     filters = dict(attributes or {})
-    if not filters and related_to is None:
+    if not filters and related_to is None and members is None:
         return kind, visible  # the plain scan, which SQLite runs on the driver's own cursor
     _check_attribute_filters(session, kind, filters)
     if related_to is not None:
         entities.get_row(session, related_to)  # 404 unless it exists and the principal may see it
-    return None, cohorts.cohort(session, kind, filters, visible, related_to, types)
+    if members is not None and len(members) > MAX_MEMBERS:
+        raise InvalidInput(f"a cohort of {len(members):,} named entities is too many; at most {MAX_MEMBERS:,}")
+    return None, cohorts.cohort(session, kind, filters, visible, related_to, types, members)
 
 
 def _relation_types(relation: str | Sequence[str] | None, related_to: uuid.UUID | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -81,3 +82,30 @@ def test_a_clinician_cannot_tell_an_unseen_patient_from_a_missing_one(
 
 def test_asking_needs_a_sign_in(anon_client: TestClient) -> None:
     assert anon_client.post("/api/v1/ask", json={"question": "how many patients"}).status_code == 401
+
+
+def test_rankings_and_conditions_on_values_over_http(client: TestClient, ward: dict[str, str]) -> None:
+    ranked = client.post("/api/v1/ask", json={"question": "who treats the most patients"})
+    assert ranked.status_code == 200, ranked.text
+    assert ranked.json()["answer"] == "Dr Grey treats the most patients: 1."
+    listed = client.post("/api/v1/ask", json={"question": "patients with a temperature of at least 37.1 on day 1"})
+    assert sorted(e["name"] for e in listed.json()["result"]["entities"]) == ["Ann Lee", "Bob Ray"]
+    top = client.post("/api/v1/ask", json={"question": "top 1 patients by temperature"}).json()
+    assert top["query"]["limit"] == 1 and len(top["result"]["ranked"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"question": "rank the patients"}, "a ranking, but not by what"),
+        ({"query": {"intent": "rank", "limit": 101, "schema": "vitals", "labels": ["temperature"]}}, "limit"),
+        ({"query": {"intent": "count", "cohort": {"conditions": [
+            {"field": "pulse", "schema": "vitals", "op": ">", "value": 1}]}}}, "label 'pulse' is not in schema vitals"),
+    ],
+)  # fmt: skip
+def test_rankings_and_conditions_it_cannot_take_are_422s(
+    client: TestClient, ward: dict[str, str], body: dict, said: str
+) -> None:
+    refused = client.post("/api/v1/ask", json=body)
+    assert refused.status_code == 422 and refused.headers["content-type"].startswith(PROBLEM), refused.text
+    assert said in json.dumps(refused.json())

@@ -5,6 +5,7 @@ found, in the words used for a patient that does not exist."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from dust.core.errors import NotFound
 from dust.core.security import Role
 from dust.domains import healthcare
 from dust.embedded import Dust
-from dust.engine import access, relations
+from dust.engine import access, insights, relations
 
 
 @pytest.fixture
@@ -150,3 +151,104 @@ def test_a_schema_made_now_is_understood_end_to_end(db: Dust) -> None:
     )
     assert [e["name"] for e in db.ask("which sensors monitor Lyon?").result["entities"]] == ["North Gate"]
     assert db.ask("how many rooftop sensors are there").result["count"] == 1
+
+
+def latest(db: Dust, entity: uuid.UUID, label: str) -> float | None:
+    """The entity's latest recorded value of a vitals label, read as the engine reads it."""
+    vitals = next((t for t in db.entity_tensors(entity) if t.schema_name == "vitals"), None)
+    if vitals is None:
+        return None
+    value = float(np.ma.filled(db.read_tensor(vitals.id, labels={"metric": label}, latest=True).values, np.nan))
+    return None if np.isnan(value) else value
+
+
+def test_an_aggregate_over_patients_picked_by_age_is_the_engine_aggregate_of_those_patients(clinic: Dust) -> None:
+    answered = asked(clinic, "average temperature of patients over 65")
+    today = datetime.now(UTC).date()
+    with clinic.session() as session:
+        old = [
+            p.id
+            for p in clinic.entities(kind="patient", limit=100).items
+            if (born := date.fromisoformat(p.attributes["birth_date"][:10]))
+            and today.year - born.year - ((today.month, today.day) < (born.month, born.day)) > 65  # whole years
+        ]
+        assert old  # the data set has some
+        expected = insights.aggregate_by_step(session, "vitals", "temperature", "mean", "patient", members=old)
+    series = answered["result"]["series"]["temperature"]
+    assert [p["value"] for p in series] == pytest.approx([p["value"] for p in expected])
+    assert answered["result"]["members"] == len(old)
+
+
+def test_the_engine_aggregate_of_members_keeps_the_other_filters_and_an_empty_cohort_is_empty(clinic: Dust) -> None:
+    patients = clinic.entities(kind="patient", limit=100).items
+    women = {p.id for p in patients if p.attributes.get("gender") == "F"}
+    with clinic.session() as session:
+        all_women = insights.aggregate_by_step(session, "vitals", "heart_rate", attributes={"gender": "F"})
+        narrowed = insights.aggregate_by_step(
+            session, "vitals", "heart_rate", attributes={"gender": "F"}, members=[p.id for p in patients]
+        )
+        assert narrowed == all_women
+        assert insights.aggregate_by_step(session, "vitals", "heart_rate", members=[]) == []
+        assert len(women) < len(patients)
+
+
+def test_a_condition_on_the_latest_value_picks_the_patients_whose_latest_value_meets_it(clinic: Dust) -> None:
+    patients = clinic.entities(kind="patient", limit=100).items
+    values = {p.id: latest(clinic, p.id, "heart_rate") for p in patients}
+    middle = float(np.median([v for v in values.values() if v is not None]))
+    answered = asked(clinic, f"patients with a heart rate above {middle}")
+    expected = {str(i) for i, v in values.items() if v is not None and v > middle}
+    assert {e["id"] for e in answered["result"]["entities"]} == expected
+    assert asked(clinic, f"how many patients have a pulse over {middle}")["result"]["count"] == len(expected)
+    assert "(latest value)" in answered["answer"]
+
+
+def test_a_condition_over_a_range_holds_when_any_value_in_it_meets_it(clinic: Dust) -> None:
+    _, name = someone(clinic)
+    highest = asked(clinic, f"highest temperature of {name} between day 2 and day 4")["result"]["stats"]
+    peak = highest["temperature"]["value"]
+    found = asked(clinic, f"patients with a temperature of at least {peak} between day 2 and day 4")["result"]
+    assert name in [e["name"] for e in found["entities"]]
+    assert asked(clinic, f"patients with a temperature above {peak + 50}")["result"]["count"] == 0
+
+
+def test_rankings_by_value_and_by_relations_agree_with_the_engine(clinic: Dust) -> None:
+    patients = clinic.entities(kind="patient", limit=100).items
+    values = {str(p.id): latest(clinic, p.id, "heart_rate") for p in patients}
+    ranked = asked(clinic, "top 3 patients by heart rate")["result"]["ranked"]
+    best = sorted((v for v in values.values() if v is not None), reverse=True)[:3]
+    assert [r["value"] for r in ranked] == pytest.approx(best)
+    assert all(values[r["entity"]["id"]] == pytest.approx(r["value"]) for r in ranked)
+    with clinic.session() as session:
+        treats = relations.list_(session, types=["treats"], limit=500).items
+    counts: dict[str, int] = {}
+    for r in treats:
+        counts[str(r.source_id)] = counts.get(str(r.source_id), 0) + 1
+    answered = asked(clinic, "who treats the most patients")
+    top = answered["result"]["ranked"][0]
+    assert top["value"] == max(counts.values()) and counts[top["entity"]["id"]] == top["value"]
+    assert answered["answer"].startswith(top["entity"]["name"])
+
+
+def test_a_clinician_s_ranking_and_conditions_cover_only_the_patients_they_may_see(clinic: Dust) -> None:
+    doctors = clinic.entities(kind="practitioner", limit=100, role="doctor").items
+    with clinic.session() as session:
+        cares = {
+            d.id: {r.target_id for r in relations.list_(session, entity_id=d.id, types=["treats"], limit=500).items}
+            for d in doctors
+        }
+    doctor = min((d for d in doctors if cares[d.id]), key=lambda d: len(cares[d.id]))
+    clinician = access.Principal(
+        user_id=uuid.uuid4(),
+        username="clinician",
+        role=Role.clinician,
+        entity_id=doctor.id,
+        secret="k" * 32,
+        grant_types=["treats"],
+        depth=1,
+        default_sensitive=[],
+    )
+    ranked = asked(clinic, "which patients have the highest temperature", clinician)["result"]["ranked"]
+    assert {uuid.UUID(r["entity"]["id"]) for r in ranked} <= cares[doctor.id]
+    listed = asked(clinic, "patients with a temperature above 0", clinician)["result"]["entities"]
+    assert {uuid.UUID(e["id"]) for e in listed} <= cares[doctor.id]

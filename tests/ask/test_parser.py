@@ -225,3 +225,91 @@ def test_an_everyday_word_yields_to_a_label_named_next_to_it() -> None:
     assert asked("omar's ldl cholesterol", vocab)["labels"] == ["ldl"]
     assert asked("omar's cholesterol", vocab)["labels"] == ["cholesterol_total"]
     assert asked("omar's blood sugar", vocab)["labels"] == ["glucose"]
+
+
+@pytest.mark.parametrize(
+    ("question", "conditions"),
+    [
+        ("average temperature of patients over 65", [{"field": "age", "op": ">", "value": 65.0}]),
+        ("mean temp of patients 50 years or older", [{"field": "age", "op": ">=", "value": 50.0}]),
+        ("patients over 70 with a pulse above 100.5 bpm", [
+            {"field": "age", "op": ">", "value": 70.0},
+            {"field": "heart_rate", "op": ">", "value": 100.5, "schema": "vitals", "axis": "metric"},
+        ]),
+        ("how many patients have a temperature over 38°C", [
+            {"field": "temperature", "op": ">", "value": 38.0, "schema": "vitals", "axis": "metric"},
+        ]),
+        ("patients with spo2 < 92", [
+            {"field": "spo2", "op": "<", "value": 92.0, "schema": "vitals", "axis": "metric"},
+        ]),
+    ],
+)  # fmt: skip
+def test_a_comparison_next_to_a_measure_is_on_its_value_else_on_age(
+    question: str, conditions: list[dict[str, Any]], vocab: Vocabulary
+) -> None:
+    assert asked(question, vocab)["cohort"]["conditions"] == conditions
+
+
+def test_a_value_condition_of_a_list_or_count_is_read_at_the_question_s_time(vocab: Vocabulary) -> None:
+    found = asked("how many patients had a temperature above 38 in the last 3 days", vocab)
+    assert found["intent"] == "count" and "when" not in found
+    assert found["cohort"]["conditions"][0]["when"] == {"from": "today-3d", "to": "today"}
+    assert "when" not in asked("patients with a temperature above 38", vocab)["cohort"]["conditions"][0]
+    aggregate = asked("average pulse of patients with a temperature above 38 yesterday", vocab)
+    assert aggregate["intent"] == "aggregate" and aggregate["when"] == {"at": "today-1d"}  # the aggregate's time
+
+
+@pytest.mark.parametrize(
+    ("question", "ranking"),
+    [
+        ("which patient has the highest temperature", {"agg": "max", "cohort": {"kind": "patient"}}),
+        ("Which patients have the lowest sats?", {"agg": "min", "cohort": {"kind": "patient"}}),
+        ("top 3 patients by pulse", {"agg": "max", "limit": 3, "cohort": {"kind": "patient"}}),
+        ("the 4 female patients with the highest temp", {
+            "agg": "max", "limit": 4, "cohort": {"kind": "patient", "attributes": {"gender": "F"}},
+        }),
+        ("who treats the most patients", {"agg": "max", "per": {"kind": "patient", "relation": ["treats"],
+                                                                "direction": "out"}}),
+        ("which doctor treats the fewest patients", {
+            "agg": "min", "cohort": {"kind": "practitioner", "attributes": {"role": "doctor"}},
+            "per": {"kind": "patient", "relation": ["treats"], "direction": "out"},
+        }),
+        ("which patient is treated by the most practitioners", {
+            "agg": "max", "cohort": {"kind": "patient"},
+            "per": {"kind": "practitioner", "relation": ["treats"], "direction": "in"},
+        }),
+    ],
+)  # fmt: skip
+def test_rankings(question: str, ranking: dict[str, Any], vocab: Vocabulary) -> None:
+    found = asked(question, vocab)
+    assert found["intent"] == "rank"
+    assert {k: v for k, v in found.items() if k in ("agg", "limit", "cohort", "per")} == ranking
+
+
+def test_a_highest_without_which_or_top_is_still_a_cohort_aggregate(vocab: Vocabulary) -> None:
+    assert asked("highest temperature of female patients", vocab)["intent"] == "aggregate"
+    assert asked("what is the highest temperature of jane", vocab)["intent"] == "stat"
+
+
+def test_conditions_and_rankings_on_a_schema_made_today() -> None:
+    air = SchemaCreate.model_validate(
+        {"name": "air_quality", "axes": [{"name": "pollutant", "labels": ["pm2_5", "carbon_monoxide", "ozone"]}]}
+    )
+    vocab = Vocabulary.build([air], ["sensor", "city"], {"sensor": [{"mount": "rooftop"}]}, ["monitors"])
+    assert asked("sensors with ozone above 40", vocab)["cohort"]["conditions"] == [
+        {"field": "ozone", "op": ">", "value": 40.0, "schema": "air_quality", "axis": "pollutant"}
+    ]
+    assert asked("top 2 rooftop sensors by carbon monoxide", vocab) == {
+        "intent": "rank",
+        "schema": "air_quality",
+        "labels": ["carbon_monoxide"],
+        "axis": "pollutant",
+        "agg": "max",
+        "limit": 2,
+        "cohort": {"kind": "sensor", "attributes": {"mount": "rooftop"}},
+    }
+    assert asked("which sensor monitors the most cities", vocab)["per"] == {
+        "kind": "city",
+        "relation": ["monitors"],
+        "direction": "out",
+    }

@@ -576,6 +576,24 @@ def test_an_analyst_gets_no_point_with_fewer_entities_behind_it_than_the_least_c
     assert [(p["value"], p.get("suppressed", False)) for p in got] == points
 
 
+def test_a_cohort_of_members_is_narrowed_like_the_others_and_still_suppressed(db: Dust) -> None:
+    """``members``: a cohort given by entity ids (dust.ask's age- or value-picked cohorts), within the kind,
+    attributes and access policy, and under the small-cohort rule."""
+    make_schema(db)
+    ids = [add_tensor(db, "vitals", BASE, np.array([[v], [np.nan], [np.nan]]), ward=w) for v, w in ((60.0, "A"),
+           (70.0, "A"), (80.0, "B"))]  # fmt: skip
+    owners = [db.get_tensor(t).entity_id for t in ids]
+    with db.session() as s:
+        assert [p["value"] for p in insights.aggregate_by_step(s, "vitals", "hr", members=owners[:2])] == [65.0]
+        narrowed = insights.aggregate_by_step(s, "vitals", "hr", attributes={"ward": "B"}, members=owners[1:])
+        assert [p["value"] for p in narrowed] == [80.0]
+        assert insights.aggregate_by_step(s, "vitals", "hr", members=[]) == []
+        assert insights.aggregate_by_step(s, "vitals", "hr", kind="nurse", members=owners) == []
+        access.act_as(s, replace(principal(Role.analyst), min_cohort=3))
+        [hidden] = insights.aggregate_by_step(s, "vitals", "hr", members=owners[:2])
+    assert hidden["value"] is None and hidden["suppressed"]
+
+
 def test_nobody_else_has_points_suppressed(db: Dust, small_cohorts: None) -> None:
     with db.session() as s:
         access.act_as(s, replace(principal(Role.admin), min_cohort=3))

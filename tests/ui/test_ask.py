@@ -80,3 +80,10 @@ def test_a_clinician_is_told_an_unseen_patient_is_not_found(app: FastAPI, ward: 
     assert "37.1" in _ask(clinician, "ann example temperature on day 1")
     refused = _ask(clinician, "bob example temperature on day 1")
     assert "found no entity matching" in refused and "37.1" not in refused
+
+
+def test_a_ranking_is_drawn_as_bars_in_its_order_with_links(app: FastAPI, ward: dict[str, uuid.UUID]) -> None:
+    shown = _ask(_signed_in(app, "admin"), "which patient has the highest temperature")
+    assert '"type": "bar"' in shown
+    assert "Ann Example and Bob Example have the highest temperature of 2 patients: 37.2 °C each" in shown  # a tie
+    assert str(ward["ann"]) in shown and str(ward["bob"]) in shown  # linked

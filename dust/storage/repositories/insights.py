@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,11 +24,14 @@ def cohort(
     visible: Visible | None,
     related_to: uuid.UUID | None = None,
     types: Sequence[str] = (),
+    members: Collection[uuid.UUID] | None = None,
 ) -> Select[Any]:
     """A query of the ids of the entities of ``kind`` whose attributes hold these values, among ``visible`` (None:
     every entity); with ``related_to``, only those at the other end of a relation valid now (of ``types``, or of
-    any type) from or to that entity."""
+    any type) from or to that entity; with ``members``, only those of these ids."""
     stmt = filtered_entities(session, select(Entity.id), kind, attributes, visible)
+    if members is not None:
+        stmt = stmt.where(Entity.id.in_(list(members)))
     if related_to is None:
         return stmt
     now = datetime.now(UTC)

@@ -112,14 +112,18 @@ def _told_apart(external_id: str | None, attributes: dict[str, Any]) -> str:
 
 
 def _entities(result: Any) -> Any:
-    if not isinstance(result, dict) or not result.get("entities"):
+    if not isinstance(result, dict) or not (result.get("entities") or result.get("ranked")):
         return None
+    if result.get("ranked"):  # a ranking: in its order
+        return html.Ol(
+            [html.Li(dcc.Link(r["entity"]["name"], href=entity_href(r["entity"]["id"]))) for r in result["ranked"]]
+        )
     return html.Ul([html.Li(dcc.Link(e["name"], href=entity_href(e["id"]))) for e in result["entities"]])
 
 
 def figure(answered: AskAnswer) -> go.Figure | None:
-    """A chart of the answer's data: lines over time for series and aggregates, bars for values and comparisons,
-    points for anomalies; None for what has no numbers to draw (lists, counts, a question back)."""
+    """A chart of the answer's data: lines over time for series and aggregates, bars for values, comparisons and
+    rankings, points for anomalies; None for what has no numbers to draw (lists, counts, a question back)."""
     result, intent = answered.result, answered.query.intent
     if not isinstance(result, dict):
         return None
@@ -139,6 +143,9 @@ def figure(answered: AskAnswer) -> go.Figure | None:
     elif intent == "trend" and result.get("forecast"):
         points = result["forecast"]["points"]
         fig.add_scatter(x=[p["time"] for p in points], y=[p["value"] for p in points], mode="lines", name="forecast")
+    elif intent == "rank" and result.get("ranked"):
+        ranked = result["ranked"]
+        fig.add_bar(x=[r["entity"]["name"] for r in ranked], y=[r["value"] for r in ranked])
     elif intent == "anomalies" and result.get("items"):
         items = result["items"]
         fig.add_scatter(
