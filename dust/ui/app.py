@@ -11,7 +11,7 @@ from dash import Dash, Input, Output, dcc, html
 from flask import Flask
 from starlette.datastructures import State
 
-from dust.ui import auth
+from dust.ui import auth, bundles
 from dust.ui.pages import ask, entity, explore, graph, insights
 from dust.ui.pages.common import PREFIX, problem
 
@@ -29,14 +29,17 @@ def build(state: State) -> Dash:
         routes_pathname_prefix="/",  # as Flask sees paths under the mount
         requests_pathname_prefix=f"{PREFIX}/",  # as the browser asks for them
         assets_folder=str(ASSETS),
+        assets_path_ignore=["vendor"],  # served when asked for (bundles.py), not put on every page
         title="DUST",
         update_title=None,  # type: ignore[arg-type]  # None: the tab keeps its title while updating
         suppress_callback_exceptions=True,  # pages bring their components when shown
         serve_locally=True,  # no CDN: scripts and styles come from this server
-        # Not eager_loading: plotly.js (4.6 MB) would then be parsed by every page, Explore too (measured: Explore's
-        # first render 1.5-2.1 s lazy, 2.8-3.8 s eager; bench/ui.py). Pages with charts load it when they show one.
+        # Not eager_loading: plotly.js would then be parsed by every page, Explore too (measured: Explore's first
+        # render 1.5-2.1 s lazy, 2.8-3.8 s eager; bench/ui.py). Pages with charts load it when they show one, and
+        # only the cartesian bundle unless they draw in 3D (bundles.py).
     )
     auth.install(server, state)
+    bundles.install(app)
     app.layout = shell
     _route(app)
     for page in (explore, entity, graph, insights, ask):

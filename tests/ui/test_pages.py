@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +100,39 @@ def test_an_analyst_sees_entities_de_identified(app: FastAPI, world: dict[str, u
 def test_trigger_rules_are_listed_for_admins_only(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
     assert "Trigger rules" in json.dumps(_page(_signed_in(app, "admin"), "/ui/insights"))
     assert "Trigger rules" not in json.dumps(_page(_signed_in(app, "clinician"), "/ui/insights"))
+
+
+def _bundle(client: TestClient, path: str) -> tuple[str, str]:
+    """The plotly.js bundle the index page at ``path`` names (bundles.py): (which, its URL)."""
+    index = client.get(path)
+    assert index.status_code == 200, index.text
+    tag = next(line for line in index.text.split("<meta") if 'name="dust-plotly"' in line)
+    return tag.split('data-bundle="')[1].split('"')[0], tag.split('content="')[1].split('"')[0]
+
+
+def test_only_a_page_with_a_3d_view_loads_the_full_plotly_bundle(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
+    admin = _signed_in(app, "admin")
+    which, url = _bundle(admin, f"/ui/entity/{world['shop']}")
+    assert which == "full" and "/_dash-component-suites/plotly/package_data/plotly.v" in url
+    assert '"entity-3d"' in json.dumps(_page(admin, f"/ui/entity/{world['shop']}"))  # reloads a cartesian tab
+    for path in (f"/ui/entity/{world['ann']}", "/ui/insights", "/ui/", "/ui/graph"):
+        assert _bundle(admin, path)[0] == "cartesian", path
+    assert '"entity-3d"' not in json.dumps(_page(admin, f"/ui/entity/{world['ann']}"))
+    # a page the reader may not see names no bundle it would need: nothing about the entity leaks
+    assert _bundle(_signed_in(app, "clinician"), f"/ui/entity/{world['shop']}")[0] == "cartesian"
+    # both bundles are served, and kept a year by the browser (their URLs change with their content)
+    for served in (url, _bundle(admin, "/ui/insights")[1]):
+        answer = admin.get(served)
+        assert answer.status_code == 200 and answer.text.startswith("/**\n* plotly.js"), served
+        assert "max-age=31536000" in answer.headers["cache-control"]
+    assert admin.get("/ui/assets/vendor/plotly-cartesian-4.1.1.min.js").headers["cache-control"].endswith("immutable")
+
+
+def test_the_vendored_cartesian_bundle_is_the_plotly_js_of_the_installed_plotly() -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    from dust.ui import bundles
+
+    assert get_plotlyjs_version() == bundles.PLOTLY_VERSION  # update assets/vendor/ with plotly (npm, same version)
+    head = (Path(bundles.__file__).parent / bundles.CARTESIAN).read_text()[:200]
+    assert f"plotly.js (cartesian - minified) v{bundles.PLOTLY_VERSION}" in head

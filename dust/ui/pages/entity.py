@@ -36,9 +36,11 @@ def layout(entity_id: str) -> Any:
     if found is None:
         return html.Div([problem(error), dcc.Link("Back to Explore", href="/ui/")])
     entity, parts, near = found
+    in_3d = any(_has_surface(p) for p in parts)
     return html.Div(
         [
             dcc.Store(id="entity-id", data=str(entity.id)),
+            *([dcc.Store(id="entity-3d", data=True)] if in_3d else []),
             dcc.Interval(id="entity-live", interval=LIVE_MS),
             _header(entity),
             html.H2("Tensors", className="h4 mt-4"),
@@ -130,7 +132,7 @@ def _tensor_card(parts: data.TensorParts) -> Any:
         dcc.Dropdown(id={"type": "pick", "tensor": key}, options=grid.rows, value=picked, multi=True),
         dcc.Graph(id={"type": "lines", "tensor": key}, figure=_lines(parts, picked), config={"displaylogo": False}),
     ]
-    if len(meta.axes) == 2 and grid.times:
+    if _has_surface(parts):
         body += _surface_parts(parts)
     body.append(_record_form(parts))
     title = f"{meta.schema_name} (v{meta.schema_version}) · {' × '.join(a.name for a in meta.axes)} × time"
@@ -147,6 +149,10 @@ def _lines(parts: data.TensorParts, picked: list[str]) -> Any:
     figure = charts.lines(parts.grid, picked, parts.marks, parts.thresholds)
     figure.update_layout(uirevision=str(parts.meta.id))
     return figure
+
+
+def _has_surface(parts: data.TensorParts) -> bool:
+    return len(parts.meta.axes) == 2 and bool(parts.grid.times)
 
 
 def _surface_parts(parts: data.TensorParts) -> list[Any]:
@@ -316,7 +322,17 @@ def _relation_form() -> Any:
 # --- callbacks --------------------------------------------------------------------------------------------------
 
 
+# A 3D view needs the full plotly.js. A tab that loaded the cartesian bundle for an earlier page (bundles.py) loads
+# this page afresh, whose index then names the full one; until then the cartesian bundle draws no surface, quietly.
+RELOAD_FOR_3D = """function (wanted) {
+    if (wanted && window.dustPlotlyBundle === "cartesian") { window.location.reload(); }
+    return window.dash_clientside.no_update;
+}"""
+
+
 def register(app: Dash) -> None:
+    app.clientside_callback(RELOAD_FOR_3D, Output("entity-3d", "data"), Input("entity-3d", "data"))
+
     @app.callback(
         Output({"type": "heatmap", "tensor": MATCH}, "figure"),
         Output({"type": "lines", "tensor": MATCH}, "figure"),

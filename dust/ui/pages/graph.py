@@ -143,15 +143,14 @@ def _listing(sampled: drawing.Sampled) -> Any:
     named = sorted((n for n in sampled.nodes if n.name), key=lambda n: (n.kind, n.name))[:LISTED]
     if not named:
         return empty_state("No entities to show: pick an entity above, or loosen the type and weight filters.")
-    items = [
-        html.Li([dcc.Link(n.name, href=entity_href(n.id)), html.Span(f" {n.kind}", className="text-muted")])
-        for n in named
-    ]
+    # One component per entity, not three (a list item, a link, a span): Dash's renderer does work for each new
+    # component times every component shown.
+    items = [dcc.Link(f"{n.name} ({n.kind})", href=entity_href(n.id), className="d-block") for n in named]
     more = f" (the first {LISTED})" if len(sampled.nodes) > LISTED else ""
     return html.Div(
         [
             html.P(f"{len(sampled.nodes):,} entities{more}:", className="small"),
-            html.Ul(items, className="small", style={"columnWidth": "16rem"}),
+            html.Nav(items, className="small", style={"columnWidth": "16rem"}, title="Entities shown"),
         ]
     )
 
