@@ -9,7 +9,7 @@ run: install  ## set up and serve DUST on SQLite with the healthcare demo data l
 	$(BIN)/dust demo healthcare --serve
 
 test: install services browsers lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
-	DUST_TEST_REQUIRE_POSTGRES=1 DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -n 2 --dist loadfile
+	DUST_TEST_REQUIRE_POSTGRES=1 DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 lint: install
 	$(BIN)/ruff check .
