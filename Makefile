@@ -35,7 +35,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,models]'
 	touch $@
 
 browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing

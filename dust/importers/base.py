@@ -1,4 +1,4 @@
-"""An importer as ``dust import <name> PATH…`` runs it: DUST's own (synthea, fhir, paysim) and plugins' alike
+"""An importer as ``dust import <name> PATH…`` runs it: DUST's own (synthea, fhir, paysim, rdf) and plugins' alike
 (the ``dust_importers`` hook)."""
 
 from __future__ import annotations

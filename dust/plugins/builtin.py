@@ -59,6 +59,11 @@ def dust_importers() -> list[Importer]:
 
         return paysim.import_file(sessions, paths[0], progress)
 
+    def rdf(session: Session, paths: list[Path], progress: Progress) -> Report:
+        from dust.importers import rdf
+
+        return rdf.import_file(session, paths[0], progress)
+
     return [
         Importer(
             "synthea",
@@ -88,5 +93,15 @@ def dust_importers() -> list[Importer]:
             path_help="A PaySim transactions CSV (step, type, amount, …).",
             progress="Importing rows",
             transactions="own",  # commits as it goes (dust.importers.paysim says why)
+        ),
+        Importer(
+            "rdf",
+            "Load an N-Triples graph: IRIs as entities, triples between them as relations (predicates as types), "
+            "literals as attributes; again adds nothing. Ends with what was imported and skipped, and why.",
+            "file",
+            rdf,
+            path_help="An N-Triples file (.nt, or gzipped .nt.gz).",
+            metavar="FILE.nt[.gz]",
+            progress="Reading triples",
         ),
     ]

@@ -56,7 +56,7 @@ def test_the_builtins_are_a_plugin_like_any_other() -> None:
     assert dust.analyses == ["trend", "seasonality", "forecast"]
     assert set(dust.detectors) == set(registry.detectors()) - {"threshold"}
     assert dust.trigger_actions == ["alert", "write", "attribute", "weight", "webhook"]
-    assert dust.importers == ["synthea", "fhir", "paysim"]
+    assert dust.importers == ["synthea", "fhir", "paysim", "rdf"]
 
 
 def test_an_installed_plugin_is_found_with_what_it_adds(installed: Path) -> None:

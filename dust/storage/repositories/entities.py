@@ -65,6 +65,17 @@ def ids_by_external_id(session: Session, kind: str, external_ids: list[str]) -> 
     return {str(external_id): entity_id for external_id, entity_id in rows}
 
 
+def ids_by_external_id_any_kind(session: Session, external_ids: list[str]) -> dict[str, uuid.UUID]:
+    """The id of an entity, of whatever kind, holding each of ``external_ids`` that one holds (the RDF importer:
+    an IRI names one thing, whichever kind an earlier import gave it); the oldest when several kinds hold it."""
+    stmt = (
+        select(Entity.external_id, Entity.id)
+        .where(Entity.external_id.in_(external_ids))
+        .order_by(Entity.created_at.desc(), Entity.id.desc())
+    )
+    return {str(external_id): entity_id for external_id, entity_id in session.execute(stmt)}
+
+
 def taken_external_ids(session: Session, kind: str, external_ids: list[str]) -> set[str]:
     """Which of ``external_ids`` entities of ``kind`` already hold."""
     return set(ids_by_external_id(session, kind, external_ids))

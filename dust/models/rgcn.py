@@ -1,0 +1,145 @@
+"""Entity classification with a relational graph convolutional network (Schlichtkrull et al. 2018).
+
+Two R-GCN layers (PyTorch Geometric's FastRGCNConv) over the graph of ``dust.models.graph``: featureless nodes
+(the first layer's input is one-hot, so it learns a vector per node and relation), mean aggregation per relation
+(the paper's 1/c_{i,r}), a root weight for the self-loop, ReLU between, softmax cross-entropy on the labelled
+nodes, full-batch Adam. FastRGCNConv is RGCNConv's computation edge by edge: the same model (and the same
+parameters), some 30 times faster here, because RGCNConv's loop over relations makes a gradient the size of all
+the first layer's weights for each relation (90 on AIFB: 4 GB of writes an epoch). Weight decomposition: none
+(full weights, the paper's AIFB setting), ``bases`` B (basis decomposition) or ``blocks`` (block-diagonal).
+The defaults are the paper's AIFB settings: hidden 16, 50 epochs, Adam lr 0.01, no L2 (``l2`` puts one on the
+first layer, as the paper for its other graphs and PyG's example: 5e-4; on AIFB that scored 94.4 against 96.4).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dust.core.errors import InvalidInput
+from dust.models.graph import RelationalGraph
+
+
+@dataclass(frozen=True)
+class Settings:
+    hidden: int = 16
+    epochs: int = 50
+    lr: float = 0.01
+    l2: float = 0.0  # on the first layer's weights only: the paper's AIFB setting (5e-4 for its other graphs)
+    bases: int | None = None  # basis decomposition with this many bases; None: full weights
+    blocks: int | None = None  # block-diagonal decomposition with this many blocks (hidden must divide by it)
+    dropout: float = 0.0  # the paper uses none for entity classification
+
+    def check(self) -> None:
+        if self.hidden < 1 or self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InvalidInput("hidden and epochs must be at least 1, lr a positive number")
+        if not (self.l2 >= 0 and math.isfinite(self.l2)) or not 0 <= self.dropout < 1:
+            raise InvalidInput("l2 must be a number of 0 or more, dropout from 0 to under 1")
+        if self.bases is not None and self.blocks is not None:
+            raise InvalidInput("give bases or blocks, not both")
+        if (self.bases is not None and self.bases < 1) or (self.blocks is not None and self.blocks < 1):
+            raise InvalidInput("bases and blocks must be at least 1")
+
+
+@dataclass(frozen=True)
+class Run:
+    seed: int
+    train_accuracy: float
+    test_accuracy: float | None
+    seconds_per_epoch: float
+
+
+def model(graph: RelationalGraph, classes: int, settings: Settings) -> Any:
+    """The untrained two-layer R-GCN for ``graph`` (a torch Module)."""
+    import torch
+    import torch.nn.functional as F
+    from torch_geometric.nn import FastRGCNConv as RGCNConv
+
+    decomposition = {"num_bases": settings.bases, "num_blocks": settings.blocks}
+    relations = max(graph.num_relations, 1)
+
+    class RGCN(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            # The first layer cannot be block-diagonal: its one-hot input has no blocks (PyG refuses x=None).
+            first = {"num_bases": settings.bases} if settings.blocks else decomposition
+            self.conv1 = RGCNConv(graph.num_nodes, settings.hidden, relations, **first)
+            self.conv2 = RGCNConv(settings.hidden, classes, relations, **decomposition)
+
+        def forward(self, edge_index: torch.Tensor, edge_type: torch.Tensor) -> torch.Tensor:
+            x = F.relu(self.conv1(None, edge_index, edge_type))
+            x = F.dropout(x, p=settings.dropout, training=self.training)
+            out: torch.Tensor = self.conv2(x, edge_index, edge_type)
+            return out
+
+    return RGCN()
+
+
+def train(
+    graph: RelationalGraph,
+    train_nodes: Sequence[int],
+    train_labels: Sequence[int],
+    classes: int,
+    settings: Settings,
+    seed: int,
+    test_nodes: Sequence[int] = (),
+    test_labels: Sequence[int] = (),
+) -> Run:
+    """Train one model from ``seed`` (the same seed, the same accuracies) and measure it."""
+    import torch
+    import torch.nn.functional as F
+
+    settings.check()
+    if settings.blocks and (settings.hidden % settings.blocks or classes % settings.blocks):
+        raise InvalidInput(f"blocks ({settings.blocks}) must divide hidden ({settings.hidden}) and the classes")
+    torch.manual_seed(seed)
+    edge_index, edge_type, _ = graph.tensors()
+    net = model(graph, classes, settings)
+    first = [p for n, p in net.named_parameters() if n.startswith("conv1.")]
+    rest = [p for n, p in net.named_parameters() if not n.startswith("conv1.")]
+    optimizer = torch.optim.Adam(
+        [{"params": first, "weight_decay": settings.l2}, {"params": rest, "weight_decay": 0.0}], lr=settings.lr
+    )
+    nodes, labels = torch.tensor(list(train_nodes)), torch.tensor(list(train_labels))
+    started = time.perf_counter()
+    for _ in range(settings.epochs):
+        net.train()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(net(edge_index, edge_type)[nodes], labels)
+        loss.backward()
+        optimizer.step()
+    seconds = (time.perf_counter() - started) / settings.epochs
+    net.eval()
+    with torch.no_grad():
+        predicted = net(edge_index, edge_type).argmax(dim=-1)
+    return Run(
+        seed=seed,
+        train_accuracy=_accuracy(predicted, train_nodes, train_labels),
+        test_accuracy=_accuracy(predicted, test_nodes, test_labels) if test_nodes else None,
+        seconds_per_epoch=seconds,
+    )
+
+
+def _accuracy(predicted: Any, nodes: Sequence[int], labels: Sequence[int]) -> float:
+    hits = sum(int(predicted[n]) == label for n, label in zip(nodes, labels, strict=True))
+    return hits / len(nodes)
+
+
+def summary(runs: Sequence[Run], settings: Settings) -> dict[str, Any]:
+    """The metrics of one or more runs: each accuracy's mean, and with several runs its standard deviation."""
+    out: dict[str, Any] = {"task": "entity-classification", "runs": len(runs), "settings": asdict(settings)}
+    for key in ("train_accuracy", "test_accuracy", "seconds_per_epoch"):
+        values = [getattr(r, key) for r in runs if getattr(r, key) is not None]
+        if not values:
+            continue
+        out[key] = statistics.fmean(values)
+        if len(runs) > 1:
+            out[f"{key}_std"] = statistics.stdev(values)
+    if len(runs) > 1:
+        out["test_accuracies"] = [r.test_accuracy for r in runs]
+    out["seeds"] = [r.seed for r in runs]
+    return out
