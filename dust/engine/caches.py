@@ -25,7 +25,6 @@ from dust.storage.repositories import epochs as repo
 CREDENTIALS = "credentials"
 SCHEMAS = "schemas"
 TRIGGERS = "triggers"  # the trigger rules, indexed for the write path (dust.engine.triggers)
-RELATIONS = "relations"  # every relation, for the master tensor (dust.engine.relations)
 _CACHES = "dust.caches"  # session.info: the app's Caches
 _EPOCHS = "dust.epochs"  # session.info: the epochs as this transaction read them
 _CHANGED = "dust.changed."  # session.info, + kind: this transaction raised that epoch
@@ -39,7 +38,6 @@ class Caches:
             CREDENTIALS: LRUCache(maxsize=size),
             SCHEMAS: LRUCache(maxsize=size),
             TRIGGERS: LRUCache(maxsize=1),
-            RELATIONS: LRUCache(maxsize=4),  # by type filter: each copy holds every relation of those types
         }
         self._lock = threading.Lock()  # LRUCache reorders itself on every read: not safe across threads
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
-from dust.engine import access, audit, caches, entities, weights
+from dust.engine import access, audit, entities, weights
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_next_cursor, keyset_walk
@@ -189,7 +189,6 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
             row = repo.add(session, **fields)
     except IntegrityError:
         raise _duplicate(data, None) from None
-    caches.changed(session, caches.RELATIONS)
     audit.record(session, "create", "relation", row.id, ids)
     return _public(session, row, row.weight)
 
@@ -222,7 +221,6 @@ def create_many(
         history.extend({"relation_id": relation_id, "weight": w, "changed_at": at} for at, w in steps)
         rows.append({**data.model_dump(), "id": relation_id, "weight": steps[-1][1]})
     repo.add_many(session, rows, history)
-    caches.changed(session, caches.RELATIONS)
     audit.record_each(session, "create", "relation", [(r["id"], [r["source_id"], r["target_id"]]) for r in rows])
     return [r["id"] for r in rows]
 
@@ -311,7 +309,6 @@ def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> Re
     if weight is not None and weights.clamp(session, row.type, weight) != _weights_now(session, [row])[0]:
         recorded, _ = weights.change(session, row, lambda _: weight)  # "set": the weight now becomes this
     session.flush()
-    caches.changed(session, caches.RELATIONS)
     audit.record(session, "update", "relation", row.id, [row.source_id, row.target_id])
     return _detail(session, row, recorded)
 
@@ -339,7 +336,6 @@ def delete(session: Session, relation_id: uuid.UUID) -> None:
     access.require_grant(session, row.type)
     ends = [row.source_id, row.target_id]
     repo.delete(session, relation_id)
-    caches.changed(session, caches.RELATIONS)
     audit.record(session, "delete", "relation", relation_id, ends)
     session.expunge_all()
 
@@ -450,33 +446,14 @@ def _edge(row: repo.EdgeRow, weight: float) -> Edge:
     return Edge(id=row.id, source_id=row.source_id, target_id=row.target_id, type=row.type, weight=weight)
 
 
-def _every_edge(session: Session, wanted: list[str], slow: list[str]) -> list[repo.EdgeRow]:
-    """Every relation (of the ``wanted`` types) between entities the principal may see. An app keeps one copy of
-    every relation until any relation changes (DESIGN.md's cached master tensor: reading and converting the rows
-    was most of its time), and filters that copy for each reader; without an app's caches, the database filters."""
-    visible = access.visible_ids(session)
-    store = caches.of(session)
-    if store is None:
-        return repo.all_edges(session, wanted, visible, slow)
-    key = (tuple(wanted), tuple(slow))  # a new weight policy changes ``slow``: another copy, with its times
-    edges: list[repo.EdgeRow] | None = store.get(session, caches.RELATIONS, key)
-    if edges is None:
-        edges = repo.all_edges(session, wanted, None, slow)
-        store.put(session, caches.RELATIONS, key, edges)
-    if visible is None:
-        return edges
-    seen = set(session.scalars(visible))
-    return [e for e in edges if e.source_id in seen and e.target_id in seen]
-
-
 def master_tensor(session: Session, *, types: list[str] | None = None, at: datetime | None = None) -> MasterTensor:
     """The whole master tensor (or the given types) as sparse COO; types and entity ids sorted, entries in order."""
     wanted, at = _types(types), _as_of(at)
     slow = [] if at else weights.decaying(session, wanted)
-    live = _live(session, _every_edge(session, wanted, slow), at, None)
+    edges = repo.all_edges(session, wanted, access.visible_ids(session), slow)  # both ends visible
+    live = _live(session, edges, at, None)
     type_names = sorted({row.type for row, _ in live})
-    # UUID order = str order = order of .int, which compares in C (UUID.__lt__ is Python: 0.1 s for 11,510 ids)
-    ids = sorted({row.source_id for row, _ in live} | {row.target_id for row, _ in live}, key=lambda u: u.int)
+    ids = sorted({row.source_id for row, _ in live} | {row.target_id for row, _ in live})  # UUID order = str order
     type_index = {name: i for i, name in enumerate(type_names)}
     position = {entity: i for i, entity in enumerate(ids)}
     # (type, source, target) is unique, so the sort never compares weights

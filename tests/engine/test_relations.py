@@ -13,13 +13,11 @@ import pytest
 from sqlalchemy import event
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
-from dust.core.security import Role
 from dust.embedded import Dust
-from dust.engine import access, entities, relations
+from dust.engine import entities, relations
 from dust.engine.entities import EntityCreate
 from dust.engine.relations import RelationCreate
 from dust.storage.repositories import relations as relation_repo
-from tests.engine.conftest import principal
 
 
 def people(db: Dust, *names: str, kind: str = "person") -> list[uuid.UUID]:
@@ -225,48 +223,3 @@ def test_large_frontiers_are_read_in_chunks(db: Dust, monkeypatch: pytest.Monkey
     # hop 1: the root; hop 2: 12 children in chunks of 5
     assert len(on_relations(sql)) == 1 + 3
     assert max(parameters(s) for s in on_relations(sql)) <= 5
-
-
-def coo(tensor: relations.MasterTensor) -> dict[tuple[str, uuid.UUID, uuid.UUID], float]:
-    kinds, sources, targets = tensor.indices
-    return {
-        (tensor.types[k], tensor.entity_ids[s], tensor.entity_ids[t]): w
-        for k, s, t, w in zip(kinds, sources, targets, tensor.values, strict=True)
-    }
-
-
-def test_the_master_tensor_is_read_once_until_a_relation_changes(db: Dust) -> None:
-    a, b, c = people(db, "a", "b", "c")
-    first = db.relate(a, b, "treats", 0.5)
-    assert coo(db.master_tensor()) == {("treats", a, b): 0.5}
-    with statements(db) as sql:
-        assert coo(db.master_tensor()) == {("treats", a, b): 0.5}
-    assert on_relations(sql) == []  # the app's copy (DESIGN.md's cached master tensor)
-    # every kind of change is seen at once: each raises the relations' epoch with its own transaction
-    second = db.relate(b, c, "pays", 2.0)
-    assert coo(db.master_tensor()) == {("treats", a, b): 0.5, ("pays", b, c): 2.0}
-    db.update_relation(first.id, weight=0.75)
-    assert coo(db.master_tensor()) == {("treats", a, b): 0.75, ("pays", b, c): 2.0}
-    db.set_weight_policy("pays", reinforce=1.0)
-    db.interact(second.id)
-    assert coo(db.master_tensor()) == {("treats", a, b): 0.75, ("pays", b, c): 3.0}
-    db.delete_relation(first.id)
-    assert coo(db.master_tensor()) == {("pays", b, c): 3.0}
-    with db.session() as s:
-        relations.create_many(s, [RelationCreate(source_id=c, target_id=a, type="treats", weight=1.0)])
-    assert coo(db.master_tensor()) == {("pays", b, c): 3.0, ("treats", c, a): 1.0}
-    db.delete_entity(c)  # its relations go with it (the foreign keys cascade)
-    assert coo(db.master_tensor()) == {}
-
-
-def test_the_kept_master_tensor_is_filtered_for_each_reader(db: Dust) -> None:
-    doctor, mine, other = people(db, "Dr A", "Jane", "John")
-    db.relate(doctor, mine, "treats", 1.0)
-    db.relate(other, mine, "knows", 2.0)
-    everything = coo(db.master_tensor())  # fills the copy, as an admin would
-    assert len(everything) == 2
-    with db.session() as s:
-        access.act_as(s, principal(Role.clinician, doctor))
-        seen = relations.master_tensor(s)
-    assert coo(seen) == {("treats", doctor, mine): 1.0}  # John is not theirs: neither he nor his relation shows
-    assert seen.entity_ids == sorted([doctor, mine])
