@@ -25,6 +25,7 @@ def test_all_names_resolve_and_nothing_else_is_public() -> None:
         "engine",
         "importers",
         "jobs",
+        "models",
         "plugins",
         "storage",
         "ui",
