@@ -114,16 +114,7 @@ def test_a_clinician_is_told_an_unseen_patient_is_not_found_like_a_missing_one(c
     doctor = max(doctors, key=lambda d: len(cares[d.id]))  # a GP: some of the patients, not all
     seen = next(p for p in unique if p.id in cares[doctor.id])
     unseen = next(p for p in unique if p.id not in cares[doctor.id])
-    clinician = access.Principal(
-        user_id=uuid.uuid4(),
-        username="clinician",
-        role=Role.clinician,
-        entity_id=doctor.id,
-        secret="k" * 32,
-        grant_types=["treats"],
-        depth=1,
-        default_sensitive=[],
-    )
+    clinician = clinician_of(doctor.id)
     assert asked(clinic, f"{seen.name} temperature on day 1", clinician)["result"]["values"]
     problems = []
     for name in (unseen.name, "Nobody Atall"):
@@ -240,17 +231,22 @@ def test_a_clinician_s_ranking_and_conditions_cover_only_the_patients_they_may_s
             for d in doctors
         }
     doctor = min((d for d in doctors if cares[d.id]), key=lambda d: len(cares[d.id]))
-    clinician = access.Principal(
+    clinician = clinician_of(doctor.id)
+    ranked = asked(clinic, "which patients have the highest temperature", clinician)["result"]["ranked"]
+    assert {uuid.UUID(r["entity"]["id"]) for r in ranked} <= cares[doctor.id]
+    listed = asked(clinic, "patients with a temperature above 0", clinician)["result"]["entities"]
+    assert {uuid.UUID(e["id"]) for e in listed} <= cares[doctor.id]
+
+
+def clinician_of(doctor_id: uuid.UUID) -> access.Principal:
+    """A clinician signed in as the doctor: sees the patients the doctor treats."""
+    return access.Principal(
         user_id=uuid.uuid4(),
         username="clinician",
         role=Role.clinician,
-        entity_id=doctor.id,
+        entity_id=doctor_id,
         secret="k" * 32,
         grant_types=["treats"],
         depth=1,
         default_sensitive=[],
     )
-    ranked = asked(clinic, "which patients have the highest temperature", clinician)["result"]["ranked"]
-    assert {uuid.UUID(r["entity"]["id"]) for r in ranked} <= cares[doctor.id]
-    listed = asked(clinic, "patients with a temperature above 0", clinician)["result"]["entities"]
-    assert {uuid.UUID(e["id"]) for e in listed} <= cares[doctor.id]
