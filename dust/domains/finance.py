@@ -130,27 +130,33 @@ def store(
     done = progress or (lambda n: None)
     kind_of = {name: MERCHANT if name.startswith("M") else ACCOUNT for t in found for name in (t.payer, t.payee)}
     ids: dict[str, uuid.UUID] = {}
+    made: set[uuid.UUID] = set()
     with sessions() as session:
         prepare(session)
         for kind, what in ((ACCOUNT, "accounts"), (MERCHANT, "merchants")):
-            ids.update(_put_entities(session, kind, [n for n, k in kind_of.items() if k == kind], report, what))
+            names = [n for n, k in kind_of.items() if k == kind]
+            ids.update(_put_entities(session, kind, names, report, what, made))
         pairs = _new_pairs(session, found, ids, report)
     fresh = [t for t in found if (ids[t.payer], ids[t.payee]) in pairs]  # in file order: the balances need it
-    _put_balances(sessions, fresh, ids, report, lambda n: done(len(found) * n // max(1, len(fresh))))
+    _put_balances(sessions, fresh, ids, made, report, lambda n: done(len(found) * n // max(1, len(fresh))))
     with sessions() as session:
         _put_payments(session, pairs, report, lambda n: done(len(found) + len(found) * n // max(1, len(pairs))))
     done(2 * len(found))
     return ids
 
 
-def _put_entities(session: Session, kind: str, names: list[str], report: Report, what: str) -> dict[str, uuid.UUID]:
-    """The entity id of each name: existing entities found, the others created together."""
+def _put_entities(
+    session: Session, kind: str, names: list[str], report: Report, what: str, made: set[uuid.UUID]
+) -> dict[str, uuid.UUID]:
+    """The entity id of each name: existing entities found, the others created together (their ids added to
+    ``made``)."""
     ids: dict[str, uuid.UUID] = {}
     for i in range(0, len(names), CHUNK):
         ids.update(entity_repo.ids_by_external_id(session, kind, names[i : i + CHUNK]))
     new = [n for n in names if n not in ids]
-    made = entities.create_many(session, [EntityCreate(kind=kind, name=n, external_id=n) for n in new])
-    ids.update({n: e.id for n, e in zip(new, made, strict=True)})
+    created = entities.create_many(session, [EntityCreate(kind=kind, name=n, external_id=n) for n in new])
+    ids.update({n: e.id for n, e in zip(new, created, strict=True)})
+    made.update(e.id for e in created)
     report.imported[what] += len(new)
     report.existing[what] += len(names) - len(new)
     return ids
@@ -212,11 +218,16 @@ def _payment(pair: tuple[uuid.UUID, uuid.UUID], paid: list[Transaction]) -> Rela
 
 
 def _put_balances(
-    sessions: Sessions, fresh: list[Transaction], ids: dict[str, uuid.UUID], report: Report, done: Callable[[int], None]
+    sessions: Sessions,
+    fresh: list[Transaction],
+    ids: dict[str, uuid.UUID],
+    made: set[uuid.UUID],
+    report: Report,
+    done: Callable[[int], None],
 ) -> None:
-    """The accounts' balances around ``fresh`` transactions into their balance tensors (made if missing): per hour
-    the first old and the last new balance, in file order. A transaction per ``TENSORS`` accounts; ``done(n)``:
-    n of ``len(fresh)`` done."""
+    """The accounts' balances around ``fresh`` transactions into their balance tensors (made if missing; the
+    accounts in ``made`` are new and have none): per hour the first old and the last new balance, in file order.
+    A transaction per ``TENSORS`` accounts; ``done(n)``: n of ``len(fresh)`` done."""
     cells = _hourly(fresh)
     accounts = cells["name"].cat.categories
     # rows are sorted by account: each batch of accounts is one slice of them
@@ -225,7 +236,7 @@ def _put_balances(
         if start == stop:
             continue
         with sessions() as session:
-            _write_balances(session, cells.iloc[start:stop], ids, report)
+            _write_balances(session, cells.iloc[start:stop], ids, made, report)
         done(len(fresh) * min(len(accounts), (k + 1) * TENSORS) // len(accounts))
 
 
@@ -251,13 +262,15 @@ def _hourly(fresh: list[Transaction]) -> pd.DataFrame:
     )
 
 
-def _write_balances(session: Session, cells: pd.DataFrame, ids: dict[str, uuid.UUID], report: Report) -> None:
+def _write_balances(
+    session: Session, cells: pd.DataFrame, ids: dict[str, uuid.UUID], made: set[uuid.UUID], report: Report
+) -> None:
     """Each account's (old, new) by hour into its balance tensor, one ``write_arrays`` per ALIGN hours the first
     hours fall in: a call per first hour was most of a load's time, and NaN (not written) pads the rest."""
     names = cells["name"].to_numpy()
     steps, values = cells["step"].to_numpy(), cells[["old", "new"]].to_numpy().T
     starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
-    tensor_of = _balance_tensors(session, {ids[names[s]] for s in starts})
+    tensor_of = _balance_tensors(session, {ids[names[s]] for s in starts}, made)
     by_start: dict[int, dict[uuid.UUID, np.ndarray]] = defaultdict(dict)
     for start, stop in itertools.pairwise([*starts, len(names)]):
         hours = steps[start:stop]  # ascending
@@ -269,19 +282,22 @@ def _write_balances(session: Session, cells: pd.DataFrame, ids: dict[str, uuid.U
         report.imported["balance values"] += sum(tensors.write_arrays(session, arrays, first).values())
 
 
-def _balance_tensors(session: Session, accounts: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    """The balance tensor of each account, missing ones created."""
+def _balance_tensors(session: Session, accounts: set[uuid.UUID], made: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """The balance tensor of each account, missing ones created. Accounts in ``made`` were created by this import
+    and have none yet: not looking them up saves a query per batch that PostgreSQL, whose statistics lag behind
+    a bulk load, planned as a scan of every balance tensor (a third of a load's time)."""
     wanted = list(accounts)
     out: dict[uuid.UUID, uuid.UUID] = {}
-    for i in range(0, len(wanted), CHUNK):
-        out.update(tensor_repo.ids_of_entities(session, BALANCE.name, wanted[i : i + CHUNK]))
+    older = [a for a in wanted if a not in made]
+    for i in range(0, len(older), CHUNK):
+        out.update(tensor_repo.ids_of_entities(session, BALANCE.name, older[i : i + CHUNK]))
     missing = [a for a in wanted if a not in out]
     for i in range(0, len(missing), CHUNK):
-        made = tensors.create_many(
+        created = tensors.create_many(
             session,
             [TensorCreate(entity_id=a, schema_name=BALANCE.name, origin=ORIGIN) for a in missing[i : i + CHUNK]],
         )
-        out.update({t.entity_id: t.id for t in made})
+        out.update({t.entity_id: t.id for t in created})
     return out
 
 

@@ -23,12 +23,27 @@ pytestmark = pytest.mark.skipif(not PAYSIM.is_file(), reason="the shared PaySim 
 HEADER = ",".join(paysim.COLUMNS)
 
 
-def rows() -> list[dict[str, str]]:
-    with PAYSIM.open(newline="") as file:
+PG_ROWS = 12_000  # rows PostgreSQL imports: 327 frauds, 12 batches of accounts (finance.TENSORS), a minute less
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
         return list(csv.DictReader(file))
 
 
-def load(db: Dust, path: Path = PAYSIM) -> Report:
+@pytest.fixture
+def sample(database_url: str, tmp_path: Path) -> Path:
+    """The whole sample on SQLite; its first ``PG_ROWS`` rows on PostgreSQL, where the mapping is the same code
+    and the whole file would add a minute or two to every test run."""
+    if database_url.startswith("sqlite"):
+        return PAYSIM
+    head = tmp_path / "paysim_head.csv"
+    with PAYSIM.open() as file:
+        head.write_text("".join(line for _, line in zip(range(PG_ROWS + 1), file, strict=False)))
+    return head
+
+
+def load(db: Dust, path: Path) -> Report:
     return paysim.import_file(db.session, path)
 
 
@@ -45,14 +60,16 @@ def balance(db: Dust, account: str, step: int) -> list[float]:
     return [float(v) for v in np.asarray(view.values).ravel()]
 
 
-def test_the_whole_sample_row_for_row_then_again_adds_nothing(db: Dust) -> None:
-    source = rows()
+def test_the_whole_sample_row_for_row_then_again_adds_nothing(db: Dust, sample: Path) -> None:
+    source = rows(sample)
     payers = {r["nameOrig"] for r in source}
     payees = {r["nameDest"] for r in source}
-    report = load(db)
-    assert report.imported["transactions"] == report.imported["pays relations"] == len(source) == 51_392
+    report = load(db, sample)
+    assert report.imported["transactions"] == report.imported["pays relations"] == len(source)
     assert report.imported["accounts"] == len(payers | {p for p in payees if p.startswith("C")})
-    assert report.imported["merchants"] == len({p for p in payees if p.startswith("M")}) == 17_112
+    assert report.imported["merchants"] == len({p for p in payees if p.startswith("M")})
+    if sample == PAYSIM:
+        assert (len(source), report.imported["merchants"]) == (51_392, 17_112)
     assert not report.skipped
     # spot values: a fraud transfer that drained its account, as the file has it
     drained = next(r for r in source if r["isFraud"] == "1.0" and r["type"] == "TRANSFER")
@@ -74,7 +91,7 @@ def test_the_whole_sample_row_for_row_then_again_adds_nothing(db: Dust) -> None:
     assert len(db.alerts(entity_id=payer).items) == 1  # type: ignore[arg-type]
     fraud_rows = sum(r["isFraud"] == "1.0" for r in source)
     assert 0.9 * fraud_rows < report.imported["fraud anomalies"] == report.imported["fraud alerts"] < 1.1 * fraud_rows
-    again = load(db)
+    again = load(db, sample)
     assert again.nothing_new
     assert again.existing["transactions"] == len(source)
     assert again.existing["fraud anomalies"] == report.imported["fraud anomalies"]

@@ -24,7 +24,6 @@ from dust.models import classification, rgcn
 
 pytest.importorskip("torch_geometric")
 PEOPLE = 160
-FAST = rgcn.Settings(epochs=30)
 
 
 def generate(db: Dust, tmp_path: Path) -> tuple[Path, Path, list[dict[str, float]], list[str]]:
@@ -70,8 +69,10 @@ def test_relations_alone_tell_the_label_features_alone_do_not(db: Dust, tmp_path
         train_labels = classification.read_labels(train, "person", "label")
         test_labels = classification.read_labels(test, "person", "label")
         problem = classification.prepare(session, train_labels, test_labels, literals=False)
-    metrics = classification.train(problem, settings=FAST, seeds=[0, 1])
-    assert metrics["test_accuracy"] >= 0.95 and metrics["runs"] == 2 and metrics["classes"] == 2
+    # One run's accuracy hangs on its initialisation (from 0.84 to 1.0 over 20 seeds: a featureless test node's
+    # own embedding is random), so the claim is on the mean of five, whose worst over those seeds is 0.92.
+    metrics = classification.train(problem, settings=rgcn.Settings(epochs=50), seeds=[0, 1, 2, 3, 4])
+    assert metrics["test_accuracy"] >= 0.9 and metrics["runs"] == 5 and metrics["classes"] == 2
     assert metrics["nodes"] == PEOPLE + 1 and metrics["relations"] == 6  # 3 types and their inverses
 
 
