@@ -31,6 +31,10 @@ from dust.storage.db import make_engine, upgrade
 from dust.storage.models import Base, User
 from tests.databases import throwaway_postgres
 
+# torch (model tests) on one thread: ``make test`` runs two workers on two cores, and a thread per core each made
+# them wait on one another (a five-seed training took 30 s instead of 6). Read when torch is first imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 POSTGRES_URL = os.environ.get("DUST_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("DUST_TEST_REQUIRE_POSTGRES") == "1"
 NO_POSTGRES = "PostgreSQL tests need DUST_TEST_POSTGRES_URL (set by .ci/run and `make test`)"
