@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from dust.core.security import Permission
 from dust.engine import access, anomalies, audit, tensors, triggers
 from dust.engine.tensors import TensorPublic
 from dust.storage.repositories import entities as entity_repo
@@ -47,7 +46,9 @@ def tensor_parts(session: Session, meta: TensorPublic, *, steps: int = RECENT_ST
     grid = grid_of(view)
     found = anomalies.list_anomalies(session, tensor_id=meta.id, limit=MARKS).items
     marks = [Mark(a.time, _row_of(grid, a.label), a.value, a.score) for a in found]
-    return TensorParts(meta, grid, np.asarray(view.values, dtype=float), marks, thresholds(session, meta.schema_name))
+    entity = entity_repo.get(session, meta.entity_id)
+    drawn = thresholds(session, meta.schema_name, entity.kind if entity is not None else None)
+    return TensorParts(meta, grid, np.asarray(view.values, dtype=float), marks, drawn)
 
 
 def _row_of(grid: Grid, label: str) -> str:
@@ -57,24 +58,24 @@ def _row_of(grid: Grid, label: str) -> str:
     return next((row for row in grid.rows if row.split(" · ")[-1] == label), label)
 
 
-def thresholds(session: Session, schema: str) -> list[Threshold]:
-    """The enabled value rules' thresholds on ``schema``'s labels. Rules are for admins to read (the API's
-    GET /triggers); other users get none drawn."""
-    who = access.principal(session)
-    if who is not None and not who.may(Permission.admin):
-        return []
+def thresholds(session: Session, schema: str, kind: str | None = None) -> list[Threshold]:
+    """The thresholds of the enabled value rules on ``schema``'s labels that apply to entities of ``kind``: a
+    fixed value (``op``/``value``, alone or counted over steps) or the bounds of ``between``/``outside``; rules
+    on a change or a rate have no line to draw. Drawn for whoever may read the tensor (a clinician sees the
+    fever line on their patient's temperature): a rule's when is no one's data, and the rules themselves stay
+    for admins to read and change (GET /triggers)."""
     found = []
-    for rule in triggers.list_(session).items:
-        when = rule.when
-        if not rule.enabled or when.get("event", "value") != "value" or when.get("schema") != schema:
-            continue
-        label, name = str(when.get("label")), rule.name
-        if when.get("op") and isinstance(when.get("value"), int | float) and not when.get("change"):
-            found.append(Threshold(label, when["op"], float(when["value"]), name))
-        for key, ops in (("between", (">=", "<=")), ("outside", ("<", ">"))):
-            if when.get(key):
-                found += [Threshold(label, op, float(v), name) for op, v in zip(ops, when[key], strict=True)]
-    return found
+    for label, rules in triggers.index(session).values.get(schema, {}).items():
+        for rule in rules:
+            when = rule.when
+            if (when.kind is not None and when.kind != kind) or when.change is not None or when.rate is not None:
+                continue
+            if when.op is not None and isinstance(when.value, int | float) and not isinstance(when.value, bool):
+                found.append(Threshold(label, when.op, float(when.value), rule.name))
+            for bounds, ops in ((when.between, (">=", "<=")), (when.outside, ("<", ">"))):
+                if bounds is not None:
+                    found += [Threshold(label, op, float(v), rule.name) for op, v in zip(ops, bounds, strict=True)]
+    return sorted(found, key=lambda t: (t.row, t.value, t.name))
 
 
 def presented(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:

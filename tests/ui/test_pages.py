@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dust.core.security import Role
-from dust.engine import entities, relations, schemas, tensors, users
+from dust.engine import entities, relations, schemas, tensors, triggers, users
 from dust.engine.entities import EntityCreate
 from dust.engine.relations import RelationCreate
 from dust.engine.schemas import SchemaCreate
@@ -62,13 +62,14 @@ def _signed_in(app: FastAPI, role: str) -> TestClient:
 
 
 def _page(client: TestClient, path: str) -> Any:
-    """The page's content, as the router callback answers a browser opening ``path``."""
+    """The page's content, as the router callback answers a browser opening ``path`` (with its ?query)."""
+    pathname, _, query = path.partition("?")
     body = {
         "output": "page.children",
         "outputs": {"id": "page", "property": "children"},
         "inputs": [
-            {"id": "url", "property": "pathname", "value": path},
-            {"id": "url", "property": "search", "value": ""},
+            {"id": "url", "property": "pathname", "value": pathname},
+            {"id": "url", "property": "search", "value": f"?{query}" if query else ""},
         ],
         "changedPropIds": ["url.pathname"],
         "state": [],
@@ -100,6 +101,27 @@ def test_an_analyst_sees_entities_de_identified(app: FastAPI, world: dict[str, u
 def test_trigger_rules_are_listed_for_admins_only(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
     assert "Trigger rules" in json.dumps(_page(_signed_in(app, "admin"), "/ui/insights"))
     assert "Trigger rules" not in json.dumps(_page(_signed_in(app, "clinician"), "/ui/insights"))
+
+
+def test_everyone_who_reads_a_chart_sees_its_rules_thresholds(app: FastAPI, world: dict[str, uuid.UUID]) -> None:
+    vitals = {"name": "temps", "axes": [{"name": "metric", "labels": ["temperature", "spo2"]}], "time": {"unit": "day"}}
+    alert = [{"action": "alert", "severity": "high"}]
+    rules = {
+        "fever": {"kind": "patient", "schema": "temps", "label": "temperature", "op": ">=", "value": 38.3},
+        "low-sats": {"schema": "temps", "label": "spo2", "outside": [92, 100]},
+        "shop-heat": {"kind": "retailer", "schema": "temps", "label": "temperature", "op": ">", "value": 30},
+        "jump": {"schema": "temps", "label": "temperature", "change": {"op": ">", "value": 1.5, "steps": 1}},
+    }
+    with app.state.sessions() as session, session.begin():
+        schemas.create(session, SchemaCreate.model_validate(vitals))
+        temps = tensors.create(session, TensorCreate.model_validate({"entity_id": world["ann"], "schema": "temps"}))
+        tensors.write_values(session, temps.id, [{"time": 0, "metric": "temperature", "value": 37.0}])
+        for name, when in rules.items():
+            document = {"name": name, "when": when, "then": alert}
+            triggers.create(session, triggers.TriggerCreate.model_validate(document), allow_private=False)
+    page = json.dumps(_page(_signed_in(app, "clinician"), f"/ui/entity/{world['ann']}"))
+    assert "fever: >= 38.3" in page and "low-sats: < 92" in page and "low-sats: > 100" in page
+    assert "shop-heat" not in page and "jump" not in page  # another kind's rule; a change has no line
 
 
 def _bundle(client: TestClient, path: str) -> tuple[str, str]:
