@@ -146,12 +146,41 @@ def test_sign_in_find_jane_doe_and_record_a_temperature(page: Page, demo: Demo) 
     page.wait_for_function(f"(args) => ({LAST_TEMPERATURE})(args) === 36.123", arg=[heatmap_id])
 
 
+# Where Cytoscape drew a node, in the page's coordinates: Cytoscape keeps its instance on its container element.
+NODE_AT = """(id) => {
+    const host = [...document.querySelectorAll("#graph-view, #graph-view *")].find((e) => e._cyreg && e._cyreg.cy);
+    const node = host && host._cyreg.cy.getElementById(id);
+    if (!node || node.empty() || !node.visible()) return null;
+    const box = host.getBoundingClientRect(), at = node.renderedPosition();
+    return {x: box.left + at.x, y: box.top + at.y};
+}"""
+
+
+def _settled(page: Page, node: str) -> dict[str, float]:
+    """Where the node is drawn once the layout has placed it (the same place twice, a quarter second apart)."""
+    before = None
+    for _ in range(40):
+        at = page.wait_for_function(NODE_AT, arg=node).json_value()
+        if at == before:
+            return at  # type: ignore[no-any-return]
+        before = at
+        page.wait_for_timeout(250)
+    raise AssertionError(f"node {node} never stopped moving")
+
+
 def test_the_graph_leads_to_her_doctor(page: Page, demo: Demo) -> None:
     sign_in(page, demo, then=f"/ui/entity/{demo.jane_does[0]}")
     page.get_by_role("link", name="Open its graph").click()
     expect(page.locator("#graph-view canvas").first).to_be_attached()
     listed = page.locator("#graph-list a", has_text="Dr.")
     expect(listed.first).to_be_visible()
+    # a click on the doctor's node in the canvas opens the doctor
+    at = _settled(page, str(demo.doctor))
+    page.mouse.click(at["x"], at["y"])
+    expect(page.locator("#entity-name")).to_contain_text("practitioner")
+    assert page.url.endswith(f"/ui/entity/{demo.doctor}")
+    # and so does its link in the list under the graph, for keyboard users
+    page.go_back()
     page.locator(f"#graph-list a[href='/ui/entity/{demo.doctor}']").click()
     expect(page.locator("#entity-name")).to_contain_text("practitioner")
     assert page.url.endswith(f"/ui/entity/{demo.doctor}")
