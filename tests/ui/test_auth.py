@@ -4,15 +4,20 @@ tokens (HttpOnly, SameSite=Lax, signed), sign-out revokes them, and other sites 
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import timedelta
 
+import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from itsdangerous import URLSafeTimedSerializer
 
-from dust.core.security import Role
+from dust.core.config import Settings
+from dust.core.security import Role, issue_access_token
 from dust.engine import users
 from dust.engine.users import UserCreate
-from dust.ui.auth import COOKIE
+from dust.ui.auth import COOKIE, SALT
 
 PASSWORD = "a long enough password"
 HERE = "http://testserver"
@@ -113,3 +118,35 @@ def test_after_sign_in_only_pages_of_the_ui_are_gone_to(browser: TestClient) -> 
     for target in ("https://evil.example/", "//evil.example/ui/", "/api/v1/entities"):
         signed = browser.post("/ui/login", data={"username": "ui-admin", "password": PASSWORD, "next": target})
         assert signed.headers["location"] == "/ui/"
+
+
+def test_an_expired_access_token_is_renewed_once_and_its_refresh_token_retired(
+    browser: TestClient, settings: Settings
+) -> None:
+    _sign_in(browser)
+    secret = settings.secret_key.get_secret_value()  # type: ignore[union-attr]
+    cookies = URLSafeTimedSerializer(secret, salt=SALT)
+    tokens = cookies.loads(browser.cookies[COOKIE])
+    claims = jwt.decode(tokens["a"], options={"verify_signature": False})
+    lapsed = timedelta(seconds=-1)  # the session's own access token, as it is after its 15 minutes
+    expired, _ = issue_access_token(
+        secret, uuid.UUID(claims["sub"]), claims["role"], claims["ver"], lapsed, uuid.UUID(claims["sid"])
+    )
+
+    (jar,) = [c for c in browser.cookies.jar if c.name == COOKIE]
+
+    def with_tokens(access: str, refresh: str) -> None:
+        browser.cookies.clear()
+        browser.cookies.set(COOKIE, cookies.dumps({"a": access, "r": refresh}), domain=jar.domain, path=jar.path)
+
+    with_tokens(expired, tokens["r"])
+    answer = _callback(browser)
+    assert answer.status_code == 200, answer.text  # type: ignore[attr-defined]
+    renewed = cookies.loads(browser.cookies[COOKIE])  # the answer set a new pair
+    assert renewed["r"] != tokens["r"] and renewed["a"] != expired
+    assert _callback(browser).status_code == 200  # type: ignore[attr-defined]
+    # the old refresh token was retired by its use: played again, it ends the whole sign-in
+    with_tokens(expired, tokens["r"])
+    assert _callback(browser).status_code == 401  # type: ignore[attr-defined]
+    with_tokens(renewed["a"], renewed["r"])
+    assert _callback(browser).status_code == 401  # type: ignore[attr-defined]
