@@ -42,18 +42,9 @@ from dust.embedded import Dust
 from dust.engine import entities, users
 from dust.storage.repositories import users as user_repo
 from tests.reliability.server import Server
+from tests.ui import chromium
 
 OUT = Path(__file__).parent / "out"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "bench ui password"
 TARGET_S = 2.0
 WAIT_MS = 60_000
@@ -106,7 +97,7 @@ def pages(jane: uuid.UUID) -> dict[str, tuple[str, Callable[[Page], None]]]:
 def measure(base: str, jane: uuid.UUID, runs: int, shots: Path | None = None) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = chromium.launch(playwright)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         sign_in = context.new_page()
         sign_in.goto(f"{base}/ui/login")

@@ -22,17 +22,8 @@ from dust.embedded import Dust
 from dust.engine import entities, relations, tensors, users
 from dust.engine.users import UserCreate
 from tests.reliability.server import Server
+from tests.ui import chromium
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOTS = Path(__file__).parent / "screenshots"
 PASSWORD = "a long enough password"
 WAIT_MS = 20_000  # a page's first render or a live update, on a machine running other tests meanwhile
@@ -73,9 +64,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it (apt-get install -y chromium)"
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = chromium.launch(playwright)
         yield launched
         launched.close()
 
@@ -176,6 +166,7 @@ def test_the_graph_leads_to_her_doctor(page: Page, demo: Demo) -> None:
     expect(listed.first).to_be_visible()
     # a click on the doctor's node in the canvas opens the doctor
     at = _settled(page, str(demo.doctor))
+    page.wait_for_load_state("networkidle")  # no callback still in flight when the click leaves the page
     page.mouse.click(at["x"], at["y"])
     expect(page.locator("#entity-name")).to_contain_text("practitioner")
     assert page.url.endswith(f"/ui/entity/{demo.doctor}")
