@@ -85,21 +85,17 @@ class Firing:
     def render(self, template: str, target: uuid.UUID | None = None) -> str:
         """``template`` (a ``Template`` setting) filled in; ``{target.…}`` from ``target``. Names are filled in
         full: the action runs as DUST, not as a reader who may see less."""
-        from dust.engine.firing import render
+        from dust.engine.firing import fields_of, render
 
-        values: dict[str, Any] = {
-            "entity.id": str(self.entity_id),
-            "entity.kind": lambda: self._entity(self.entity_id, "kind"),
+        def kind() -> str:  # looked up only if a template asks for it
+            return self._entity(self.entity_id, "kind")
+
+        at, index = self.time, self.time_index
+        values = fields_of(self.entity_id, kind, self.label, self.value, self.unit, at, index, self.score, self.rule)
+        values |= {
             "entity.name": lambda: self._entity(self.entity_id, "name"),
             "target.id": "" if target is None else str(target),
             "target.name": lambda: "" if target is None else self._entity(target, "name"),
-            "label": self.label or "",
-            "value": self.value,
-            "unit": self.unit,
-            "time": "" if self.time is None else self.time.isoformat(),
-            "time_index": "" if self.time_index is None else self.time_index,
-            "score": "" if self.score is None else round(self.score, 3),
-            "rule": self.rule,
         }
         return render(template, values, keep=())
 

@@ -549,17 +549,37 @@ _ACTIONS: dict[type, Callable[..., None]] = {
 
 
 def _fields(session: Session, rule: Rule, event: Event, severity: str) -> dict[str, Any]:
+    def kind() -> str:  # looked up only if a template asks for it
+        return _kind(session, event.entity_id)
+
+    at, index = event.at, event.time_index
+    found = fields_of(event.entity_id, kind, event.label, event.value, event.unit, at, index, event.score, rule.name)
+    return found | {"severity": severity}
+
+
+def fields_of(
+    entity_id: uuid.UUID,
+    kind: Callable[[], str],
+    label: str | None,
+    value: Any,
+    unit: str,
+    at: datetime | None,
+    time_index: int | None,
+    score: float | None,
+    rule: str,
+) -> dict[str, Any]:
+    """The placeholders of a firing's messages but the names (filled per reader: ``_KEPT``), for alerts and
+    webhooks here and for plugins' actions (``actions.Firing.render``)."""
     return {
-        "entity.id": str(event.entity_id),
-        "entity.kind": lambda: _kind(session, event.entity_id),
-        "label": event.label or "",
-        "value": event.value,
-        "unit": event.unit,
-        "time": "" if event.at is None else event.at.isoformat(),
-        "time_index": "" if event.time_index is None else event.time_index,
-        "score": "" if event.score is None else round(event.score, 3),
-        "severity": severity,
-        "rule": rule.name,
+        "entity.id": str(entity_id),
+        "entity.kind": kind,
+        "label": label or "",
+        "value": value,
+        "unit": unit,
+        "time": "" if at is None else at.isoformat(),
+        "time_index": "" if time_index is None else time_index,
+        "score": "" if score is None else round(score, 3),
+        "rule": rule,
     }
 
 
