@@ -158,6 +158,15 @@ class Neighbourhood(BaseModel):
     edges: list[Edge]
 
 
+class Strongest(BaseModel):
+    """The best connected entities of a graph too large to draw, the relations among them, and the totals."""
+
+    entity_ids: list[uuid.UUID] = Field(description="Most total weight first.")
+    edges: list[Edge]
+    total_entities: int = Field(description="Entities with a relation that counts (valid, of the types).")
+    total_relations: int
+
+
 class MasterTensor(BaseModel):
     """R[type, source, target] = weight as sparse COO: ``indices`` is [types, sources, targets]."""
 
@@ -444,6 +453,34 @@ def _live(
 
 def _edge(row: repo.EdgeRow, weight: float) -> Edge:
     return Edge(id=row.id, source_id=row.source_id, target_id=row.target_id, type=row.type, weight=weight)
+
+
+def strongest(
+    session: Session,
+    limit: int,
+    *,
+    types: list[str] | None = None,
+    at: datetime | None = None,
+    min_weight: float | None = None,
+) -> Strongest:
+    """The ``limit`` entities with the most total weight of relations (valid at ``at``, default now; of
+    ``types``), and the relations among them of at least ``min_weight``: a sample of the master tensor for a
+    view that cannot draw it all. The database ranks the entities, by the weights their relations have as
+    recorded (a decaying type's as last set), so that only the relations among them are read, not every one;
+    those come with their weight at ``at``. Both ends are entities the principal may see; an entity whose
+    relations among the others all fall below ``min_weight`` is left out."""
+    if limit < 1:
+        raise InvalidInput(f"limit must be at least 1, not {limit}")
+    at, wanted = _as_of(at), _types(types)
+    moment = at or datetime.now(UTC)
+    best, entities_, relations_ = repo.strongest_ends(session, wanted, access.visible_ids(session), moment, limit)
+    slow = [] if at else weights.decaying(session, wanted)
+    found = _live(session, repo.among(session, best, wanted, slow), at, min_weight)
+    drawn = {end for row, _ in found for end in (row.source_id, row.target_id)}
+    kept = [e for e in best if e in drawn]
+    audit.record(session, "read", "entity", None, kept or [None])
+    edges = [_edge(row, weight) for row, weight in found]
+    return Strongest(entity_ids=kept, edges=edges, total_entities=entities_, total_relations=relations_)
 
 
 def master_tensor(session: Session, *, types: list[str] | None = None, at: datetime | None = None) -> MasterTensor:

@@ -223,3 +223,58 @@ def test_large_frontiers_are_read_in_chunks(db: Dust, monkeypatch: pytest.Monkey
     # hop 1: the root; hop 2: 12 children in chunks of 5
     assert len(on_relations(sql)) == 1 + 3
     assert max(parameters(s) for s in on_relations(sql)) <= 5
+
+
+def _strengths(tensor: relations.MasterTensor) -> dict[uuid.UUID, float]:
+    """Each entity's total absolute weight over the master tensor: what `strongest` ranks by."""
+    total: dict[uuid.UUID, float] = {}
+    for _, source, target, weight in zip(*tensor.indices, tensor.values, strict=True):
+        for end in (tensor.entity_ids[source], tensor.entity_ids[target]):
+            total[end] = total.get(end, 0.0) + abs(weight)
+    return total
+
+
+def test_strongest_is_the_master_tensor_when_it_fits_and_its_best_connected_when_not(db: Dust) -> None:
+    import random
+
+    rng = random.Random(3)
+    ids = people(db, *(f"p{i}" for i in range(40)))
+    with db.session() as s:
+        made = {(h, p, "treats") for h in ids[:4] for p in rng.sample(ids[4:], 12)}
+        made |= {(a, b, "knows") for a, b in (rng.sample(ids[4:], 2) for _ in range(30))}
+        relations.create_many(
+            s, [RelationCreate(source_id=a, target_id=b, type=t, weight=rng.uniform(-3, 5)) for a, b, t in made]
+        )
+    tensor = db.master_tensor()
+    strength = _strengths(tensor)
+    with db.session() as s:
+        whole = relations.strongest(s, 100)
+        few = relations.strongest(s, 5)
+        treats = relations.strongest(s, 100, types=["treats"], min_weight=0)
+    # it fits: every entity with a relation, every relation, the same weights as the master tensor
+    assert set(whole.entity_ids) == set(tensor.entity_ids) and len(whole.edges) == len(tensor.values)
+    assert whole.entity_ids == sorted(strength, key=lambda e: (-strength[e], str(e)))
+    assert (whole.total_entities, whole.total_relations) == (len(tensor.entity_ids), len(tensor.values))
+    # it does not: the relations among the five best connected, and those of the five that have one among them
+    best = set(whole.entity_ids[:5])
+    among = [(tensor.entity_ids[s_], tensor.entity_ids[t]) for _, s_, t in zip(*tensor.indices, strict=True)]
+    among = [(s_, t) for s_, t in among if s_ in best and t in best]
+    assert among and sorted((e.source_id, e.target_id) for e in few.edges) == sorted(among)
+    assert few.entity_ids == [e for e in whole.entity_ids[:5] if any(e in pair for pair in among)]
+    assert (few.total_entities, few.total_relations) == (whole.total_entities, whole.total_relations)
+    # types and least weight
+    assert {e.type for e in treats.edges} == {"treats"} and all(e.weight >= 0 for e in treats.edges)
+    assert set(treats.entity_ids) <= {e for edge in treats.edges for e in (edge.source_id, edge.target_id)}
+
+
+def test_strongest_as_of_a_time_counts_only_the_relations_valid_then(db: Dust) -> None:
+    a, b, c = people(db, "a", "b", "c")
+    db.relate(a, b, "knew", 9.0, valid_to=datetime(2020, 1, 1, tzinfo=UTC))
+    db.relate(b, c, "knows", 1.0)
+    with db.session() as s:
+        then = relations.strongest(s, 10, at=datetime(2019, 1, 1, tzinfo=UTC))
+        now = relations.strongest(s, 10)
+        with pytest.raises(InvalidInput, match="limit must be at least 1"):
+            relations.strongest(s, 0)
+    assert then.entity_ids[0] in (a, b) and set(then.entity_ids) == {a, b, c} and then.total_relations == 2
+    assert set(now.entity_ids) == {b, c} and now.total_relations == 1 and now.edges[0].weight == 1.0

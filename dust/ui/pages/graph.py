@@ -22,6 +22,9 @@ from dust.ui.pages.common import as_uuid, empty_state, entity_href, problem, run
 
 LISTED = 200  # nodes listed as links under the graph
 ANOMALIES = 500  # recent anomalies whose entities are ringed
+# Entities the view of every relation draws: Chromium here lays out and draws 600 in about a second, 1,500 (the
+# budget around an entity, Grafana's limit) in nearly three (docs/ui.md#first-render-at---size-10000)
+WHOLE = 600
 
 
 def layout(search: str) -> Any:
@@ -122,20 +125,19 @@ def _draw(
 
 
 def _whole(session: Session, types: list[str], weight: float | None, at: datetime | None) -> drawing.Sampled:
-    """Every relation (the master tensor), sampled past the budget; only the nodes drawn are named (as the reader
-    may see them)."""
-    master = relations.master_tensor(session, types=types, at=at)
-    kinds_, sources, targets = master.indices
-    ids = [str(i) for i in master.entity_ids]  # once each, not once an edge end
-    edges = [
-        drawing.GEdge(f"{t}:{s}:{d}", ids[s], ids[d], master.types[t], w)
-        for t, s, d, w in zip(kinds_, sources, targets, master.values, strict=True)
-        if weight is None or w >= weight
-    ]
-    ends = {e.source for e in edges} | {e.target for e in edges}
-    sampled = drawing.sample([drawing.GNode(i, "", "") for i in sorted(ends)], edges)
-    shown = data.presented(session, [uuid.UUID(n.id) for n in sampled.nodes])
-    sampled.nodes = [drawing.GNode(str(i), e["name"], e["kind"]) for i, e in shown.items()]
+    """The best connected entities of every relation (the master tensor), at most ``WHOLE`` of them, named as
+    the reader may see them."""
+    found = relations.strongest(session, WHOLE, types=types, at=at, min_weight=weight)
+    shown = data.presented(session, found.entity_ids)
+    nodes = [drawing.GNode(str(i), shown[i]["name"], shown[i]["kind"]) for i in found.entity_ids if i in shown]
+    edges = [drawing.GEdge(str(e.id), str(e.source_id), str(e.target_id), e.type, e.weight) for e in found.edges]
+    sampled = drawing.Sampled(nodes, edges, found.total_entities, found.total_relations)
+    if sampled.cut:
+        sampled.notes.append(
+            f"Showing the {len(nodes):,} best connected of {found.total_entities:,} entities (by total weight) and "
+            f"the {len(edges):,} relations among them, of {found.total_relations:,}. Narrow it by relation type "
+            "or weight, or open an entity's graph."
+        )
     return sampled
 
 
