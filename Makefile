@@ -3,12 +3,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench bench-serve bench-ui crash fuzz install services browsers clean
+.PHONY: run test lint bench bench-serve bench-ui crash fuzz install services browsers cluster clean
 
 run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
 	$(BIN)/dust demo healthcare --serve
 
-test: install services browsers lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
+test: install services browsers cluster lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
 	DUST_TEST_REQUIRE_POSTGRES=1 DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 lint: install
@@ -40,6 +40,9 @@ $(VENV)/.installed: pyproject.toml
 
 browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing
 	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+cluster:  ## Debian's nginx, the balancer of deploy/local-cluster (tests/deploy), installed when missing
+	@command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
 
 bench-ui: install  ## first render of each UI page in chromium, over the healthcare demo at --size 10000
 	$(BIN)/python bench/ui.py --size 10000

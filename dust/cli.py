@@ -74,10 +74,6 @@ def serve(
 
 
 def _serve(host: str, port: int, workers: int) -> None:
-    import uvicorn
-
-    from dust.api.protocol import BoundedHttpToolsProtocol
-
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.secret_key:
@@ -87,6 +83,38 @@ def _serve(host: str, port: int, workers: int) -> None:
         )
         raise typer.Exit(2)
     _migrate(settings)
+    with _metrics_shared(workers):
+        _run_uvicorn(settings, host, port, workers)
+
+
+def _metrics_shared(workers: int) -> Any:
+    """With several workers, a folder where each counts its metrics, for whichever answers /metrics to add up
+    (dust.api.metrics); removed when the server stops. One set by the environment is used as it is."""
+    multiprocess = "PROMETHEUS_MULTIPROC_DIR"  # dust.api.metrics.MULTIPROCESS, unimported: it loads the whole API
+    import contextlib
+    import os
+    import tempfile
+
+    if workers == 1 or os.environ.get(multiprocess):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def folder() -> Any:
+        with tempfile.TemporaryDirectory(prefix="dust-metrics-") as path:
+            os.environ[multiprocess] = path  # the workers, spawned after this, inherit it
+            try:
+                yield
+            finally:
+                del os.environ[multiprocess]
+
+    return folder()
+
+
+def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    from dust.api.protocol import BoundedHttpToolsProtocol
+
     console.print(
         f"DUST is serving at [bold]http://{host}:{port}/[/bold]  (web UI: http://{host}:{port}/ui, API docs: "
         f"http://{host}:{port}/docs)"

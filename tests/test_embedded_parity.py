@@ -102,6 +102,7 @@ REST_ONLY = {
     ("DELETE", "/auth/api-keys/{key_id}"): CREDENTIALS,
     ("GET", "/healthz"): PROBE,
     ("GET", "/readyz"): PROBE,
+    ("GET", "/metrics"): "counts of a server's HTTP requests, pool and queue, for Prometheus; in process there is none",
 }
 RENAMED = {"from": "start", "to": "end"}  # query parameters Python cannot name (``from`` is a keyword)
 # Public methods that are not REST operations' counterparts and need no argument checks of their own.

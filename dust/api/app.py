@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from dust.api import (
     insights,
     jobs,
     kinds,
+    metrics,
     openapi,
     plugins,
     problems,
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("starting", version=__version__, database=engine.url.render_as_string(hide_password=True))
+        health.drain_on_signals(app.state.draining)  # /readyz answers 503 from SIGTERM until the process ends
         worker = None
         if run_jobs and not app.state.jobs.shared:
             # exclusive: of the processes of `dust serve --workers N`, one consumes a SQLite queue at a time
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         if worker is not None:
             await anyio.to_thread.run_sync(worker.stop, settings.shutdown_grace_seconds)
         engine.dispose()
+        app.state.metrics.stopped()
         log.info("stopped")
 
     if migrate:
@@ -82,10 +86,14 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     app.state.sessions = make_sessionmaker(engine)
     app.state.reads = make_sessionmaker(engine, read_only=True)
     app.state.writer = BatchWriter(app.state.sessions)
-    app.state.caches = Caches()
+    app.state.metrics = metrics.Metrics()
+    app.state.metrics.watch_pool(engine)
+    app.state.caches = Caches(lookups=app.state.metrics.cache_lookup)
+    app.state.draining = threading.Event()
     app.state.jobs = queue_for(settings)
     attach(app.state.sessions, app.state.jobs)  # their deferred tasks go to this database's queue
     firing.bound(app.state.sessions, settings)
+    app.state.metrics.read_when_scraped(metrics.Jobs(app.state))
     problems.install(app)
     routers = (
         auth.router,
@@ -110,8 +118,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     )
     for router in routers:
         app.include_router(router, prefix=API)
-    app.include_router(health.router)
-    app.include_router(health.router, prefix=API)
+    for probes in (health.router, metrics.router):
+        app.include_router(probes)
+        app.include_router(probes, prefix=API)
     ui.mount(app)  # the web UI: Dash under /ui, and / sending browsers there
     credential_paths = frozenset(API + path for path in auth.CREDENTIAL_PATHS)
     openapi.document(app, passthrough=credential_paths)  # every error each operation can answer, as problem+json
@@ -133,6 +142,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
         )
+    app.add_middleware(metrics.Measured, metrics=app.state.metrics)
     app.add_middleware(RequestLog)
     return app
 

@@ -13,7 +13,7 @@ Sessions without caches (embedded use, the CLI) read everything from the databas
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from cachetools import LRUCache
@@ -31,15 +31,17 @@ _CHANGED = "dust.changed."  # session.info, + kind: this transaction raised that
 
 
 class Caches:
-    """One app's copies: ``get(kind, key, session)`` and ``put(kind, key, value, session)``."""
+    """One app's copies: ``get(kind, key, session)`` and ``put(kind, key, value, session)``. ``lookups(kind,
+    hit)`` is told of every ``get`` (the app's metrics count them)."""
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 10_000, lookups: Callable[[str, bool], None] | None = None) -> None:
         self._copies: dict[str, LRUCache[Hashable, tuple[int, Any]]] = {
             CREDENTIALS: LRUCache(maxsize=size),
             SCHEMAS: LRUCache(maxsize=size),
             TRIGGERS: LRUCache(maxsize=1),
         }
         self._lock = threading.Lock()  # LRUCache reorders itself on every read: not safe across threads
+        self._lookups = lookups
 
     def get(self, session: Session, kind: str, key: Hashable) -> Any | None:
         """The copy of ``key``, if made under the current epoch. Call it before reading what a ``put`` would
@@ -49,7 +51,10 @@ class Caches:
             return None
         with self._lock:
             found = self._copies[kind].get(key)
-        return found[1] if found is not None and found[0] == current else None
+        hit = found is not None and found[0] == current
+        if self._lookups is not None:
+            self._lookups(kind, hit)
+        return found[1] if hit and found is not None else None
 
     def put(self, session: Session, kind: str, key: Hashable, value: Any) -> None:
         """Keep ``value``, made from what this transaction read, under the epoch it read first. Not from a

@@ -286,6 +286,8 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ),
     ("get", "/api/v1/jobs/{job_id}"): lambda a: Request({"job_id": _my_job(a)}),
     ("get", "/api/v1/jobs"): lambda a: Request(query={"state": "queued", "limit": 5}),
+    ("get", "/metrics"): lambda a: Request(),
+    ("get", "/api/v1/metrics"): lambda a: Request(),
     ("get", "/api/v1/alerts"): lambda a: Request(query={"entity_id": a.world["PA"], "state": "open", "limit": 5}),
     ("get", "/api/v1/alerts/{alert_id}"): lambda a: Request({"alert_id": _alert(a)}),
     ("patch", "/api/v1/alerts/{alert_id}"): lambda a: Request({"alert_id": _alert(a)}, body={"state": "acknowledged"}),
@@ -333,6 +335,8 @@ def answered(document: dict[str, Any], op: dict[str, Any], response: Any) -> str
     media = response.headers.get("content-type", "").split(";")[0]
     if media not in content:
         return f"content type {media!r}, not one of {sorted(content)}"
+    if not media.endswith("json") and "schema" not in content[media]:
+        return None  # text documented by its media type alone (GET /metrics: Prometheus's format)
     schema = content[media].get("schema", {})
     try:
         body = response.json()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Job
@@ -118,6 +118,12 @@ def running(session: Session) -> list[Running]:
     c = _TABLE.c
     rows = session.execute(select(c.id, c.worker, c.heartbeat_at, c.attempts).where(c.state == RUNNING))
     return [Running(*row) for row in rows]
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    """How many jobs are in each state (a state with none is absent)."""
+    rows = session.execute(select(Job.state, func.count()).group_by(Job.state))
+    return {state: count for state, count in rows}
 
 
 def take_back(session: Session, job: Running, *, error: str | None, now: datetime) -> bool:

@@ -1,0 +1,180 @@
+"""GET /metrics: Prometheus's text format, through prometheus_client.
+
+What is measured: requests by route template (``/api/v1/entities/{entity_id}``, never the raw path, so the number
+of series stays bounded) and status class, their latency, the database pool, the cached copies' hits and misses
+(``dust.engine.caches``), and, read when scraped, the job queue's depth and the jobs by state.
+
+The route needs an admin's credential: CONTRACT.md exempts only the health probes, sign-in and the docs, and the
+counts say who uses what. Prometheus scrapes with an admin's API key (docs/deploy.md).
+
+``dust serve --workers N`` runs N processes; each counts into files of its own under ``PROMETHEUS_MULTIPROC_DIR``
+(prometheus_client's multiprocess mode, set up by the CLI), and whichever worker answers a scrape adds them all up.
+With one process the counts stay in its memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client import multiprocess as shared
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, event
+from starlette.routing import Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dust.api.deps import SessionDep, allow
+from dust.core.logging import get_logger
+from dust.core.security import Permission
+from dust.jobs import JobQueue
+from dust.storage.repositories import jobs as jobs_repo
+
+router = APIRouter(tags=["health"])
+log = get_logger("dust.metrics")
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"  # set: the processes of one server count into files in this folder
+UNMATCHED = "unmatched"  # the route label of a request no route matched (any path: one series, not one each)
+# Seconds: from a cached credential check (~2 ms) to a long scan; wrk's timeout is 2 s.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """One app's instruments. In multiprocess mode they register nowhere: a scrape reads every process's files."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # a *_created series beside each counter doubles the series for no use here
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS))
+        self.registry = None if self.multiprocess else CollectorRegistry()
+        where: dict[str, Any] = {"registry": self.registry}
+        self.requests = Counter("dust_http_requests", "HTTP requests answered.", ["method", "route", "status"], **where)
+        labels = ["method", "route"]
+        self.latency = Histogram(
+            "dust_http_request_duration_seconds", "Time to answer, by route.", labels, buckets=BUCKETS, **where
+        )
+        live = {**where, "multiprocess_mode": "livesum"}  # summed over the processes alive
+        self.pool_size = Gauge("dust_db_pool_size", "Connections the database pool keeps open.", **live)
+        self.pool_checked_out = Gauge("dust_db_pool_checked_out", "Database connections in use now.", **live)
+        self.cache = Counter(
+            "dust_cache_lookups", "Lookups of cached copies, by cache and result.", ["cache", "result"], **where
+        )
+        self._scraped: list[Collector] = []
+
+    def cache_lookup(self, kind: str, hit: bool) -> None:
+        self.cache.labels(kind, "hit" if hit else "miss").inc()
+
+    def watch_pool(self, engine: Engine) -> None:
+        """Count the connections ``engine`` lends out, as they are lent and returned."""
+        size = getattr(engine.pool, "size", 0)  # QueuePool: a method; SingletonThreadPool (SQLite in memory): a number
+        self.pool_size.set(size() if callable(size) else size)
+        event.listen(engine, "checkout", lambda *_: self.pool_checked_out.inc())
+        event.listen(engine, "checkin", lambda *_: self.pool_checked_out.dec())
+
+    def read_when_scraped(self, collector: Collector) -> None:
+        """Add figures that are read at each scrape (they are the same whichever process reads them)."""
+        self._scraped.append(collector)
+        if self.registry is not None:
+            self.registry.register(collector)
+
+    def exposition(self) -> bytes:
+        if self.registry is not None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        shared.MultiProcessCollector(registry)
+        for collector in self._scraped:
+            registry.register(collector)
+        return generate_latest(registry)
+
+    def stopped(self) -> None:
+        """This process ends: its live gauges (the pool) leave the sums."""
+        if self.multiprocess:
+            shared.mark_process_dead(os.getpid())
+
+
+class Jobs(Collector):
+    """The queue's depth and the jobs by state, read at each scrape from the queue and the ``jobs`` table."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queue: JobQueue = self.state.jobs
+        depth = GaugeMetricFamily("dust_job_queue_depth", "Messages waiting in the job queue.", labels=["queue"])
+        try:
+            depth.add_metric(["pending"], queue.huey.pending_count())
+            depth.add_metric(["scheduled"], queue.huey.scheduled_count())
+        except Exception as problem:  # an unreachable Redis must not fail the scrape; /readyz says it
+            log.warning("job queue depth unavailable", error=type(problem).__name__)
+        yield depth
+        jobs = GaugeMetricFamily("dust_jobs", "Background jobs by state (the jobs table).", labels=["state"])
+        with self.state.reads() as session:
+            counts = jobs_repo.count_by_state(session)
+        for state in jobs_repo.STATES:
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+
+
+class Measured:
+    """Count each request and time it, by method, route template and status class."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # unless an answer starts: what RequestLog, outside, answers an exception with
+        started = time.perf_counter()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, f"{status // 100}xx").inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+
+
+def template(scope: Scope) -> str:
+    """The matched route's path as declared, under the prefix its router was included with (the route in the scope
+    has its own path only: ``/entities/{entity_id}``, matched against what follows ``/api/v1``)."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    if isinstance(route, Mount):  # the web UI: everything under it is one series
+        return route.path + "/{path}"
+    path: str = scope["path"]
+    for cut in (i for i, char in enumerate(path) if char == "/"):
+        if route.path_regex.match(path[cut:]):
+            return path[:cut] + route.path
+    return str(route.path)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text format."}},
+    **allow(Permission.admin),
+)
+def metrics(request: Request, session: SessionDep) -> Response:
+    """Admins (a scraper's API key): request counts and latencies by route, pool, caches, job queue."""
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

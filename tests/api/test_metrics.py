@@ -1,0 +1,98 @@
+"""GET /metrics: Prometheus text an admin's credential may scrape, counting by route template and status class."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from dust.engine.caches import Caches
+from tests.api.conftest import API, ONE_BACKEND, World
+from tests.reliability.server import Server, admin_key, bearer
+
+ENTITY = "/api/v1/entities/{entity_id}"
+
+
+def scrape(client: TestClient | httpx.Client, base: str = "") -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of one scrape, by name and labels."""
+    response = client.get(f"{base}/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def requests(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], route: str, status: str) -> float:
+    labels = frozenset({"method": "GET", "route": route, "status": status}.items())
+    return samples.get(("dust_http_requests_total", labels), 0.0)
+
+
+def test_requests_are_counted_by_route_template_and_status_class(client: TestClient, world: World) -> None:
+    before = scrape(client)
+    for entity in ("PA", "PB", "A"):
+        assert client.get(f"{API}/entities/{world[entity]}").status_code == 200
+    assert client.get(f"{API}/entities/{uuid.uuid4()}").status_code == 404
+    for n in range(3):
+        assert client.get(f"{API}/no-such-route-{n}").status_code == 404
+    response = client.get("/metrics")
+    after = scrape(client)
+    assert requests(after, ENTITY, "2xx") - requests(before, ENTITY, "2xx") == 3
+    assert requests(after, ENTITY, "4xx") - requests(before, ENTITY, "4xx") == 1
+    assert requests(after, "unmatched", "4xx") - requests(before, "unmatched", "4xx") == 3  # one series, any path
+    assert world["PA"] not in response.text and "no-such-route" not in response.text  # never the raw path
+    count = ("dust_http_request_duration_seconds_count", frozenset({"method": "GET", "route": ENTITY}.items()))
+    assert after[count] - before.get(count, 0.0) == 4
+
+
+def test_the_pool_and_the_job_queue_are_shown(client: TestClient, world: World) -> None:
+    body = {"detector": "multivariate", "tensor_id": world["TPA"]}
+    assert client.post(f"{API}/anomalies/scan", params={"background": "true"}, json=body).status_code == 202
+    samples = scrape(client, API)  # under /api/v1 too, as the health probes
+    assert samples[("dust_db_pool_size", frozenset())] > 0
+    assert samples[("dust_db_pool_checked_out", frozenset())] >= 1  # the scrape's own transaction holds one
+    assert samples[("dust_jobs", frozenset({("state", "queued")}))] == 1  # this app runs no jobs: it stays queued
+    assert samples[("dust_jobs", frozenset({("state", "succeeded")}))] == 0
+    assert samples[("dust_job_queue_depth", frozenset({("queue", "pending")}))] >= 1
+
+
+def test_cache_hits_and_misses_are_counted(app: FastAPI, client: TestClient) -> None:
+    before = scrape(client)
+    app.state.caches = Caches(lookups=app.state.metrics.cache_lookup)  # empty; the fixture's copies count nothing
+    for _ in range(3):
+        assert client.get(f"{API}/auth/me").status_code == 200
+    after = scrape(client)
+
+    def delta(result: str) -> float:
+        key = ("dust_cache_lookups_total", frozenset({"cache": "credentials", "result": result}.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("miss") == 1  # the first check of the token in the new copies
+    assert delta("hit") == 3  # the next two, and the scrape's own
+
+
+@ONE_BACKEND
+def test_only_admins_may_scrape(anon_client: TestClient, login_as: Callable[..., TestClient]) -> None:
+    assert anon_client.get("/metrics").status_code == 401
+    assert login_as("analyst").get("/metrics").status_code == 403
+    assert login_as("admin").get("/metrics").status_code == 200
+
+
+def test_several_workers_add_up_their_counts(tmp_path: Path) -> None:
+    """`dust serve --workers 2`: whichever worker answers a scrape counts the requests of both."""
+    url = f"sqlite:///{tmp_path / 'dust.db'}"
+    auth = bearer(admin_key(url))
+    with Server(url, workers=2, DUST_LOG_LEVEL="WARNING") as server:
+        server.start()
+        for _ in range(20):  # a new connection each: the workers take turns accepting them
+            assert httpx.get(f"{server.api}/auth/me", headers=auth).status_code == 200
+        with httpx.Client(headers=auth) as http:
+            samples = [scrape(http, server.base) for _ in range(4)]
+    assert {requests(s, "/api/v1/auth/me", "2xx") for s in samples} == {20.0}
