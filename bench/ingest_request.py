@@ -44,11 +44,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--batch", type=int, default=1000, help="values per POST (a multiple of 4)")
+    parser.add_argument("--columns", action="store_true", help='send {"columns": …} rather than {"values": [...]}')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dust-bench-ingest-") as tmp:
         url = args.database_url or f"sqlite:///{tmp}/dust.db"
         cpu = asyncio.run(measure(url, args))
-    where = f"{args.batches} batches, {url.split(':')[0]}, {Path(dust.__file__).parent}"
+    form = "columns" if args.columns else "values"
+    where = f"{args.batches} batches as {form}, {url.split(':')[0]}, {Path(dust.__file__).parent}"
     print(f"{cpu * 1000:.2f} ms CPU per {args.batch}-value batch ({where})")
 
 
@@ -61,7 +63,7 @@ async def measure(url: str, args: argparse.Namespace) -> float:
     tensor = {"entity_id": entity["id"], "schema": "bench_ingest", "origin": "2026-01-01T00:00:00Z"}
     tensor_id = (await call(app, "POST", f"{API}/tensors", headers, orjson.dumps(tensor)))["id"]
     path = f"{API}/tensors/{tensor_id}/values"
-    bodies = make_bodies(args.batch, args.warmup + args.batches, seed=0)
+    bodies = make_bodies(args.batch, args.warmup + args.batches, seed=0, columns=args.columns)
     for body in bodies[: args.warmup]:
         await write(app, path, headers, body, args.batch)
     started = time.process_time()

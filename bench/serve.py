@@ -124,6 +124,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ingest-clients", type=int, default=2, help="processes, one tensor each")
     parser.add_argument("--ingest-batch", type=int, default=1000, help="values per POST (a multiple of 4)")
     parser.add_argument(
+        "--ingest-form",
+        choices=["values", "columns"],
+        default="values",
+        help='the batch as {"values": [cells]} or as {"columns": {field: [...]}} (a third of the JSON)',
+    )
+    parser.add_argument(
         "--only", choices=["routes", "ingest"], help="run only the wrk routes, or only the ingest (default: both)"
     )
     parser.add_argument("--out", default=str(OUT))
@@ -416,7 +422,7 @@ def measure_ingest(backend: str, base: str, setup: Setup, args: argparse.Namespa
     clients = [
         ctx.Process(
             target=ingest_client,
-            args=(base, setup.admin_token, tensor, args.ingest_batch, batches, args.duration, seed, start, results),
+            args=(base, setup.admin_token, tensor, args, batches, seed, start, results),
         )
         for seed, tensor in enumerate(setup.ingest_tensors)
     ]
@@ -441,6 +447,7 @@ def measure_ingest(backend: str, base: str, setup: Setup, args: argparse.Namespa
         "url": f"{API}/tensors/{{id}}/values",
         "clients": len(clients),
         "batch_values": args.ingest_batch,
+        "form": args.ingest_form,
         "requests": len(latencies),
         "requests_per_s": len(latencies) / seconds,
         "values": values,
@@ -457,32 +464,40 @@ def ingest_client(
     base: str,
     bearer: str,
     tensor_id: str,
-    batch: int,
+    args: argparse.Namespace,
     batches: int,
-    duration: float,
     seed: int,
     start: Any,
     results: Any,
 ) -> None:
     try:
-        bodies = make_bodies(batch, batches, seed)
+        bodies = make_bodies(args.ingest_batch, batches, seed, columns=args.ingest_form == "columns")
         headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             client.get(f"{API}/auth/me").raise_for_status()  # opens the connection before the clock starts
             start.wait(timeout=600)
-            results.put(post_batches(client, f"{API}/tensors/{tensor_id}/values", bodies, batch, duration))
+            path = f"{API}/tensors/{tensor_id}/values"
+            results.put(post_batches(client, path, bodies, args.ingest_batch, args.duration))
     except Exception as error:  # reported by the parent, which stops the run
         start.abort()  # the other clients must not wait at the barrier for this one
         results.put({"error": f"client {seed}: {error!r}"})
 
 
-def make_bodies(batch: int, count: int, seed: int) -> list[bytes]:
-    """``count`` JSON bodies; each one's time steps follow the last one's, so every value is a new cell.
-    Written with f-strings rather than json.dumps of dicts: twice as fast, and there are millions of values."""
+def make_bodies(batch: int, count: int, seed: int, *, columns: bool = False) -> list[bytes]:
+    """``count`` JSON bodies; each one's time steps follow the last one's, so every value is a new cell. As
+    ``{"values": [cells]}``, or with ``columns`` as ``{"columns": {"time": [...], "channel": [...], "value":
+    [...]}}``. Written with f-strings rather than json.dumps of dicts: twice as fast, and there are millions of
+    values."""
     steps = batch // len(INGEST_LABELS)
     values = np.random.default_rng(seed).uniform(0, 100, (count, steps, len(INGEST_LABELS))).round(1).tolist()
     bodies = []
     for b, rows in enumerate(values):
+        if columns:
+            times = ",".join(str(b * steps + i) for i in range(steps) for _ in INGEST_LABELS)
+            labels = ",".join(f'"{label}"' for _ in range(steps) for label in INGEST_LABELS)
+            numbers = ",".join(str(value) for row in rows for value in row)
+            bodies.append(f'{{"columns":{{"time":[{times}],"channel":[{labels}],"value":[{numbers}]}}}}'.encode())
+            continue
         cells = (
             f'{{"time":{b * steps + i},"channel":"{label}","value":{value}}}'
             for i, row in enumerate(rows)

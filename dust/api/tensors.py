@@ -7,7 +7,15 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, ValidatorFunctionWrapHandler, WithJsonSchema, WrapValidator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    model_validator,
+)
 
 from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
 from dust.api.jsonbody import OrjsonRoute
@@ -76,15 +84,45 @@ def _as_decoded(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
     return validate(value)
 
 
+def _as_decoded_columns(value: Any, validate: ValidatorFunctionWrapHandler) -> Any:
+    """A dict of lists with string keys, as JSON decodes columns, taken as it is (as ``_as_decoded``)."""
+    if type(value) is dict and set(map(type, value)) <= {str} and set(map(type, value.values())) <= {list}:
+        return value
+    return validate(value)
+
+
 class ValuesWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Documented as Cells but taken as they come: the engine checks each and names every bad one in `errors`.
     values: Annotated[
-        list[dict[str, Any]],
+        list[dict[str, Any]] | None,
         WrapValidator(_as_decoded),
         WithJsonSchema({"type": "array", "minItems": 1, "items": Cell.model_json_schema()}),
-    ] = Field(description='Cells to write: [{"time": 3, "<axis>": "<label>", "value": 128.0}, …]; all or nothing.')
+    ] = Field(
+        None, description='Cells to write: [{"time": 3, "<axis>": "<label>", "value": 128.0}, …]; all or nothing.'
+    )
+    columns: Annotated[
+        dict[str, list[Any]] | None,
+        WrapValidator(_as_decoded_columns),
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": {"type": "array", "minItems": 1, "items": {}},
+                "example": {"time": [3, 3], "metric": ["heart_rate", "temperature"], "value": [128.0, 37.2]},
+            }
+        ),
+    ] = Field(
+        None,
+        description="The same cells as columns instead: a list per field (time, each axis, value), all of one "
+        "length; a third of the JSON. Give values or columns, not both.",
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ValuesWrite:
+        if (self.values is None) == (self.columns is None):
+            raise ValueError("give the cells as values or as columns, exactly one of them")
+        return self
 
 
 @router.post(
@@ -180,9 +218,11 @@ def delete(tensor_id: uuid.UUID, session: SessionDep) -> Response:
 
 def write(tensor_id: uuid.UUID, data: ValuesWrite, session: SessionDep, settings: SettingsDep) -> Response:
     """Write a batch of cells, all or nothing; replaced values go to the history."""
-    result = tensors.write_values(
-        session, tensor_id, data.values, max_batch=settings.max_batch_values, max_blocks=settings.max_batch_blocks
-    )
+    limits = {"max_batch": settings.max_batch_values, "max_blocks": settings.max_batch_blocks}
+    if data.columns is not None:
+        result = tensors.write_columns(session, tensor_id, data.columns, **limits)
+    else:
+        result = tensors.write_values(session, tensor_id, data.values or [], **limits)
     # The JSON as FastAPI would send it for the response model, without checking and dumping it twice more.
     return Response(result.model_dump_json(), media_type="application/json")
 

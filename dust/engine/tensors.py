@@ -277,6 +277,47 @@ def write_values(
     return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, numbers)])[0])
 
 
+def write_columns(
+    session: Session,
+    tensor_id: uuid.UUID,
+    columns: Mapping[str, Sequence[Any]],
+    *,
+    max_batch: int = 10_000,
+    max_blocks: int = 64,
+) -> WriteResult:
+    """``write_values`` of a batch as columns: ``{"time": [...], "<axis>": [...], …, "value": [...]}``, a list
+    per field, all of one length; value i of the batch is the i-th of each. The shape NumPy and pandas hold data
+    in, and a third of the JSON of the same cells as objects (so a third of the decoding)."""
+    row = get_row(session, tensor_id, lock=True)
+    sdef = _schema(session, row)
+    names = ("time", "value", *(a.name for a in sdef.axes))
+    given = set(columns)
+    if given != set(names):
+        missing, extra = sorted(set(names) - given), sorted(given - set(names))
+        raise InvalidInput(
+            f"columns must be exactly {', '.join(names)}"
+            + (f"; missing {', '.join(missing)}" if missing else "")
+            + (f"; not fields of this schema: {', '.join(extra)}" if extra else "")
+        )
+    lengths = {name: len(columns[name]) for name in names}
+    if len(set(lengths.values())) != 1:
+        raise InvalidInput(f"columns must be of one length, not {', '.join(f'{k} {n}' for k, n in lengths.items())}")
+    count = lengths["time"]
+    if count > max_batch:
+        raise TooLarge(f"a write may carry at most {max_batch} values; this one has {count}")
+    if count == 0:
+        raise InvalidInput("columns must hold at least one value")
+    grid = _grid(row, sdef)
+    checked = _check_columns([columns[name] for name in names], sdef, grid)
+    if checked is None:  # a bad value somewhere: the value-by-value path says which and why
+        rows = [dict(zip(names, cells, strict=True)) for cells in zip(*(columns[n] for n in names), strict=True)]
+        checked = _parse_each(rows, sdef, grid, where="columns")
+    times, cells, numbers = checked
+    _check_blocks(times, max_blocks, row.block_steps)
+    _audit(session, "update", row)
+    return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, _unsigned_zero(numbers))])[0])
+
+
 def write_array(session: Session, tensor_id: uuid.UUID, array: np.ndarray, start: int = 0) -> WriteResult:
     """Bulk write: ``array`` has the tensor's shape (axis_1, …, axis_n, time) from time index ``start``.
 
@@ -377,7 +418,7 @@ def _refuse(errors: list[dict[str, Any]], count: int, outcome: str) -> None:
     if errors:
         first = errors[0]
         raise InvalidInput(
-            f"{len(errors)} of {count} {outcome}; the first, values[{first['loc'][1]}]: {first['msg']}",
+            f"{len(errors)} of {count} {outcome}; the first, {first['loc'][0]}[{first['loc'][1]}]: {first['msg']}",
             errors=errors[:100],
         )
 
@@ -493,6 +534,14 @@ def _parse_columns(
         columns = [list(map(itemgetter(name), values)) for name in names]
     except KeyError:  # a field is missing
         return None
+    return _check_columns(columns, sdef, grid)
+
+
+def _check_columns(
+    columns: Sequence[Sequence[Any]], sdef: SchemaDef, grid: TimeGrid
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(time indices, flat cells, numbers) of ``columns`` (time, value, then a label column per axis), all
+    valid; None if any is not, never an error."""
     times = _time_column(columns[0], grid)
     numbers = _number_column(columns[1])
     cells = _cell_column(columns[2:], sdef)
@@ -545,9 +594,9 @@ def _cell_column(labels: Sequence[Sequence[Any]], sdef: SchemaDef) -> np.ndarray
 
 
 def _parse_each(
-    values: Sequence[Mapping[str, Any]], sdef: SchemaDef, grid: TimeGrid
+    values: Sequence[Mapping[str, Any]], sdef: SchemaDef, grid: TimeGrid, where: str = "values"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``_parse`` value by value, collecting an error for each bad one."""
+    """``_parse`` value by value, collecting an error for each bad one (at ``where``[i])."""
     n = len(values)
     times = np.empty(n, dtype=np.int64)
     cells = np.empty(n, dtype=np.int64)
@@ -561,7 +610,7 @@ def _parse_each(
             )
             numbers[i] = _number(item.get("value"), sdef, int(cells[i]))
         except InvalidInput as problem:
-            errors.append({"loc": ["values", i], "msg": problem.detail, "type": problem.code})
+            errors.append({"loc": [where, i], "msg": problem.detail, "type": problem.code})
     _refuse(errors, n, "values were rejected, so nothing was written")
     return times, cells, numbers
 

@@ -259,6 +259,45 @@ def test_an_empty_or_malformed_batch_is_422(client: TestClient, jane: str) -> No
     assert problem(client.post(f"{API}/tensors/{jane}/values", json={"values": [], "x": 1}), 422)
 
 
+def columns(tensor_id: str, client: TestClient, **columns: Any) -> Any:
+    return client.post(f"{API}/tensors/{tensor_id}/values", json={"columns": columns})
+
+
+def test_columns_write_what_the_same_cells_as_values_write(client: TestClient, jane: str) -> None:
+    cells = [cell(3, "systolic_bp", 128), cell("2026-01-05T08:00:00Z", "temperature", 37.2), cell(4, "spo2", 97)]
+    twin = new_tensor(client)["id"]
+    assert written(client, twin, *cells) == 3
+    by_column = columns(jane, client, **{k: [c[k] for c in cells] for k in ("time", "metric", "value")})
+    assert by_column.status_code == 200 and by_column.json() == {"written": 3}
+    assert read(client, jane)["values"] == read(client, twin)["values"]
+    assert client.get(f"{API}/tensors/{jane}/history").json() == client.get(f"{API}/tensors/{twin}/history").json()
+
+
+BAD_COLUMNS = {
+    "a missing column": ({"time": [1], "value": [60]}, "missing metric"),
+    "a field the schema lacks": ({"time": [1], "metric": ["spo2"], "value": [9], "unit": ["%"]}, "unit"),
+    "columns of two lengths": ({"time": [1, 2], "metric": ["spo2"], "value": [9, 9]}, "one length"),
+    "a bad value": ({"time": [1, 2], "metric": ["spo2", "pulse"], "value": [97, 60]}, "columns[1]"),
+    "out of its range": ({"time": [1, 2], "metric": ["temperature"] * 2, "value": [37, 47]}, "25..45"),
+    "no value": ({"time": [], "metric": [], "value": []}, "at least one"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_COLUMNS.keys())
+def test_bad_columns_are_422_and_write_nothing(client: TestClient, jane: str, case: str) -> None:
+    bad, says = BAD_COLUMNS[case]
+    refused = problem(columns(jane, client, **bad), 422)
+    assert says in refused["detail"], refused
+    assert nothing_recorded(client, jane)
+
+
+def test_values_or_columns_exactly_one_of_them(client: TestClient, jane: str) -> None:
+    both = {"values": [cell(1, "spo2", 97)], "columns": {"time": [1], "metric": ["spo2"], "value": [97]}}
+    for body in ({}, both, {"columns": {"time": 1, "metric": "spo2", "value": 97}}, {"columns": [[1, "spo2", 97]]}):
+        assert problem(client.post(f"{API}/tensors/{jane}/values", json=body), 422)
+    assert nothing_recorded(client, jane)
+
+
 def test_writing_to_an_unknown_tensor_is_404(client: TestClient) -> None:
     ghost = uuid.uuid4()
     assert str(ghost) in problem(write(client, str(ghost), cell(0, "spo2", 97)), 404)["detail"]
@@ -285,6 +324,8 @@ def test_an_oversized_batch_is_413_and_writes_nothing(small_client: TestClient) 
     assert "10" in refused["detail"] and "11" in refused["detail"]
     assert nothing_recorded(small_client, tensor_id)
     assert written(small_client, tensor_id, *values[:10]) == 10
+    spo2 = {"time": list(range(11)), "metric": ["spo2"] * 11, "value": [97] * 11}
+    assert "11" in problem(columns(tensor_id, small_client, **spo2), 413)["detail"]
 
 
 def test_a_write_is_bounded_by_the_blocks_it_touches(small_client: TestClient) -> None:
