@@ -19,6 +19,7 @@ def test_all_names_resolve_and_nothing_else_is_public() -> None:
         "api",
         "ask",
         "cli",
+        "client",
         "core",
         "domains",
         "embedded",
