@@ -3,7 +3,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run test lint bench bench-serve bench-ui crash fuzz install services browsers cluster clean
+.PHONY: run test lint docs bench bench-serve bench-ui crash fuzz install services browsers cluster clean
 
 run: install  ## set up and serve DUST on SQLite with the healthcare demo data loaded
 	$(BIN)/dust demo healthcare --serve
@@ -15,6 +15,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy dust
+
+docs: install  ## the documentation site into site/ (MkDocs Material, warnings as errors); `mkdocs serve` to browse it
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: install  ## the benchmarks in bench/ (minutes; prints tables)
 	$(BIN)/python bench/ingest_aggregate.py
@@ -35,7 +38,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench,models]'
+	$(BIN)/pip install --quiet -e '.[test,bench,models,docs]'
 	touch $@
 
 browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing
