@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -417,20 +418,37 @@ app.add_typer(model_app, name="model")
 
 @model_app.command("train")
 def model_train(
-    labels: Annotated[Path, typer.Option(metavar="TRAIN.tsv", help="Training labels: a TSV (.tsv) or CSV.")],
-    id_column: Annotated[str, typer.Option(help="The labels' column of entity external ids (e.g. IRIs).")],
-    label_column: Annotated[str, typer.Option(help="The labels' column of classes.")],
-    task: Annotated[str, typer.Option(help="What to train: entity-classification.")] = "entity-classification",
+    labels: Annotated[
+        Path | None, typer.Option(metavar="TRAIN.tsv", help="Training labels: a TSV (.tsv) or CSV.")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option(help="The labels' column of external ids (e.g. IRIs).")] = None,
+    label_column: Annotated[str | None, typer.Option(help="The labels' column of classes.")] = None,
+    task: Annotated[
+        str, typer.Option(help="What to train: entity-classification or link-prediction.")
+    ] = "entity-classification",
     test_labels: Annotated[Path | None, typer.Option(metavar="TEST.tsv", help="Test labels, as --labels.")] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Full-batch training epochs.")] = 50,
+    test_triples: Annotated[
+        Path | None, typer.Option(metavar="TRIPLES.tsv", help="Link prediction: test triples (source, type, target).")
+    ] = None,
+    test_fraction: Annotated[
+        float | None, typer.Option(help="Link prediction: hold out this fraction of the relations (0.1).")
+    ] = None,
+    types: Annotated[str | None, typer.Option(help="Link prediction: only relations of these types (a,b).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Full-batch training epochs (50; links: 500).")] = None,
     seed: Annotated[int, typer.Option(help="The first run's seed; run k uses seed + k.")] = 0,
     runs: Annotated[int, typer.Option(min=1, help="Runs (seeds); metrics are then mean and std.")] = 1,
-    hidden: Annotated[int, typer.Option(min=1, help="Hidden units.")] = 16,
+    hidden: Annotated[int | None, typer.Option(min=1, help="Hidden units (16; links: 100).")] = None,
+    layers: Annotated[int | None, typer.Option(min=0, help="Link prediction: R-GCN layers (1; 0: DistMult).")] = None,
+    negatives: Annotated[int | None, typer.Option(min=1, help="Link prediction: corruptions per triple (1).")] = None,
     bases: Annotated[int | None, typer.Option(min=1, help="Basis decomposition: this many bases.")] = None,
     blocks: Annotated[int | None, typer.Option(min=1, help="Block-diagonal decomposition: this many blocks.")] = None,
-    l2: Annotated[float, typer.Option(min=0, help="L2 on the first layer (the paper: 5e-4 but on AIFB).")] = 0.0,
+    l2: Annotated[
+        float | None, typer.Option(min=0, help="L2 on the first layer (0; the paper: 5e-4 but on AIFB); links: 0.01.")
+    ] = None,
     lr: Annotated[float, typer.Option(min=0, help="Adam's learning rate.")] = 0.01,
-    literals: Annotated[bool, typer.Option(help="Attribute values as nodes, as RDF literals are.")] = True,
+    literals: Annotated[
+        bool | None, typer.Option(help="Attribute values as nodes, as RDF literals are (on; links: off).")
+    ] = None,
     as_of: Annotated[str | None, typer.Option(help="Train on the graph as of this ISO date-time.")] = None,
 ) -> None:
     """Train an R-GCN (Schlichtkrull et al. 2018) on the master tensor; metrics as JSON on the last line."""
@@ -439,28 +457,122 @@ def model_train(
 
     from dust.core.errors import DustError
 
-    if task != "entity-classification":
-        console.print(f"Error: --task {task!r}: only entity-classification is there yet", markup=False)
+    if task not in ("entity-classification", "link-prediction"):
+        console.print(f"Error: --task {task!r}: entity-classification or link-prediction", markup=False)
         raise typer.Exit(2)
     try:
         at = datetime.fromisoformat(as_of) if as_of else None
     except ValueError as problem:
         console.print(f"Error: --as-of {as_of!r} is not an ISO date-time ({problem})", markup=False)
         raise typer.Exit(2) from None
+    for_links = {"test_triples": test_triples, "test_fraction": test_fraction, "types": types}
+    for_links |= {"layers": layers, "negatives": negatives}
+    for_classes = {"labels": labels, "id_column": id_column, "label_column": label_column, "test_labels": test_labels}
+    wrong = for_links if task == "entity-classification" else for_classes
+    if misplaced := [f"--{name.replace('_', '-')}" for name, value in wrong.items() if value is not None]:
+        console.print(f"Error: {', '.join(misplaced)} do not apply to --task {task}", markup=False)
+        raise typer.Exit(2)
+    if task == "link-prediction":
+        shared = {"hidden": hidden, "epochs": epochs, "lr": lr, "l2": l2, "bases": bases, "blocks": blocks}
+        given = {k: v for k, v in {**for_links, **shared, "literals": literals}.items() if v is not None}
+        _train_links(given, at, list(range(seed, seed + runs)))
+        return
+    if labels is None or id_column is None or label_column is None:
+        console.print("Error: entity-classification needs --labels, --id-column and --label-column", markup=False)
+        raise typer.Exit(2)
     try:
         from dust.models import classification, rgcn
 
-        settings = rgcn.Settings(hidden=hidden, epochs=epochs, lr=lr, l2=l2, bases=bases, blocks=blocks)
+        settings = rgcn.Settings(
+            hidden=hidden or 16, epochs=epochs or 50, lr=lr, l2=l2 or 0.0, bases=bases, blocks=blocks
+        )
         train = classification.read_labels(labels, id_column, label_column)
         test = classification.read_labels(test_labels, id_column, label_column) if test_labels else None
         settings.check()
         with _open() as db, db.session() as session:
-            prepared = classification.prepare(session, train, test, at=at, literals=literals)
+            prepared = classification.prepare(session, train, test, at=at, literals=literals is not False)
         metrics = classification.train(prepared, settings=settings, seeds=list(range(seed, seed + runs)))
     except DustError as problem:
         console.print(f"Error: {problem.detail}", markup=False)
         raise typer.Exit(2) from None
     print(json.dumps(metrics))
+
+
+def _train_links(given: dict[str, Any], at: Any, seeds: list[int]) -> None:
+    """``dust model train --task link-prediction``: R-GCN + DistMult; the options ``given`` (None: left out)."""
+    import json
+
+    from dust.core.errors import DustError
+
+    try:
+        from dust.models import link
+
+        options = ("hidden", "epochs", "lr", "l2", "bases", "blocks", "layers", "negatives")
+        settings = link.Settings(**{k: given[k] for k in options if k in given})
+        settings.check()
+        test = link.read_triples(given["test_triples"]) if "test_triples" in given else None
+        types = [t.strip() for t in given["types"].split(",") if t.strip()] if "types" in given else None
+        with _open() as db, db.session() as session:
+            problem = link.prepare(
+                session,
+                at=at,
+                types=types,
+                test_triples=test,
+                test_fraction=given.get("test_fraction", 0.1),
+                seed=seeds[0],
+                literals=given.get("literals", False),
+            )
+        metrics = link.train(problem, settings=settings, seeds=seeds)
+    except DustError as problem:
+        console.print(f"Error: {problem.detail}", markup=False)
+        raise typer.Exit(2) from None
+    print(json.dumps(metrics))
+
+
+@model_app.command("predict")
+def model_predict(
+    model_id: Annotated[
+        uuid.UUID, typer.Argument(metavar="MODEL_ID", help="A trained model's id (`dust model list`).")
+    ],
+    entity: Annotated[
+        list[str] | None, typer.Option("--entity", metavar="ID", help="An entity to predict (repeat); default: all.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Every entity of this kind in the model's graph.")] = None,
+    write_back: Annotated[
+        str | None, typer.Option(metavar="ATTR", help="Set each predicted class as this attribute.")
+    ] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Say which relations and neighbours mattered.")] = False,
+) -> None:
+    """Predict with a trained model; the predictions as JSON."""
+    with _open() as db:
+        result = db.predict(model_id, entity_ids=entity or None, kind=kind, write_back=write_back, explain=explain)
+    print(result.model_dump_json(by_alias=True))
+
+
+@model_app.command("list")
+def model_list(name: Annotated[str | None, typer.Option(help="Only the versions of this name.")] = None) -> None:
+    """Models newest first, as JSON lines: id, name, version, task, status and test accuracy."""
+    import json
+
+    with _open() as db:
+        page = db.models(name=name, limit=500)
+        while True:
+            for m in page.items:
+                accuracy = (m.metrics or {}).get("test_accuracy")
+                line = {"id": str(m.id), "name": m.name, "version": m.version, "task": m.task, "status": m.status}
+                print(json.dumps({**line, "test_accuracy": accuracy}))
+            if page.next_cursor is None:
+                break
+            page = db.models(name=name, limit=500, cursor=page.next_cursor)
+
+
+@model_app.command("show")
+def model_show(
+    model_id: Annotated[uuid.UUID, typer.Argument(metavar="MODEL_ID", help="A model's id (`dust model list`).")],
+) -> None:
+    """A model's status, progress, metrics and data version, as JSON."""
+    with _open() as db:
+        print(db.get_model(model_id).model_dump_json())
 
 
 def _configured() -> Settings:

@@ -97,6 +97,9 @@ from dust.engine.webhooks import DeliveryList, DeliveryPublic
 from dust.engine.weights import PolicyPublic, PolicySet
 from dust.jobs import JobList, JobPublic, attach, queue_for, records
 from dust.jobs.records import State
+from dust.models import registry as model_registry
+from dust.models.schemas import NAME as MODEL_NAME
+from dust.models.schemas import ModelCreate, ModelList, ModelPublic, PredictRequest, PredictResult
 from dust.plugins import registry
 from dust.plugins.registry import Plugin
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
@@ -584,6 +587,54 @@ class Dust:
         who = str(created_by) if created_by else None
         with self.session() as s:
             return records.list_(s, state=state, kind=kind, created_by=who, limit=self._page(limit), cursor=cursor)
+
+    # models: /models
+    @_checked
+    def train_model(self, request: SkipValidation[Mapping[str, Any] | ModelCreate], wait: bool = True) -> ModelPublic:
+        """The next version of a model: ``{task, name, kind, target, types?, as_of?, settings?}`` as POST /models
+        takes it. With ``wait`` it trains here and now (unless a server's worker took its job first) and the answer
+        has its metrics; without, a server or ``dust worker`` trains it."""
+        data = ModelCreate.model_validate(request)
+        with self.session() as s:
+            submitted = model_registry.submit(s, data)
+        if wait and submitted.job_id is not None:
+            model_registry.train_here(self._sessions, self.settings, submitted.job_id)
+        with self.session() as s:
+            return model_registry.get(s, submitted.id)
+
+    @_checked
+    def models(
+        self, name: Annotated[str, Field(pattern=MODEL_NAME)] | None = None, limit: Limit = 50, cursor: Cursor = None
+    ) -> ModelList:
+        """Models newest first (``name``: its versions). GET /models."""
+        with self.session() as s:
+            return model_registry.list_(s, name=name, limit=self._page(limit), cursor=cursor)
+
+    @_checked
+    def get_model(self, model_id: uuid.UUID) -> ModelPublic:
+        """A model's status, progress, metrics, version and data version. GET /models/{model_id}."""
+        with self.session() as s:
+            return model_registry.get(s, model_id)
+
+    @_checked
+    def predict(
+        self,
+        model_id: uuid.UUID,
+        entity_ids: SkipValidation[Sequence[uuid.UUID | str] | None] = None,
+        kind: SkipValidation[str | None] = None,
+        write_back: SkipValidation[str | Mapping[str, Any] | None] = None,
+        explain: SkipValidation[bool] = False,
+        top: SkipValidation[int] = 10,
+    ) -> PredictResult:
+        """A trained model's predictions for ``entity_ids`` (or every entity of ``kind``, default the model's);
+        ``write_back="attr"`` sets each predicted class as that attribute; ``explain=True`` says why.
+        POST /models/{model_id}/predict."""
+        given: dict[str, Any] = {"entity_ids": entity_ids, "kind": kind, "explain": explain, "top": top}
+        if write_back is not None:
+            given["write_back"] = {"attribute": write_back} if isinstance(write_back, str) else write_back
+        data = PredictRequest.model_validate({k: v for k, v in given.items() if v is not None})
+        with self.session() as s:
+            return model_registry.predict(s, model_id, data)
 
     # alerts: /alerts
     @_checked

@@ -29,6 +29,7 @@ from dust.engine.schemas import SchemaUpdate
 from dust.engine.tensors import TensorUpdate
 from dust.storage.db import make_engine, upgrade
 from dust.storage.models import Base, Relation, Tensor
+from dust.storage.repositories import models as model_repo
 from dust.storage.repositories import users as user_repo
 from tests.conftest import POSTGRES_URL
 from tests.databases import throwaway_postgres
@@ -53,7 +54,7 @@ def fill(url: str, password_hash: str) -> Demo:
     """The healthcare demo (8 patients × 20 days) and, on top, every table DUST has: users with passwords
     (``password_hash``: hashing one costs ~0.4 s), a refresh token, an API key, a revoked token and a failed
     sign-in; a kind policy of our own; a second schema version with a tensor moved onto it; overwritten values
-    (history); relation weight changes; audit records of an admin's work."""
+    (history); relation weight changes; audit records of an admin's work; a trained and a queued model."""
     settings = Settings(database_url=url, secret_key="k" * 40)
     with Dust(url, migrate=False) as db:
         with db.session() as s:
@@ -80,6 +81,7 @@ def fill(url: str, password_hash: str) -> Demo:
             user_repo.add_failure(s, "dr-who", "127.0.0.1", datetime.now().astimezone())
             user_repo.revoke_access(s, "a-logged-out-token", soon)
             key = users.create_key(s, settings, admin.id, "nightly job")
+            _models(s)
         with db.session() as s:
             access.act_as(s, _principal(admin.id))
             tensor_id = _overwrite(s)
@@ -113,6 +115,18 @@ def _principal(user_id: uuid.UUID) -> access.Principal:
         method="POST",
         path="/api/v1/test",
     )
+
+
+def _models(session: Any) -> None:
+    """Two versions of a model: one trained (its artefact: any bytes, for the export), one queued (none yet)."""
+    fields = {"task": "entity-classification", "name": "risk", "kind": "patient", "target": {"attribute": "risk"}}
+    trained = model_repo.add(session, {**fields, "version": 1, "settings": {"epochs": 5}})
+    assert trained is not None
+    now = datetime.now().astimezone()
+    model_repo.succeed(
+        session, trained.id, metrics={"test_accuracy": 1.0}, data_version=now, artefact=bytes(range(256)), now=now
+    )
+    model_repo.add(session, {**fields, "version": 2, "settings": {"epochs": 6}})
 
 
 def _overwrite(session: Any) -> uuid.UUID:

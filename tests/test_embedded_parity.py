@@ -85,6 +85,10 @@ PYTHON = {
     ("GET", "/triggers/{trigger_id}/versions"): "trigger_versions",
     ("GET", "/triggers/{trigger_id}/firings"): "firings",
     ("POST", "/webhooks/deliveries/{delivery_id}/retry"): "retry_webhook_delivery",
+    ("POST", "/models"): "train_model",
+    ("GET", "/models"): "models",
+    ("GET", "/models/{model_id}"): "get_model",
+    ("POST", "/models/{model_id}/predict"): "predict",
 }
 
 # In process there is no request to authenticate: the caller holds the database itself and acts as the process

@@ -185,6 +185,13 @@ FieldName = Annotated[
     str, Field(max_length=MAX_KEY_LENGTH, json_schema_extra={"pattern": PLAIN_PATTERN}), BeforeValidator(_clean)
 ]
 """A field a kind's policy names: 'name', 'external_id' or an attribute key."""
+ShortText = Annotated[
+    str,
+    Field(max_length=256, json_schema_extra={"pattern": TEXT_PATTERN}),
+    BeforeValidator(_clean),
+    AfterValidator(_not_blank),
+]
+"""Bounded ``Text`` for items of lists and dicts: an external id, a class name."""
 
 _ATTRIBUTES_SCHEMA = {
     "propertyNames": {"maxLength": MAX_KEY_LENGTH, "pattern": PLAIN_PATTERN},

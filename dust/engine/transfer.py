@@ -57,6 +57,7 @@ from dust.storage.models import (
     Base,
     Entity,
     EntityKind,
+    Model,
     Relation,
     RelationWeight,
     Schema,
@@ -132,6 +133,7 @@ FAMILIES = (
     Family(TriggerVersion, ("trigger_id", "version")),
     Family(TriggerFiring, ("id",), omit=("txid",)),
     Family(Alert, ("id",), omit=("txid",)),
+    Family(Model, ("name", "version")),
 )
 
 
@@ -211,7 +213,7 @@ def _write_family(
                     for i, (name, encode) in enumerate(encoders)
                 }
                 for i, name in enumerate(binary, len(encoders)):
-                    record[name] = [blobs.write(row[i]), len(row[i])]
+                    record[name] = None if row[i] is None else [blobs.write(row[i]), len(row[i])]
                 out.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
             lines.write(("\n".join(out) + "\n").encode())
             rows += len(batch)
@@ -404,6 +406,9 @@ class _Reader:
                 record[name] = value if decode is None or value is None or name in self.binary else decode(value)
             for name in self.binary:
                 assert blobs is not None
+                if raw[name] is None:  # a nullable column's null (a model not trained: no artefact)
+                    record[name] = None
+                    continue
                 offset, length = raw[name]
                 blobs.seek(offset)
                 record[name] = blobs.read(length)

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     from dust.jobs.records import JobRun
 
 # Where the tasks, kinds and hooks that come with DUST register; imported by ``load()``.
-MODULES = ["dust.jobs.records", "dust.jobs.scans", "dust.engine.webhooks", "dust.engine.actions"]
+MODULES = [
+    "dust.jobs.records",
+    "dust.jobs.scans",
+    "dust.engine.webhooks",
+    "dust.engine.actions",
+    "dust.models.registry",
+]
 NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")  # "webhooks.deliver"
 
 Task = Callable[..., None]  # (context, *args)

@@ -1,9 +1,14 @@
-"""Entity classification from labels files: which entity has which label, then R-GCN runs and their metrics."""
+"""Entity classification: which entity has which label (from labels files, an attribute or a map of external ids),
+then R-GCN runs and their metrics."""
 
 from __future__ import annotations
 
 import csv
+import json
+import random
 import uuid
+from collections import defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput
+from dust.engine import access
 from dust.models import graph, rgcn
 from dust.storage.repositories import entities as entity_repo
 
@@ -81,16 +87,38 @@ def prepare(
     session before it (on SQLite an open transaction holds the write lock)."""
     everything = train_labels.rows + (test_labels.rows if test_labels else [])
     entity_of = _entities(session, Labels(everything, train_labels.path))
-    built = graph.build(session, at=at, literals=literals, include=list(entity_of.values()))
+
+    def labelled(labels: Labels | None) -> Labelled:
+        return [(entity_of[n], label) for n, label in (labels.rows if labels else [])]
+
+    return problem(session, labelled(train_labels), labelled(test_labels), at=at, literals=literals)
+
+
+Labelled = list[tuple[uuid.UUID, str]]  # (entity, class)
+
+
+def problem(
+    session: Session,
+    train: Labelled,
+    test: Labelled,
+    *,
+    at: datetime | None = None,
+    types: list[str] | None = None,
+    literals: bool = True,
+    skip: Collection[str] = (),
+) -> Problem:
+    """The graph as of ``at`` (of ``types``; literal nodes but of the attributes in ``skip``) and the node and
+    class of each labelled entity; classes in sorted order."""
+    everything = train + test
+    built = graph.build(session, at=at, types=types, literals=literals, include=[e for e, _ in everything], skip=skip)
     position = built.index()
     classes = sorted({label for _, label in everything})
     class_of = {label: i for i, label in enumerate(classes)}
 
-    def nodes(labels: Labels | None) -> tuple[list[int], list[int]]:
-        rows = labels.rows if labels else []
-        return [position[entity_of[n]] for n, _ in rows], [class_of[label] for _, label in rows]
+    def nodes(part: Labelled) -> tuple[list[int], list[int]]:
+        return [position[entity] for entity, _ in part], [class_of[label] for _, label in part]
 
-    return Problem(built, classes, *nodes(train_labels), *nodes(test_labels), at)
+    return Problem(built, classes, *nodes(train), *nodes(test), at)
 
 
 def train(problem: Problem, *, settings: rgcn.Settings, seeds: list[int]) -> dict[str, Any]:
@@ -120,3 +148,70 @@ def train(problem: Problem, *, settings: rgcn.Settings, seeds: list[int]) -> dic
         "relations": problem.graph.num_relations,
         "as_of": problem.at.isoformat() if problem.at else None,
     }
+
+
+# --- labels in the service (dust.models.registry): from an attribute or a map, and a seeded split --------------
+
+
+def attribute_labels(session: Session, kind: str | None, attribute: str) -> Labelled:
+    """(entity, class) of each entity of ``kind`` (None: any) the principal may see whose ``attribute`` holds a text, a
+    number or a boolean (a number's or boolean's class is its JSON: 1 → "1"), in entity id order. Other values
+    (lists, objects, null, blank text) label nothing."""
+    found: Labelled = []
+    for part in entity_repo.attribute_of_kind(session, kind, attribute, access.visible_ids(session)):
+        found.extend((entity, text) for entity, value in part if (text := class_of(value)) is not None)
+    return found
+
+
+def class_of(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return None
+
+
+def mapped_labels(session: Session, kind: str | None, labels: Mapping[str, str]) -> Labelled:
+    """(entity, class) of each external id of ``labels``, that of an entity of ``kind`` the principal may see
+    (None: of any kind, as for labels files), in entity id order; an id that is none is an error naming it (one
+    not seen as one not there)."""
+    names = list(labels)
+    found: dict[str, uuid.UUID] = {}
+    for i in range(0, len(names), CHUNK):
+        part = names[i : i + CHUNK]
+        found.update(
+            entity_repo.ids_by_external_id(session, kind, part)
+            if kind is not None
+            else entity_repo.ids_by_external_id_any_kind(session, part)
+        )
+    visible = access.visible_ids(session)
+    if visible is not None:
+        ids, seen = list(found.values()), set[uuid.UUID]()
+        for i in range(0, len(ids), CHUNK):
+            seen.update(row.id for row in entity_repo.among(session, ids[i : i + CHUNK], within=visible))
+        found = {name: entity for name, entity in found.items() if entity in seen}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise InvalidInput(
+            f"{len(missing)} of the labels' external ids are no {f'{kind} entity' if kind else 'entity'}'s that you "
+            f"may see, e.g. {missing[0][:200]!r}"
+        )
+    return sorted((found[name], label) for name, label in labels.items())
+
+
+def split(labelled: Labelled, fraction: float, seed: int) -> tuple[Labelled, Labelled]:
+    """(train, test): of each class, ``fraction`` of its entities (rounded, but never its last one) held out to
+    test, drawn with ``seed``; the same labels and seed give the same split."""
+    rng = random.Random(seed)
+    by_class: dict[str, Labelled] = defaultdict(list)
+    for pair in sorted(labelled):
+        by_class[pair[1]].append(pair)
+    train: Labelled = []
+    test: Labelled = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        rng.shuffle(members)
+        held = min(round(len(members) * fraction), len(members) - 1)
+        test.extend(members[:held])
+        train.extend(members[held:])
+    return sorted(train), sorted(test)

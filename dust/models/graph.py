@@ -12,14 +12,15 @@ paper: the first layer learns one vector per node (a one-hot input times a weigh
 Literal nodes (``literals=True``): the R-GCN benchmark graphs count an RDF literal as a node (AIFB's 8,285 nodes
 are 2,835 resources and 5,450 distinct literals). DUST keeps literals as attributes (``dust import rdf``), so
 the graph can turn them back: one node per distinct value, an edge of the attribute's key from the entity to
-it. Attributes carry no validity interval: literal edges are present whatever the "as of".
+it. Attributes carry no validity interval: literal edges are present whatever the "as of". A model whose
+labels come from an attribute leaves that attribute out (``skip``): its values as nodes would hand it the answer.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -79,10 +80,11 @@ def build(
     types: list[str] | None = None,
     literals: bool = False,
     include: Sequence[uuid.UUID] = (),
+    skip: Collection[str] = (),
 ) -> RelationalGraph:
     """The graph of the master tensor (of ``types``, default all) as of ``at`` (default now), with inverse
-    relations; with ``literals``, attribute values as nodes. Entities of ``include`` (those to classify) are
-    nodes even without a relation."""
+    relations; with ``literals``, attribute values as nodes, but those of the attributes named in ``skip``.
+    Entities of ``include`` (those to classify) are nodes even without a relation."""
     tensor = relations.master_tensor(session, types=types, at=at)
     ids = list(tensor.entity_ids)
     known = set(ids)
@@ -93,8 +95,33 @@ def build(
     for k, s, t, w in zip(kinds, sources, targets, tensor.values, strict=True):
         _link(graph, names, tensor.types[k], s, t, w)
     if literals:
-        _literal_nodes(session, graph, names)
+        _literal_nodes(session, graph, names, frozenset(skip))
     return graph
+
+
+def from_triples(
+    entity_ids: Sequence[uuid.UUID],
+    relation_types: Sequence[str],
+    triples: Sequence[tuple[int, int, int]],
+    weights: Sequence[float] | None = None,
+) -> RelationalGraph:
+    """The graph of some of the master tensor's relations: each (source node, type k, target node) of
+    ``triples`` an edge of type ``relation_types[k]`` (edge type 2k) and its inverse (2k + 1). A link
+    predictor's encoder must see its training relations only: a held-out relation passing messages would leak
+    its own answer."""
+    graph = RelationalGraph(entity_ids=list(entity_ids))
+    names: dict[str, int] = {}
+    for name in relation_types:
+        _type(graph, names, name)
+    for i, (source, k, target) in enumerate(triples):
+        _link(graph, names, relation_types[k], source, target, weights[i] if weights is not None else 1.0)
+    return graph
+
+
+def add_literals(session: Session, graph: RelationalGraph) -> None:
+    """The attribute values of the graph's entities as nodes, as ``build(literals=True)`` adds them."""
+    names = {name: k for k, name in enumerate(graph.relation_types) if k % 2 == 0}
+    _literal_nodes(session, graph, names)
 
 
 def _type(graph: RelationalGraph, names: dict[str, int], name: str) -> int:
@@ -113,7 +140,7 @@ def _link(graph: RelationalGraph, names: dict[str, int], name: str, source: int,
     graph.weights.extend([weight, weight])
 
 
-def _literal_nodes(session: Session, graph: RelationalGraph, names: dict[str, int]) -> None:
+def _literal_nodes(session: Session, graph: RelationalGraph, names: dict[str, int], skip: Collection[str] = ()) -> None:
     """A node per distinct attribute value (lists: each item), linked from its entity by the attribute's key."""
     values: dict[str, int] = {}
     offset = len(graph.entity_ids)
@@ -122,6 +149,8 @@ def _literal_nodes(session: Session, graph: RelationalGraph, names: dict[str, in
         # in node order, so that the literals' order, and so a seeded model, is the same each time
         for row in sorted(entity_repo.by_ids(session, part), key=lambda r: positions[r.id]):
             for key, value in sorted((row.attributes or {}).items()):
+                if key in skip:
+                    continue
                 for item in value if isinstance(value, list) else [value]:
                     text = _literal(item)
                     if text not in values:

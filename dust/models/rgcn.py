@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,12 +90,31 @@ def train(
     test_labels: Sequence[int] = (),
 ) -> Run:
     """Train one model from ``seed`` (the same seed, the same accuracies) and measure it."""
+    net, seconds = fit(graph, train_nodes, train_labels, classes, settings, seed)
+    predicted = probabilities(net, graph).argmax(dim=-1)
+    return Run(
+        seed=seed,
+        train_accuracy=_accuracy(predicted, train_nodes, train_labels),
+        test_accuracy=_accuracy(predicted, test_nodes, test_labels) if test_nodes else None,
+        seconds_per_epoch=seconds,
+    )
+
+
+def fit(
+    graph: RelationalGraph,
+    train_nodes: Sequence[int],
+    train_labels: Sequence[int],
+    classes: int,
+    settings: Settings,
+    seed: int,
+    on_epoch: Callable[[int], None] | None = None,
+) -> tuple[Any, float]:
+    """A model trained from ``seed`` (the same seed, the same model) and its seconds per epoch; ``on_epoch(k)``
+    is called after epoch k (1..epochs), to report progress."""
     import torch
     import torch.nn.functional as F
 
-    settings.check()
-    if settings.blocks and (settings.hidden % settings.blocks or classes % settings.blocks):
-        raise InvalidInput(f"blocks ({settings.blocks}) must divide hidden ({settings.hidden}) and the classes")
+    check(settings, classes)
     torch.manual_seed(seed)
     edge_index, edge_type, _ = graph.tensors()
     net = model(graph, classes, settings)
@@ -105,23 +124,36 @@ def train(
         [{"params": first, "weight_decay": settings.l2}, {"params": rest, "weight_decay": 0.0}], lr=settings.lr
     )
     nodes, labels = torch.tensor(list(train_nodes)), torch.tensor(list(train_labels))
-    started = time.perf_counter()
-    for _ in range(settings.epochs):
+    started, reporting = time.perf_counter(), 0.0
+    for epoch in range(1, settings.epochs + 1):
         net.train()
         optimizer.zero_grad()
         loss = F.cross_entropy(net(edge_index, edge_type)[nodes], labels)
         loss.backward()
         optimizer.step()
-    seconds = (time.perf_counter() - started) / settings.epochs
+        if on_epoch is not None:
+            said = time.perf_counter()
+            on_epoch(epoch)
+            reporting += time.perf_counter() - said  # not the model's time: seconds_per_epoch leaves it out
+    seconds = (time.perf_counter() - started - reporting) / settings.epochs
     net.eval()
+    return net, seconds
+
+
+def check(settings: Settings, classes: int) -> None:
+    """InvalidInput for settings that cannot train a model of ``classes`` classes."""
+    settings.check()
+    if settings.blocks and (settings.hidden % settings.blocks or classes % settings.blocks):
+        raise InvalidInput(f"blocks ({settings.blocks}) must divide hidden ({settings.hidden}) and the classes")
+
+
+def probabilities(net: Any, graph: RelationalGraph) -> Any:
+    """Each node's class probabilities (a torch tensor [nodes, classes]): the softmax of the model's output."""
+    import torch
+
+    edge_index, edge_type, _ = graph.tensors()
     with torch.no_grad():
-        predicted = net(edge_index, edge_type).argmax(dim=-1)
-    return Run(
-        seed=seed,
-        train_accuracy=_accuracy(predicted, train_nodes, train_labels),
-        test_accuracy=_accuracy(predicted, test_nodes, test_labels) if test_nodes else None,
-        seconds_per_epoch=seconds,
-    )
+        return torch.softmax(net(edge_index, edge_type), dim=-1)
 
 
 def _accuracy(predicted: Any, nodes: Sequence[int], labels: Sequence[int]) -> float:

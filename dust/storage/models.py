@@ -376,6 +376,37 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
 
 
+class Model(Base):
+    """One version of a named relational model (dust.models.registry): what it was asked to learn, its training
+    job, its metrics and the instant of the graph it learnt from (``data_version``). ``artefact`` is torch.save's
+    bytes of its weights and the graph they fit, read only to predict (deferred: lists never load it)."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_models_name_version"),
+        Index("ix_models_created", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    task: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[dict[str, Any]]
+    settings: Mapped[dict[str, Any]]  # hyper-parameters, relation types, as_of
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | succeeded | failed
+    error: Mapped[str | None] = mapped_column(String(2000))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # no foreign key: jobs are not exported
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    data_version: Mapped[datetime | None]
+    artefact: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    artefact_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    shared: Mapped[bool] = mapped_column(default=False)  # trained by an admin: every user may use it
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
 class WeightPolicy(Base):
     """How the weights of one relation type change with time: each interaction adds ``reinforce`` (up to
     ``cap``), and a weight decays with ``half_life_seconds`` from its last recorded change. Decay is computed

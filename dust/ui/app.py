@@ -7,17 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import dash_bootstrap_components as dbc
+import pandas  # noqa: F401  (see below)
 from dash import Dash, Input, Output, dcc, html
 from flask import Flask
 from starlette.datastructures import State
 
 from dust.ui import auth, bundles
-from dust.ui.pages import ask, entity, explore, graph, insights
+from dust.ui.pages import ask, entity, explore, graph, insights, models
 from dust.ui.pages.common import PREFIX, problem
 
 ASSETS = Path(__file__).parent / "assets"
-# Pages that come with their own issues: in the navigation already, saying so.
-LATER = {"models": "Models (R-GCN)"}
+# pandas is imported whole with the UI: plotly's JSON encoder uses pandas once it is in sys.modules, and a job
+# importing it in another thread (a model's training, through torch_geometric) leaves it there half-initialised
+# for a moment, during which a callback's answer failed ("partially initialized module 'pandas' has no attribute
+# 'NaT'"; the Models page's list, refreshed while a training started). Costs 0.2 s once per process.
 
 
 def build(state: State) -> Dash:
@@ -42,7 +45,7 @@ def build(state: State) -> Dash:
     bundles.install(app)
     app.layout = shell
     _route(app)
-    for page in (explore, entity, graph, insights, ask):
+    for page in (explore, entity, graph, insights, ask, models):
         page.register(app)
     return app
 
@@ -56,7 +59,7 @@ def shell() -> Any:
         dbc.NavItem(dbc.NavLink("Graph", href=f"{PREFIX}/graph", active="partial")),
         dbc.NavItem(dbc.NavLink("Insights", href=f"{PREFIX}/insights", active="partial")),
         dbc.NavItem(dbc.NavLink("Ask", href=f"{PREFIX}/ask", active="partial")),
-        *(dbc.NavItem(dbc.NavLink(name.title(), href=f"{PREFIX}/{name}", active="partial")) for name in LATER),
+        dbc.NavItem(dbc.NavLink("Models", href=f"{PREFIX}/models", active="partial")),
     ]
     sign_out = html.Form(
         [
@@ -95,13 +98,8 @@ def page_for(path: str | None, search: str | None) -> Any:
         return insights.layout()
     if parts[0] == "ask":
         return ask.layout()
-    if parts[0] in LATER:
-        return html.Div(
-            [
-                html.H1(LATER[parts[0]], className="h3"),
-                html.P("This page comes with its own issue; the API and CLI have what exists today."),
-            ]
-        )
+    if parts[0] == "models" and len(parts) <= 2:
+        return models.layout(parts[1] if len(parts) == 2 else None)
     return problem(f"No page at {path}. Use the navigation above.")
 
 

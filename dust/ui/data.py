@@ -14,11 +14,14 @@ from sqlalchemy.orm import Session
 from dust.engine import access, anomalies, audit, tensors, triggers
 from dust.engine.tensors import TensorPublic
 from dust.storage.repositories import entities as entity_repo
+from dust.storage.repositories import users as user_repo
+from dust.storage.repositories import vocabulary
 from dust.ui.components.charts import Grid, Mark, Threshold, grid_of
 
 RECENT_STEPS = 366  # what the entity page draws of a tensor: its last year of daily steps
 CHUNK = 5_000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement
 MARKS = 500  # anomalies marked on a tensor's lines, newest first
+ATTRIBUTE_SAMPLE = 500  # entities of a kind whose attribute keys the training form offers as targets
 
 
 @dataclass(frozen=True)
@@ -90,4 +93,30 @@ def presented(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[st
             found[row.id] = access.present(session, row)
     if found:
         audit.record(session, "read", "entity", None, list(found))
+    return found
+
+
+def kinds_and_types(session: Session) -> tuple[list[str], list[str]]:
+    """Every kind of entity and every relation type in use: the training form's choices (names, as the Ask
+    page's vocabulary has them)."""
+    return vocabulary.kinds(session), vocabulary.relation_types(session)
+
+
+def label_attributes(session: Session, kind: str | None) -> list[str]:
+    """The attributes holding a text, a number or a boolean (what a model can learn classes from) among a
+    sample of the entities of ``kind`` the principal may see: cheap, and enough to offer the usual targets."""
+    if not kind:
+        return []
+    samples = vocabulary.attribute_sample(session, kind, access.visible_ids(session), ATTRIBUTE_SAMPLE)
+    scalar = (str, int, float, bool)
+    return sorted({key for attributes in samples for key, value in attributes.items() if isinstance(value, scalar)})
+
+
+def usernames(session: Session, ids: list[str | None]) -> dict[str, str]:
+    """Users' names by id (the models' ``created_by``), for saying who trained a model."""
+    found = {}
+    for user_id in {i for i in ids if i}:
+        row = user_repo.get(session, uuid.UUID(user_id))
+        if row is not None:
+            found[user_id] = row.username
     return found

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from dust import jobs
 from dust.core.security import GRANTS, Permission, Role
 from dust.engine import webhooks
+from dust.models import registry as model_registry
 from dust.storage.repositories import alerts as alerts_repo
 from tests.api.conftest import API, VITALS, World, make
 from tests.conftest import PASSWORD
@@ -192,6 +193,27 @@ def _my_job(acting: Acting) -> str:
         return str(jobs.submit(session, "anomalies.scan", {"scan": {"tensor_id": acting.world["TPA"]}}, created_by=me))
 
 
+def _model_request(acting: Acting) -> dict[str, Any]:
+    """A valid training request: labels of two new patients (the acting role's own, if it may write)."""
+    maker = acting.me if acting.writes else acting.admin
+    names = [_fresh("MRN") for _ in range(2)]
+    for name in names:
+        make(maker, "/patients", {"name": "Walk-in", "external_id": name})
+    labels = dict(zip(names, ("a", "b"), strict=True))
+    return {"task": "entity-classification", "name": _fresh("m"), "kind": "patient", "target": {"labels": labels}}
+
+
+def _trained(acting: Acting) -> str:
+    """A model the admin trained (shared with everyone), trained here in this process: no worker runs here."""
+    body = {**_model_request(Acting(Role.admin, acting.admin, acting.admin, acting.world)), "settings": {"epochs": 2}}
+    body["target"] = {"labels": {"MRN-A": "a", "MRN-B": "b"}}
+    made = acting.admin.post(f"{API}/models", json=body)
+    assert made.status_code == 202, made.text
+    state = acting.admin.app.state  # type: ignore[attr-defined]
+    model_registry.train_here(state.sessions, state.settings, uuid.UUID(made.json()["job_id"]))
+    return str(made.json()["id"])
+
+
 # Keyed by (method, path) as in /openapi.json: a new route fails test_every_operation_has_a_request until it
 # has an entry here.
 REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
@@ -307,6 +329,12 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
     ("get", "/api/v1/triggers/{trigger_id}/versions"): lambda a: Request({"trigger_id": _trigger(a)}),
     ("get", "/api/v1/triggers/{trigger_id}/firings"): lambda a: Request(
         {"trigger_id": _trigger(a)}, query={"limit": 5}
+    ),
+    ("post", "/api/v1/models"): lambda a: Request(body=_model_request(a)),
+    ("get", "/api/v1/models"): lambda a: Request(query={"limit": 5}),
+    ("get", "/api/v1/models/{model_id}"): lambda a: Request({"model_id": _trained(a)}),
+    ("post", "/api/v1/models/{model_id}/predict"): lambda a: Request(
+        {"model_id": _trained(a)}, body={"entity_ids": [a.world["PA"]]}
     ),
 }
 

@@ -57,6 +57,8 @@ FILES = {
     "trigger_versions.jsonl",
     "trigger_firings.jsonl",
     "alerts.jsonl",
+    "models.jsonl",
+    "models.bin",
 }
 
 

@@ -175,3 +175,19 @@ def search_space(
 def by_ids(session: Session, ids: list[uuid.UUID]) -> list[Entity]:
     rows = {e.id: e for e in session.scalars(select(Entity).where(Entity.id.in_(ids)))}
     return [rows[i] for i in ids if i in rows]
+
+
+def attribute_of_kind(
+    session: Session, kind: str | None, key: str, visible: Any = None, chunk: int = 20_000
+) -> Iterator[list[tuple[uuid.UUID, Any]]]:
+    """(id, value of attribute ``key``) of each entity of ``kind`` (None: any; among the ids of the query
+    ``visible``) that holds the key, in id order and in chunks (a model's labels)."""
+    stmt = filtered(session, select(Entity.id, Entity.attributes), kind, {}, visible).order_by(Entity.id)
+    for part in session.execute(stmt.execution_options(yield_per=chunk)).partitions(chunk):
+        yield [(row[0], row[1][key]) for row in part if row[1] and key in row[1]]
+
+
+def among(session: Session, ids: list[uuid.UUID], *, within: Visible | None = None) -> list[Entity]:
+    """The entities of ``ids`` that exist (and are among ``within``, a principal's visible ids), unlocked."""
+    stmt = select(Entity).where(Entity.id.in_(ids))
+    return list(session.scalars(stmt if within is None else stmt.where(Entity.id.in_(within))))

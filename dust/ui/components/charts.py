@@ -256,3 +256,27 @@ def trend(points: Sequence[Mapping[str, Any]], title: str) -> go.Figure:
         legend={"orientation": "h", "y": -0.2},
     )
     return fixed_margins(figure, left=80, right=80, bottom=90)
+
+
+def importances(names: Sequence[str], values: Sequence[float], title: str) -> go.Figure:
+    """What a prediction leaned on, most first: bars right (blue) for what spoke for the class, left (vermillion)
+    against it."""
+    if not names:
+        return empty("Nothing to show: the prediction leaned on no relation you may see.")
+    figure = go.Figure(
+        go.Bar(
+            x=list(values),
+            y=list(names),
+            orientation="h",
+            marker={"color": [OKABE_ITO[0] if v >= 0 else ANOMALY for v in values]},
+            hovertemplate="%{y}: %{x:.3g}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=title,
+        height=max(160, 26 * len(names) + 80),
+        template=PLAIN,
+        xaxis={"title": {"text": "importance (logit units)"}, "zeroline": True},
+        yaxis={"autorange": "reversed"},  # the most important on top
+    )
+    return fixed_margins(figure, left=CHAR_PX * max(len(n) for n in names) + 20, right=10, bottom=50)
