@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from dust.client.http import Call, Plan
 from dust.client.plans import decode, jsonable, segment, text
 from dust.core.errors import InvalidInput, TooLarge, invalid_input
+from dust.engine import tensors
 from dust.engine.schemas import UNIT_SECONDS
 from dust.engine.tensors import TensorCreate, TensorPublic, WriteResult
 from dust.engine.timegrid import TimeGrid
@@ -136,15 +137,9 @@ def _meta(client: Any, tensor_id: uuid.UUID | str) -> Plan[TensorPublic]:
 
 
 def _numbers(array: Any) -> np.ndarray:
-    try:
-        raw = np.asarray(array)
-    except (TypeError, ValueError):
-        raise InvalidInput(
-            "array must be a rectangular array of numbers (NaN for cells to leave as they are)"
-        ) from None
-    if raw.dtype.kind not in "iufO":
-        what = {"b": "booleans", "c": "complex numbers", "U": "text", "S": "bytes"}.get(raw.dtype.kind, str(raw.dtype))
-        raise InvalidInput(f"array must hold real numbers (NaN for cells to leave as they are), not {what}")
+    """``array`` as the embedded ``write_array`` takes it (``tensors.real_array``), each element of an object
+    array checked here, before anything is sent."""
+    raw = tensors.real_array(array)
     if raw.dtype.kind == "O":
         bad = [v for v in raw.reshape(-1).tolist() if isinstance(v, bool) or not isinstance(v, int | float)]
         if bad:

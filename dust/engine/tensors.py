@@ -441,7 +441,7 @@ def _from_array(session: Session, row: Tensor, array: np.ndarray, start: int) ->
     numbers), finite and in range; only NaN differs, meaning "leave this cell as it is". An error names the cell.
     """
     sdef = _schema(session, row)
-    raw = _real_array(array)
+    raw = real_array(array)
     if raw.ndim == 0 or raw.shape[:-1] != sdef.shape:
         raise InvalidInput(f"array shape {raw.shape} does not match (*{sdef.shape}, time)")
     steps = raw.shape[-1]
@@ -461,7 +461,7 @@ def _from_array(session: Session, row: Tensor, array: np.ndarray, start: int) ->
     return _Write(row, sdef, t.astype(np.int64) + start, cells, _unsigned_zero(numbers), settled=True)
 
 
-def _real_array(array: Any) -> np.ndarray:
+def real_array(array: Any) -> np.ndarray:
     """``array`` as a NumPy array of real numbers (of any integer or float dtype, or objects checked one by one
     later); InvalidInput for booleans, complex numbers, text or anything else, as ``write_values`` refuses them."""
     try:

@@ -31,7 +31,6 @@ import io
 import math
 import random
 import statistics
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -44,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput
 from dust.engine import relations
-from dust.models import graph
+from dust.models import graph, rgcn
 from dust.storage.repositories import entities as entity_repo
 
 if TYPE_CHECKING:  # torch loads only when a model is trained or used
@@ -259,7 +258,7 @@ def fit(
     edge_index, edge_type, _ = problem.graph.tensors()
     positives = torch.tensor(problem.train, dtype=torch.long).t().reshape(3, -1)
     labels = torch.cat([torch.ones(positives.shape[1]), torch.zeros(positives.shape[1] * settings.negatives)])
-    started, reporting = time.perf_counter(), 0.0
+    clock = rgcn.EpochClock(on_epoch)
     for epoch in range(1, settings.epochs + 1):
         net.train()
         optimizer.zero_grad()
@@ -271,11 +270,8 @@ def fit(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         optimizer.step()
-        if on_epoch is not None:
-            said = time.perf_counter()
-            on_epoch(epoch)
-            reporting += time.perf_counter() - said  # not the model's time: seconds_per_epoch leaves it out
-    seconds = (time.perf_counter() - started - reporting) / settings.epochs
+        clock.done(epoch)
+    seconds = clock.per_epoch(settings.epochs)
     net.eval()
     with torch.no_grad():
         e = net.encode(edge_index, edge_type)[: problem.entities].clone()

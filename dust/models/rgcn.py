@@ -79,6 +79,25 @@ def model(graph: RelationalGraph, classes: int, settings: Settings) -> Any:
     return RGCN()
 
 
+class EpochClock:
+    """A training loop's seconds per epoch, less the time its progress reports (``on_epoch``) take: those are
+    not the model's."""
+
+    def __init__(self, on_epoch: Callable[[int], None] | None) -> None:
+        self.on_epoch = on_epoch
+        self.started = time.perf_counter()
+        self.reporting = 0.0
+
+    def done(self, epoch: int) -> None:
+        if self.on_epoch is not None:
+            said = time.perf_counter()
+            self.on_epoch(epoch)
+            self.reporting += time.perf_counter() - said
+
+    def per_epoch(self, epochs: int) -> float:
+        return (time.perf_counter() - self.started - self.reporting) / epochs
+
+
 def train(
     graph: RelationalGraph,
     train_nodes: Sequence[int],
@@ -124,18 +143,15 @@ def fit(
         [{"params": first, "weight_decay": settings.l2}, {"params": rest, "weight_decay": 0.0}], lr=settings.lr
     )
     nodes, labels = torch.tensor(list(train_nodes)), torch.tensor(list(train_labels))
-    started, reporting = time.perf_counter(), 0.0
+    clock = EpochClock(on_epoch)
     for epoch in range(1, settings.epochs + 1):
         net.train()
         optimizer.zero_grad()
         loss = F.cross_entropy(net(edge_index, edge_type)[nodes], labels)
         loss.backward()
         optimizer.step()
-        if on_epoch is not None:
-            said = time.perf_counter()
-            on_epoch(epoch)
-            reporting += time.perf_counter() - said  # not the model's time: seconds_per_epoch leaves it out
-    seconds = (time.perf_counter() - started - reporting) / settings.epochs
+        clock.done(epoch)
+    seconds = clock.per_epoch(settings.epochs)
     net.eval()
     return net, seconds
 
