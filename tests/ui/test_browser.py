@@ -215,6 +215,9 @@ def test_without_a_session_every_page_asks_to_sign_in(page: Page, demo: Demo) ->
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     assert "/ui/login?next=" in page.url
     sign_in(page, demo)
+    # Signed out while the page's first callbacks are still in flight, they answer 401 (rightly), and Dash's
+    # renderer then logs a console error of its own ("body stream already read"): let them finish first.
+    page.wait_for_load_state("networkidle")
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     page.goto(f"{demo.base}/ui/insights")
