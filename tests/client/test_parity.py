@@ -306,3 +306,37 @@ def test_the_async_client_runs_the_same_plans(served: Served) -> None:
             return [e.name for e in page.items]
 
     assert len(asyncio.run(work())) == 2
+
+
+def test_models_train_predict_and_explain_alike_embedded_and_served(
+    db: dust.Dust, client: Client, served: Served
+) -> None:
+    pytest.importorskip("torch_geometric")
+    from tests.models.clinics import request
+
+    name = f"parity-{uuid.uuid4().hex[:8]}"  # the served database outlives one test: names and ids its own
+    here_world = populate_in(db, name)
+    with dust.open(served.database_url, migrate=False) as there:
+        away_world = populate_in(there, name)
+    here, away = db.train_model(request(name)), client.train_model(request(name))
+    assert here.status == away.status == "succeeded" and here.version == away.version == 1
+    same = ("task", "name", "kind", "target", "settings")
+    assert [getattr(here, f) for f in same] == [getattr(away, f) for f in same]
+    assert set(here.metrics) == set(away.metrics) and here.metrics["classes"] == away.metrics["classes"]
+    assert [m.id for m in client.models(name=name).items] == [away.id]
+    said = [
+        face.predict(model.id, entity_ids=world.unlabelled, explain=True, top=3)
+        for face, model, world in ((db, here, here_world), (client, away, away_world))
+    ]
+    for result, world in zip(said, (here_world, away_world), strict=True):
+        assert [p.entity_id for p in result.predictions] == world.unlabelled
+        assert all(p.predicted in ("high", "low") and p.explanation is not None for p in result.predictions)
+    right = [sum(p.predicted == ("high" if i % 2 == 0 else "low") for i, p in enumerate(r.predictions)) for r in said]
+    assert min(right) >= 8  # of 10: the clinics' own floor (tests/models/clinics.py)
+
+
+def populate_in(db: dust.Dust, tag: str) -> Any:
+    from tests.models.clinics import populate
+
+    with db.session() as s:
+        return populate(s, tag=tag)

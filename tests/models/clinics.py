@@ -42,14 +42,15 @@ class Clinics:
         return self.patients[LABELLED:]
 
 
-def populate(session: Session, seed: int = 3) -> Clinics:
-    """The network, written with the session's access (no principal: the process's)."""
+def populate(session: Session, seed: int = 3, tag: str = "") -> Clinics:
+    """The network, written with the session's access (no principal: the process's); ``tag`` goes before each
+    external id, for a database that holds other records already."""
     rng = random.Random(seed)
     heart, lung, doctor = entities.create_many(
         session,
         [
-            EntityCreate(kind="clinic", name="Heart clinic", external_id="C-H"),
-            EntityCreate(kind="clinic", name="Lung clinic", external_id="C-L"),
+            EntityCreate(kind="clinic", name="Heart clinic", external_id=f"{tag}C-H"),
+            EntityCreate(kind="clinic", name="Lung clinic", external_id=f"{tag}C-L"),
             EntityCreate(kind="doctor", name="Dr D"),
         ],
     )
@@ -59,7 +60,7 @@ def populate(session: Session, seed: int = 3) -> Clinics:
             EntityCreate(
                 kind="patient",
                 name=f"Pat {i}",
-                external_id=f"MRN-{i}",
+                external_id=f"{tag}MRN-{i}",
                 attributes={"risk": "high" if i % 2 == 0 else "low"} if i < LABELLED else {},
             )
             for i in range(PATIENTS)
