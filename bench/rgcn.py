@@ -127,18 +127,7 @@ def main() -> None:
     ours: list[Any] = []
     theirs: list[dict[str, float]] = []
     for seed in range(args.runs):
-        ours.append(
-            rgcn.train(
-                problem.graph,
-                problem.train_nodes,
-                problem.train_classes,
-                len(problem.classes),
-                settings,
-                seed,
-                problem.test_nodes,
-                problem.test_classes,
-            )
-        )
+        ours.append(classification.run(problem, settings, seed))
         theirs.append(plain_run(edge_index, edge_type, len(nodes), train, test, seed, args.epochs, settings.l2))
         mine, plain = ours[-1], theirs[-1]
         print(

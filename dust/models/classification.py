@@ -121,23 +121,25 @@ def problem(
     return Problem(built, classes, *nodes(train), *nodes(test), at)
 
 
+def run(problem: Problem, settings: rgcn.Settings, seed: int) -> rgcn.Run:
+    """One R-GCN trained from ``seed`` on the problem's training labels, measured on both sets."""
+    return rgcn.train(
+        problem.graph,
+        problem.train_nodes,
+        problem.train_classes,
+        len(problem.classes),
+        settings,
+        seed,
+        problem.test_nodes,
+        problem.test_classes,
+    )
+
+
 def train(problem: Problem, *, settings: rgcn.Settings, seeds: list[int]) -> dict[str, Any]:
     """An R-GCN trained once per seed on the problem's training labels and tested on its test labels; the
     metrics (``rgcn.summary``) with the graph's size."""
     settings.check()
-    runs = [
-        rgcn.train(
-            problem.graph,
-            problem.train_nodes,
-            problem.train_classes,
-            len(problem.classes),
-            settings,
-            seed,
-            problem.test_nodes,
-            problem.test_classes,
-        )
-        for seed in seeds
-    ]
+    runs = [run(problem, settings, seed) for seed in seeds]
     return {
         **rgcn.summary(runs, settings),
         "classes": len(problem.classes),
