@@ -12,12 +12,13 @@ request. No principal means the process itself (the embedded API, the CLI, impor
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import CompoundSelect, Select, literal, or_, select
+from sqlalchemy import CompoundSelect, Select, bindparam, literal, or_, select
 from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
@@ -132,19 +133,28 @@ def visible_ids(session: Session) -> CompoundSelect[Any] | Select[Any] | None:
     who = principal(session)
     if who is None or not who.scoped:
         return None
-    created = select(Entity.id).where(Entity.created_by == who.user_id)
-    if who.entity_id is None:
+    return _visible_query(who.user_id, who.entity_id, tuple(who.grant_types), who.depth)
+
+
+@functools.lru_cache(maxsize=4096)
+def _visible_query(
+    user_id: uuid.UUID, entity_id: uuid.UUID | None, grant_types: tuple[str, ...], depth: int
+) -> CompoundSelect[Any] | Select[Any]:
+    """``visible_ids``' query for one principal, built once: building it cost a scoped read more than running
+    it. It holds no state that changes: "now" is taken when the query runs, and what it reaches is read then."""
+    created = select(Entity.id).where(Entity.created_by == user_id)
+    if entity_id is None:
         return created
-    now = datetime.now(UTC)
-    reach = select(literal(who.entity_id, Entity.id.type).label("id"), literal(0).label("depth")).cte(
+    now = bindparam("reach_now", type_=Relation.valid_from.type, callable_=lambda: datetime.now(UTC))
+    reach = select(literal(entity_id, Entity.id.type).label("id"), literal(0).label("depth")).cte(
         "reach", recursive=True
     )
     step = (
         select(Relation.target_id, reach.c.depth + 1)
         .join(reach, Relation.source_id == reach.c.id)
         .where(
-            Relation.type.in_(who.grant_types),
-            reach.c.depth < who.depth,
+            Relation.type.in_(grant_types),
+            reach.c.depth < depth,
             or_(Relation.valid_from.is_(None), Relation.valid_from <= now),
             or_(Relation.valid_to.is_(None), Relation.valid_to > now),
         )

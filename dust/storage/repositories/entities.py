@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterator, Mapping
@@ -12,6 +13,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from dust.storage.models import Entity, Relation
 from dust.storage.repositories import Visible, paging
@@ -20,6 +22,7 @@ _ENTITIES = cast(Table, Entity.__table__)
 # Built once: the hot paths of creating many entities or tensors run these per call, and building a statement
 # costs about as much as running it.
 _INSERT = insert(_ENTITIES)
+_GET = select(Entity).where(Entity.id == bindparam("b_id"))  # session.get builds its query afresh each call
 # FOR KEY SHARE, in id order (the order every writer takes entity rows in, see ``delete``): every caller is about
 # to insert rows that reference these entities (a tensor, a relation). Held until commit, it makes a concurrent
 # delete wait, which would otherwise commit between this check and the insert and turn the insert into a
@@ -40,14 +43,24 @@ def add_many(session: Session, rows: list[dict[str, Any]]) -> None:
     session.execute(_INSERT, rows)
 
 
+@functools.lru_cache(maxsize=1024)
+def _get_within(within: Visible) -> Select[Entity]:
+    """The query of an entity by id among ``within``, once per ``within`` (one per principal, see
+    dust.engine.access): SQLAlchemy keys its compiled-statement cache by walking the whole statement, reach
+    query included, once per statement object."""
+    return select(Entity).where(Entity.id == bindparam("b_id"), Entity.id.in_(within))
+
+
 def get(session: Session, entity_id: uuid.UUID, *, lock: bool = False, within: Visible | None = None) -> Entity | None:
     """The entity; ``lock``: read afresh and held until commit (None if a delete committed meanwhile);
     ``within``: only if its id is among these (a principal's visible ids), in the same query."""
     if lock:
         return session.get(Entity, entity_id, with_for_update=True, populate_existing=True)
     if within is not None:
-        return session.scalars(select(Entity).where(Entity.id == entity_id, Entity.id.in_(within))).first()
-    return session.get(Entity, entity_id)
+        return session.scalars(_get_within(within), {"b_id": entity_id}).first()
+    if (known := session.identity_map.get(identity_key(Entity, entity_id))) is not None:
+        return cast(Entity, known)
+    return session.scalars(_GET, {"b_id": entity_id}).first()
 
 
 def by_external_id(session: Session, kind: str, external_id: str) -> Entity | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.sqltypes import NullType
 
 from dust.storage.db import settle_sqlite_reads
@@ -65,10 +67,19 @@ _LOCK = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
+_GET = select(Tensor).where(Tensor.id == bindparam("b_id"))  # session.get builds its query afresh each call
 _INSERT_BLOCKS = insert(_BLOCKS)
 _BLOCKS_OF_ONE = select(_BLOCKS.c.block, _BLOCKS.c.shape, _BLOCKS.c.data, _BLOCKS.c.stamps).where(
     _BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block.in_(bindparam("b_blocks", expanding=True))
 )
+_BLOCK_RANGE = {  # (number, shape, data, stamps or NULL) of blocks b_first..b_last; [with stamps]
+    stamps: select(_BLOCKS.c.block, _BLOCKS.c.shape, _BLOCKS.c.data, _BLOCKS.c.stamps if stamps else null()).where(
+        _BLOCKS.c.tensor_id == bindparam("b_tensor"),
+        _BLOCKS.c.block >= bindparam("b_first"),
+        _BLOCKS.c.block <= bindparam("b_last"),
+    )
+    for stamps in (False, True)
+}
 _UPDATE_BLOCK = (
     update(_BLOCKS)
     .where(_BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block == bindparam("b_block"))
@@ -111,13 +122,23 @@ def _created_here(session: Session) -> set[uuid.UUID]:
     return held[1]
 
 
+@functools.lru_cache(maxsize=1024)
+def _get_within(within: Visible) -> Select[Tensor]:
+    """The query of a tensor by id among ``within``'s entities, once per ``within`` (one per principal, see
+    dust.engine.access): SQLAlchemy keys its compiled-statement cache by walking the whole statement, reach
+    query included, once per statement object."""
+    return select(Tensor).where(Tensor.id == bindparam("b_id"), Tensor.entity_id.in_(within))
+
+
 def get(session: Session, tensor_id: uuid.UUID, *, within: Visible | None = None, fresh: bool = False) -> Tensor | None:
     """The tensor; ``within``: only if its entity's id is among these (a principal's visible ids), in one query;
     ``fresh``: read again even if this session has it already."""
     if within is not None:
-        stmt = select(Tensor).where(Tensor.id == tensor_id, Tensor.entity_id.in_(within))
-        return session.scalars(stmt.execution_options(populate_existing=fresh)).first()
-    return session.get(Tensor, tensor_id, populate_existing=fresh)
+        stmt = _get_within(within).execution_options(populate_existing=fresh)
+        return session.scalars(stmt, {"b_id": tensor_id}).first()
+    if not fresh and (known := session.identity_map.get(identity_key(Tensor, tensor_id))) is not None:
+        return typed(Tensor, known)
+    return session.scalars(_GET.execution_options(populate_existing=fresh), {"b_id": tensor_id}).first()
 
 
 def lock(session: Session, tensor_ids: list[uuid.UUID], *, within: Visible | None = None) -> dict[uuid.UUID, Tensor]:
@@ -186,10 +207,11 @@ def blocks(
 ) -> Iterator[Row[int, str, bytes, bytes | None]]:
     """(number, shape, data, stamps or None) of the stored blocks numbered ``first..last`` (inclusive), streamed
     so that a long read holds one batch of blocks at a time."""
-    stmt = select(
-        TensorBlock.block, TensorBlock.shape, TensorBlock.data, TensorBlock.stamps if stamps else null()
-    ).where(TensorBlock.tensor_id == tensor_id, TensorBlock.block >= first, TensorBlock.block <= last)
-    yield from session.execute(stmt.execution_options(yield_per=64))
+    values = {"b_tensor": tensor_id, "b_first": first, "b_last": last}
+    if first == last:  # a point read: one row, no streaming to set up
+        yield from session.execute(_BLOCK_RANGE[stamps], values)
+    else:
+        yield from session.execute(_BLOCK_RANGE[stamps].execution_options(yield_per=64), values)
 
 
 def blocks_at(session: Session, keys: list[tuple[uuid.UUID, int]]) -> dict[tuple[uuid.UUID, int], StoredBlock]:
