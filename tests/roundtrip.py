@@ -174,9 +174,28 @@ def without_secrets(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[d
 
 
 def as_imported(tables: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """``tables`` of an imported database, but for the trigger rules' new webhook secrets (checked to be there)."""
+    """``tables`` of an imported database, but for the trigger rules' new webhook secrets and the database's new
+    cache identity (dust.engine.caches.forget_all), both checked to be there."""
     assert all(len(rule["secret"]) >= 32 for rule in tables["triggers"])
-    return {**tables, "triggers": _no_secrets(tables["triggers"])}
+    assert [row["name"] for row in tables["cache_epochs"]] == ["identity"]
+    return {**tables, "triggers": _no_secrets(tables["triggers"]), "cache_epochs": []}
+
+
+def identity_renewed(
+    before: dict[str, list[dict[str, Any]]], after: dict[str, list[dict[str, Any]]]
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """``before`` and ``after`` a restore without their cache identity, checked to be new after it: no copy a
+    server made of the contents before may be used (dust.engine.caches.forget_all)."""
+
+    def split(tables: dict[str, list[dict[str, Any]]]) -> tuple[Any, dict[str, list[dict[str, Any]]]]:
+        found = [row["value"] for row in tables["cache_epochs"] if row["name"] == "identity"]
+        rest = [row for row in tables["cache_epochs"] if row["name"] != "identity"]
+        return found, {**tables, "cache_epochs": rest}
+
+    old, before = split(before)
+    new, after = split(after)
+    assert len(new) == 1 and new != old
+    return before, after
 
 
 def _no_secrets(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:

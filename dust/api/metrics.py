@@ -2,14 +2,16 @@
 
 What is measured: requests by route template (``/api/v1/entities/{entity_id}``, never the raw path, so the number
 of series stays bounded) and status class, their latency, the database pool, the cached copies' hits and misses
-(``dust.engine.caches``), and, read when scraped, the job queue's depth and the jobs by state.
+and the shared cache's Redis errors (``dust.engine.caches``), and, read when scraped, the job queue's depth and the
+jobs by state.
 
 The route needs an admin's credential: CONTRACT.md exempts only the health probes, sign-in and the docs, and the
 counts say who uses what. Prometheus scrapes with an admin's API key (docs/deploy.md).
 
 ``dust serve --workers N`` runs N processes; each counts into files of its own under ``PROMETHEUS_MULTIPROC_DIR``
 (prometheus_client's multiprocess mode, set up by the CLI), and whichever worker answers a scrape adds them all up.
-With one process the counts stay in its memory.
+The pool's gauges count live workers only: one that crashed is taken out at the next scrape. With one process the
+counts stay in its memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -69,10 +72,16 @@ class Metrics:
         self.cache = Counter(
             "dust_cache_lookups", "Lookups of cached copies, by cache and result.", ["cache", "result"], **where
         )
+        self.cache_errors = Counter(
+            "dust_cache_errors", "Failed calls to the shared cache's Redis, by cache.", ["cache"], **where
+        )
         self._scraped: list[Collector] = []
 
     def cache_lookup(self, kind: str, hit: bool) -> None:
         self.cache.labels(kind, "hit" if hit else "miss").inc()
+
+    def cache_error(self, kind: str) -> None:
+        self.cache_errors.labels(kind).inc()
 
     def watch_pool(self, engine: Engine) -> None:
         """Count the connections ``engine`` lends out, as they are lent and returned."""
@@ -90,6 +99,7 @@ class Metrics:
     def exposition(self) -> bytes:
         if self.registry is not None:
             return generate_latest(self.registry)
+        forget_dead_processes(os.environ[MULTIPROCESS])
         registry = CollectorRegistry()
         shared.MultiProcessCollector(registry)
         for collector in self._scraped:
@@ -100,6 +110,35 @@ class Metrics:
         """This process ends: its live gauges (the pool) leave the sums."""
         if self.multiprocess:
             shared.mark_process_dead(os.getpid())
+
+
+def forget_dead_processes(folder: str) -> None:
+    """Take the live gauges (the pool) of processes that ended without ``stopped`` (a crashed or killed worker,
+    which uvicorn replaces) out of the sums. Their files name their pid; one that no longer runs is dead."""
+    for path in Path(folder).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            shared.mark_process_dead(int(pid), folder)
+
+
+def _running(pid: int) -> bool:
+    """Alive, and not a zombie its parent has yet to reap (Linux's /proc; elsewhere, whether the pid exists)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _exists(pid)
+    except (OSError, IndexError):
+        return True  # unreadable: leave its figures in rather than drop a live process's
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 class Jobs(Collector):

@@ -298,7 +298,7 @@ class _Known:
 # (dust.engine.caches) is the one they were read under, so a write to a schema without rules costs no query of
 # its own; the API reads the epochs for every request anyway. Sessions without caches (embedded use, the CLI)
 # read the rules once per transaction.
-_SHARED: weakref.WeakKeyDictionary[caches.Caches, tuple[int, _Known]] = weakref.WeakKeyDictionary()
+_SHARED: weakref.WeakKeyDictionary[caches.Caches, tuple[tuple[int, int], _Known]] = weakref.WeakKeyDictionary()
 
 
 def _known(session: Session) -> _Known:
@@ -308,7 +308,7 @@ def _known(session: Session) -> _Known:
     if known is not None:
         return known
     app = caches.of(session)
-    epoch = 0 if app is None else caches.epoch(session, RULES_EPOCH)  # first: a change after it makes it stale
+    epoch = (0, 0) if app is None else caches.under(session, RULES_EPOCH)  # first: a change after it makes it stale
     shared = None if app is None else _SHARED.get(app)
     if shared is not None and shared[0] == epoch and not session.info.get(_CHANGED):  # not after its own change
         known = shared[1]

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from dust.core.errors import Conflict, InvalidInput
-from dust.engine import transfer
+from dust.engine import caches, transfer
 from dust.storage import backup as snapshots
 from dust.storage.backup import BackupKind, Progress
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
@@ -122,9 +122,11 @@ def restore(url: str, file: Path, *, force: bool = False, progress: Progress | N
     engine = make_engine(url)
     try:
         upgrade(engine)  # a backup from an earlier DUST comes back at its migration
-        if kind is BackupKind.pg_dump:  # its transaction ids are another server's, or of this one's past
-            with unit_of_work(make_sessionmaker(engine)) as session:
+        with unit_of_work(make_sessionmaker(engine)) as session:
+            if kind is BackupKind.pg_dump:  # its transaction ids are another server's, or of this one's past
                 paging.forget_transactions(session)
+            # its cache epochs are the backup's, lower than those copies of later contents were made under
+            caches.forget_all(session)
     finally:
         engine.dispose()
     with snapshots.read_snapshot(url) as session:

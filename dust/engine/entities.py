@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from dust.engine import access, audit
+from dust.engine import access, audit, caches
 from dust.engine.fields import Attributes, Text, bad_value_char, describe, not_null, oversized
 from dust.engine.paging import FORGED, OFFSET, decode_cursor, encode_cursor, keyset_next_cursor, keyset_walk
 from dust.storage.models import Entity
@@ -216,6 +216,7 @@ def delete(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> N
     """Delete the entity; its tensors and relations go with it (foreign keys cascade)."""
     get_row(session, entity_id, kind)
     _check_deletable(session, entity_id)
+    caches.changed(session, caches.RELATIONS)  # its relations go with it
     repo.delete(session, entity_id)
     audit.record(session, "delete", "entity", entity_id, [entity_id])
     session.expunge_all()

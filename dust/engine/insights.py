@@ -21,10 +21,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput, did_you_mean
-from dust.engine import access, audit, entities, relations, schemas
+from dust.engine import access, audit, caches, entities, relations, schemas
 from dust.engine import blocks as codec
 from dust.engine.schemas import SchemaDef
 from dust.engine.timegrid import GRID_EPOCH, as_utc, from_wall_us, shown, wall_us
+from dust.storage import cache_store
+from dust.storage.db import is_read_only
 from dust.storage.repositories import Visible
 from dust.storage.repositories import insights as cohorts
 from dust.storage.repositories import tensors as repo
@@ -95,12 +97,54 @@ def aggregate_by_step(
     buckets = bucketing(sdef, bucket)
     window = _window(buckets, sdef.time.zone, start, end)
     scan = _Scan(sdef, at, *_scope(session, kind, attributes, related_to, relation, members), window)
+    points = _shared_points(session, scan, agg, buckets)
+    audit.record(session, "read", "aggregate", sdef.name, [related_to])
+    return _with_gaps(points, buckets).as_dicts(sdef.time.zone)
+
+
+def _shared_points(session: Session, scan: _Scan, agg: str, buckets: Bucketing) -> _Points:
+    """The points, from the shared cache where it may hold them (``dust.engine.caches``): a scan of every tensor
+    of the schema (or of a kind, which an entity never changes) by a principal who sees every entity, in a
+    read-only transaction (what a writing one reads may yet roll back). The key holds a version read from the
+    tensors' rows that every write, erase, creation and deletion changes (``data_version``): an entry is found
+    only while the data it was made of is unchanged. A cohort (attributes, related_to, members) or a scoped
+    principal's scan is computed each time: it depends on entities and relations."""
+    shared = caches.of(session) if scan.entities is None and is_read_only(session) else None
+    if shared is None:
+        return _points(session, scan, agg, buckets)
+    who = access.principal(session)
+    suppressing = who.min_cohort if who is not None and who.deidentified else 0
+    version = cohorts.data_version(session, scan.sdef.name)  # before the blocks: a write after it changes it
+    schemas_epoch = caches.epoch(session, caches.SCHEMAS)  # a schema deleted and made again under its name
+    asked = (scan.kind, scan.at, agg, buckets.name, scan.window, suppressing)
+    key = ("aggregate", scan.sdef.name, scan.sdef.version, schemas_epoch, version, asked)
+    found = shared.find(session, caches.AGGREGATES, key, _unpack_points)
+    if found is not None:
+        return found
+    points = _points(session, scan, agg, buckets)
+    size = sum(a.nbytes for a in (points.times, points.values, points.counts)) + 1024
+    shared.keep(session, caches.AGGREGATES, key, points, _pack_points, size)
+    return points
+
+
+def _points(session: Session, scan: _Scan, agg: str, buckets: Bucketing) -> _Points:
     points = _percentiles(session, scan, agg, buckets) if agg in PERCENTILES else _folded(session, scan, agg, buckets)
     who = access.principal(session)
     if who is not None and who.deidentified:
         points = points.suppressed(_contributors(session, scan, buckets), who.min_cohort)
-    audit.record(session, "read", "aggregate", sdef.name, [related_to])
-    return _with_gaps(points, buckets).as_dicts(sdef.time.zone)
+    return points
+
+
+def _pack_points(points: _Points) -> bytes:
+    arrays = {"times": points.times, "values": points.values, "counts": points.counts}
+    if points.hidden is not None:
+        arrays["hidden"] = points.hidden
+    return cache_store.pack({}, arrays)
+
+
+def _unpack_points(raw: bytes) -> _Points:
+    _, arrays = cache_store.unpack(raw)
+    return _Points(arrays["times"], arrays["values"], arrays["counts"], arrays.get("hidden"))
 
 
 def locate(sdef: SchemaDef, label: str, axis: str | None = None) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
-from dust.engine import access, audit, entities, weights
+from dust.engine import access, audit, caches, entities, weights
 from dust.engine.entities import EntityPublic, bounded_merge
 from dust.engine.fields import Attributes, Timestamp, not_null
 from dust.engine.paging import keyset_next_cursor, keyset_walk
@@ -31,6 +31,7 @@ from dust.storage.repositories import relations as repo
 TYPE = r"^[a-z][a-z0-9_\-]{0,63}$"
 TYPE_NAME = re.compile(TYPE, re.ASCII)
 MAX_TYPES = 32  # each is a bound parameter of every query it filters
+EDGE_BYTES = 600  # about what one relation row weighs in memory (a tuple, three UUIDs, a float), for the cache
 Direction = Literal["out", "in", "both"]
 
 
@@ -193,6 +194,7 @@ def create(session: Session, data: RelationCreate) -> RelationPublic:
     if existing is not None:
         raise _duplicate(data, existing.id)
     fields = data.model_dump() | {"weight": weights.clamp(session, data.type, data.weight)}
+    caches.changed(session, caches.RELATIONS)
     try:
         with session.begin_nested():
             row = repo.add(session, **fields)
@@ -229,6 +231,7 @@ def create_many(
         steps = _weight_steps(session, data, interactions[i] if interactions else [])
         history.extend({"relation_id": relation_id, "weight": w, "changed_at": at} for at, w in steps)
         rows.append({**data.model_dump(), "id": relation_id, "weight": steps[-1][1]})
+    caches.changed(session, caches.RELATIONS)
     repo.add_many(session, rows, history)
     audit.record_each(session, "create", "relation", [(r["id"], [r["source_id"], r["target_id"]]) for r in rows])
     return [r["id"] for r in rows]
@@ -312,6 +315,7 @@ def update(session: Session, relation_id: uuid.UUID, data: RelationUpdate) -> Re
     if "attributes" in changes:
         changes["attributes"] = bounded_merge(row.attributes, changes["attributes"] or {})
     weight = changes.pop("weight", None)
+    caches.changed(session, caches.RELATIONS)
     for field, value in changes.items():
         setattr(row, field, value)
     recorded = None
@@ -344,6 +348,7 @@ def delete(session: Session, relation_id: uuid.UUID) -> None:
     row = _row(session, relation_id)
     access.require_grant(session, row.type)
     ends = [row.source_id, row.target_id]
+    caches.changed(session, caches.RELATIONS)
     repo.delete(session, relation_id)
     audit.record(session, "delete", "relation", relation_id, ends)
     session.expunge_all()
@@ -483,12 +488,28 @@ def strongest(
     return Strongest(entity_ids=kept, edges=edges, total_entities=entities_, total_relations=relations_)
 
 
+def _all_edges(session: Session, wanted: list[str], slow: list[str]) -> list[repo.EdgeRow]:
+    """The rows of the master tensor, both ends visible: from the shared cache for a principal who sees every
+    entity (``dust.engine.caches``, under the relations epoch that every change of a relation, its weight or an
+    entity raises). Which relations are valid when, and their weights then, are worked out from the rows at each
+    read, so "now" moves on and ``at`` stays exact. A scoped principal's rows depend on their reach: read afresh."""
+    visible = access.visible_ids(session)
+    shared = caches.of(session) if visible is None else None
+    key = ("master", tuple(wanted), tuple(slow))  # decaying types come with their last change
+    found = None if shared is None else shared.find(session, caches.RELATIONS, key, repo.unpack_edges)
+    if found is not None:
+        return found
+    edges = repo.all_edges(session, wanted, visible, slow)
+    if shared is not None:
+        shared.keep(session, caches.RELATIONS, key, edges, repo.pack_edges, EDGE_BYTES * len(edges) + 1024)
+    return edges
+
+
 def master_tensor(session: Session, *, types: list[str] | None = None, at: datetime | None = None) -> MasterTensor:
     """The whole master tensor (or the given types) as sparse COO; types and entity ids sorted, entries in order."""
     wanted, at = _types(types), _as_of(at)
     slow = [] if at else weights.decaying(session, wanted)
-    edges = repo.all_edges(session, wanted, access.visible_ids(session), slow)  # both ends visible
-    live = _live(session, edges, at, None)
+    live = _live(session, _all_edges(session, wanted, slow), at, None)
     type_names = sorted({row.type for row, _ in live})
     ids = sorted({row.source_id for row, _ in live} | {row.target_id for row, _ in live})  # UUID order = str order
     type_index = {name: i for i, name in enumerate(type_names)}

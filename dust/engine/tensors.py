@@ -11,7 +11,7 @@ import math
 import numbers
 import time as clock
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,13 +24,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from dust.core.errors import Conflict, DustError, Forbidden, InvalidInput, NotFound, OutOfRange, TooLarge
-from dust.engine import access, anomalies, audit, entities, firing, schemas
+from dust.engine import access, anomalies, audit, caches, entities, firing, schemas
 from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
 from dust.engine.paging import decode_cursor, encode_cursor
 from dust.engine.schemas import SchemaDef
 from dust.engine.timegrid import TimeGrid, as_utc, default_origin, from_us, parse_timestamp, shown, to_us
 from dust.engine.views import TensorView, TimeInfo
+from dust.storage import cache_store
+from dust.storage.db import is_read_only
 from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
 
@@ -96,6 +98,7 @@ class HistoryPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null at the end.")
 
 
+CACHED_BLOCKS = 16  # longest range of blocks (about 8 KiB each) a read keeps in the shared cache
 HISTORY_LIMIT = 1_000  # entries a history page holds unless asked for fewer or more
 MAX_HISTORY_LIMIT = 10_000
 _HISTORY_CURSOR = "h"  # [time_index, replaced_us, id] of the last entry returned
@@ -966,7 +969,7 @@ def _gather(
     span = (b1 - b0 + 1) * steps
     picked = np.ix_(np.arange(steps), *picks)
     values = np.full((span, *(len(p) for p in picks)), np.nan)
-    for number, shape, data, stamp_bytes in repo.blocks(session, row.id, b0, b1, stamps=cutoff is not None):
+    for number, shape, data, stamp_bytes in _stored_blocks(session, row, b0, b1, stamps=cutoff is not None):
         at = slice((number - b0) * steps, (number - b0 + 1) * steps)
         block_values, block_stamps = codec.decode(shape, data, stamp_bytes, sdef.shape)
         block_values = block_values[picked]
@@ -977,6 +980,51 @@ def _gather(
     if cutoff is not None:
         _restore_replaced(session, row, sdef, first, last, cutoff, picks, values)
     return np.moveaxis(values, 0, -1), np.arange(first, last + 1, dtype=np.int64)
+
+
+StoredRange = list[tuple[int, str, bytes, bytes | None]]  # (number, shape, data, stamps or None) of stored blocks
+
+
+def _stored_blocks(session: Session, row: Tensor, first: int, last: int, *, stamps: bool) -> Iterable[Any]:
+    """The stored blocks ``first..last`` of ``row``, from the shared cache where it may hold them
+    (``dust.engine.caches``): a range of at most ``CACHED_BLOCKS`` read in a read-only transaction (what a writing
+    one reads may yet roll back). The key holds the tensor's version as this transaction read its row — the stamp
+    of its last write or erase, its last change, its schema version — so an entry is found only while the blocks
+    it holds are the tensor's. Longer reads stream from the database, a batch of blocks at a time."""
+    shared = caches.of(session) if last - first < CACHED_BLOCKS and is_read_only(session) else None
+    if shared is None:
+        return repo.blocks(session, row.id, first, last, stamps=stamps)
+    key = ("blocks", str(row.id), row.stamped_us, row.updated_at.isoformat(), row.schema_version, first, last, stamps)
+    found = shared.find(session, caches.BLOCKS, key, _unpack_blocks)
+    if found is not None:
+        return found
+    stored: StoredRange = [
+        (n, shape, data, stamp) for n, shape, data, stamp in repo.blocks(session, row.id, first, last, stamps=stamps)
+    ]
+    size = sum(len(data) + len(stamp or b"") for _, _, data, stamp in stored) + 256
+    shared.keep(session, caches.BLOCKS, key, stored, _pack_blocks, size)
+    return stored
+
+
+def _pack_blocks(stored: StoredRange) -> bytes:
+    """The blocks as one byte string for Redis: their numbers, shapes and lengths in the header, bytes after."""
+    header = [
+        [number, shape, len(data), None if stamp is None else len(stamp)] for number, shape, data, stamp in stored
+    ]
+    joined = b"".join(data + (stamp or b"") for _, _, data, stamp in stored)
+    return cache_store.pack({"blocks": header}, {"bytes": np.frombuffer(joined, dtype=np.uint8)})
+
+
+def _unpack_blocks(raw: bytes) -> StoredRange:
+    header, arrays = cache_store.unpack(raw)
+    joined, at, stored = arrays["bytes"].tobytes(), 0, []
+    for number, shape, data_length, stamps_length in header["blocks"]:
+        data = joined[at : at + data_length]
+        at += data_length
+        stamp = None if stamps_length is None else joined[at : at + stamps_length]
+        at += stamps_length or 0
+        stored.append((int(number), str(shape), data, stamp))
+    return stored
 
 
 def _restore_replaced(

@@ -45,6 +45,7 @@ from sqlalchemy.orm import Session
 
 import dust
 from dust.core.errors import Conflict, InvalidInput
+from dust.engine import caches
 from dust.storage import backup as snapshots
 from dust.storage.backup import Progress
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
@@ -286,6 +287,7 @@ def import_(session: Session, directory: Path, *, replace: bool = False, progres
                 f"{family.name}.jsonl holds {rows} rows; the manifest says {manifest.counts.get(family.name)}"
             )
     repo.reset_sequences(session, [f.table for f in FAMILIES])
+    caches.forget_all(session)  # new contents: no copy a running server made of the old ones may be used
     return manifest
 
 

@@ -32,7 +32,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
 from dust.core.errors import Conflict, InvalidInput, NotFound
-from dust.engine import audit
+from dust.engine import audit, caches
 from dust.engine.timegrid import as_utc
 from dust.storage.models import Relation, WeightPolicy
 from dust.storage.repositories import relations as relation_repo
@@ -354,6 +354,7 @@ def change(
         value = rules.clamp(value)
     if not math.isfinite(value):
         raise InvalidInput(f"the new weight of relation {row.id} would be {value}, beyond a float; give less")
+    caches.changed(session, caches.RELATIONS)  # the master tensor's rows hold the weight and when it was set
     row.weight = value
     relation_repo.add_weight(session, row.id, value, moment)
     return value, moment

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -9,10 +12,13 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
+from dust.api import metrics
 from dust.engine.caches import Caches
 from tests.api.conftest import API, ONE_BACKEND, World
+from tests.jobs.conftest import SECONDS
 from tests.reliability.server import Server, admin_key, bearer
 
 ENTITY = "/api/v1/entities/{entity_id}"
@@ -76,6 +82,58 @@ def test_cache_hits_and_misses_are_counted(app: FastAPI, client: TestClient) -> 
 
     assert delta("miss") == 1  # the first check of the token in the new copies
     assert delta("hit") == 3  # the next two, and the scrape's own
+
+
+def test_the_master_tensor_and_aggregates_count_lookups_and_a_scoped_readers_are_not_cached(
+    app: FastAPI, client: TestClient, world: World, login_as: Callable[..., TestClient]
+) -> None:
+    app.state.caches = Caches(lookups=app.state.metrics.cache_lookup)  # counted, as a served app's
+    doctor = login_as("clinician", entity_id=world["A"])
+    reads = {
+        "relations": ("/query_master/tensor", {}),
+        "aggregates": ("/insights/aggregate", {"schema": "vitals", "label": "heart_rate"}),
+    }
+    for cache, (path, params) in reads.items():
+        before = scrape(client)
+        answers = [client.get(API + path, params=params).json() for _ in range(3)]
+        seen = doctor.get(API + path, params=params).json()  # their reach only: never the cached answer
+        after = scrape(client)
+        keys = [("dust_cache_lookups_total", frozenset({"cache": cache, "result": r}.items())) for r in ("miss", "hit")]
+        assert answers[0] == answers[1] == answers[2] != seen
+        assert [after.get(key, 0.0) - before.get(key, 0.0) for key in keys] == [1, 2]
+
+
+def test_a_dead_workers_live_gauges_leave_the_sums(tmp_path: Path) -> None:
+    """A worker killed without its shutdown (uvicorn starts another) no longer counts in the pool's figures."""
+    gauge = (
+        "import os, sys, time; from prometheus_client import Gauge; "
+        "Gauge('dust_db_pool_checked_out', 'x', multiprocess_mode='livesum').set(float(sys.argv[1])); "
+        "print('set', flush=True); time.sleep(60) if sys.argv[2] == 'live' else os._exit(0)"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    started = [
+        subprocess.Popen([sys.executable, "-c", gauge, value, how], env=env, stdout=subprocess.PIPE)
+        for value, how in (("3", "live"), ("5", "dies"))
+    ]
+    try:
+        for process in started:
+            assert process.stdout is not None and process.stdout.readline() == b"set\n"
+        started[1].wait(SECONDS)
+
+        def pool() -> float:
+            metrics.forget_dead_processes(str(tmp_path))
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+            return registry.get_sample_value("dust_db_pool_checked_out") or 0.0
+
+        assert pool() == 3.0  # the live one's 3; the dead one's 5 is gone
+        started[0].kill()
+        started[0].wait(SECONDS)
+        assert pool() == 0.0
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
 
 
 @ONE_BACKEND

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from tests.conftest import NO_POSTGRES, POSTGRES_URL
@@ -116,6 +117,42 @@ def test_a_write_through_one_replica_is_read_at_once_through_the_other_and_the_b
             assert write(writer, cluster, 0, 60.0 + n).status_code == 200
             seen = [read(reader, cluster, 0), read(balanced, cluster, 0)]
             stale += [(n, value) for value in seen if value != 60.0 + n]
+    assert stale == []
+
+
+def cache_lookups(base: str, cluster: Cluster, result: str) -> float:
+    """The replica's count of master tensor lookups with ``result`` (hit or miss), from its /metrics."""
+    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {cluster.token}"}).text
+    wanted = {"cache": "relations", "result": result}
+    samples = (s for f in text_string_to_metric_families(text) for s in f.samples)
+    return sum(s.value for s in samples if s.name == "dust_cache_lookups_total" and s.labels == wanted)
+
+
+def test_a_cached_master_tensor_is_gone_on_every_replica_after_a_write(cluster: Cluster) -> None:
+    a, b = cluster.replicas
+
+    def weights(api: httpx.Client) -> list[float]:
+        response = api.get("/query_master/tensor", params={"type": "cached"})
+        assert response.status_code == 200, response.text
+        values: list[float] = response.json()["values"]
+        return values
+
+    with cluster.client(a) as on_a, cluster.client(b) as on_b, cluster.client(cluster.balancer) as balanced:
+        ends = [on_a.post("/entities", json={"kind": "thing", "name": n}).json()["id"] for n in "st"]
+        made = on_a.post("/relations", json={"source_id": ends[0], "target_id": ends[1], "type": "cached"})
+        relation = made.json()["id"]
+        assert weights(on_a) == [1.0]  # made on A, and shared through Redis
+        hits = cache_lookups(b, cluster, "hit")
+        assert weights(on_b) == [1.0] and cache_lookups(b, cluster, "hit") == hits + 1  # B never made it
+        misses = cache_lookups(b, cluster, "miss")
+        assert on_a.patch(f"/relations/{relation}", json={"weight": 2.0}).status_code == 200
+        assert weights(on_b) == [2.0]
+        assert cache_lookups(b, cluster, "miss") == misses + 1  # B's entry was not served after A's write
+        stale = []
+        for n in range(30):  # alternating: write through A, read through B and the balancer; then the other way
+            writer, reader = (on_a, on_b) if n % 2 == 0 else (on_b, on_a)
+            assert writer.patch(f"/relations/{relation}", json={"weight": 3.0 + n}).status_code == 200
+            stale += [(n, seen) for seen in (weights(reader), weights(balanced)) if seen != [3.0 + n]]
     assert stale == []
 
 

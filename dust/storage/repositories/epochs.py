@@ -1,7 +1,11 @@
-"""Queries over ``cache_epochs``: read them all, raise one."""
+"""Queries over ``cache_epochs``: read them all, raise one; the database's identity."""
 
 from __future__ import annotations
 
+import secrets
+from typing import Any
+
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -11,16 +15,40 @@ from dust.storage.models import CacheEpoch
 # Plain SQL, straight to the driver: every signed-in request runs it, and building, caching and reading back a
 # statement through the ORM cost more than the query (bench/serve.py: /auth/me runs only this one).
 _READ = f"SELECT name, value FROM {CacheEpoch.__tablename__}"
+# Not an epoch: a random number naming this database's contents, which epochs are counted from. Renewed when the
+# contents are replaced (a restore, an import), whose epochs may be lower than ones already counted: entries made
+# under a number the epochs then reach again were made of other contents (dust.engine.caches).
+IDENTITY = "identity"
 
 
 def read(session: Session) -> dict[str, int]:
-    """Every epoch by name; one never raised is absent (read it as 0)."""
+    """Every epoch by name, and the identity; one never raised is absent (read it as 0)."""
     return {name: value for name, value in session.connection().exec_driver_sql(_READ)}
+
+
+def _insert(session: Session) -> Any:
+    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
 
 
 def bump(session: Session, name: str) -> None:
     """Raise epoch ``name`` by one, creating it at 1. Commits with the change it announces, so no process can see
     the new epoch and still read the old state."""
-    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
-    stmt = insert(CacheEpoch).values(name=name, value=1)
+    stmt = _insert(session)(CacheEpoch).values(name=name, value=1)
     session.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": CacheEpoch.value + 1}))
+
+
+def ensure_identity(session: Session) -> None:
+    """Give the database an identity if it has none (a new or emptied one): a no-op otherwise."""
+    stmt = _insert(session)(CacheEpoch).values(name=IDENTITY, value=_new_identity())
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+
+
+def renew_identity(session: Session) -> None:
+    """A new identity: its contents were replaced."""
+    session.execute(delete(CacheEpoch).where(CacheEpoch.name == IDENTITY))
+    session.add(CacheEpoch(name=IDENTITY, value=_new_identity()))
+    session.flush()
+
+
+def _new_identity() -> int:
+    return secrets.randbits(62) + 1  # never 0, which reads as "none"; fits a signed BIGINT

@@ -1,4 +1,4 @@
-"""Queries behind insights: which entities a cohort filter picks."""
+"""Queries behind insights: which entities a cohort filter picks; the version of a schema's data."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from dust.storage.models import Entity, Relation
+from dust.storage.models import Entity, Relation, Tensor
 from dust.storage.repositories import Visible
 
 # The entity list's filter: the same typed JSON comparisons (51 matches 51.0, never "51") on both backends.
@@ -44,3 +44,24 @@ def cohort(
     targets = select(Relation.target_id).where(Relation.source_id == related_to, *live)
     sources = select(Relation.source_id).where(Relation.target_id == related_to, *live)
     return stmt.where(or_(Entity.id.in_(targets), Entity.id.in_(sources)))
+
+
+def data_version(session: Session, schema_name: str) -> tuple[int, int, int, str | None]:
+    """What every change to the values of the schema's tensors changes, read from its ``tensors`` rows: how many
+    there are, the sum of their last write stamps (as whole seconds and the µs beyond, which no sum overflows),
+    and the latest creation.
+
+    A write or an erase that changes a value stamps its tensor later than the tensor's previous write, even if the
+    clock stepped back (``tensors._stamp``), so the sum grows; a tensor created or deleted (with its entity)
+    changes the count. So two moments with one version hold the same tensors with the same values, unless a
+    deletion and a creation in between cancel out in the count and the sum, and the newer tensor's creation time
+    is not later than every other one's (a clock set back), and the sum came back exactly by the µs."""
+    stamps = Tensor.stamped_us
+    stmt = select(
+        func.count(),
+        func.coalesce(func.sum(stamps // 1_000_000), 0),
+        func.coalesce(func.sum(stamps % 1_000_000), 0),
+        func.max(Tensor.created_at),
+    ).where(Tensor.schema_name == schema_name)
+    count, seconds, micros, created = session.execute(stmt).one()
+    return int(count), int(seconds), int(micros), None if created is None else created.isoformat()

@@ -32,9 +32,9 @@ def count(session: Session, source: Table) -> int:
 
 
 def occupied(session: Session) -> list[str]:
-    """The tables that hold any row, DUST's or not (the migration record aside): a restore must not overwrite
-    another application's data unasked either."""
-    names = sorted(set(inspect(session.connection()).get_table_names()) - {"alembic_version"})
+    """The tables that hold any row, DUST's or not (the migration record and the cache epochs aside, which every
+    migrated database has): a restore must not overwrite another application's data unasked either."""
+    names = sorted(set(inspect(session.connection()).get_table_names()) - {"alembic_version", "cache_epochs"})
     return [name for name in names if session.scalar(select(literal(1)).select_from(table(name)).limit(1))]
 
 
