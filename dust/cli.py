@@ -537,30 +537,67 @@ def model_predict(
     entity: Annotated[
         list[str] | None, typer.Option("--entity", metavar="ID", help="An entity to predict (repeat); default: all.")
     ] = None,
-    kind: Annotated[str | None, typer.Option(help="Every entity of this kind in the model's graph.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Every entity of this kind in the model's graph (links: --source's targets').")
+    ] = None,
     write_back: Annotated[
-        str | None, typer.Option(metavar="ATTR", help="Set each predicted class as this attribute.")
+        str | None,
+        typer.Option(
+            metavar="NAME", help="Set each predicted class as this attribute (links: make relations of this type)."
+        ),
     ] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Say which relations and neighbours mattered.")] = False,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(metavar="SOURCE,TYPE,TARGET", help="Link prediction: a relation to score (repeat); entity ids."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(metavar="ID", help="Link prediction: the entity whose likeliest targets to list.")
+    ] = None,
+    type_: Annotated[
+        str | None, typer.Option("--type", help="Link prediction: the relation type of --source's targets.")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, max=100, help="Link prediction: how many targets --source lists.")] = 10,
+    min_score: Annotated[
+        float, typer.Option(min=0, max=1, help="Link prediction: --write-back only relations scoring this or more.")
+    ] = 0.5,
 ) -> None:
     """Predict with a trained model; the predictions as JSON."""
+    triples = [tuple(part.strip() for part in text.split(",")) for text in candidate or []]
+    if any(len(triple) != 3 for triple in triples):
+        console.print("Error: --candidate takes SOURCE,TYPE,TARGET (two entity ids and a relation type)", markup=False)
+        raise typer.Exit(2)
+    links = bool(triples) or source is not None or type_ is not None
+    back: str | dict[str, Any] | None = write_back
+    if links and write_back is not None:
+        back = {"relation_type": write_back, "min_score": min_score}
     with _open() as db:
-        result = db.predict(model_id, entity_ids=entity or None, kind=kind, write_back=write_back, explain=explain)
+        result = db.predict(
+            model_id,
+            entity_ids=entity or None,
+            kind=kind,
+            write_back=back,
+            explain=explain,
+            top=top,
+            candidates=triples or None,
+            source=source,
+            type=type_,
+        )
     print(result.model_dump_json(by_alias=True))
 
 
 @model_app.command("list")
 def model_list(name: Annotated[str | None, typer.Option(help="Only the versions of this name.")] = None) -> None:
-    """Models newest first, as JSON lines: id, name, version, task, status and test accuracy."""
+    """Models newest first, as JSON lines: id, name, version, task, status and test accuracy (links: MRR)."""
     import json
 
     with _open() as db:
         page = db.models(name=name, limit=500)
         while True:
             for m in page.items:
-                accuracy = (m.metrics or {}).get("test_accuracy")
+                metric = "test_mrr" if m.task == "link-prediction" else "test_accuracy"
                 line = {"id": str(m.id), "name": m.name, "version": m.version, "task": m.task, "status": m.status}
-                print(json.dumps({**line, "test_accuracy": accuracy}))
+                print(json.dumps({**line, metric: (m.metrics or {}).get(metric)}))
             if page.next_cursor is None:
                 break
             page = db.models(name=name, limit=500, cursor=page.next_cursor)

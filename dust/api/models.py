@@ -58,5 +58,7 @@ def get(model_id: uuid.UUID, session: SessionDep) -> ModelPublic:
     **allow(Permission.read),
 )
 def predict(model_id: uuid.UUID, data: PredictRequest, session: SessionDep) -> PredictResult:
-    """Predictions for entities you may see, optionally explained, or written back as an attribute (write)."""
+    """Predictions for entities you may see, optionally explained, or written back as an attribute (write); for
+    a link-prediction model, candidate relations scored or an entity's likeliest targets, written back as
+    relations (write)."""
     return registry.predict(session, model_id, data)

@@ -1,4 +1,6 @@
-"""A trained entity classifier as bytes, and back: its weights, its settings, its classes and the graph it fit.
+"""A trained entity classifier as bytes, and back: its weights, its settings, its classes and the graph it fit,
+and, for a model with node features, how to build them again (``features.Encoder``: what it reads, the
+training statistics). The features themselves are not stored: a prediction reads them as of its own date.
 
 The graph goes with the weights because the model is transductive: the first layer learnt one vector per node,
 so it predicts the nodes it was trained with, over the edges it was trained on (the graph as of its data
@@ -15,6 +17,7 @@ from typing import Any
 
 from dust.core.errors import InvalidInput
 from dust.models import rgcn
+from dust.models.features import Encoder
 from dust.models.graph import RelationalGraph
 
 FORMAT = 1
@@ -23,11 +26,14 @@ FORMAT = 1
 @dataclass
 class Loaded:
     net: Any  # the torch Module, in eval mode
-    graph: RelationalGraph
+    graph: RelationalGraph  # featureless: ``encoder`` builds the features of a prediction's date
     classes: list[str]
+    encoder: Encoder | None = None
 
 
-def dump(net: Any, graph: RelationalGraph, classes: list[str], settings: rgcn.Settings) -> bytes:
+def dump(
+    net: Any, graph: RelationalGraph, classes: list[str], settings: rgcn.Settings, encoder: Encoder | None = None
+) -> bytes:
     import torch
 
     buffer = io.BytesIO()
@@ -42,6 +48,7 @@ def dump(net: Any, graph: RelationalGraph, classes: list[str], settings: rgcn.Se
             "relation_types": list(graph.relation_types),
             "edges": torch.tensor([graph.sources, graph.targets, graph.types], dtype=torch.int64).reshape(3, -1),
             "weights": torch.tensor(graph.weights, dtype=torch.float64),
+            "features": encoder.as_dict() if encoder is not None else None,
         },
         buffer,
     )
@@ -65,7 +72,9 @@ def load(data: bytes) -> Loaded:
         weights=stored["weights"].tolist(),
     )
     classes = stored["classes"]
-    net = rgcn.model(graph, len(classes), rgcn.Settings(**stored["settings"]))
+    encoder = Encoder.from_dict(stored["features"]) if stored.get("features") else None
+    columns = len(encoder.columns) if encoder is not None else 0
+    net = rgcn.model(graph, len(classes), rgcn.Settings(**stored["settings"]), columns)
     net.load_state_dict(stored["state"])
     net.eval()
-    return Loaded(net, graph, classes)
+    return Loaded(net, graph, classes, encoder)

@@ -8,13 +8,18 @@
   ``types``; with literal nodes, never the target attribute's); one R-GCN (``dust.models.rgcn``) trained with
   ``settings.seed``, its accuracies measured, and stored with the graph it fit (``dust.models.artefacts``);
 - to predict: the stored model's class probabilities for entities of its graph the caller may see, explained on
-  request (``dust.models.explain``), and written back as an attribute by ordinary, audited entity updates.
+  request (``dust.models.explain``), and written back as an attribute by ordinary, audited entity updates, or
+  into a tensor (``dust.models.writeback``).
+
+With ``settings.features``, the nodes get features from their tensors and attributes (``dust.models.features``):
+read as of ``as_of`` in the job, scaled with the training entities' statistics, which the artefact keeps; a
+prediction reads them again as of its own ``as_of`` (default now), over the graph the model was trained on.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,9 +28,10 @@ from sqlalchemy.orm import Session
 from dust.core.errors import InvalidInput, invalid_input
 from dust.engine import access, entities
 from dust.engine.entities import EntityUpdate
-from dust.models import artefacts, classification, explain, rgcn, tasks
+from dust.models import artefacts, classification, explain, features, rgcn, tasks, writeback
+from dust.models import graph as graph_
 from dust.models.classification import Labelled
-from dust.models.schemas import MAX_EXPLAIN, ModelCreate, Prediction, PredictRequest
+from dust.models.schemas import MAX_EXPLAIN, ModelCreate, Prediction, PredictRequest, WriteBack
 from dust.models.tasks import Predicted, Trained, Training
 from dust.storage.models import Entity, Model, utcnow
 from dust.storage.repositories import entities as entity_repo
@@ -33,15 +39,16 @@ from dust.storage.repositories import relations as relation_repo
 
 TASK = "entity-classification"
 MAX_PARAMETERS = 250_000_000  # of the first layer (one vector per node and relation): 1 GB of float32
-# torch's random generator is the process's: two trainings at once in a worker's threads would draw from it in
-# turns, and a seed would no longer give its model. One at a time per process (they share the cores anyway).
-_FITTING = threading.Lock()
+_FITTING = tasks.FITTING  # one training at a time per process, whatever the task (torch's generator is shared)
 
 
 def check(session: Session, request: ModelCreate) -> None:
     """422 for labels that cannot train a classifier, or settings that cannot train one of their classes."""
     train, test = labelled(session, request)
-    rgcn.check(_settings(request), len(_classes(train, test)))
+    spec = request.settings.features
+    if spec is not None:
+        features.check(session, spec, request.target.attribute)
+    rgcn.check(_settings(request), len(_classes(train, test)), int(spec is not None))
 
 
 def labelled(session: Session, request: ModelCreate) -> tuple[Labelled, Labelled]:
@@ -76,8 +83,16 @@ def _classes(train: Labelled, test: Labelled) -> list[str]:
 
 def _settings(request: ModelCreate) -> rgcn.Settings:
     s = request.settings
+    embeddings = s.features.embeddings if s.features is not None else True
     return rgcn.Settings(
-        hidden=s.hidden, epochs=s.epochs, lr=s.lr, l2=s.l2, bases=s.bases, blocks=s.blocks, dropout=s.dropout
+        hidden=s.hidden,
+        epochs=s.epochs,
+        lr=s.lr,
+        l2=s.l2,
+        bases=s.bases,
+        blocks=s.blocks,
+        dropout=s.dropout,
+        embeddings=embeddings,
     )
 
 
@@ -96,8 +111,21 @@ def train(training: Training, request: ModelCreate) -> Trained:
             literals=request.settings.literals,
             skip=skip,
         )
-    graph = problem.graph
-    first_layer = graph.num_nodes * settings.hidden * (settings.bases or max(graph.num_relations, 1))
+        graph = problem.graph
+        encoder = None
+        if request.settings.features is not None:
+            ended = request.as_of is not None  # as of a date: the steps over by then; else those begun by now
+            encoder, graph.features = features.attach(
+                session,
+                request.settings.features,
+                graph.entity_ids,
+                graph.num_nodes,
+                problem.train_nodes,
+                read_at,
+                ended,
+            )
+    inputs = (graph.num_nodes if settings.embeddings else 0) + graph.num_features
+    first_layer = inputs * settings.hidden * (settings.bases or max(graph.num_relations, 1))
     if first_layer > MAX_PARAMETERS:
         raise InvalidInput(
             f"the graph's {graph.num_nodes:,} nodes and {graph.num_relations} relation types make "
@@ -114,9 +142,10 @@ def train(training: Training, request: ModelCreate) -> Trained:
             request.settings.seed,
             on_epoch=lambda done: training.epoch(done, settings.epochs),
         )
-    return Trained(
-        _metrics(net, problem, seconds, request), artefacts.dump(net, graph, problem.classes, settings), read_at
-    )
+    metrics = _metrics(net, problem, seconds, request)
+    if encoder is not None:
+        metrics["features"] = len(encoder.columns)
+    return Trained(metrics, artefacts.dump(net, graph, problem.classes, settings, encoder), read_at)
 
 
 def _metrics(net: Any, problem: classification.Problem, seconds: float, request: ModelCreate) -> dict[str, Any]:
@@ -147,19 +176,29 @@ def _metrics(net: Any, problem: classification.Problem, seconds: float, request:
 # --- predicting ---------------------------------------------------------------------------------------------
 
 
-def predict(session: Session, model: Model, artefact: bytes, request: PredictRequest) -> Predicted:
-    if request.write_back is not None and request.write_back.attribute == model.target.get("attribute"):
+def predict(session: Session, model: Model, loaded: artefacts.Loaded, request: PredictRequest) -> Predicted:
+    back = request.write_back
+    if back is not None and not isinstance(back, WriteBack):
+        raise InvalidInput("write_back.relation_type writes relations, for link prediction; give attribute or tensor")
+    if back is not None and back.attribute is not None and back.attribute == model.target.get("attribute"):
         raise InvalidInput(
-            f"write_back.attribute '{request.write_back.attribute}' holds the labels model {model.name} learnt "
+            f"write_back.attribute '{back.attribute}' holds the labels model {model.name} learnt "
             "from: predictions would overwrite them; name another attribute"
         )
-    loaded = artefacts.load(artefact)
+    reads = loaded.encoder.schemas if loaded.encoder is not None else []
+    into = writeback.target(session, back.tensor, loaded.classes, reads) if back and back.tensor else None
     rows = _entities(session, model, loaded.graph, request)
     if request.explain and len(rows) > MAX_EXPLAIN:
         raise InvalidInput(f"explain takes at most {MAX_EXPLAIN} entities at a time; {len(rows)} were asked for")
-    position = loaded.graph.index()
+    moment = request.as_of or utcnow()
+    graph = loaded.graph
+    if loaded.encoder is not None:  # the stored graph, this moment's features (the cached model stays as it is)
+        ended = request.as_of is not None
+        x = features.again(session, loaded.encoder, graph.entity_ids, graph.num_nodes, moment, ended)
+        graph = replace(graph, features=x)
+    position = graph.index()
     nodes = [position[row.id] for row in rows]
-    probabilities = rgcn.probabilities(loaded.net, loaded.graph)[nodes].tolist() if nodes else []
+    probabilities = rgcn.probabilities(loaded.net, graph)[nodes].tolist() if nodes else []
     predictions = []
     for row, p in zip(rows, probabilities, strict=True):
         best = max(range(len(p)), key=p.__getitem__)
@@ -173,10 +212,12 @@ def predict(session: Session, model: Model, artefact: bytes, request: PredictReq
             )
         )
     if request.explain and nodes:
-        _explain(session, loaded, nodes, predictions, request.top)
+        _explain(session, loaded, graph, nodes, predictions, request.top)
     written = 0
-    if request.write_back is not None:
-        written = _write_back(session, request.write_back.attribute, predictions)
+    if back is not None and back.attribute is not None:
+        written = _write_back(session, back.attribute, predictions)
+    if into is not None:
+        written = writeback.write(session, into, predictions, moment)
     return Predicted(predictions, written)
 
 
@@ -207,13 +248,18 @@ def _entities(session: Session, model: Model, graph: Any, request: PredictReques
 
 
 def _explain(
-    session: Session, loaded: artefacts.Loaded, nodes: list[int], predictions: list[Prediction], top: int
+    session: Session,
+    loaded: artefacts.Loaded,
+    graph: graph_.RelationalGraph,
+    nodes: list[int],
+    predictions: list[Prediction],
+    top: int,
 ) -> None:
     classes = [loaded.classes.index(p.predicted) for p in predictions]
-    found = explain.importances(loaded.net, loaded.graph, nodes, classes)
+    found = explain.importances(loaded.net, graph, nodes, classes)
     rows: dict[Any, Entity] = {}
     for node, prediction, importance in zip(nodes, predictions, found, strict=True):
-        prediction.explanation = explain.explain(session, loaded.graph, node, importance, top, rows)
+        prediction.explanation = explain.explain(session, graph, node, importance, top, rows)
 
 
 def _write_back(session: Session, attribute: str, predictions: list[Prediction]) -> int:
@@ -227,4 +273,12 @@ def _write_back(session: Session, attribute: str, predictions: list[Prediction])
     return len(predictions)
 
 
-tasks.register(TASK, tasks.Task(check=check, train=train, predict=predict))
+# The fields of a request that are this task's alone (dust.models.tasks): another task's model refuses them.
+OWNS = frozenset(
+    {"kind", "target.attribute", "target.labels", "target.test_labels", "settings.dropout", "settings.features"}
+)
+OWNS_PREDICT = frozenset({"entity_ids", "explain", "as_of", "write_back.attribute", "write_back.tensor"})
+tasks.register(
+    TASK,
+    tasks.Task(check=check, train=train, predict=predict, load=artefacts.load, owns=OWNS, owns_predict=OWNS_PREDICT),
+)

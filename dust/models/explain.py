@@ -14,6 +14,7 @@ an attribute that is sensitive to them.
 
 from __future__ import annotations
 
+import copy
 import json
 import uuid
 from collections import defaultdict
@@ -38,9 +39,12 @@ def importances(net: Any, graph: RelationalGraph, nodes: Sequence[int], classes:
 
     edge_index, edge_type, _ = graph.tensors()
     mask = torch.ones(edge_index.size(1), requires_grad=True)
+    # The masks are set on the network's layers, and the network is shared by the requests of this process
+    # (dust.models.cache): masked, a copy, so that no other request's forward pass runs on them meanwhile.
+    net = copy.deepcopy(net)
     set_masks(net, mask, edge_index, apply_sigmoid=False)
     try:
-        out = net(edge_index, edge_type)
+        out = net(edge_index, edge_type, graph.x())
         found = []
         for node, cls in zip(nodes, classes, strict=True):
             (grad,) = torch.autograd.grad(_margin(out[node], cls), mask, retain_graph=True)

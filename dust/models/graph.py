@@ -6,8 +6,9 @@ target → source of the type's inverse (``type^-1``), so that a node hears from
 The paper's self-loop (W0·h_i) is not an edge here: RGCNConv's root weight is exactly that term.
 
 "As of" a date, the graph is the master tensor then: a relation not yet valid (or no longer) is not in it, and
-weights are those of that moment (``dust.engine.relations.master_tensor``). Nodes are featureless, as in the
-paper: the first layer learns one vector per node (a one-hot input times a weight matrix).
+weights are those of that moment (``dust.engine.relations.master_tensor``). Nodes are featureless by default, as
+in the paper: the first layer learns one vector per node (a one-hot input times a weight matrix); a model may
+give them ``features`` too (``dust.models.features``: from their tensors and attributes, as of the same date).
 
 Literal nodes (``literals=True``): the R-GCN benchmark graphs count an RDF literal as a node (AIFB's 8,285 nodes
 are 2,835 resources and 5,450 distinct literals). DUST keeps literals as attributes (``dust import rdf``), so
@@ -48,6 +49,7 @@ class RelationalGraph:
     targets: list[int] = field(default_factory=list)
     types: list[int] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
+    features: Any = None  # [num_nodes, columns] float32 NumPy array, or None: featureless (dust.models.features)
 
     @property
     def num_nodes(self) -> int:
@@ -71,6 +73,16 @@ class RelationalGraph:
 
         edge_index = torch.tensor([self.sources, self.targets], dtype=torch.long).reshape(2, -1)
         return edge_index, torch.tensor(self.types, dtype=torch.long), torch.tensor(self.weights)
+
+    @property
+    def num_features(self) -> int:
+        return 0 if self.features is None else int(self.features.shape[1])
+
+    def x(self) -> torch.Tensor | None:
+        """The node features as a torch tensor, or None (featureless)."""
+        import torch
+
+        return None if self.features is None else torch.from_numpy(self.features)
 
 
 def build(

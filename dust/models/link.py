@@ -137,13 +137,17 @@ def prepare(
     test_fraction: float = 0.1,
     seed: int = 0,
     literals: bool = False,
+    tested: list[str] | None = None,
 ) -> Problem:
-    """The master tensor's relations (of ``types``) as of ``at``, split into training and test triples: those
-    of ``test_triples``, else a ``test_fraction`` of them drawn with ``seed``. Training needs no database:
-    close the session before it (on SQLite an open transaction holds the write lock)."""
+    """The master tensor's relations (of ``types``, and of ``tested``) as of ``at``, split into training and
+    test triples: those of ``test_triples``, else a ``test_fraction`` of those of the types ``tested`` (default:
+    of all) drawn with ``seed``. Training needs no database: close the session before it (on SQLite an open
+    transaction holds the write lock)."""
+    if types is not None and tested is not None:
+        types = list(dict.fromkeys(types + tested))
     tensor = relations.master_tensor(session, types=types, at=at)
     when = f" as of {at.isoformat()}" if at else ""
-    missing = [t for t in dict.fromkeys(types or []) if t not in tensor.types]
+    missing = [t for t in dict.fromkeys((types or []) + (tested or [])) if t not in tensor.types]
     if missing:
         raise InvalidInput(f"no relation of type {missing[0]!r}{when}")
     if not tensor.values:
@@ -153,8 +157,11 @@ def prepare(
     ids = list(tensor.entity_ids)
     if test_triples is not None:
         test = _resolve(session, test_triples, ids, tensor.types, when)
-    else:
+    elif tested is None:
         test = _split(stored, test_fraction, seed)
+    else:
+        held_types = {tensor.types.index(t) for t in tested}
+        test = _split([triple for triple in stored if triple[1] in held_types], test_fraction, seed)
     held = set(test)
     train = [i for i, triple in enumerate(stored) if triple not in held]
     if not train:
@@ -336,6 +343,40 @@ def evaluate(model: Model, problem: Problem) -> dict[str, float]:
     metrics = {"mrr": float((1 / found).mean())}
     metrics.update({f"hits@{k}": float((found <= k).double().mean()) for k in HITS})
     return metrics
+
+
+def chance_mrr(problem: Problem) -> float:
+    """The filtered MRR a random scorer has on average: a rank drawn evenly from 1 … n, where n counts the
+    candidates left once the other known triples are filtered out, has the mean reciprocal H(n) / n."""
+    objects: dict[tuple[int, int], set[int]] = defaultdict(set)
+    subjects: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for s, r, o in problem.train + problem.test:
+        objects[s, r].add(o)
+        subjects[r, o].add(s)
+    harmonic = [0.0]
+    for n in range(1, problem.entities + 1):
+        harmonic.append(harmonic[-1] + 1 / n)
+    values = [
+        harmonic[n] / n
+        for s, r, o in problem.test
+        for n in (problem.entities - len(objects[s, r] - {o}), problem.entities - len(subjects[r, o] - {s}))
+    ]
+    return statistics.fmean(values) if values else 0.0
+
+
+def top_targets(model: Model, source: int, kind: int, among: torch.Tensor | None, k: int) -> list[tuple[int, float]]:
+    """The ``k`` entities (node, strength) most likely the target of a relation of type ``kind`` from
+    ``source``, best first, among the nodes ``among`` (None: every entity), never ``source`` itself."""
+    import torch
+
+    scores = torch.sigmoid((model.entities[source] * model.relations[kind]) @ model.entities.T)
+    allowed = torch.ones(scores.shape[0], dtype=torch.bool)
+    if among is not None:
+        allowed = torch.zeros_like(allowed).index_fill_(0, among, True)
+    allowed[source] = False
+    count = min(k, int(allowed.sum()))
+    best = torch.topk(torch.where(allowed, scores, torch.tensor(-1.0)), count)  # a strength is never below 0
+    return list(zip(best.indices.tolist(), best.values.tolist(), strict=True))
 
 
 def score(model: Model, triples: Sequence[tuple[uuid.UUID, str, uuid.UUID]]) -> list[float]:

@@ -3,8 +3,9 @@
 ``submit`` checks a training request at once, acting as the caller (the task's ``check``: a 422 for labels that
 cannot train), records version n + 1 of its name (queued) and a ``models.train`` job, which runs once the
 transaction commits. The job trains as the user who asked — reading only what they may see — reports progress
-per epoch, and stores the metrics, the data version and the artefact; ``predict`` applies a stored model.
-Tasks plug in by name (``dust.models.tasks``): entity classification is the first.
+per epoch, and stores the metrics, the data version and the artefact; ``predict`` applies a stored model, loaded
+once per process (``dust.models.cache``). Tasks plug in by name (``dust.models.tasks``): entity classification
+and link prediction; a request's fields that belong to another task than its own are refused, naming them.
 
 Who may do what (docs/models.md, "Access"):
 - training needs write permission (admins, clinicians, members): a model is data made from what its trainer may
@@ -13,7 +14,7 @@ Who may do what (docs/models.md, "Access"):
   signed-in user may see it and predict with it;
 - a prediction names only entities the caller may see (another answers 404, as everywhere), and its explanation
   only relations whose ends they may see, de-identified for analysts; writing predictions back needs write
-  permission and is an ordinary entity update, audited and bound by the caller's access.
+  permission and is an ordinary entity (or, for links, relation) write, audited and bound by the caller's access.
 
 A model's status and progress are its job's while it trains; once trained, its own.
 """
@@ -37,7 +38,7 @@ from dust.jobs import records, registry
 from dust.jobs.queue import Context, queue_for
 from dust.jobs.records import JobRun
 from dust.jobs.scans import principal
-from dust.models import entity_classification, tasks  # noqa: F401 (entity_classification registers its task)
+from dust.models import cache, entity_classification, link_prediction, tasks  # noqa: F401 (tasks register)
 from dust.models.schemas import ModelCreate, ModelList, ModelPublic, PredictRequest, PredictResult
 from dust.storage.models import Model, utcnow
 from dust.storage.repositories import jobs as job_repo
@@ -51,7 +52,10 @@ GONE = "its training job is gone (a database restored from an export keeps model
 def submit(session: Session, request: ModelCreate) -> ModelPublic:
     """Version n + 1 of the request's name, queued, and its training job; 422 for what cannot train."""
     access.require(session, Permission.write)
-    tasks.named(request.task).check(session, request)
+    task = tasks.named(request.task)
+    tasks.foreign(request.task, tasks.given(request), lambda t: t.owns, f"a model of {request.task}")
+    request = tasks.with_defaults(request.task, request)
+    task.check(session, request)
     who = access.principal(session)
     version = repo.next_version(session, request.name)
     settings = {
@@ -96,24 +100,41 @@ def list_(session: Session, *, name: str | None = None, limit: int = 50, cursor:
 def predict(session: Session, model_id: uuid.UUID, request: PredictRequest) -> PredictResult:
     """The trained model's predictions (see ``dust.models.tasks``); 409 before it has trained."""
     row = _row(session, model_id)
+    task = tasks.named(row.task)
+    whose = f"model {row.name} (version {row.version}), of {row.task}"
+    tasks.foreign(row.task, tasks.given(request), lambda t: t.owns_predict, whose)
     if request.write_back is not None:
         access.require(session, Permission.write)
     view = public(session, row)
     if view.status != repo.SUCCEEDED:
         why = f": {view.error}" if view.error else ""
         raise Conflict(f"model {row.name} (version {row.version}) has {view.status}{why}; predict once it succeeded")
-    artefact = repo.artefact(session, row.id)
-    assert artefact is not None  # stored with its success
-    predicted = tasks.named(row.task).predict(session, row, artefact, request)
-    audit.record(session, "read", "model", row.id, [p.entity_id for p in predicted.predictions] or [None])
+    predicted = task.predict(session, row, _loaded(session, row, task), request)
+    ends = [p.entity_id for p in predicted.predictions]
+    ends += [end for link in predicted.links for end in (link.source_id, link.target_id)]
+    audit.record(session, "read", "model", row.id, list(dict.fromkeys(ends)) or [None])
     return PredictResult(
         model_id=row.id,
         name=row.name,
         version=row.version,
         data_version=row.data_version,
         predictions=predicted.predictions,
+        links=predicted.links,
         written=predicted.written,
     )
+
+
+def _loaded(session: Session, row: Model, task: tasks.Task) -> Any:
+    """The trained model as its task predicts with it: from the process's cache, or its artefact read and loaded
+    (then kept). A model never changes once it has succeeded; its finish time and size in the key tell apart
+    another model of the same id (a database restored from another export)."""
+
+    def read() -> Any:
+        artefact = repo.artefact(session, row.id)
+        assert artefact is not None  # stored with its success
+        return task.load(artefact)
+
+    return cache.MODELS.get((row.id, row.finished_at, row.artefact_bytes), row.artefact_bytes or 0, read)
 
 
 def _row(session: Session, model_id: uuid.UUID) -> Model:
@@ -143,7 +164,7 @@ def public(session: Session, row: Model) -> ModelPublic:
         name=row.name,
         version=row.version,
         kind=row.kind,
-        target={key: len(value) if isinstance(value, dict | list) else value for key, value in row.target.items()},
+        target={key: len(value) if isinstance(value, dict) else value for key, value in row.target.items()},
         types=types,
         as_of=as_of,
         settings=settings,

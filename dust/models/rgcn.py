@@ -9,6 +9,12 @@ the first layer's weights for each relation (90 on AIFB: 4 GB of writes an epoch
 (full weights, the paper's AIFB setting), ``bases`` B (basis decomposition) or ``blocks`` (block-diagonal).
 The defaults are the paper's AIFB settings: hidden 16, 50 epochs, Adam lr 0.01, no L2 (``l2`` puts one on the
 first layer, as the paper for its other graphs and PyG's example: 5e-4; on AIFB that scored 94.4 against 96.4).
+
+Node features (``graph.features``, ``dust.models.features``): the first layer's input is then the one-hot
+vector and the features side by side. A layer is linear in its input, so that is the featureless layer plus
+one more FastRGCNConv over the features (no bias of its own): h = ReLU(conv1(one-hot) + features1(x)). With
+``embeddings`` off the one-hot part goes: the first layer sees the features alone, and a node's own vector
+can no longer learn its training label by heart. A featureless model is built and drawn exactly as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any
 from dust.core.errors import InvalidInput
 from dust.models.graph import RelationalGraph
 
+FIRST_LAYER = ("conv1.", "features1.")  # the parameters ``l2`` applies to
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -33,6 +41,7 @@ class Settings:
     bases: int | None = None  # basis decomposition with this many bases; None: full weights
     blocks: int | None = None  # block-diagonal decomposition with this many blocks (hidden must divide by it)
     dropout: float = 0.0  # the paper uses none for entity classification
+    embeddings: bool = True  # the one-hot input (a learnt vector per node); off only beside features
 
     def check(self) -> None:
         if self.hidden < 1 or self.epochs < 1 or not (self.lr > 0 and math.isfinite(self.lr)):
@@ -53,8 +62,9 @@ class Run:
     seconds_per_epoch: float
 
 
-def model(graph: RelationalGraph, classes: int, settings: Settings) -> Any:
-    """The untrained two-layer R-GCN for ``graph`` (a torch Module)."""
+def model(graph: RelationalGraph, classes: int, settings: Settings, features: int = 0) -> Any:
+    """The untrained two-layer R-GCN for ``graph`` with ``features`` input columns (a torch Module); its
+    forward takes (edge_index, edge_type, x): x the [nodes, features] input, None without features."""
     import torch
     import torch.nn.functional as F
     from torch_geometric.nn import FastRGCNConv as RGCNConv
@@ -67,11 +77,23 @@ def model(graph: RelationalGraph, classes: int, settings: Settings) -> Any:
             super().__init__()
             # The first layer cannot be block-diagonal: its one-hot input has no blocks (PyG refuses x=None).
             first = {"num_bases": settings.bases} if settings.blocks else decomposition
-            self.conv1 = RGCNConv(graph.num_nodes, settings.hidden, relations, **first)
+            # in this order: a featureless model draws its initial weights exactly as it always did
+            if settings.embeddings:
+                self.conv1 = RGCNConv(graph.num_nodes, settings.hidden, relations, **first)
+            if features:
+                self.features1 = RGCNConv(features, settings.hidden, relations, bias=False, **first)
             self.conv2 = RGCNConv(settings.hidden, classes, relations, **decomposition)
 
-        def forward(self, edge_index: torch.Tensor, edge_type: torch.Tensor) -> torch.Tensor:
-            x = F.relu(self.conv1(None, edge_index, edge_type))
+        def forward(
+            self, edge_index: torch.Tensor, edge_type: torch.Tensor, x: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            if not settings.embeddings:
+                h = self.features1(x, edge_index, edge_type)
+            else:
+                h = self.conv1(None, edge_index, edge_type)
+                if features:
+                    h = h + self.features1(x, edge_index, edge_type)
+            x = F.relu(h)
             x = F.dropout(x, p=settings.dropout, training=self.training)
             out: torch.Tensor = self.conv2(x, edge_index, edge_type)
             return out
@@ -133,12 +155,13 @@ def fit(
     import torch
     import torch.nn.functional as F
 
-    check(settings, classes)
+    check(settings, classes, graph.num_features)
     torch.manual_seed(seed)
     edge_index, edge_type, _ = graph.tensors()
-    net = model(graph, classes, settings)
-    first = [p for n, p in net.named_parameters() if n.startswith("conv1.")]
-    rest = [p for n, p in net.named_parameters() if not n.startswith("conv1.")]
+    x = graph.x()
+    net = model(graph, classes, settings, graph.num_features)
+    first = [p for n, p in net.named_parameters() if n.startswith(FIRST_LAYER)]
+    rest = [p for n, p in net.named_parameters() if not n.startswith(FIRST_LAYER)]
     optimizer = torch.optim.Adam(
         [{"params": first, "weight_decay": settings.l2}, {"params": rest, "weight_decay": 0.0}], lr=settings.lr
     )
@@ -147,7 +170,7 @@ def fit(
     for epoch in range(1, settings.epochs + 1):
         net.train()
         optimizer.zero_grad()
-        loss = F.cross_entropy(net(edge_index, edge_type)[nodes], labels)
+        loss = F.cross_entropy(net(edge_index, edge_type, x)[nodes], labels)
         loss.backward()
         optimizer.step()
         clock.done(epoch)
@@ -156,9 +179,11 @@ def fit(
     return net, seconds
 
 
-def check(settings: Settings, classes: int) -> None:
-    """InvalidInput for settings that cannot train a model of ``classes`` classes."""
+def check(settings: Settings, classes: int, features: int = 0) -> None:
+    """InvalidInput for settings that cannot train a model of ``classes`` classes on ``features`` columns."""
     settings.check()
+    if not settings.embeddings and not features:
+        raise InvalidInput("a model without node embeddings needs node features: give settings.features")
     if settings.blocks and (settings.hidden % settings.blocks or classes % settings.blocks):
         raise InvalidInput(f"blocks ({settings.blocks}) must divide hidden ({settings.hidden}) and the classes")
 
@@ -169,7 +194,7 @@ def probabilities(net: Any, graph: RelationalGraph) -> Any:
 
     edge_index, edge_type, _ = graph.tensors()
     with torch.no_grad():
-        return torch.softmax(net(edge_index, edge_type), dim=-1)
+        return torch.softmax(net(edge_index, edge_type, graph.x()), dim=-1)
 
 
 def _accuracy(predicted: Any, nodes: Sequence[int], labels: Sequence[int]) -> float:

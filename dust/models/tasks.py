@@ -8,23 +8,36 @@ model and predict with it. A task:
   (an attribute no entity has, one class);
 - ``train(training, request)``: in the job: reads in ``training.session()`` (acting as the user who asked),
   reports ``training.epoch(k, n)``, returns ``Trained`` (metrics, the artefact's bytes, the data version);
-- ``predict(session, model, artefact, request)``: with the stored artefact, acting as the caller: predictions of
+- ``load(artefact)``: the stored artefact's bytes as ``predict`` uses them (a torch model, vectors); the registry
+  keeps what it gives in a small in-process cache (``dust.models.cache``): a trained model never changes;
+- ``predict(session, model, loaded, request)``: with what ``load`` gave, acting as the caller: predictions of
   entities they may see, optionally explained and written back (ordinary audited writes).
+
+A task names the fields of a request that are its alone (``owns``: of the training request, as ``target.labels``
+or ``settings.layers``; ``owns_predict``: of a prediction request, as ``candidates``), and ``defaults`` for
+its settings where they differ from ``TrainSettings``'s. A field another task owns, given to this one, is a 422
+that names it (``foreign``), before the task sees the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from dust.core.errors import InvalidInput, did_you_mean
-from dust.models.schemas import ModelCreate, Prediction, PredictRequest
+from dust.models.schemas import LinkPrediction, ModelCreate, Prediction, PredictRequest
 from dust.storage.models import Model
+
+# torch's random generator is the process's: two trainings at once in a worker's threads would draw from it in
+# turns, and a seed would no longer give its model. One at a time per process, whatever the task.
+FITTING = threading.Lock()
 
 
 class Training(Protocol):
@@ -50,13 +63,18 @@ class Trained:
 class Predicted:
     predictions: list[Prediction]
     written: int
+    links: list[LinkPrediction] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Task:
     check: Callable[[Session, ModelCreate], None]
     train: Callable[[Training, ModelCreate], Trained]
-    predict: Callable[[Session, Model, bytes, PredictRequest], Predicted]
+    predict: Callable[[Session, Model, Any, PredictRequest], Predicted]
+    load: Callable[[bytes], Any]
+    owns: frozenset[str] = frozenset()
+    owns_predict: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 TASKS: dict[str, Task] = {}
@@ -70,3 +88,36 @@ def named(name: str) -> Task:
     if name not in TASKS:
         raise InvalidInput(f"task '{name[:64]}' is none of {', '.join(sorted(TASKS))}{did_you_mean(name, TASKS)}")
     return TASKS[name]
+
+
+def given(body: BaseModel, prefix: str = "") -> list[str]:
+    """The fields of ``body`` (and of the models in it, as ``settings.layers``) that hold other than their default."""
+    found = []
+    for name, info in type(body).model_fields.items():
+        value = getattr(body, name)
+        if isinstance(value, BaseModel):
+            found += given(value, f"{prefix}{name}.")
+        elif value != info.get_default(call_default_factory=True):
+            found.append(prefix + name)
+    return found
+
+
+def foreign(name: str, fields: Iterable[str], owned: Callable[[Task], frozenset[str]], what: str) -> None:
+    """422 for the first of ``fields`` that another task than ``name`` owns (``owned``: its training or its
+    prediction fields); ``what`` says whose request it is."""
+    for path in fields:
+        owner = next((other for other, task in sorted(TASKS.items()) if _within(path, owned(task))), name)
+        if owner != name:
+            raise InvalidInput(f"{path} is for {owner}, not {what}")
+
+
+def _within(path: str, owned: frozenset[str]) -> bool:
+    """Whether ``path`` is an owned field or in one (``settings.features.window`` is in ``settings.features``)."""
+    return any(path == name or path.startswith(name + ".") for name in owned)
+
+
+def with_defaults(name: str, request: ModelCreate) -> ModelCreate:
+    """``request`` with the task's defaults for the settings it did not give."""
+    left = {k: v for k, v in named(name).defaults.items() if k not in request.settings.model_fields_set}
+    settings = request.settings.model_copy(update=left)
+    return request.model_copy(update={"settings": settings})

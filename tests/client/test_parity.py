@@ -334,6 +334,17 @@ def test_models_train_predict_and_explain_alike_embedded_and_served(
     right = [sum(p.predicted == ("high" if i % 2 == 0 else "low") for i, p in enumerate(r.predictions)) for r in said]
     assert min(right) >= 8  # of 10: the clinics' own floor (tests/models/clinics.py)
 
+    links = {"task": "link-prediction", "name": f"{name}-attends", "target": {"relations": ["attends"]}}
+    links["settings"] = {"epochs": 10, "hidden": 10}
+    here, away = db.train_model(links), client.train_model(links)
+    assert here.status == away.status == "succeeded" and set(here.metrics or {}) == set(away.metrics or {})
+    assert here.settings == away.settings and here.settings["layers"] == 1  # the task's defaults, both ways
+    for face, model, world in ((db, here, here_world), (client, away, away_world)):
+        ranked = face.predict(model.id, source=world.patients[0], type="attends", top=2)
+        assert [link.source_id for link in ranked.links] == [world.patients[0]] * 2 and ranked.predictions == []
+        scored = face.predict(model.id, candidates=[(world.patients[0], "attends", world.heart)])
+        assert [(link.target_id, link.exists) for link in scored.links] == [(world.heart, True)]  # patient 0: heart
+
 
 def populate_in(db: dust.Dust, tag: str) -> Any:
     from tests.models.clinics import populate

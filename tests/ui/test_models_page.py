@@ -1,6 +1,6 @@
 """The Models page as the browser asks for it (Dash's callback route), on SQLite and PostgreSQL: who may train, a
 training submitted through the page and run by a job worker, its metrics, predictions with an explanation and a
-write-back, and refusals in the API's own words."""
+write-back, a link-prediction model's ranking metrics and likeliest targets, and refusals in the API's own words."""
 
 from __future__ import annotations
 
@@ -84,9 +84,17 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def train(client: TestClient, name: str, kind: str, attribute: str, epochs: int = 10) -> dict[str, Any]:
+def train(
+    client: TestClient,
+    name: str,
+    kind: str | None,
+    attribute: str | None,
+    epochs: int = 10,
+    task: str = "entity-classification",
+    relations: list[str] | None = None,
+) -> dict[str, Any]:
     """The training form submitted: what the page says and the new model's id (the list's refresh trigger)."""
-    values = [name, "entity-classification", kind, attribute, None, epochs, 0]
+    values = [name, task, kind, attribute, None, epochs, 0]
     return _call(
         client,
         [("train-msg", "children"), ("models-changed", "data")],
@@ -94,6 +102,7 @@ def train(client: TestClient, name: str, kind: str, attribute: str, epochs: int 
         [
             *((field, "value", value) for field, value in zip(TRAIN, values, strict=True)),
             ("train-as-of", "value", None),
+            ("train-relations", "value", relations),
         ],
     )
 
@@ -225,3 +234,44 @@ def test_a_model_trained_through_the_page_shows_its_metrics_and_predicts(
     assert '"predict-go"' in page and '"writeback-go"' not in page
     table, _ = predict(analyst, model_id, [str(p) for p in clinics.unlabelled])
     assert "10 predictions" in table and "Pat " not in table  # de-identified
+
+
+def test_a_link_model_shows_its_ranking_metrics_and_an_entitys_likeliest_targets(
+    app: FastAPI, clinics: Clinics, trainer: Worker
+) -> None:
+    admin = _signed_in(app, "admin")
+    fields = [("train-attribute-col", "style"), ("train-kind", "disabled"), ("train-relations-col", "style")]
+    shown = _call(admin, [*fields, ("train-epochs", "value")], [("train-task", "value", "link-prediction")])
+    assert shown["train-relations-col"]["style"] == {} and shown["train-attribute-col"]["style"] == {"display": "none"}
+    assert shown["train-kind"]["disabled"] is True and shown["train-epochs"]["value"] == 500  # the task's default
+    said = _text(train(admin, "attends", None, None, task="link-prediction")["train-msg"]["children"])
+    assert "pick its relation types" in said
+    submitted = train(admin, "attends", "patient", None, epochs=20, task="link-prediction", relations=["attends"])
+    model_id = submitted["models-changed"]["data"]
+
+    def ended() -> str | None:
+        shown, live = listing(admin)
+        return shown if not live else None
+
+    shown = until(ended, what="the link model's training")
+    assert "succeeded" in shown and "MRR 0." in shown
+
+    page = _text(_page(admin, f"/ui/models/{model_id}"))
+    for said in ("Filtered MRR", "A random scorer's MRR", "Hits@10", "relations attends", '"link-go"', '"link-type"'):
+        assert said in page, said
+    assert '"predict-go"' not in page
+
+    def targets(client: TestClient, source: Any, k: int = 3) -> str:
+        ref = {"id": model_id, "kind": None, "task": "link-prediction"}
+        state = [("link-source", "value", str(source)), ("link-type", "value", "attends"), ("link-top", "value", k)]
+        answer = _call(
+            client, [("link-out", "children")], [("link-go", "n_clicks", 1)], [*state, ("model-ref", "data", ref)]
+        )
+        return _text(answer["link-out"]["children"])
+
+    table = targets(admin, clinics.patients[0])
+    assert "The 3 likeliest targets of Pat 0 by attends" in table and table.count("/ui/entity/") == 3
+    clinician = _signed_in(app, "clinician")  # sees Dr D and the patients he treats: never a clinic
+    theirs = targets(clinician, clinics.patients[0], k=100)
+    assert "Heart clinic" not in theirs and "Lung clinic" not in theirs and "Pat 1" in theirs
+    assert "does not exist" in targets(clinician, clinics.patients[LABELLED + 9])  # not one of his patients

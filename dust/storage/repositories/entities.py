@@ -204,3 +204,13 @@ def among(session: Session, ids: list[uuid.UUID], *, within: Visible | None = No
     """The entities of ``ids`` that exist (and are among ``within``, a principal's visible ids), unlocked."""
     stmt = select(Entity).where(Entity.id.in_(ids))
     return list(session.scalars(stmt if within is None else stmt.where(Entity.id.in_(within))))
+
+
+def ids_among(
+    session: Session, ids: list[uuid.UUID], *, kind: str | None = None, within: Visible | None = None
+) -> set[uuid.UUID]:
+    """Which of ``ids`` exist (of ``kind``; among ``within``, a principal's visible ids), unlocked: ids only."""
+    stmt = select(Entity.id).where(Entity.id.in_(ids))
+    if kind is not None:
+        stmt = stmt.where(Entity.kind == kind)
+    return set(session.scalars(stmt if within is None else stmt.where(Entity.id.in_(within))))

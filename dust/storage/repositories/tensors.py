@@ -400,3 +400,43 @@ def _batches(
             yield rows
     finally:
         cursor.close()
+
+
+def of_entities(
+    session: Session, schema_name: str, entity_ids: list[uuid.UUID], *, within: Visible | None = None
+) -> list[Tensor]:
+    """The tensors of ``schema_name`` of ``entity_ids`` (whose entity is among ``within``, a principal's visible
+    ids), one SELECT per ``IN_BATCH`` ids (a model's node features)."""
+    found: list[Tensor] = []
+    for start in range(0, len(entity_ids), IN_BATCH):
+        stmt = select(Tensor).where(
+            Tensor.schema_name == schema_name, Tensor.entity_id.in_(entity_ids[start : start + IN_BATCH])
+        )
+        found.extend(session.scalars(stmt if within is None else stmt.where(Tensor.entity_id.in_(within))))
+    return found
+
+
+def schemas_of_entities(session: Session, entity_ids: list[uuid.UUID], *, within: Visible | None = None) -> set[str]:
+    """The schemas of the tensors of ``entity_ids`` (whose entity is among ``within``)."""
+    found: set[str] = set()
+    for start in range(0, len(entity_ids), IN_BATCH):
+        stmt = select(Tensor.schema_name).where(Tensor.entity_id.in_(entity_ids[start : start + IN_BATCH]))
+        found.update(session.scalars((stmt if within is None else stmt.where(Tensor.entity_id.in_(within))).distinct()))
+    return found
+
+
+def blocks_of(
+    session: Session, tensor_ids: list[uuid.UUID], last: int, batch: int = SCAN_ROWS
+) -> Iterator[tuple[uuid.UUID, int, str, bytes]]:
+    """(tensor id, block number, shape, data) of the blocks numbered ``last`` or less of ``tensor_ids``, a tensor's
+    blocks together and in order, streamed (a model's node features read every block of many tensors)."""
+    b = _BLOCKS.c
+    for start in range(0, len(tensor_ids), IN_BATCH):
+        part = tensor_ids[start : start + IN_BATCH]
+        stmt = (
+            select(b.tensor_id, b.block, b.shape, b.data)
+            .where(b.tensor_id.in_(part), b.block <= last)
+            .order_by(b.tensor_id, b.block)
+        )
+        for rows in session.execute(stmt.execution_options(yield_per=batch)).partitions(batch):
+            yield from ((row[0], row[1], row[2], row[3]) for row in rows)

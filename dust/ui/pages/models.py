@@ -1,5 +1,6 @@
 """Models: train a relational model (dust.models) as the signed-in user and watch it train; a model's metrics, and
-its predictions — each one explained on request, and written back as an attribute by those who may write.
+its predictions — each one explained on request, and written back as an attribute by those who may write. A
+link-prediction model shows its ranking metrics (MRR, Hits@k) and lists an entity's likeliest targets by a type.
 
 Every call goes through the models registry (dust.models.registry), as the API's /models routes do, so the same
 access rules hold: analysts and viewers may not train, a clinician sees their own models and the shared ones (an
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from dust.core.errors import invalid_input
 from dust.core.security import Permission
 from dust.engine import access, entities
-from dust.models import registry, tasks
+from dust.models import link_prediction, registry, tasks
 from dust.models.schemas import ModelCreate, ModelPublic, Neighbour, PredictRequest, PredictResult, TrainSettings
 from dust.ui import data
 from dust.ui.components import charts
@@ -35,6 +36,7 @@ LISTED = 50  # models the list shows, newest first
 SHOWN = 100  # predictions a table shows; the rest are counted
 TOP = 8  # relations and neighbours an explanation shows
 TASK = "entity-classification"
+LINKS = "link-prediction"
 ACTIVE = ("queued", "running")
 BADGES = {"queued": "secondary", "running": "info", "succeeded": "success", "failed": "danger"}
 M = TypeVar("M", bound=BaseModel)
@@ -91,10 +93,22 @@ def _train_form(kinds: list[str], types: list[str], attributes: list[str]) -> An
             _field("Name", dbc.Input(id="train-name", placeholder="e.g. gender", maxLength=128), 3),
             _field("Task", dcc.Dropdown(id="train-task", options=sorted(tasks.TASKS), value=TASK, clearable=False), 3),
             _field("Kind of entity", dcc.Dropdown(id="train-kind", options=kinds, value=_first_kind(kinds)), 3),
-            _field(
-                "Target attribute (its values are the classes)",
-                dcc.Dropdown(id="train-attribute", options=attributes, placeholder="pick one"),
-                3,
+            dbc.Col(
+                [
+                    dbc.Label("Target attribute (its values are the classes)", html_for="train-attribute"),
+                    dcc.Dropdown(id="train-attribute", options=attributes, placeholder="pick one"),
+                ],
+                md=3,
+                id="train-attribute-col",
+            ),
+            dbc.Col(
+                [
+                    dbc.Label("Relation types to predict", html_for="train-relations"),
+                    dcc.Dropdown(id="train-relations", options=types, multi=True, placeholder="pick one or more"),
+                ],
+                md=3,
+                id="train-relations-col",
+                style={"display": "none"},
             ),
         ],
         className="g-2",
@@ -138,7 +152,7 @@ def listed() -> tuple[Any, bool]:
             "No models yet. Admins, clinicians and members train them here; an admin's are shared with everyone."
         ), False
     head = html.Thead(
-        html.Tr([html.Th(h) for h in ("Name", "Version", "Status", "Test accuracy", "Data version", "Trained by")])
+        html.Tr([html.Th(h) for h in ("Name", "Version", "Status", "Test score", "Data version", "Trained by")])
     )
     rows = [
         html.Tr(
@@ -146,7 +160,7 @@ def listed() -> tuple[Any, bool]:
                 html.Td(dcc.Link(m.name, href=model_href(m.id))),
                 html.Td(m.version),
                 html.Td(_status(m), style={"minWidth": "12rem"}),
-                html.Td(_percent((m.metrics or {}).get("test_accuracy"))),
+                html.Td(_score(m)),
                 html.Td(_when(m.data_version)),
                 html.Td(names.get(m.created_by or "", "—")),
             ]
@@ -180,6 +194,14 @@ def _status(model: ModelPublic) -> Any:
     ]
 
 
+def _score(model: ModelPublic) -> str:
+    """The test metric the list shows: accuracy, or for links the filtered MRR."""
+    metrics = model.metrics or {}
+    if model.task == LINKS:
+        return "—" if metrics.get("test_mrr") is None else f"MRR {metrics['test_mrr']:.3f}"
+    return _percent(metrics.get("test_accuracy"))
+
+
 def _percent(value: Any) -> str:
     return "—" if value is None else f"{value:.1%}"
 
@@ -197,16 +219,18 @@ def submitted(
     epochs: Any,
     seed: Any,
     as_of: str | None,
+    relations: list[str] | None = None,
 ) -> tuple[Any, str | None]:
     """The form's training request submitted as the signed-in user: (what the page says, the new model's id)."""
-    if not name or not name.strip() or not attribute:
-        return problem("Give the model a name and pick its target attribute."), None
+    links = task == LINKS
+    if not name or not name.strip() or not (relations if links else attribute):
+        return problem(f"Give the model a name and pick its {'relation types' if links else 'target attribute'}."), None
     settings = {key: value for key, value in (("epochs", epochs), ("seed", seed)) if value not in (None, "")}
     body = {
         "task": task or TASK,
         "name": name.strip(),
-        "kind": kind or None,
-        "target": {"attribute": attribute},
+        "kind": None if links else kind or None,
+        "target": {"relations": relations} if links else {"attribute": attribute},
         "types": types or None,
         "as_of": as_of or None,
         "settings": settings,
@@ -244,7 +268,7 @@ def detail(model_id: str) -> Any:
     model = found[0]
     return html.Div(
         [
-            dcc.Store(id="model-ref", data={"id": str(model.id), "kind": model.kind}),
+            dcc.Store(id="model-ref", data={"id": str(model.id), "kind": model.kind, "task": model.task}),
             dcc.Interval(id="model-live", interval=LIVE_MS, disabled=model.status not in ACTIVE),
             back,
             html.Div(_body(*found), id="model-body"),
@@ -275,7 +299,7 @@ def _body(model: ModelPublic, names: dict[str, str], may_write: bool) -> Any:
         ),
     ]
     if model.status == "succeeded":
-        parts.append(_predict_card(model, may_write))
+        parts.append(_links_card(model) if model.task == LINKS else _predict_card(model, may_write))
     return parts
 
 
@@ -288,6 +312,8 @@ def _metrics(model: ModelPublic) -> Any:
     m = model.metrics
     if not m:
         return empty_state("Its metrics show here once it has trained.")
+    if model.task == LINKS:
+        return _link_metrics(m)
     split = m.get("split") or {}
     held_out = (
         "the test labels given"
@@ -308,11 +334,36 @@ def _metrics(model: ModelPublic) -> Any:
     return _table(rows, "model-metrics")
 
 
+def _link_metrics(m: dict[str, Any]) -> Any:
+    split = m.get("split") or {}
+    seconds = m.get("seconds_per_epoch")
+    rows = [
+        ("Filtered MRR", _number(m.get("test_mrr"))),
+        ("A random scorer's MRR", _number(m.get("chance_mrr"))),
+        *((f"Hits@{k}", _percent(m.get(f"test_hits@{k}"))) for k in (1, 3, 10)),
+        ("Relations predicted", ", ".join(m.get("target_relations", []))),
+        ("Train / test relations", f"{m.get('train_size')} / {m.get('test_size')}"),
+        (
+            "Test set",
+            f"{split.get('test_fraction', 0):.0%} of the relations predicted held out (seed {split.get('seed')})",
+        ),
+        ("Seconds per epoch", f"{seconds:.3g}" if seconds is not None else "—"),
+        ("Graph", f"{m.get('nodes', 0):,} nodes, {m.get('edges', 0):,} edges, {m.get('relations', 0)} relation types"),
+    ]
+    return _table(rows, "model-metrics")
+
+
+def _number(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _about(model: ModelPublic, names: dict[str, str]) -> Any:
     target = model.target
     what = (
         f"attribute {target['attribute']}"
         if "attribute" in target
+        else f"relations {', '.join(target['relations'])}"
+        if "relations" in target
         else ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in target.items())
     )
     size = f"{model.artefact_bytes / 1e6:.1f} MB" if model.artefact_bytes else "—"
@@ -379,6 +430,66 @@ def _predict_card(model: ModelPublic, may_write: bool) -> Any:
         parts.append(html.Div(id="writeback-msg", role="status"))
     parts.append(dcc.Loading(html.Div(id="predict-out", role="status")))
     return dbc.Card(dbc.CardBody(parts), className="mt-4")
+
+
+def _links_card(model: ModelPublic) -> Any:
+    """Pick an entity and a relation type: its likeliest targets, among the entities of the model's graph."""
+    relations = list(model.target.get("relations") or [])
+    parts = [
+        html.H2("Likeliest targets", className="h5"),
+        dbc.Row(
+            [
+                _field(
+                    "Source entity",
+                    dcc.Dropdown(id="link-source", placeholder="type a name to search"),
+                    5,
+                ),
+                _field(
+                    "Relation type",
+                    dcc.Dropdown(id="link-type", options=relations, value=relations[0], clearable=False),
+                    3,
+                ),
+                _field("How many", dbc.Input(id="link-top", type="number", min=1, max=100, step=1, value=10), 2),
+                dbc.Col(
+                    dbc.Button("Top targets", id="link-go", color="primary", className="w-100"),
+                    md=2,
+                    className="d-flex align-items-end",
+                ),
+            ],
+            className="g-2",
+        ),
+        dcc.Loading(html.Div(id="link-out", role="status")),
+    ]
+    return dbc.Card(dbc.CardBody(parts), className="mt-4")
+
+
+def top_targets(ref: dict[str, Any], source: str | None, type_: str | None, k: Any) -> Any:
+    """The likeliest targets of ``source`` by ``type_`` as a table: entity, score, and whether it is stored."""
+    if not source or not type_:
+        return problem("Pick a source entity and a relation type.")
+    body = {"source": source, "type": type_, "top": k or 10}
+    answer, error = _predicted(ref, body)
+    if answer is None:
+        return problem(error)
+    if not answer.links:
+        return empty_state("No entity of its graph that you may see: nothing to rank.")
+    rows = [
+        html.Tr(
+            [
+                html.Td(dcc.Link(link.target_name, href=entity_href(link.target_id))),
+                html.Td(f"{link.score:.3f}"),
+                html.Td("yes" if link.exists else "—"),
+            ]
+        )
+        for link in answer.links
+    ]
+    head = html.Thead(html.Tr([html.Th(h) for h in ("Target", "Score", "Already related")]))
+    source_name = answer.links[0].source_name
+    said = f"The {len(rows)} likeliest targets of {source_name} by {type_} (data version {_when(answer.data_version)})."
+    return [
+        html.P(said, className="small text-muted mt-3 mb-1"),
+        dbc.Table([head, html.Tbody(rows)], size="sm", hover=True, responsive=True, id="link-table"),
+    ]
 
 
 def _predicted(ref: dict[str, Any], body: dict[str, Any]) -> tuple[PredictResult | None, str | None]:
@@ -509,6 +620,21 @@ def register(app: Dash) -> None:
         return options, current if current in options else None
 
     @app.callback(
+        Output("train-attribute-col", "style"),
+        Output("train-kind", "disabled"),
+        Output("train-relations-col", "style"),
+        Output("train-epochs", "value"),
+        Input("train-task", "value"),
+        prevent_initial_call=True,
+    )
+    def task_fields(task: str | None) -> Any:
+        """Link prediction: relation types to predict instead of a kind and an attribute, and its own epochs."""
+        links = task == LINKS
+        epochs = link_prediction.DEFAULTS["epochs"] if links else TrainSettings().epochs
+        hidden = {"display": "none"}
+        return hidden if links else {}, links, {} if links else hidden, epochs
+
+    @app.callback(
         Output("train-msg", "children"),
         Output("models-changed", "data"),
         Input("train-go", "n_clicks"),
@@ -521,6 +647,7 @@ def register(app: Dash) -> None:
         State("train-epochs", "value"),
         State("train-seed", "value"),
         State("train-as-of", "value"),
+        State("train-relations", "value"),
         prevent_initial_call=True,
     )
     def train(_clicks: Any, _submitted: Any, *fields: Any) -> Any:
@@ -565,6 +692,33 @@ def register(app: Dash) -> None:
         kept = [o for o in options or [] if o["value"] in (picked or [])]  # the picked keep their names
         offered = [{"label": f"{e.name} ({e.kind})", "value": str(e.id)} for e in (found.items if found else [])]
         return kept + [o for o in offered if o["value"] not in (picked or [])]
+
+    @app.callback(
+        Output("link-source", "options"),
+        Input("link-source", "search_value"),
+        State("link-source", "value"),
+        State("link-source", "options"),
+        prevent_initial_call=True,
+    )
+    def search_source(typed: str | None, picked: str | None, options: list[Any] | None) -> Any:
+        if not typed or len(typed) < 2:
+            raise PreventUpdate
+        found, _ = run(lambda s: entities.list_(s, q=typed, limit=10))
+        kept = [o for o in options or [] if o["value"] == picked]  # the picked keeps its name
+        offered = [{"label": f"{e.name} ({e.kind})", "value": str(e.id)} for e in (found.items if found else [])]
+        return kept + [o for o in offered if o["value"] != picked]
+
+    @app.callback(
+        Output("link-out", "children"),
+        Input("link-go", "n_clicks"),
+        State("link-source", "value"),
+        State("link-type", "value"),
+        State("link-top", "value"),
+        State("model-ref", "data"),
+        prevent_initial_call=True,
+    )
+    def link_targets(_clicks: Any, source: str | None, type_: str | None, k: Any, ref: dict[str, Any]) -> Any:
+        return top_targets(ref, source, type_, k)
 
     @app.callback(
         Output("predict-out", "children"),
