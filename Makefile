@@ -38,7 +38,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench,models,docs]'
+	$(BIN)/pip install --quiet -e '.[test,bench,models,docs,images]'
 	touch $@
 
 browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing

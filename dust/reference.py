@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 METHODS = ("get", "post", "put", "patch", "delete")
+COMPONENTS = "#/components/schemas/"
 # `<!-- from README.md: A first session -->` on a line of its own: that section of the README, pasted in.
 INCLUDE = re.compile(r"^<!-- from README\.md: (.+?) -->$", re.MULTILINE)
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
@@ -29,16 +30,118 @@ def _cell(text: Any) -> str:
     return " ".join(str(text or "").split()).replace("|", "\\|")
 
 
-def _type(schema: dict[str, Any]) -> str:
-    """A JSON schema said briefly: its $ref's name, `list[…]`, `a | b`, or its type and format."""
+def _type(schema: dict[str, Any], name: Callable[[str], str] = str) -> str:
+    """A JSON schema said briefly: its $ref's name (as ``name`` writes it: a link in a field table), `list[…]`,
+    `dict[str, …]`, `a | b`, its values (an enum), or its type and format."""
     if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[1]
+        return name(_component(schema))
     if "anyOf" in schema or "oneOf" in schema:
-        return " | ".join(_type(s) for s in schema.get("anyOf", schema.get("oneOf", [])))
+        return " | ".join(_type(s, name) for s in schema.get("anyOf", schema.get("oneOf", [])))
+    if "enum" in schema or "const" in schema:
+        return " | ".join(json.dumps(v) for v in schema.get("enum", [schema.get("const")]))
     if schema.get("type") == "array":
-        return f"list[{_type(schema.get('items', {}))}]"
-    kind = str(schema.get("type", "any"))
+        return f"list[{_type(schema.get('items', {}), name)}]"
+    if schema.get("type") == "object" and schema.get("properties") and schema.get("title"):
+        return str(schema["title"])  # a model written out in place (a Cell), not a component
+    if schema.get("type") == "object" and isinstance(schema.get("additionalProperties"), dict):
+        return f"dict[str, {_type(schema['additionalProperties'], name)}]"
+    kind = schema.get("type", "any")
+    kind = " | ".join(kind) if isinstance(kind, list) else str(kind)
     return f"{kind} ({schema['format']})" if "format" in schema else kind
+
+
+def _component(schema: dict[str, Any]) -> str:
+    return str(schema["$ref"]).removeprefix(COMPONENTS)
+
+
+def _model(schema: dict[str, Any]) -> str | None:
+    """The component a body or an answer is, alone or as ``X | null``; None for anything else."""
+    options = schema.get("anyOf", [schema])
+    refs = [s for s in options if "$ref" in s]
+    if len(refs) == 1 and all("$ref" in s or s.get("type") == "null" for s in options):
+        return _component(refs[0])
+    return None
+
+
+class Models:
+    """The component schemas the REST reference shows, each once: the fields of a body or an answer in a table
+    under its operation; the models those fields name, linked to tables of their own at the end of the page."""
+
+    def __init__(self, components: dict[str, Any], headings: set[str]) -> None:
+        self.components = components
+        self.headings = headings  # anchors already on the page: a model's heading must not take one of them
+        self.linked: dict[str, str] = {}  # model -> its anchor, in the order first linked
+
+    def link(self, name: str) -> str:
+        if name not in self.components:
+            return name
+        if name not in self.linked:
+            slug = _slug(name)
+            self.linked[name] = slug if slug not in self.headings else _slug(f"{name} model")
+        return f"[{name}](#{self.linked[name]})"
+
+    def heading(self, name: str) -> str:
+        return name if self.linked[name] == _slug(name) else f"{name} model"
+
+    def fields(self, name: str) -> list[str]:
+        """The table of a model's fields (for an enum, its values), the models they name linked."""
+        schema = self.components[name]
+        if "enum" in schema:
+            return [f"One of {_type(schema)}."]
+        properties = schema.get("properties", {})
+        if not properties:
+            return [f"A JSON {_type(schema, self.link)}."]
+        required = set(schema.get("required", []))
+        lines = ["| field | type | required | description |", "|---|---|---|---|"]
+        for field, spec in properties.items():
+            kind = _cell(_type(spec, self.link))
+            lines.append(f"| `{field}` | {kind} | {'yes' if field in required else ''} | {_cell(_about(spec))} |")
+        if isinstance(schema.get("additionalProperties"), dict):  # a cell's axis labels: any other key
+            other = _type(schema["additionalProperties"], self.link)
+            lines.append(f"| other keys | {_cell(other)} |  | {_cell(schema.get('description'))} |")
+        return lines
+
+    def section(self) -> list[str]:
+        """The models linked from the tables, each with its fields (linking more models, listed in turn)."""
+        lines = [
+            "",
+            "## Models of bodies and answers",
+            "",
+            "The models named in the field tables above, each with its own fields; a field's type links to its "
+            "model here.",
+        ]
+        done: set[str] = set()
+        while len(done) < len(self.linked):
+            name = next(n for n in self.linked if n not in done)
+            done.add(name)
+            described = self.components[name].get("description")
+            lines += ["", f"### {self.heading(name)}", ""]
+            lines += [" ".join(str(described).split()), ""] if described else []
+            lines += self.fields(name)
+        return lines
+
+
+def _about(spec: dict[str, Any]) -> str:
+    """A field's description, with its bounds and default."""
+    said = [str(spec.get("description") or "").strip()]
+    said += [_bounds(spec)]
+    if "default" in spec and spec["default"] is not None:
+        said.append(f"Default `{json.dumps(spec['default'])}`.")
+    return " ".join(s for s in said if s)
+
+
+def _bounds(spec: dict[str, Any]) -> str:
+    """The limits a field's schema sets, briefly (``1..500``, ``at most 64 characters``)."""
+    for option in spec.get("anyOf", [spec]):
+        low = option.get("minimum", option.get("exclusiveMinimum"))
+        high = option.get("maximum", option.get("exclusiveMaximum"))
+        if low is not None or high is not None:
+            return f"Range {'' if low is None else low}..{'' if high is None else high}."
+        if "maxLength" in option:
+            return f"At most {option['maxLength']} characters."
+        if "maxItems" in option:
+            return f"At most {option['maxItems']} items."
+    return ""
 
 
 def rest(openapi: dict[str, Any]) -> str:
@@ -52,18 +155,22 @@ def rest(openapi: dict[str, Any]) -> str:
         "# REST API reference",
         "",
         f"Generated from the OpenAPI document of DUST {openapi['info'].get('version', '')} when this site was built: "
-        "every operation, grouped by tag. A running server serves the same document at `/openapi.json` and tries "
-        "it out at `/docs`. The guide, with examples, paging, errors and limits, is [REST API guide](../api.md). "
-        "Errors are `application/problem+json` (RFC 9457).",
+        "every operation, grouped by tag, with its parameters, the fields of its request body and of its answer, "
+        "and at the end the models those fields name. A running server serves the same document at `/openapi.json` "
+        "and tries it out at `/docs`. The guide, with examples, paging, errors and limits, is "
+        "[REST API guide](../api.md). Errors are `application/problem+json` (RFC 9457).",
     ]
+    headings = {_slug(tag) for tag in by_tag}
+    headings |= {_slug(f"{m.upper()} {p}") for operations in by_tag.values() for m, p, _ in operations}
+    models = Models(openapi.get("components", {}).get("schemas", {}), headings)
     for tag in sorted(by_tag):
         lines += ["", f"## {tag}"]
         for method, path, operation in by_tag[tag]:
-            lines += ["", *_operation(method, path, operation)]
-    return "\n".join(lines) + "\n"
+            lines += ["", *_operation(method, path, operation, models)]
+    return "\n".join([*lines, *models.section()]) + "\n"
 
 
-def _operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
+def _operation(method: str, path: str, operation: dict[str, Any], models: Models) -> list[str]:
     lines = [f"### `{method.upper()} {path}`", "", f"**{_cell(operation.get('summary'))}**"]
     if operation.get("description"):
         lines += ["", operation["description"].strip()]
@@ -78,11 +185,30 @@ def _operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     if body:
         kinds = [f"`{media}`: {_type(c.get('schema', {}))}" for media, c in body.get("content", {}).items()]
         lines += ["", f"Request body{' (required)' if body.get('required') else ''}: {'; '.join(kinds)}"]
+        for name in dict.fromkeys(_model(c.get("schema", {})) for c in body.get("content", {}).values()):
+            lines += ["", *models.fields(name)] if name in models.components else []
     lines += ["", "| status | answer |", "|---|---|"]
     for status, answer in sorted(operation.get("responses", {}).items()):
         schemas = [_type(c["schema"]) for c in answer.get("content", {}).values() if "schema" in c]
         shape = f" ({', '.join(dict.fromkeys(schemas))})" if schemas else ""
         lines.append(f"| {status} | {_cell(str(answer.get('description', '')) + shape)} |")
+    return lines + _answers(operation, models)
+
+
+def _answers(operation: dict[str, Any], models: Models) -> list[str]:
+    """The fields of each model a success answers with (of its items, for a list), once per model."""
+    shown: dict[str, list[str]] = {}
+    for status, answer in sorted(operation.get("responses", {}).items()):
+        for content in answer.get("content", {}).values() if status.startswith("2") else []:
+            schema = content.get("schema") or {}
+            many = schema.get("type") == "array"
+            name = _model(schema.get("items", {}) if many else schema)
+            if name in models.components:
+                shown.setdefault(f"{'a list of ' if many else ''}`{name}`", []).append(status)
+    lines = []
+    for what, statuses in shown.items():
+        name = what.split("`")[1]
+        lines += ["", f"Answer ({', '.join(dict.fromkeys(statuses))}): {what}", "", *models.fields(name)]
     return lines
 
 

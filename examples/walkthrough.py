@@ -60,18 +60,30 @@ for question in ["how many female patients?", f"who treats {patient.name}?", f"w
 
 # %% [markdown]
 # ## A heatmap of one patient's vitals
-# The UI's own figure builder (plotly). A PNG needs kaleido; without it the figure is saved as JSON, which
-# `plotly.io.read_json(path).show()` draws.
+# The UI's own figure builder (plotly), saved as a PNG by kaleido (the `images` extra), which draws it in a
+# Chromium: the machine's own, `/usr/bin/chromium` (`make browsers` installs Debian's) or `BROWSER_PATH`. kaleido is
+# given that path, so it never looks for a browser of its own to download, and no MathJax, which it would fetch
+# from a CDN. Without kaleido or a Chromium the figure is saved as JSON, which `plotly.io.read_json(path).show()`
+# draws.
 
 # %%
 vitals = next(t for t in db.entity_tensors(patient.id) if t.schema_name == "vitals")
 figure = charts.heatmap(charts.grid_of(db.read_tensor(vitals.id)), title=f"{patient.name}: vitals")
-if importlib.util.find_spec("kaleido"):
-    figure.write_image(args.out / "heatmap.png")
+chromium = Path(os.environ.get("BROWSER_PATH") or "/usr/bin/chromium")
+if importlib.util.find_spec("kaleido") and chromium.is_file():
+    import kaleido
+
+    size = {"format": "png", "width": 900, "height": 420}
+    png = kaleido.calc_fig_sync(figure, opts=size, kopts={"path": str(chromium), "mathjax": False})
+    (args.out / "heatmap.png").write_bytes(png)
     print("heatmap:", args.out / "heatmap.png")
 else:
     figure.write_json(args.out / "heatmap.json")
-    print("heatmap (kaleido not installed, so as plotly JSON):", args.out / "heatmap.json")
+    if not importlib.util.find_spec("kaleido"):
+        why = "kaleido is not installed (pip install -e '.[images]')"
+    else:
+        why = f"there is no Chromium at {chromium} (`make browsers` installs Debian's; or set BROWSER_PATH)"
+    print(f"heatmap as plotly JSON, not PNG, since {why}:", args.out / "heatmap.json")
 
 # %% [markdown]
 # ## Anomalies

@@ -103,6 +103,43 @@ def test_the_rest_reference_says_parameters_bodies_and_answers(openapi: dict) ->
     assert "| 404 | No such tensor, or not yours to see. (Problem) |" in write
 
 
+def _section(page: str, heading: str) -> str:
+    start = page.index(heading)
+    end = page.find("\n### ", start + len(heading))
+    return page[start : end if end > 0 else len(page)]
+
+
+def test_the_rest_reference_lists_the_fields_of_each_body_and_answer(openapi: dict) -> None:
+    page = reference.rest(openapi)
+    components = openapi["components"]["schemas"]
+    unlisted = []
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            section = _section(page, f"### `{method.upper()} {path}`")
+            shown = [c.get("schema", {}) for c in operation.get("requestBody", {}).get("content", {}).values()]
+            for answer in (a for status, a in operation["responses"].items() if status.startswith("2")):
+                schemas = [c.get("schema") or {} for c in answer.get("content", {}).values()]
+                shown += [s.get("items", {}) if s.get("type") == "array" else s for s in schemas]
+            for name in filter(None, map(reference._model, shown)):
+                missing = [f for f in components[name].get("properties", {}) if f"| `{f}` |" not in section]
+                unlisted += [f"{method.upper()} {path}: {name}.{f}" for f in missing]
+    assert not unlisted, f"fields the REST reference does not list under their operation: {unlisted}"
+    schema = _section(page, "### `POST /api/v1/schemas`")
+    assert "| `axes` | list[[Axis](#axis)] | yes | At most 8 items. |" in schema  # a nested model: a link
+    assert "Answer (201): `SchemaPublic`" in schema and "| `version` | integer | yes |  |" in schema
+    axis = _section(page, "\n### Axis\n")  # linked: its own table in the models section at the end
+    assert page.index("## Models of bodies and answers") < page.index("\n### Axis\n")
+    assert "| `labels` | list[string] | yes |" in axis
+
+
+def test_every_link_of_the_rest_reference_lands_on_its_heading(site: Path) -> None:
+    built = (site / "reference/rest/index.html").read_text()
+    anchors = set(re.findall(r'id="([^"]+)"', built))
+    links = set(re.findall(r'href="#([^"]+)"', built))
+    assert len(links) > 50 and not links - anchors, sorted(links - anchors)
+    assert "axis" in links and "timeinfo" in links
+
+
 def test_the_cli_reference_says_arguments_and_options() -> None:
     page = reference.cli(typer.main.get_command(cli))
     create = page[page.index("## dust users create") :]

@@ -43,6 +43,7 @@ PYTHON = {
     ("POST", "/tensors/{tensor_id}/values"): "write_values",
     ("DELETE", "/tensors/{tensor_id}/values"): "erase_values",
     ("GET", "/tensors/{tensor_id}/history"): "tensor_history",
+    ("GET", "/tensors/{tensor_id}/meta"): "get_tensor",
     ("POST", "/relations"): "relate",
     ("GET", "/relations"): "relations",
     ("GET", "/relations/{relation_id}"): "get_relation",

@@ -184,6 +184,22 @@ def read(
     return Response(view.to_json_bytes(), media_type="application/json")
 
 
+@router.get(
+    "/tensors/{tensor_id}/meta",
+    summary="A tensor's metadata",
+    response_model=TensorPublic,
+    response_model_by_alias=True,
+    responses=NOT_FOUND,
+    **allow(Permission.read),
+)
+def meta(tensor_id: uuid.UUID, session: SessionDep) -> TensorPublic:
+    """What a read says of the tensor, without its values: schema and version, shape, axes with their labels and
+    units, and the time grid with the recorded range (``time.start``..``end``, null when nothing is recorded).
+    Whose tensors one may see is as for a read (404 otherwise); the metadata of a sensitive schema's tensor is
+    given to de-identified readers too, as ``GET /entities/{entity_id}/tensors`` gives it."""
+    return tensors.get(session, tensor_id)
+
+
 def _label_params(request: Request) -> dict[str, str | list[str]]:
     labels: dict[str, str | list[str]] = {}
     for name, value in request.query_params.multi_items():

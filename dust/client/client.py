@@ -5,12 +5,13 @@
     db.read_tensor(t.id, labels={"metric": "heart_rate"}).to_pandas()
 
 Each method is a plan (``dust.client.plans``, ``tensors``, ``extra``) run by a transport (``dust.client.http``):
-``Client`` over ``httpx.Client``, ``AsyncClient`` over ``httpx.AsyncClient`` (``await db.get_entity(…)``).
+``Client`` over ``httpx.Client``, ``AsyncClient`` over ``httpx.AsyncClient`` (``await db.get_entity(…)``). The
+methods themselves are written out in ``dust.client.methods`` (made by ``python -m dust.client.surface``), so that
+editors and type checkers see them with their signatures.
 """
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dust.client import extra, tensors
 from dust.client.http import AsyncTransport, Credentials, Plan, Transport
+from dust.client.methods import AsyncMethods, Methods
 from dust.client.plans import OPERATIONS, operation
-from dust.embedded import Dust
 from dust.engine.tensors import TensorPublic
 
 MAX_BATCH = 100_000  # DUST_MAX_BATCH_VALUES's default; a server that takes fewer says so (413) and gets halves
@@ -70,12 +71,15 @@ class _Base:
                 progress.advance(task, len(cells[first : first + size]))
 
 
-class Client(_Base):
+class Client(_Base, Methods):
     """A served DUST, with the methods of ``dust.Dust`` (``dust.connect``)."""
 
     def __init__(self, transport: Transport, *, batch: int = MAX_BATCH) -> None:
         super().__init__(batch)
         self._transport = transport
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return self._transport.run(PLANS[name](self, *args, **kwargs))
 
     def close(self) -> None:
         self._transport.close()
@@ -87,12 +91,15 @@ class Client(_Base):
         self.close()
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base, AsyncMethods):
     """``Client`` with every method a coroutine (``dust.connect_async``)."""
 
     def __init__(self, transport: AsyncTransport, *, batch: int = MAX_BATCH) -> None:
         super().__init__(batch)
         self._transport = transport
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._transport.run(PLANS[name](self, *args, **kwargs))
 
     async def close(self) -> None:
         await self._transport.aclose()
@@ -102,36 +109,6 @@ class AsyncClient(_Base):
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
-
-
-def _like(method: Callable[..., Any], name: str, owner: type) -> None:
-    """Give ``method`` the name, signature and docstring of ``Dust.<name>``."""
-    model = getattr(Dust, name)
-    method.__name__ = name
-    method.__qualname__ = f"{owner.__name__}.{name}"
-    method.__doc__ = model.__doc__
-    method.__signature__ = inspect.signature(model)  # type: ignore[attr-defined]
-
-
-def _sync(name: str, plan: Callable[..., Plan[Any]]) -> Callable[..., Any]:
-    def method(self: Client, *args: Any, **kwargs: Any) -> Any:
-        return self._transport.run(plan(self, *args, **kwargs))
-
-    _like(method, name, Client)
-    return method
-
-
-def _async(name: str, plan: Callable[..., Plan[Any]]) -> Callable[..., Any]:
-    async def method(self: AsyncClient, *args: Any, **kwargs: Any) -> Any:
-        return await self._transport.run(plan(self, *args, **kwargs))
-
-    _like(method, name, AsyncClient)
-    return method
-
-
-for _name, _plan in PLANS.items():
-    setattr(Client, _name, _sync(_name, _plan))
-    setattr(AsyncClient, _name, _async(_name, _plan))
 
 
 def connect(

@@ -58,9 +58,9 @@ def view_of(body: dict[str, Any]) -> TensorView:
 
 
 def get_tensor(client: Any, tensor_id: uuid.UUID | str) -> Plan[TensorPublic]:
-    # REST has no route for a tensor's metadata alone: the latest value of each cell is the smallest read.
-    view = yield from read_tensor(client, tensor_id, latest=True)
-    return view.meta
+    body = yield Call("GET", f"/tensors/{segment(tensor_id)}/meta")
+    meta: TensorPublic = client._remember(decode(TensorPublic, body))
+    return meta
 
 
 def create_tensors(client: Any, items: Iterable[TensorCreate | Mapping[str, Any]]) -> Plan[list[TensorPublic]]:

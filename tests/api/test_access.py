@@ -265,6 +265,7 @@ REQUESTS: dict[tuple[str, str], Callable[[Acting], Request]] = {
         {"tensor_id": a.world["TPA"]}, body={"values": [{"time": 0, "metric": "heart_rate"}]}
     ),
     ("get", "/api/v1/tensors/{tensor_id}/history"): lambda a: Request({"tensor_id": a.world["TPA"]}),
+    ("get", "/api/v1/tensors/{tensor_id}/meta"): lambda a: Request({"tensor_id": a.world["TPA"]}),
     ("post", "/api/v1/relations"): lambda a: Request(
         # a granting type for the granting roles (DUST_GRANTING_ROLES: admin here), for the others one granting none
         body={"source_id": a.world["A"], "target_id": a.mine(), "type": GRANTING_TYPE.get(a.role, "consults")}
@@ -496,3 +497,4 @@ def test_analysts_get_de_identified_rows(world: World, client: TestClient, login
     assert client.put(f"{API}/schemas/vitals", json={"axes": VITALS["axes"], "sensitive": True}).status_code == 201
     assert client.patch(f"{API}/tensors/{world['TPA']}", json={"schema_version": 2}).status_code == 200
     assert analyst.get(f"{API}/tensor/{world['TPA']}").status_code == 403
+    assert analyst.get(f"{API}/tensors/{world['TPA']}/meta").json()["schema_version"] == 2  # metadata, not values

@@ -527,12 +527,24 @@ def test_reading_a_tensor_with_no_values(client: TestClient, jane: str) -> None:
     assert ranged["timestamps"] == [] and ranged["selection"]["requested"] == {"from": 1, "to": 3}
 
 
+def test_meta_is_what_a_read_says_of_the_tensor_without_its_values(client: TestClient) -> None:
+    made = new_tensor(client)
+    assert client.get(f"{API}/tensors/{made['id']}/meta").json() == made  # nothing recorded: start, end null
+    assert written(client, made["id"], cell(2, "heart_rate", 70), cell(5, "temperature", 37.0)) == 2
+    meta = client.get(f"{API}/tensors/{made['id']}/meta").json()
+    body = read(client, made["id"])
+    assert "values" not in meta and {k: body[k] for k in meta} == meta
+    assert meta["shape"] == [5, 4] and (meta["time"]["start"], meta["time"]["end"]) == (2, 5)
+
+
 def test_unknown_and_malformed_tensor_ids(client: TestClient) -> None:
     ghost = uuid.uuid4()
     assert str(ghost) in problem(client.get(f"{API}/tensor/{ghost}"), 404)["detail"]
     assert problem(client.get(f"{API}/tensor/not-a-uuid"), 422)
     assert problem(client.delete(f"{API}/tensors/{ghost}"), 404)
     assert problem(client.get(f"{API}/tensors/{ghost}/history"), 404)
+    assert str(ghost) in problem(client.get(f"{API}/tensors/{ghost}/meta"), 404)["detail"]
+    assert problem(client.get(f"{API}/tensors/not-a-uuid/meta"), 422)
 
 
 # --- three axes: metric × position × time ---------------------------------------------------------------------
