@@ -61,7 +61,7 @@ from dust.engine.anomalies import (
     ScanResult,
 )
 from dust.engine.audit import AuditList
-from dust.engine.caches import Caches
+from dust.engine.caches import for_settings as caches_for
 from dust.engine.entities import KIND, EntityCreate, EntityList, EntityPublic, EntityUpdate
 from dust.engine.fields import Timestamp
 from dust.engine.kinds import KindPolicy, KindPublic
@@ -97,9 +97,10 @@ from dust.engine.webhooks import DeliveryList, DeliveryPublic
 from dust.engine.weights import PolicyPublic, PolicySet
 from dust.jobs import JobList, JobPublic, attach, queue_for, records
 from dust.jobs.records import State
+from dust.models import cache as model_cache
 from dust.models import registry as model_registry
 from dust.models.schemas import NAME as MODEL_NAME
-from dust.models.schemas import ModelCreate, ModelList, ModelPublic, PredictRequest, PredictResult
+from dust.models.schemas import ModelCreate, ModelList, ModelPublic, PredictRequest, PredictResult, candidate_bodies
 from dust.plugins import registry
 from dust.plugins.registry import Plugin
 from dust.storage.db import make_engine, make_sessionmaker, unit_of_work, upgrade
@@ -179,9 +180,10 @@ class Dust:
         # Work deferred here (a webhook to call) goes to the database's queue, for `dust serve` or `dust worker`.
         attach(self._sessions, queue_for(self.settings))
         firing.bound(self._sessions, self.settings)
+        model_cache.configure(self.settings.model_cache_size, self.settings.model_cache_mb)  # the process's
         # Schema definitions and the rules a write scores and fires by, kept between transactions while no process
         # changes them: a transaction checks them all with one query (dust.engine.caches).
-        self._caches = Caches()
+        self._caches = caches_for(self.settings)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -366,7 +368,7 @@ class Dust:
 
     @_checked
     def get_tensor(self, tensor_id: uuid.UUID) -> TensorPublic:
-        """A tensor's metadata (``read_tensor`` for its values)."""
+        """A tensor's metadata (``read_tensor`` for its values). GET /tensors/{tensor_id}/meta."""
         with self.session() as s:
             return tensors.get(s, tensor_id)
 
@@ -625,11 +627,20 @@ class Dust:
         write_back: SkipValidation[str | Mapping[str, Any] | None] = None,
         explain: SkipValidation[bool] = False,
         top: SkipValidation[int] = 10,
+        candidates: SkipValidation[Sequence[Mapping[str, Any] | Sequence[Any]] | None] = None,
+        source: SkipValidation[uuid.UUID | str | None] = None,
+        type: SkipValidation[str | None] = None,
+        as_of: SkipValidation[datetime | str | None] = None,
     ) -> PredictResult:
         """A trained model's predictions for ``entity_ids`` (or every entity of ``kind``, default the model's);
         ``write_back="attr"`` sets each predicted class as that attribute; ``explain=True`` says why.
+        A link-prediction model scores ``candidates`` ((source, type, target) or {source, type, target}), or
+        gives the ``top`` likeliest targets of ``source`` by ``type`` (of ``kind``); ``write_back={"relation_type":
+        "predicted_x", "min_score": 0.9}`` writes those as relations. A model with node features reads them as of
+        ``as_of`` (default now); ``write_back={"tensor": {...}}`` writes probabilities into tensors at that moment.
         POST /models/{model_id}/predict."""
         given: dict[str, Any] = {"entity_ids": entity_ids, "kind": kind, "explain": explain, "top": top}
+        given |= {"candidates": candidate_bodies(candidates), "source": source, "type": type, "as_of": as_of}
         if write_back is not None:
             given["write_back"] = {"attribute": write_back} if isinstance(write_back, str) else write_back
         data = PredictRequest.model_validate({k: v for k, v in given.items() if v is not None})

@@ -42,8 +42,9 @@ from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTim
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
 from dust.engine import firing
-from dust.engine.caches import Caches
+from dust.engine.caches import for_settings as caches_for
 from dust.jobs import Worker, attach, queue_for
+from dust.models import cache as model_cache
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
 from dust.storage.writer import BatchWriter
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     if not settings.secret_key:
         raise ValueError("DUST_SECRET_KEY must be set: it signs every access token")
     configure_logging(settings.log_level, settings.log_format)
+    model_cache.configure(settings.model_cache_size, settings.model_cache_mb)
     engine = make_engine(settings.database_url)
 
     @asynccontextmanager
@@ -93,7 +95,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     app.state.writer = BatchWriter(app.state.sessions)
     app.state.metrics = metrics.Metrics()
     app.state.metrics.watch_pool(engine)
-    app.state.caches = Caches(lookups=app.state.metrics.cache_lookup)
+    app.state.caches = caches_for(settings, app.state.metrics.cache_lookup, app.state.metrics.cache_error)
     app.state.draining = threading.Event()
     app.state.jobs = queue_for(settings)
     attach(app.state.sessions, app.state.jobs)  # their deferred tasks go to this database's queue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -12,7 +13,7 @@ from dust.client.http import Call, Pause, Plan
 from dust.client.plans import decode, jsonable, segment
 from dust.core.errors import invalid_input
 from dust.engine.entities import EntityCreate, EntityPublic
-from dust.models.schemas import ModelPublic, PredictResult
+from dust.models.schemas import ModelPublic, PredictResult, candidate_bodies
 
 _ENTITIES = TypeAdapter(list[EntityCreate])
 FINISHED = {"succeeded", "failed"}
@@ -49,8 +50,13 @@ def predict(
     write_back: str | Mapping[str, Any] | None = None,
     explain: bool = False,
     top: int = 10,
+    candidates: Sequence[Mapping[str, Any] | Sequence[Any]] | None = None,
+    source: uuid.UUID | str | None = None,
+    type: str | None = None,
+    as_of: datetime | str | None = None,
 ) -> Plan[PredictResult]:
     given: dict[str, Any] = {"entity_ids": entity_ids, "kind": kind, "explain": explain, "top": top}
+    given |= {"candidates": candidate_bodies(candidates), "source": source, "type": type, "as_of": as_of}
     if write_back is not None:
         given["write_back"] = {"attribute": write_back} if isinstance(write_back, str) else write_back
     data = {k: v for k, v in given.items() if v is not None}

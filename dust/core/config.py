@@ -23,6 +23,22 @@ class Settings(BaseSettings):
         description="Optional Redis for the shared cache and job queue.",
         repr=False,  # may hold a password
     )
+    cache_mb: int = Field(
+        256,
+        ge=0,
+        description="Megabytes of shared-cache entries (master tensor rows, aggregates) a process keeps in its own "
+        "memory, in front of Redis or without it (0: none).",
+    )
+    cache_ttl_seconds: int = Field(
+        3600,
+        ge=0,
+        le=30 * 86_400,
+        description="How long Redis keeps a shared-cache entry (with DUST_REDIS_URL); 0: keep none in Redis, each "
+        "process caches for itself.",
+    )
+    cache_entry_mb: int = Field(
+        64, ge=1, le=512, description="Largest shared-cache entry, in megabytes: a bigger one is computed each time."
+    )
     # SecretStr: no repr, str() or traceback of the settings shows the key; read it with get_secret_value().
     secret_key: SecretStr | None = Field(None, description="Key that signs tokens; required off the embedded demo.")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
@@ -107,4 +123,10 @@ class Settings(BaseSettings):
         None,
         description="The embedded job queue's SQLite file (without DUST_REDIS_URL). Default: beside a SQLite "
         "database (dust.db → dust.jobs.db); in memory for an in-memory database.",
+    )
+    model_cache_size: int = Field(
+        8, ge=0, le=1000, description="Trained models a process keeps loaded for predictions (0: load for each)."
+    )
+    model_cache_mb: int = Field(
+        512, ge=0, description="Most megabytes of loaded models a process keeps (each counted at its artefact's size)."
     )
