@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import CompoundSelect, Select, bindparam, literal, or_, select
+import numpy as np
+from sqlalchemy import CompoundSelect, Select, bindparam, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from dust.core.config import Settings
 from dust.core.errors import Forbidden, NotFound
 from dust.core.security import GRANTS, Permission, Role, pseudonym
+from dust.engine import caches
+from dust.engine.timegrid import as_utc
+from dust.storage import cache_store
 from dust.storage.models import Entity, EntityKind, Relation
 
 
@@ -145,6 +149,12 @@ def _visible_query(
     created = select(Entity.id).where(Entity.created_by == user_id)
     if entity_id is None:
         return created
+    return _reach_query(entity_id, grant_types, depth).union(created)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reach_query(entity_id: uuid.UUID, grant_types: tuple[str, ...], depth: int) -> Select[Any]:
+    """The ids reached from ``entity_id`` over relations of ``grant_types`` valid now, ``depth`` steps out."""
     now = bindparam("reach_now", type_=Relation.valid_from.type, callable_=lambda: datetime.now(UTC))
     reach = select(literal(entity_id, Entity.id.type).label("id"), literal(0).label("depth")).cte(
         "reach", recursive=True
@@ -160,7 +170,64 @@ def _visible_query(
         )
     )
     reach = reach.union(step)
-    return select(reach.c.id).union(created)
+    return select(reach.c.id)
+
+
+def sees(session: Session, entity_id: uuid.UUID) -> bool:
+    """Whether the principal may see ``entity_id``, as far as is known without asking the database: True if they
+    see every entity, or it is in their reach as the shared cache holds it; False means "ask" (``visible_ids``:
+    the entities they created, or a reach not cached). A caller that gets False runs the query whether the
+    entity exists or not, so a missing one and another's answer alike, in time too."""
+    who = principal(session)
+    if who is None or not who.scoped:
+        return True
+    if who.entity_id is None:
+        return False
+    reach = _cached_reach(session, who, who.entity_id)
+    return reach is not None and entity_id in reach
+
+
+Reach = tuple[frozenset[uuid.UUID], datetime | None]  # the ids reached, and until when (None: until a change)
+
+
+def _cached_reach(session: Session, who: Principal, start: uuid.UUID) -> frozenset[uuid.UUID] | None:
+    """The ids reached from ``start``, from the shared cache or read and kept there; None without caches (the CLI,
+    scripts). Kept under the relations epoch, which every change of a relation raises, and until the first moment
+    after now at which a relation of the granting types starts or stops being valid: the reach then changes with
+    no write at all."""
+    shared = caches.of(session)
+    if shared is None:
+        return None
+    key = ("reach", str(start), tuple(who.grant_types), who.depth)
+    now = datetime.now(UTC)
+    found = shared.find(session, caches.RELATIONS, key, _unpack_reach)
+    if found is not None and (found[1] is None or now < found[1]):
+        return found[0]
+    reached: Reach = (frozenset(session.scalars(_reach_query(start, tuple(who.grant_types), who.depth))), None)
+    reached = (reached[0], _next_change(session, who.grant_types, now))
+    shared.keep(session, caches.RELATIONS, key, reached, _pack_reach, 64 * len(reached[0]) + 256)
+    return reached[0]
+
+
+def _next_change(session: Session, grant_types: list[str], now: datetime) -> datetime | None:
+    """The first moment after ``now`` at which a relation of ``grant_types`` starts or stops being valid."""
+    granting = Relation.type.in_(grant_types)
+    starts = session.scalar(select(func.min(Relation.valid_from)).where(granting, Relation.valid_from > now))
+    stops = session.scalar(select(func.min(Relation.valid_to)).where(granting, Relation.valid_to > now))
+    moments = [as_utc(m) for m in (starts, stops) if m is not None]
+    return min(moments) if moments else None
+
+
+def _pack_reach(reached: Reach) -> bytes:
+    ids = np.frombuffer(b"".join(i.bytes for i in sorted(reached[0])), dtype=np.uint8)
+    return cache_store.pack({"until": None if reached[1] is None else reached[1].isoformat()}, {"ids": ids})
+
+
+def _unpack_reach(raw: bytes) -> Reach:
+    header, arrays = cache_store.unpack(raw)
+    packed = arrays["ids"].tobytes()
+    ids = frozenset(uuid.UUID(bytes=packed[i : i + 16]) for i in range(0, len(packed), 16))
+    return ids, None if header["until"] is None else datetime.fromisoformat(header["until"])
 
 
 def can_see(session: Session, entity_id: uuid.UUID) -> bool:

@@ -123,7 +123,8 @@ def get_row(session: Session, entity_id: uuid.UUID, kind: str | None = None, *, 
     locks what they may not see; a delete that committed meanwhile makes it 404, not a failed UPDATE.
     """
     missing = NotFound(f"{kind or 'entity'} {entity_id} does not exist")
-    row = repo.get(session, entity_id, within=access.visible_ids(session))
+    within = None if access.sees(session, entity_id) else access.visible_ids(session)
+    row = repo.get(session, entity_id, within=within)
     if row is None or (kind is not None and row.kind != kind):
         raise missing
     if lock and (row := repo.get(session, entity_id, lock=True)) is None:

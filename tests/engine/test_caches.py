@@ -19,6 +19,7 @@ import redis
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from dust.core.errors import NotFound
 from dust.core.security import Role
 from dust.embedded import Dust
 from dust.engine import access, caches, entities, insights, relations, tensors, weights
@@ -260,6 +261,67 @@ def test_aggregates_of_other_questions_are_other_entries(
         insights.aggregate_by_step(session, "vitals", "heart_rate", agg="min")
     assert a.lookups[(caches.AGGREGATES, True)] == len(asked)
     assert a.lookups[(caches.AGGREGATES, False)] == len(asked)
+
+
+def scoped_get(replica: Replica, who: access.Principal, entity_id: uuid.UUID) -> bool:
+    """Whether ``who`` may read the entity through ``replica`` (404 otherwise)."""
+    with replica.session(read_only=True) as session:
+        access.act_as(session, who)
+        try:
+            entities.get_row(session, entity_id)
+        except NotFound:
+            return False
+        return True
+
+
+def test_a_clinicians_reach_comes_from_the_cache_until_a_relation_changes_through_any_replica(
+    replicas: tuple[Replica, Replica], graph: dict[str, uuid.UUID], db: Dust
+) -> None:
+    a, b = replicas
+    doctor = db.create_entity("doctor", "Dr").id
+    db.relate(doctor, graph["a"], "treats")
+    who = principal(Role.clinician, entity_id=doctor)
+    assert scoped_get(a, who, graph["a"]) and not scoped_get(a, who, graph["b"])
+    hits = b.lookups[(caches.RELATIONS, True)]
+    assert scoped_get(b, who, graph["a"]) and scoped_get(b, who, graph["a"])
+    assert b.lookups[(caches.RELATIONS, True)] > hits  # the reach, made once, is read from the cache
+    treats_b = db.relate(doctor, graph["b"], "treats").id  # through another process: B sees it at once
+    assert scoped_get(b, who, graph["b"])
+    db.delete_relation(treats_b)
+    assert not scoped_get(b, who, graph["b"]) and not scoped_get(a, who, graph["b"])
+    assert not scoped_get(b, who, uuid.uuid4())  # a missing entity answers as one out of reach
+
+
+def test_a_reach_ends_on_time_without_a_write(
+    replicas: tuple[Replica, Replica], graph: dict[str, uuid.UUID], db: Dust
+) -> None:
+    a, _ = replicas
+    doctor = db.create_entity("doctor", "Dr").id
+    ends = datetime.now(UTC) + timedelta(seconds=1)
+    db.relate(doctor, graph["c"], "treats", valid_to=ends)
+    who = principal(Role.clinician, entity_id=doctor)
+    assert scoped_get(a, who, graph["c"]) and scoped_get(a, who, graph["c"])  # the second from the cache
+    time.sleep(max((ends - datetime.now(UTC)).total_seconds(), 0) + 0.05)
+    assert not scoped_get(a, who, graph["c"])  # the cached reach lasted only until the relation's end
+
+
+def test_an_entity_a_clinician_made_is_theirs_outside_their_reach(
+    replicas: tuple[Replica, Replica], graph: dict[str, uuid.UUID], db: Dust
+) -> None:
+    a, _ = replicas
+    doctor = db.create_entity("doctor", "Dr").id
+    who = principal(Role.clinician, entity_id=doctor)
+    with a.session() as session:
+        access.act_as(session, who)
+        made = entities.create(session, entities.EntityCreate(kind="patient", name="new")).id
+    assert scoped_get(a, who, made) and scoped_get(a, who, made)
+    assert not scoped_get(a, who, graph["a"])
+
+
+def test_packed_reach_comes_back_equal() -> None:
+    reached = (frozenset({uuid.uuid4(), uuid.uuid4()}), datetime.now(UTC))
+    assert access._unpack_reach(access._pack_reach(reached)) == reached
+    assert access._unpack_reach(access._pack_reach((frozenset(), None))) == (frozenset(), None)
 
 
 def test_a_tensors_blocks_come_from_the_cache_until_the_tensor_changes_through_any_replica(

@@ -242,8 +242,9 @@ def test_strongest_is_the_master_tensor_when_it_fits_and_its_best_connected_when
     with db.session() as s:
         made = {(h, p, "treats") for h in ids[:4] for p in rng.sample(ids[4:], 12)}
         made |= {(a, b, "knows") for a, b in (rng.sample(ids[4:], 2) for _ in range(30))}
+        ordered = sorted(made, key=lambda m: (ids.index(m[0]), ids.index(m[1]), m[2]))  # the seed decides the weights
         relations.create_many(
-            s, [RelationCreate(source_id=a, target_id=b, type=t, weight=rng.uniform(-3, 5)) for a, b, t in made]
+            s, [RelationCreate(source_id=a, target_id=b, type=t, weight=rng.uniform(-3, 5)) for a, b, t in ordered]
         )
     tensor = db.master_tensor()
     strength = _strengths(tensor)
