@@ -90,25 +90,27 @@ def named(name: str) -> Task:
     return TASKS[name]
 
 
-def given(body: BaseModel, prefix: str = "") -> list[str]:
-    """The fields of ``body`` (and of the models in it, as ``settings.layers``) that hold other than their default."""
+def given(body: BaseModel, prefix: str = "", sent: str = "") -> list[tuple[str, str]]:
+    """The fields of ``body`` (and of the models in it, as ``settings.layers``) that hold other than their default,
+    each as (its path by the fields' names, its path as sent: ``write_back.tensor.class_`` was sent as ``class``)."""
     found = []
     for name, info in type(body).model_fields.items():
         value = getattr(body, name)
+        shown = sent + (info.alias or name)
         if isinstance(value, BaseModel):
-            found += given(value, f"{prefix}{name}.")
+            found += given(value, f"{prefix}{name}.", f"{shown}.")
         elif value != info.get_default(call_default_factory=True):
-            found.append(prefix + name)
+            found.append((prefix + name, shown))
     return found
 
 
-def foreign(name: str, fields: Iterable[str], owned: Callable[[Task], frozenset[str]], what: str) -> None:
-    """422 for the first of ``fields`` that another task than ``name`` owns (``owned``: its training or its
-    prediction fields); ``what`` says whose request it is."""
-    for path in fields:
+def foreign(name: str, fields: Iterable[tuple[str, str]], owned: Callable[[Task], frozenset[str]], what: str) -> None:
+    """422 for the first of ``fields`` (``given``'s) that another task than ``name`` owns (``owned``: its training
+    or its prediction fields), named as it was sent; ``what`` says whose request it is."""
+    for path, sent in fields:
         owner = next((other for other, task in sorted(TASKS.items()) if _within(path, owned(task))), name)
         if owner != name:
-            raise InvalidInput(f"{path} is for {owner}, not {what}")
+            raise InvalidInput(f"{sent} is for {owner}, not {what}")
 
 
 def _within(path: str, owned: frozenset[str]) -> bool:

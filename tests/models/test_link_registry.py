@@ -267,6 +267,10 @@ def test_bad_requests_are_problems_that_name_the_field(client: TestClient, world
         ),
         ({"source": world.people[0], "type": "knows", "write_back": {"attribute": "a"}}, "write_back.attribute is"),
         ({"source": world.people[0], "type": "knows", "write_back": {"min_score": 0.1}}, "give attribute, tensor"),
+        (  # named as sent ("class"), not as the model's field ("class_")
+            {"source": world.people[0], "type": "knows", "write_back": {"tensor": {"schema": "s", "class": "c"}}},
+            "write_back.tensor.schema is for entity-classification",
+        ),
     ]
     for body, says in cases:
         refused(body, 422, says, path)
