@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from dust.core.config import Settings
 from dust.core.security import Role
@@ -64,8 +65,8 @@ def load(url: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     with db.session() as session:
         registry.domain_packs()["healthcare"].generate(session, size=50, days=90, seed=7, progress=lambda n: None)
         doctor, patient = session.execute(
-            select(Relation.source_id, Relation.target_id).where(Relation.type == "treats")
-        ).first()  # type: ignore[misc]
+            select(Relation.source_id, Relation.target_id).where(Relation.type == "treats").limit(1)
+        ).one()
         tensor = session.scalar(select(Tensor.id).where(Tensor.entity_id == patient, Tensor.schema_name == "vitals"))
     db.close()
     assert tensor is not None
@@ -87,10 +88,14 @@ def principal(settings: Settings, role: Role, entity_id: uuid.UUID | None) -> ac
 
 
 def measure(
-    reads: Callable[[], object], shared: caches.Caches, who: access.Principal, read: Callable, args: argparse.Namespace
-) -> float:  # type: ignore[type-arg]
+    reads: sessionmaker[Session],
+    shared: caches.Caches,
+    who: access.Principal,
+    read: Callable[[Session], object],
+    args: argparse.Namespace,
+) -> float:
     def one() -> None:
-        with reads() as session, session.begin():  # type: ignore[attr-defined]
+        with reads() as session, session.begin():
             session.info[AFTER_COMMIT] = []  # the read's audit record: a server's batch writer would commit it
             caches.attach(session, shared)
             access.act_as(session, who)

@@ -203,10 +203,10 @@ def _cached_reach(session: Session, who: Principal, start: uuid.UUID) -> frozens
     found = shared.find(session, caches.RELATIONS, key, _unpack_reach)
     if found is not None and (found[1] is None or now < found[1]):
         return found[0]
-    reached: Reach = (frozenset(session.scalars(_reach_query(start, tuple(who.grant_types), who.depth))), None)
-    reached = (reached[0], _next_change(session, who.grant_types, now))
-    shared.keep(session, caches.RELATIONS, key, reached, _pack_reach, 64 * len(reached[0]) + 256)
-    return reached[0]
+    ids = frozenset(session.scalars(_reach_query(start, tuple(who.grant_types), who.depth)))
+    reached: Reach = (ids, _next_change(session, who.grant_types, now))
+    shared.keep(session, caches.RELATIONS, key, reached, _pack_reach, 64 * len(ids) + 256)
+    return ids
 
 
 def _next_change(session: Session, grant_types: list[str], now: datetime) -> datetime | None:
