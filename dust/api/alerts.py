@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import alerts
 from dust.engine.alerts import AlertList, AlertPublic, AlertUpdate, Severity
 from dust.engine.fields import Timestamp
 from dust.engine.paging import MAX_CURSOR, MAX_OFFSET
 
-router = APIRouter(prefix="/alerts", tags=["alerts"])
+router = APIRouter(prefix="/alerts", tags=["alerts"], route_class=OneHop)
 AlertId = Annotated[int, Path(ge=1, le=MAX_OFFSET, description="The alert's id.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such alert, or not yours to see."}}
 SENSITIVE: dict[int | str, dict[str, Any]] = {

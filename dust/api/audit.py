@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from dust.api.deps import SessionDep, allow
+from dust.api.deps import OneHop, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import audit
 from dust.engine.audit import AuditList
 from dust.engine.fields import Timestamp
 from dust.engine.paging import MAX_CURSOR
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=OneHop)
 
 
 @router.get("/audit", response_model=AuditList, **allow(Permission.admin))

@@ -8,27 +8,32 @@ route needs (and tags its OpenAPI operation with ``x-permission``, which the acc
 FastAPI runs each plain ``def`` dependency, the handler, and the check of its answer in the thread pool, one trip
 each: four for a signed-in read, and a trip costs more CPU than the read's queries. So the dependencies here are
 ``async`` and do no blocking work, and a ``OneHop`` route runs everything that does — begin the transaction,
-check the credential and the permissions, the handler, the check of its answer, the commit — in ONE trip. What a
-handler is given that needs the credential checked first (``PrincipalDep``, ``SignedInDep``) is filled in by
-that trip, before the handler runs. Routes of other classes get the same dependencies over several trips.
+check the credential and the permissions, the handler, the check of its answer, the commit — in ONE trip, then
+awaits the batch writer's commit of the request's audit records. What a handler is given that needs the
+credential checked first (``PrincipalDep``, ``SignedInDep``) is filled in by that trip, before the handler runs.
+
+The session dependencies are plain functions, not generators that close what they opened: FastAPI wraps each
+generator dependency in an exit stack and a shielded cancel scope (a sixth of a point read's CPU, by py-spy);
+the trip owns the transaction instead. So every route that uses them must be a ``OneHop`` route (every API router is).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, cast
 
 from anyio import to_thread
 from fastapi import Depends, Request, Response
-from fastapi.concurrency import contextmanager_in_threadpool
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_dependant
 from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
+from fastapi.utils import is_body_allowed_for_status_code
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
@@ -146,8 +151,12 @@ class _Deferred:
 class OneHop(APIRoute):
     """A route whose plain ``def`` handler runs in one trip to the thread pool together with everything around it
     that blocks: the request's transaction (begun, signed in, permissions checked, committed) and the check of
-    the handler's answer against the response model (in the transaction, as FastAPI would). The batch writer's
-    commit of the request's audit records is awaited on the event loop afterwards, holding no thread."""
+    the handler's answer against the response model (in the transaction, as FastAPI would), and its JSON. The
+    batch writer's commit of the request's audit records is awaited on the event loop afterwards, holding no
+    thread.
+
+    The JSON is made in the trip too, leaving FastAPI a Response to send: the event loop, which serves every
+    connection, neither checks the answer a second time nor encodes it."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         self.permissions: list[Permission] = []  # checked in the trip, once signed in
@@ -159,6 +168,13 @@ class OneHop(APIRoute):
                 self.permissions = [getattr(d.dependency, _PERMISSION) for d in checks]
                 kwargs["dependencies"] = [d for d in kwargs.get("dependencies") or [] if d not in checks]
         super().__init__(path, endpoint, **kwargs)
+        # The JSON made in the trip, as FastAPI would make it, unless the route asks for more than a plain JSON
+        # answer: a response class of its own, or headers set on a Response parameter (which FastAPI merges).
+        self.json_in_trip = (
+            isinstance(self.response_class, DefaultPlaceholder)
+            and is_body_allowed_for_status_code(self.status_code)
+            and not any(p.annotation is Response for p in inspect.signature(endpoint).parameters.values())
+        )
 
     def _in_one_hop(self, endpoint: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(endpoint, eval_str=True)
@@ -169,7 +185,10 @@ class OneHop(APIRoute):
         async def one_hop(**values: Any) -> Any:
             request: Request = values[name] if own else values.pop(name)
             work: Work | None = getattr(request.state, _WORK, None)
-            return await to_thread.run_sync(self._run, work, endpoint, values)
+            answer = await to_thread.run_sync(self._run, work, endpoint, values)
+            if work is not None:
+                await work.written()
+            return answer
 
         if own is None:  # the handler does not take the request: ask FastAPI for it under a name of our own
             extra = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
@@ -194,7 +213,18 @@ class OneHop(APIRoute):
         value, errors = self.response_field.validate(answer, {}, loc=("response",))
         if errors:
             raise ResponseValidationError(errors=errors, body=answer)
-        return value
+        if not self.json_in_trip:
+            return value
+        content = self.response_field.serialize_json(
+            value,
+            include=self.response_model_include,
+            exclude=self.response_model_exclude,
+            by_alias=self.response_model_by_alias,
+            exclude_unset=self.response_model_exclude_unset,
+            exclude_defaults=self.response_model_exclude_defaults,
+            exclude_none=self.response_model_exclude_none,
+        )
+        return Response(content, status_code=self.status_code or 200, media_type="application/json")
 
 
 def _signs_in(dependant: Dependant) -> bool:
@@ -202,49 +232,38 @@ def _signs_in(dependant: Dependant) -> bool:
     return any(d.call is signed_in or _signs_in(d) for d in dependant.dependencies)
 
 
-def _one_hop(request: Request) -> bool:
+def _start(request: Request, token: str | None) -> Session:
+    """The request's Work, for its OneHop trip to open, sign in and commit."""
     route = request.scope.get("route")
-    return bool(getattr(getattr(route, "endpoint", None), "dust_one_hop", False))
-
-
-@asynccontextmanager
-async def _request_work(request: Request, token: str | None) -> AsyncIterator[Session]:
+    if not getattr(getattr(route, "endpoint", None), "dust_one_hop", False):
+        raise TypeError(f"{request.url.path}: a route with a session must be a OneHop route (APIRouter(route_class=…))")
     work = Work(request, token)
     setattr(request.state, _WORK, work)
-    if _one_hop(request):
-        yield work.session  # the route's trip opens and commits it
-    else:
-        async with contextmanager_in_threadpool(work.opened()) as session:
-            yield session
-    await work.written()
+    return work.session
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """One transaction per request, committed when the handler returns (before the response is sent)."""
-    async with _request_work(request, None) as session:
-        yield session
+async def get_session(request: Request) -> Session:
+    """The request's transaction, without a credential: committed when the handler returns, before the answer."""
+    return _start(request, None)
 
 
 async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-# scope="function": commit as soon as the handler returns, so a failed commit is an error response,
-# never an acknowledged write that was lost.
-PublicSessionDep = Annotated[Session, Depends(get_session, scope="function")]
+PublicSessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def signed_in(request: Request, token: Annotated[str | None, Depends(bearer)]) -> AsyncIterator[Session]:
+async def signed_in(request: Request, token: Annotated[str | None, Depends(bearer)]) -> Session:
     """The request's transaction, with the bearer credential checked first in it and its principal on the
     session (a request without a credential opens no transaction)."""
     if not token:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token or API key>")
-    async with _request_work(request, token) as session:
-        yield session
+    return _start(request, token)
 
 
-SessionDep = Annotated[Session, Depends(signed_in, scope="function")]
+SessionDep = Annotated[Session, Depends(signed_in)]
 
 
 def _work(request: Request) -> Work:

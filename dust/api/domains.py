@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from dust.api.deps import SessionDep, allow
+from dust.api.deps import OneHop, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import supply_chain
 from dust.engine.supply_chain import Bottlenecks, WhatIf, WhatIfResult
 
-router = APIRouter(prefix="/domains", tags=["domains"])
+router = APIRouter(prefix="/domains", tags=["domains"], route_class=OneHop)
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "A site to remove does not exist, or not yours."}}
 
 

@@ -7,13 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine.paging import MAX_CURSOR
 from dust.jobs import JobList, JobPublic, records
 from dust.jobs.records import State
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=OneHop)
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job, or not yours to see."}}
 
 

@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from dust.api.deps import SessionDep, allow
+from dust.api.deps import OneHop, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import kinds
 from dust.engine.entities import KIND
 from dust.engine.kinds import KindPolicy, KindPublic
 
-router = APIRouter(prefix="/kinds", tags=["kinds"])
+router = APIRouter(prefix="/kinds", tags=["kinds"], route_class=OneHop)
 Kind = Annotated[str, Path(pattern=KIND)]
 
 

@@ -39,13 +39,13 @@ from sqlalchemy import Engine, event
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dust.api.deps import SessionDep, allow
+from dust.api.deps import OneHop, SessionDep, allow
 from dust.core.logging import get_logger
 from dust.core.security import Permission
 from dust.jobs import JobQueue
 from dust.storage.repositories import jobs as jobs_repo
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=OneHop)
 log = get_logger("dust.metrics")
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"  # set: the processes of one server count into files in this folder
 UNMATCHED = "unmatched"  # the route label of a request no route matched (any path: one series, not one each)

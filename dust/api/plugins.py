@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from dust.api.deps import SessionDep, allow
+from dust.api.deps import OneHop, SessionDep, allow
 from dust.core.security import Permission
 from dust.plugins import registry
 
-router = APIRouter(prefix="/plugins", tags=["plugins"])
+router = APIRouter(prefix="/plugins", tags=["plugins"], route_class=OneHop)
 
 
 class PluginOut(BaseModel):

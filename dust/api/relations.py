@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from dust.api.deps import SessionDep, SettingsDep, allow
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import relations
 from dust.engine.fields import Timestamp
@@ -24,7 +24,7 @@ from dust.engine.relations import (
     RelationUpdate,
 )
 
-router = APIRouter(tags=["relations"])
+router = APIRouter(tags=["relations"], route_class=OneHop)
 Types = Annotated[str | None, Query(max_length=1000, description="Relation type, or a comma list of types.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such relation, or one whose ends are not both yours to see."}

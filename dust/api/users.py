@@ -7,12 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from dust.api.deps import SessionDep, allow
+from dust.api.deps import OneHop, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import users
 from dust.engine.users import UserCreate, UserPublic, UserUpdate
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=OneHop)
 NO_USER: dict[int | str, dict[str, Any]] = {404: {"description": "No such user."}}
 
 
