@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -13,8 +14,13 @@ from sqlalchemy.orm import Session
 from dust.storage.models import CacheEpoch
 
 # Plain SQL, straight to the driver: every signed-in request runs it, and building, caching and reading back a
-# statement through the ORM cost more than the query (bench/serve.py: /auth/me runs only this one).
-_READ = f"SELECT name, value FROM {CacheEpoch.__tablename__}"
+# statement through the ORM cost more than the query (bench/serve.py: /auth/me runs only this one). One row, as
+# JSON: SQLite's driver lets go of the GIL for every row it steps to, and under load each time costs a wait for
+# it again behind every other request's thread.
+_READ = {
+    "sqlite": f"SELECT json_group_object(name, value) FROM {CacheEpoch.__tablename__}",
+    "postgresql": f"SELECT json_object_agg(name, value) FROM {CacheEpoch.__tablename__}",
+}
 # Not an epoch: a random number naming this database's contents, which epochs are counted from. Renewed when the
 # contents are replaced (a restore, an import), whose epochs may be lower than ones already counted: entries made
 # under a number the epochs then reach again were made of other contents (dust.engine.caches).
@@ -23,7 +29,11 @@ IDENTITY = "identity"
 
 def read(session: Session) -> dict[str, int]:
     """Every epoch by name, and the identity; one never raised is absent (read it as 0)."""
-    return {name: value for name, value in session.connection().exec_driver_sql(_READ)}
+    connection = session.connection()
+    found = connection.exec_driver_sql(_READ[connection.dialect.name]).scalar()
+    if isinstance(found, str):  # SQLite's JSON is text; psycopg decodes PostgreSQL's
+        found = json.loads(found)
+    return found or {}  # PostgreSQL aggregates no rows to NULL
 
 
 def _insert(session: Session) -> Any:
