@@ -19,6 +19,7 @@ from dust.api.app import create_app
 from dust.api.deps import SessionDep
 from dust.core.config import Settings
 from tests.api.conftest import API, VITALS, World, make
+from tests.api.test_middleware import logged
 from tests.conftest import PASSWORD
 
 WRITER = "dust-batch-writer"
@@ -120,7 +121,7 @@ def test_hot_routes_take_one_trip_to_the_thread_pool(
         assert len(trips) == 1, (name, trips)
 
 
-def test_a_route_with_a_session_must_be_a_one_hop_route(settings: Settings) -> None:
+def test_a_route_with_a_session_must_be_a_one_hop_route(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     """The session dependencies leave opening and committing the transaction to the OneHop trip: on a route of
     another class nothing would, so such a route fails at its first request (a TypeError naming OneHop, logged
     as any bug is) rather than answering unsigned."""
@@ -133,9 +134,11 @@ def test_a_route_with_a_session_must_be_a_one_hop_route(settings: Settings) -> N
 
     app.include_router(plain)
     with TestClient(app) as client:
+        logged(capsys)
         answer = client.get("/plain", headers={"Authorization": "Bearer anything"})
     assert answer.status_code == 500
     assert answer.headers["content-type"] == "application/problem+json"
+    assert "TypeError: /plain: a route with a session must be a OneHop route" in logged(capsys)
 
 
 @pytest.mark.parametrize("cache", ["cold", "warm"])

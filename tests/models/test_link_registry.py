@@ -35,7 +35,7 @@ from dust.engine.relations import RelationCreate
 from dust.jobs import Worker
 from dust.models import cache
 from tests.api.conftest import API
-from tests.jobs.conftest import until
+from tests.api.test_models import predict, trained
 
 pytest.importorskip("torch_geometric")
 
@@ -98,25 +98,6 @@ def trainer(app: FastAPI, settings: Settings) -> Iterator[Worker]:
 
 def request(**changes: Any) -> dict[str, Any]:
     return {**KNOWS, "settings": dict(FAST), **changes}
-
-
-def trained(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
-    response = client.post(f"{API}/models", json=body)
-    assert response.status_code == 202, response.text
-    model_id = response.json()["id"]
-
-    def ended() -> dict[str, Any] | None:
-        model: dict[str, Any] = client.get(f"{API}/models/{model_id}").json()
-        return model if model["status"] in ("succeeded", "failed") else None
-
-    return until(ended, what=f"model {model_id} training")
-
-
-def predict(client: TestClient, model_id: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    response = client.post(f"{API}/models/{model_id}/predict", json=body)
-    assert response.status_code == status, response.text
-    answer: dict[str, Any] = response.json()
-    return answer
 
 
 def top(client: TestClient, model_id: str, source: str, k: int = 5, **more: Any) -> list[dict[str, Any]]:
