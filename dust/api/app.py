@@ -37,6 +37,7 @@ from dust.api import (
     webhooks,
     weights,
 )
+from dust.api.deps import reads_on_loop
 from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
     app.state.reads = make_sessionmaker(engine, read_only=True)
+    app.state.reads_on_loop = reads_on_loop(engine)
     app.state.writer = BatchWriter(app.state.sessions)
     app.state.metrics = metrics.Metrics()
     app.state.metrics.watch_pool(engine)

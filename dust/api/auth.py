@@ -11,7 +11,16 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from dust.api.deps import OneHop, PrincipalDep, PublicSessionDep, SessionDep, SettingsDep, SignedInDep, allow
+from dust.api.deps import (
+    OneHop,
+    PrincipalDep,
+    PublicSessionDep,
+    SessionDep,
+    SettingsDep,
+    SignedInDep,
+    allow,
+    on_the_loop,
+)
 from dust.api.problems import problem
 from dust.core.errors import Forbidden
 from dust.core.security import Permission, Role
@@ -103,6 +112,7 @@ def refresh(data: RefreshRequest, session: PublicSessionDep, settings: SettingsD
 
 
 @router.get("/me", response_model=UserPublic, **allow(Permission.self))
+@on_the_loop()
 def me(signed: SignedInDep) -> UserPublic:
     """The signed-in user."""
     return signed.user

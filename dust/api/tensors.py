@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop
 from dust.api.jsonbody import OrjsonRoute
 from dust.core.errors import InvalidInput
 from dust.core.security import Permission
@@ -155,6 +155,7 @@ def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
     responses={**NOT_FOUND, **SENSITIVE},
     **allow(Permission.read),
 )
+@on_the_loop(when=lambda request: "time" in request.query_params)  # one time step: ≤ MAX_CELLS cells
 def read(
     tensor_id: uuid.UUID,
     request: Request,

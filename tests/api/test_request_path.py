@@ -82,8 +82,13 @@ def test_hot_routes_run_few_queries_and_leave_their_audit_to_the_batch_writer(
             assert any(s.startswith("INSERT INTO audit_log") for s in statements.writer), name
 
 
+# The reads marked on_the_loop: on an SQLite file they take no trip at all.
+ON_THE_LOOP = {"/auth/me", "entity get", "point read"}
+
+
 @pytest.mark.parametrize("role", ["admin", "clinician"])
-def test_hot_routes_take_one_trip_to_the_thread_pool(
+def test_hot_routes_take_one_trip_to_the_thread_pool_or_none(
+    app: FastAPI,
     client: TestClient,
     world: World,
     login_as: Callable[..., TestClient],
@@ -92,7 +97,9 @@ def test_hot_routes_take_one_trip_to_the_thread_pool(
 ) -> None:
     """Sign-in, permission check, handler, response check and commit in one trip (dust.api.deps.OneHop): FastAPI
     would take one for each plain def dependency and handler and one for the response, and a trip costs more
-    CPU than a cached sign-in's query."""
+    CPU than a cached sign-in's query. The small reads take none on SQLite, and one on PostgreSQL, whose
+    queries wait on the network."""
+    on_loop = app.state.engine.dialect.name == "sqlite"
     reader = client if role == "admin" else login_as("clinician", entity_id=world["A"])
     trips: list[str] = []
     run_sync = anyio.to_thread.run_sync
@@ -108,17 +115,18 @@ def test_hot_routes_take_one_trip_to_the_thread_pool(
         "anomalies": "/anomalies",
         "alerts": "/alerts",
     }
-    for name, path in {**hot_routes(world), **others, "a write": f"/entities/{world['PA']}"}.items():
+    writes = {"a write": f"/entities/{world['PA']}"} if role == "admin" else {}
+    for name, path in {**hot_routes(world), **others, **writes}.items():
         assert reader.get(API + path).status_code == 200, (name, reader.get(API + path).text)
         monkeypatch.setattr(anyio.to_thread, "run_sync", counted_trip)
         trips.clear()
-        if name == "a write" and role == "admin":
+        if name == "a write":
             response = reader.patch(API + path, json={"name": "renamed"})
         else:
             response = reader.get(API + path)
         monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
         assert response.status_code == 200, response.text
-        assert len(trips) == 1, (name, trips)
+        assert len(trips) == (0 if on_loop and name in ON_THE_LOOP else 1), (name, trips)
 
 
 def test_a_route_with_a_session_must_be_a_one_hop_route(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
