@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     app.state.sessions = make_sessionmaker(engine)
     app.state.reads = make_sessionmaker(engine, read_only=True)
     app.state.reads_on_loop = reads_on_loop(engine)
-    app.state.writer = BatchWriter(app.state.sessions)
+    app.state.writer = BatchWriter(app.state.sessions, on_loop=app.state.reads_on_loop)
     app.state.metrics = metrics.Metrics()
     app.state.metrics.watch_pool(engine)
     app.state.caches = caches_for(settings, app.state.metrics.cache_lookup, app.state.metrics.cache_error)

@@ -91,7 +91,7 @@ def record_each(
     if not rows:
         return
     if is_read_only(session):
-        after_commit(session, lambda writer: repo.append(writer, rows))
+        after_commit(session, repo.appending(rows))
     else:
         repo.append(session, rows)
 

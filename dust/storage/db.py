@@ -6,11 +6,13 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dust.core.logging import get_logger
@@ -26,7 +28,8 @@ POOL_SIZE = 40
 MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond it, it reads as usual
 READ_ONLY = "dust.read_only"  # an engine execution option and a session.info flag: this transaction only reads
 AFTER_COMMIT = "dust.after_commit"  # session.info: writes to run once the transaction has committed
-Write = Callable[[Session], None]
+NO_WAIT = "dust.no_wait"  # an execution option: an SQLite write begins only if the write lock is free at once
+Write = Callable[[Session], None]  # a write for after the commit (after_commit); or an Append
 _TURNS: weakref.WeakKeyDictionary[Any, _WriterTurns] = weakref.WeakKeyDictionary()  # by pool: options share it
 
 
@@ -75,8 +78,12 @@ class _WriterTurns:
             setattr(dialect, name, self._then_pass_on(getattr(dialect, name)))
 
     def begin(self, conn: Connection) -> None:
-        if conn.get_execution_options().get(READ_ONLY):
+        options = conn.get_execution_options()
+        if options.get(READ_ONLY):
             conn.exec_driver_sql("BEGIN")
+            return
+        if options.get(NO_WAIT):
+            self._begin_now(conn)
             return
         if self.lock.acquire(timeout=BUSY_SECONDS):
             self.holder = conn.connection.dbapi_connection
@@ -86,6 +93,28 @@ class _WriterTurns:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
             self.pass_on(conn.connection.dbapi_connection)
+            raise
+
+    def _begin_now(self, conn: Connection) -> None:
+        """BEGIN IMMEDIATE if neither a writer of this process nor one of another holds the lock: for the event
+        loop, which must not wait (dust.storage.writer)."""
+        dbapi_conn = conn.connection.dbapi_connection
+        if not self.lock.acquire(blocking=False):
+            raise WriteLockBusy("a writer of this process holds the write lock")
+        self.holder = dbapi_conn
+        try:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        except OperationalError as error:
+            self.pass_on(dbapi_conn)
+            if "locked" in str(error.orig) or "busy" in str(error.orig):
+                raise WriteLockBusy("another process holds the write lock") from None
+            raise
+        except BaseException:
+            self.pass_on(dbapi_conn)
             raise
 
     def _then_pass_on(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -137,6 +166,22 @@ def is_read_only(session: Session) -> bool:
     return bool(session.info.get(READ_ONLY))
 
 
+class WriteLockBusy(Exception):
+    """A write asked to begin only if SQLite's write lock was free at once (``NO_WAIT``), and it was not."""
+
+
+@dataclass(frozen=True)
+class Append:
+    """A Write that inserts ``rows`` with ``statement`` (built once, by its repository). The batch writer runs
+    the Appends of all the requests in its transaction to the same statement as one executemany."""
+
+    statement: Insert
+    rows: list[dict[str, Any]]
+
+    def __call__(self, session: Session) -> None:
+        session.execute(self.statement, self.rows)
+
+
 def after_commit(session: Session, write: Write) -> None:
     """Run ``write`` once this transaction has committed, if the session's owner collects such writes (a request
     does, and commits them before it answers: ``dust.storage.writer``); otherwise run it now, in this transaction.
@@ -180,9 +225,12 @@ def settle_sqlite_reads(session: Session) -> None:
 
 
 @contextmanager
-def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One transaction: commit on success, roll back on any error."""
+def unit_of_work(factory: sessionmaker[Session], *, wait: bool = True) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error. ``wait=False``: a write that begins only if
+    SQLite's write lock is free this moment, else raises WriteLockBusy (on other databases it waits as usual)."""
     with factory() as session, session.begin():
+        if not wait:
+            session.connection(execution_options={NO_WAIT: True})  # begins it, as _WriterTurns.begin decides
         yield session
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import event
 from dust.api.app import create_app
 from dust.api.deps import SessionDep
 from dust.core.config import Settings
+from dust.storage.db import READ_ONLY
 from tests.api.conftest import API, VITALS, World, make
 from tests.api.test_middleware import logged
 from tests.conftest import PASSWORD
@@ -26,14 +27,19 @@ WRITER = "dust-batch-writer"
 
 
 class Statements:
-    """The statements an engine ran, split into the request's own and the batch writer's."""
+    """The statements an engine ran, split into the request's own and the batch writer's: a read's are in its
+    read-only transaction; the writer's are in a thread of its own, or (on SQLite) on the loop, in a write."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: bool) -> None:
+        self.read = read
         self.request: list[str] = []
         self.writer: list[str] = []
 
     def seen(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        mine = threading.current_thread().name == WRITER
+        if self.read:
+            mine = not conn.get_execution_options().get(READ_ONLY)
+        else:
+            mine = threading.current_thread().name == WRITER
         (self.writer if mine else self.request).append(" ".join(statement.split()))
 
     @property
@@ -43,8 +49,8 @@ class Statements:
 
 
 @contextmanager
-def counted(app: FastAPI) -> Iterator[Statements]:
-    statements = Statements()
+def counted(app: FastAPI, *, read: bool = True) -> Iterator[Statements]:
+    statements = Statements(read)
     event.listen(app.state.engine, "before_cursor_execute", statements.seen)
     try:
         yield statements
@@ -120,10 +126,7 @@ def test_hot_routes_take_one_trip_to_the_thread_pool_or_none(
         assert reader.get(API + path).status_code == 200, (name, reader.get(API + path).text)
         monkeypatch.setattr(anyio.to_thread, "run_sync", counted_trip)
         trips.clear()
-        if name == "a write":
-            response = reader.patch(API + path, json={"name": "renamed"})
-        else:
-            response = reader.get(API + path)
+        response = reader.patch(API + path, json={"name": "renamed"}) if name == "a write" else reader.get(API + path)
         monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
         assert response.status_code == 200, response.text
         assert len(trips) == (0 if on_loop and name in ON_THE_LOOP else 1), (name, trips)
@@ -182,7 +185,7 @@ def test_reads_begin_without_the_write_lock_and_writes_with_it(
         pytest.skip("SQLite's locks")
     with counted(app) as read:
         client.get(f"{API}/entities/{world['PA']}")
-    with counted(app) as write:
+    with counted(app, read=False) as write:
         client.patch(f"{API}/entities/{world['PA']}", json={"name": "renamed"})
     assert read.request[0] == "BEGIN"
     assert write.request[0] == "BEGIN IMMEDIATE"

@@ -4,9 +4,10 @@ when one of a batch fails."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, event, select, text
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dust.core.errors import Unavailable
 from dust.core.logging import configure_logging
 from dust.storage import writer as writer_module
-from dust.storage.db import Write, make_engine, make_sessionmaker
+from dust.storage.db import Write, make_engine, make_sessionmaker, unit_of_work
 from dust.storage.models import AuditRecord
 from dust.storage.writer import BatchWriter
 
@@ -197,3 +198,99 @@ def test_an_awaited_write_not_committed_in_time_answers_503(sessions: Sessions) 
 
     asyncio.run(late())
     release.set()
+
+
+# --- on the loop (an SQLite file): the loop commits, unless that would mean waiting --------------------------
+
+
+@pytest.fixture
+def sqlite_sessions(sqlite_database: str, empty_database: Callable[[str], None]) -> Iterator[Sessions]:
+    empty_database(sqlite_database)
+    engine = make_engine(sqlite_database)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def committed_on(sessions: Sessions) -> list[str]:
+    """The names of the threads that commit on these sessions' engine, from now on."""
+    threads: list[str] = []
+    event.listen(sessions.kw["bind"], "commit", lambda conn: threads.append(threading.current_thread().name))
+    return threads
+
+
+def test_on_the_loop_the_loop_commits_the_records_itself(sqlite_sessions: Sessions) -> None:
+    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    threads = committed_on(sqlite_sessions)
+
+    async def run() -> str:
+        await asyncio.gather(*(writer.written([record(f"r{n}")]) for n in range(5)))
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(run())
+    assert sorted(actions(sqlite_sessions)) == [f"r{n}" for n in range(5)]
+    assert threads == [loop_thread], "the five records, waiting together, in one commit of the loop's"
+    assert not writer.running, "no thread was needed"
+
+
+@pytest.mark.parametrize("holder", ["a writer of this process", "another process"])
+def test_on_the_loop_a_taken_write_lock_sends_the_records_to_the_thread_and_the_loop_never_waits(
+    sqlite_sessions: Sessions, sqlite_database: str, holder: str
+) -> None:
+    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    release = threading.Event()
+
+    def hold_the_lock() -> None:
+        if holder == "a writer of this process":  # takes this engine's turn, then SQLite's lock
+            with unit_of_work(sqlite_sessions) as session:
+                record("holder")(session)
+                session.flush()
+                release.wait(5)
+        else:  # SQLite's lock only, from a connection outside this engine
+            other = sqlite3.connect(sqlite_database.removeprefix("sqlite:///"), isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            release.wait(5)
+            other.execute("ROLLBACK")
+            other.close()
+
+    holding = threading.Thread(target=hold_the_lock)
+    holding.start()
+    time.sleep(0.2)
+
+    async def run() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not release.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.ensure_future(ticker())
+        waiting = asyncio.ensure_future(writer.written([record("waited")]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done(), "answered before its record was committed"
+        release.set()
+        await asyncio.gather(waiting, ticking)
+        return ticks
+
+    assert asyncio.run(run()) >= 10, "the loop went on while the lock was taken"
+    holding.join(5)
+    assert "waited" in actions(sqlite_sessions)
+    assert writer.running, "the writer's thread took the record and waited for the lock"
+
+
+def test_on_the_loop_a_failing_write_fails_only_its_own_request(sqlite_sessions: Sessions) -> None:
+    """A batch that fails on the loop goes to the thread, which gives each write its own transaction."""
+    writer = BatchWriter(sqlite_sessions, on_loop=True)
+
+    def bad(session: Session) -> None:
+        session.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    async def run() -> list[BaseException | None]:
+        jobs = [writer.written([record("good1")]), writer.written([bad]), writer.written([record("good2")])]
+        return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+    outcomes = asyncio.run(run())
+    assert outcomes[0] is None and outcomes[2] is None
+    assert "no_such_table" in str(outcomes[1])
+    assert sorted(actions(sqlite_sessions)) == ["good1", "good2"]

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.orm import Session
 
+from dust.storage.db import Append
 from dust.storage.models import AuditRecord
 from dust.storage.repositories import paging
 
@@ -17,8 +18,14 @@ _APPEND = insert(_AUDIT_LOG)  # built once: every write request runs it, and bui
 
 
 def append(session: Session, rows: list[dict[str, Any]]) -> None:
-    if rows:  # into the table, not the ORM class: no per-row ORM bookkeeping for a bulk insert
-        session.execute(_APPEND, rows)
+    if rows:
+        appending(rows)(session)
+
+
+def appending(rows: list[dict[str, Any]]) -> Append:
+    """The write of ``rows``: into the table, not the ORM class (no per-row ORM bookkeeping for a bulk insert),
+    and the batch writer's to merge with other requests' (``dust.storage.db.Append``)."""
+    return Append(_APPEND, rows)
 
 
 def search(
