@@ -155,7 +155,8 @@ def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
     responses={**NOT_FOUND, **SENSITIVE},
     **allow(Permission.read),
 )
-@on_the_loop(when=lambda request: "time" in request.query_params)  # one time step: ≤ MAX_CELLS cells
+# One time step is at most MAX_CELLS cells; an "as of" read may wait for a write in flight (tensors._settled).
+@on_the_loop(when=lambda request: "time" in request.query_params and "as_of" not in request.query_params)
 def read(
     tensor_id: uuid.UUID,
     request: Request,

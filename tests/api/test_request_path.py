@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -114,12 +115,15 @@ def test_hot_routes_take_one_trip_to_the_thread_pool_or_none(
         trips.append(getattr(func, "__qualname__", repr(func)))
         return await run_sync(func, *args, **kwargs)
 
+    now = datetime.now(UTC)
     others = {  # a route of each other router that reads: every API router is made of OneHop routes
         "relations": f"/relations?source_id={world['A']}",
         "query_master": f"/query_master?entity_id={world['A']}&depth=2&direction=both",
         "schemas": "/schemas",
         "anomalies": "/anomalies",
         "alerts": "/alerts",
+        # may wait for a write in flight (dust.engine.tensors._settled): never on the loop
+        "point read as of": f"/tensor/{world['TPA']}?time=0&metric=heart_rate&as_of={now:%Y-%m-%dT%H:%M:%SZ}",
     }
     writes = {"a write": f"/entities/{world['PA']}"} if role == "admin" else {}
     for name, path in {**hot_routes(world), **others, **writes}.items():
