@@ -25,6 +25,7 @@ BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before "d
 # backend, and under 16 concurrent clients that was a fifth of a read's CPU (bench/serve.py). PostgreSQL keeps
 # half as many: its connections are processes, and every worker of `dust serve --workers N` has a pool.
 POOL_SIZE = 40
+WAL_AUTOCHECKPOINT = 1000  # SQLite's default: a commit past this many WAL pages checkpoints them
 MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond it, it reads as usual
 READ_ONLY = "dust.read_only"  # an engine execution option and a session.info flag: this transaction only reads
 AFTER_COMMIT = "dust.after_commit"  # session.info: writes to run once the transaction has committed
@@ -66,6 +67,7 @@ class _WriterTurns:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.holder: Any = None  # the DBAPI connection whose turn it is
+        self.quiet: Any = None  # the holder, if its commit is not to checkpoint the WAL (_begin_now)
 
     def listen(self, engine: Engine) -> None:
         event.listen(engine, "begin", self.begin)
@@ -108,6 +110,11 @@ class _WriterTurns:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             finally:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+            # SQLite checkpoints the WAL into the database file (and syncs both) at the first commit past 1,000
+            # pages: 5-16 ms that would stall every request on the loop. This commit skips it; the next one of
+            # a thread does it (dust.storage.writer hands it every CHECKPOINT_EVERY-th batch).
+            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            self.quiet = dbapi_conn
         except OperationalError as error:
             self.pass_on(dbapi_conn)
             if "locked" in str(error.orig) or "busy" in str(error.orig):
@@ -129,6 +136,9 @@ class _WriterTurns:
     def pass_on(self, dbapi_conn: Any) -> None:
         if dbapi_conn is not None and self.holder is dbapi_conn:
             self.holder = None
+            if self.quiet is dbapi_conn:  # its transaction has ended: checkpoints at its commits again
+                self.quiet = None
+                dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             self.lock.release()
 
     def checked_in(self, dbapi_conn: Any, _record: Any) -> None:

@@ -15,7 +15,9 @@ requests left, with those answered meanwhile, at once if the write lock is free 
 thread if not (nothing on the loop ever waits for the lock). SQLite works in this process, so the commit is CPU
 either way; from a thread it took the GIL from the loop at every statement, and under 16 connections entity get
 and a point read answered a fifth fewer requests (bench/serve.py). Under load (a commit on the loop in the last
-``BUSY_SECONDS``) the loop lets records gather for ``GATHER_SECONDS`` first: fewer, larger transactions.
+``BUSY_SECONDS``) the loop lets records gather for ``GATHER_SECONDS`` first: fewer, larger transactions. The
+loop's commits never checkpoint SQLite's WAL (5-16 ms of copying and syncing, dust.storage.db): every
+``CHECKPOINT_EVERY``-th batch goes to the thread, whose commit does when it is due.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ MAX_BATCH = 1000  # requests per transaction: bounds one transaction's size when
 IDLE_SECONDS = 2.0  # the thread ends after this long without work (and starts again on the next)
 GATHER_SECONDS = 0.001  # on the loop, under load: how long records gather before their commit
 BUSY_SECONDS = 0.01  # on the loop: "under load" is a commit this recently
+CHECKPOINT_EVERY = 100  # on the loop: every this many batches, one goes to the thread, to checkpoint the WAL
 
 
 @dataclass
@@ -58,6 +61,7 @@ class BatchWriter:
         self._on_loop = on_loop
         self._held: list[_Job] = []  # on_loop: the jobs the loop commits next
         self._last_on_loop = float("-inf")  # on_loop: the loop's time of its last commit
+        self._loop_batches = 0  # on_loop: batches the loop has taken
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
@@ -113,19 +117,27 @@ class BatchWriter:
                 loop.call_soon(self._commit_held, loop)
 
     def _commit_held(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop: commit the held jobs if the write lock is free this moment; else (or if they fail) the
-        thread takes them, and waits for the lock (or gives each its own transaction)."""
+        """On the loop: commit the held jobs if the write lock is free this moment; else (or if they fail, or it
+        is the thread's turn to checkpoint) the thread takes them, and waits for the lock (or gives each job its
+        own transaction)."""
         batch, self._held = self._held, []
         self._last_on_loop = loop.time()
-        try:
-            self._run_jobs(batch, wait=False)
-        except Exception as error:
-            if not isinstance(error, WriteLockBusy):
-                log.warning("a batched write failed on the loop; retrying in the writer's thread", error=str(error))
+        self._loop_batches += 1
+        if self._loop_batches % CHECKPOINT_EVERY == 0 or not self._committed_now(batch):
             for job in batch:
                 self._submit(job)
             return
         _settle([job.finished for job in batch if job.finished is not None])
+
+    def _committed_now(self, batch: list[_Job]) -> bool:
+        try:
+            self._run_jobs(batch, wait=False)
+        except WriteLockBusy:
+            return False
+        except Exception as error:
+            log.warning("a batched write failed on the loop; retrying in the writer's thread", error=str(error))
+            return False
+        return True
 
     def _late(self) -> Unavailable:
         return Unavailable(

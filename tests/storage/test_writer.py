@@ -294,3 +294,27 @@ def test_on_the_loop_a_failing_write_fails_only_its_own_request(sqlite_sessions:
     assert outcomes[0] is None and outcomes[2] is None
     assert "no_such_table" in str(outcomes[1])
     assert sorted(actions(sqlite_sessions)) == ["good1", "good2"]
+
+
+def test_on_the_loop_commits_never_checkpoint_the_wal_and_the_thread_takes_a_batch_now_and_then(
+    sqlite_sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint copies and syncs megabytes (5-16 ms, every request on the loop would wait): the loop's
+    transactions run with SQLite's auto-checkpoint off, and every CHECKPOINT_EVERY-th batch is the thread's."""
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 2)
+    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    threads = committed_on(sqlite_sessions)
+    during: list[int] = []
+
+    def look(session: Session) -> None:
+        during.append(session.execute(text("PRAGMA wal_autocheckpoint")).scalar_one())
+
+    async def run() -> str:
+        await writer.written([look])  # the loop's
+        await writer.written([look])  # the thread's
+        await writer.written([look])  # the loop's
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(run())
+    assert threads == [loop_thread, "dust-batch-writer", loop_thread]
+    assert during == [0, 1000, 0], "off in the loop's transactions only (the pool has one connection here)"
