@@ -59,7 +59,7 @@ class BatchWriter:
         self._sessions = sessions
         self._wait = wait_seconds
         self._on_loop = on_loop
-        self._held: list[_Job] = []  # on_loop: the jobs the loop commits next
+        self._held: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # on_loop: what each loop commits next
         self._last_on_loop = float("-inf")  # on_loop: the loop's time of its last commit
         self._loop_batches = 0  # on_loop: batches the loop has taken
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -109,8 +109,9 @@ class BatchWriter:
         return job
 
     def _hold(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        self._held.append(job)
-        if len(self._held) == 1:
+        held = self._held.setdefault(loop, [])
+        held.append(job)
+        if len(held) == 1:
             if loop.time() - self._last_on_loop < BUSY_SECONDS:
                 loop.call_later(GATHER_SECONDS, self._commit_held, loop)
             else:
@@ -120,7 +121,7 @@ class BatchWriter:
         """On the loop: commit the held jobs if the write lock is free this moment; else (or if they fail, or it
         is the thread's turn to checkpoint) the thread takes them, and waits for the lock (or gives each job its
         own transaction)."""
-        batch, self._held = self._held, []
+        batch = self._held.pop(loop)
         self._last_on_loop = loop.time()
         self._loop_batches += 1
         if self._loop_batches % CHECKPOINT_EVERY == 0 or not self._committed_now(batch):
