@@ -15,7 +15,8 @@ requests left, with those answered meanwhile, at once if the write lock is free 
 thread if not (nothing on the loop ever waits for the lock). SQLite works in this process, so the commit is CPU
 either way; from a thread it took the GIL from the loop at every statement, and under 16 connections entity get
 and a point read answered a fifth fewer requests (bench/serve.py). Under load (a commit on the loop in the last
-``BUSY_SECONDS``) the loop lets records gather for ``GATHER_SECONDS`` first: fewer, larger transactions. The
+``BUSY_SECONDS`` that served several requests) the loop lets records gather for ``GATHER_SECONDS`` first:
+fewer, larger transactions; a lone client's reads, one after another, wait for no one. The
 loop's commits never checkpoint SQLite's WAL (5-16 ms of copying and syncing, dust.storage.db): every
 ``CHECKPOINT_EVERY``-th batch goes to the thread, whose commit does when it is due.
 """
@@ -62,6 +63,7 @@ class BatchWriter:
         self._held: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # on_loop: what each loop commits next
         self._last_on_loop = float("-inf")  # on_loop: the loop's time of its last commit
         self._loop_batches = 0  # on_loop: batches the loop has taken
+        self._last_batch = 0  # on_loop: how many jobs the last one had
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
@@ -112,7 +114,7 @@ class BatchWriter:
         held = self._held.setdefault(loop, [])
         held.append(job)
         if len(held) == 1:
-            if loop.time() - self._last_on_loop < BUSY_SECONDS:
+            if self._last_batch > 1 and loop.time() - self._last_on_loop < BUSY_SECONDS:
                 loop.call_later(GATHER_SECONDS, self._commit_held, loop)
             else:
                 loop.call_soon(self._commit_held, loop)
@@ -122,7 +124,7 @@ class BatchWriter:
         is the thread's turn to checkpoint) the thread takes them, and waits for the lock (or gives each job its
         own transaction)."""
         batch = self._held.pop(loop)
-        self._last_on_loop = loop.time()
+        self._last_on_loop, self._last_batch = loop.time(), len(batch)
         self._loop_batches += 1
         if self._loop_batches % CHECKPOINT_EVERY == 0 or not self._committed_now(batch):
             for job in batch:

@@ -318,3 +318,27 @@ def test_on_the_loop_commits_never_checkpoint_the_wal_and_the_thread_takes_a_bat
     loop_thread = asyncio.run(run())
     assert threads == [loop_thread, "dust-batch-writer", loop_thread]
     assert during == [0, 1000, 0], "off in the loop's transactions only (the pool has one connection here)"
+
+
+def test_on_the_loop_records_gather_under_load_and_a_lone_clients_wait_for_no_one(
+    sqlite_sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "GATHER_SECONDS", 0.5)  # long, to be seen
+    monkeypatch.setattr(writer_module, "BUSY_SECONDS", 5.0)
+    writer = BatchWriter(sqlite_sessions, on_loop=True)
+
+    async def timed(name: str) -> float:
+        started = time.monotonic()
+        await writer.written([record(name)])
+        return time.monotonic() - started
+
+    async def run() -> tuple[float, list[float]]:
+        await asyncio.gather(*(writer.written([record(f"burst{n}")]) for n in range(3)))  # a busy loop
+        gathered = await timed("after the burst")  # waits for others to join its commit
+        lone = [await timed(f"lone{n}") for n in range(3)]  # each its own batch: nobody to wait for
+        return gathered, lone
+
+    gathered, lone = asyncio.run(run())
+    assert gathered >= 0.4
+    assert max(lone) < 0.25, lone
+    assert len(actions(sqlite_sessions)) == 7
