@@ -106,7 +106,7 @@ def test_hot_routes_take_one_trip_to_the_thread_pool_or_none(
     would take one for each plain def dependency and handler and one for the response, and a trip costs more
     CPU than a cached sign-in's query. The small reads take none on SQLite, and one on PostgreSQL, whose
     queries wait on the network."""
-    on_loop = app.state.engine.dialect.name == "sqlite"
+    on_loop = app.state.reads_on_loop  # an SQLite file
     reader = client if role == "admin" else login_as("clinician", entity_id=world["A"])
     trips: list[str] = []
     run_sync = anyio.to_thread.run_sync

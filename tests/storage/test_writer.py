@@ -48,6 +48,15 @@ def actions(sessions: Sessions) -> list[str]:
         return list(session.scalars(select(AuditRecord.action).order_by(AuditRecord.id)))
 
 
+async def ticks_until(done: threading.Event) -> int:
+    """How often a coroutine on this loop got to run (every 10 ms) until ``done``: that the loop stayed free."""
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+        await asyncio.sleep(0.01)
+    return ticks
+
+
 def test_a_write_is_committed_when_write_returns(sessions: Sessions) -> None:
     BatchWriter(sessions).write([record("one"), record("two")])
     assert actions(sessions) == ["one", "two"]
@@ -163,22 +172,14 @@ def test_many_awaiting_writes_share_a_transaction_while_the_loop_stays_free(engi
         slow.wait(5)
 
     async def run() -> int:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not slow.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
         holding = asyncio.ensure_future(writer.written([hold]))
         await asyncio.sleep(0.05)
         waiting = [asyncio.ensure_future(writer.written([record(f"r{n}")])) for n in range(20)]
-        ticking = asyncio.ensure_future(ticker())
+        ticking = asyncio.ensure_future(ticks_until(slow))
         await asyncio.sleep(0.2)
         slow.set()
-        await asyncio.gather(holding, *waiting, ticking)
-        return ticks
+        await asyncio.gather(holding, *waiting)
+        return await ticking
 
     assert asyncio.run(run()) >= 5  # the loop went on while every write waited
     assert sorted(actions(sessions)) == sorted(f"r{n}" for n in range(20))
@@ -257,21 +258,13 @@ def test_on_the_loop_a_taken_write_lock_sends_the_records_to_the_thread_and_the_
     time.sleep(0.2)
 
     async def run() -> int:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while not release.is_set():
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        ticking = asyncio.ensure_future(ticker())
+        ticking = asyncio.ensure_future(ticks_until(release))
         waiting = asyncio.ensure_future(writer.written([record("waited")]))
         await asyncio.sleep(0.3)
         assert not waiting.done(), "answered before its record was committed"
         release.set()
-        await asyncio.gather(waiting, ticking)
-        return ticks
+        await waiting
+        return await ticking
 
     assert asyncio.run(run()) >= 10, "the loop went on while the lock was taken"
     holding.join(5)
