@@ -37,7 +37,6 @@ from dust.api import (
     webhooks,
     weights,
 )
-from dust.api.deps import reads_on_loop
 from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
@@ -47,6 +46,7 @@ from dust.engine.caches import for_settings as caches_for
 from dust.jobs import Worker, attach, queue_for
 from dust.models import cache as model_cache
 from dust.storage.db import make_engine, make_sessionmaker, upgrade
+from dust.storage.loop import loop_sessions
 from dust.storage.writer import BatchWriter
 
 API = "/api/v1"
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         if worker is not None:
             await anyio.to_thread.run_sync(worker.stop, settings.shutdown_grace_seconds)
         engine.dispose()
+        if app.state.loop is not None:
+            await app.state.loop.dispose()
         app.state.metrics.stopped()
         log.info("stopped")
 
@@ -93,15 +95,15 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
     app.state.reads = make_sessionmaker(engine, read_only=True)
-    app.state.reads_on_loop = reads_on_loop(engine)
-    app.state.writer = BatchWriter(app.state.sessions, on_loop=app.state.reads_on_loop)
     app.state.metrics = metrics.Metrics()
-    app.state.metrics.watch_pool(engine)
     app.state.caches = caches_for(settings, app.state.metrics.cache_lookup, app.state.metrics.cache_error)
     app.state.draining = threading.Event()
     app.state.jobs = queue_for(settings)
     attach(app.state.sessions, app.state.jobs)  # their deferred tasks go to this database's queue
     firing.bound(app.state.sessions, settings)
+    app.state.loop = loop_sessions(engine, app.state.reads, app.state.sessions)  # made like those, so after them
+    app.state.writer = BatchWriter(app.state.sessions, loop=app.state.loop)
+    app.state.metrics.watch_pool(engine, *(app.state.loop.engines if app.state.loop else ()))
     app.state.metrics.read_when_scraped(metrics.Jobs(app.state))
     problems.install(app)
     routers = (

@@ -17,10 +17,11 @@ generator dependency in an exit stack and a shielded cancel scope (a sixth of a 
 the trip owns the transaction instead. So every route that uses them must be a ``OneHop`` route (every API router is).
 
 A read marked ``on_the_loop`` (small and bounded: ``/auth/me``, an entity, one time step of a tensor) makes no
-trip at all when the database is an SQLite file: it runs on the event loop. SQLite works in this process, and its
-driver lets go of the GIL at every statement and every row; in a worker thread, each of those meant queueing for
-the GIL again behind the loop and the other workers, which cost more CPU than the read itself (16 connections:
-``/auth/me`` 1,350 → 2,430 req/s). PostgreSQL's reads wait on the network, which the loop must never do.
+trip at all: it runs on the event loop, with the loop's sessions (``dust.storage.loop``: on PostgreSQL, in a
+greenlet that yields to the loop while it waits for the database). The driver lets go of the GIL at every
+statement and every row; in a worker thread, each of those meant queueing for the GIL again behind the loop and
+the other workers, which cost more CPU than the read itself (16 connections, ``/auth/me``: SQLite 1,350 → 2,430
+req/s, PostgreSQL 551 → 1,230).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from fastapi.exceptions import ResponseValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.utils import is_body_allowed_for_status_code
-from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.datastructures import State
 
@@ -88,15 +88,16 @@ class Work:
     """One request's database work: its session, and what comes first in its transaction — the bearer
     credential checked and acted as, the permissions the route requires."""
 
-    def __init__(self, request: Request, token: str | None) -> None:
+    def __init__(self, request: Request, token: str | None, *, on_loop: bool = False) -> None:
         state = request.app.state
         self.request = request
         self.token = token
         self.read_only = request.method in READS
+        self.on_loop = on_loop  # runs on the event loop, with its sessions (dust.storage.loop)
         self.required: list[Permission] = []  # checked once signed in
         self.signed: users.SignedIn | None = None
         self.after: list[Write] = []
-        self.session = (state.reads if self.read_only else state.sessions)()
+        self.session = (state.loop.reads if on_loop else state.reads if self.read_only else state.sessions)()
         self.session.info[AFTER_COMMIT] = self.after
         caches.attach(self.session, state.caches)
 
@@ -195,8 +196,8 @@ class OneHop(APIRoute):
         async def one_hop(**values: Any) -> Any:
             request: Request = values[name] if own else values.pop(name)
             work: Work | None = getattr(request.state, _WORK, None)
-            if work is not None and self._stays_on_loop(request, work):
-                answer = self._run(work, endpoint, values)
+            if work is not None and work.on_loop:
+                answer = await request.app.state.loop.run(self._run, work, endpoint, values)
             else:
                 answer = await to_thread.run_sync(self._run, work, endpoint, values)
             if work is not None:
@@ -210,11 +211,12 @@ class OneHop(APIRoute):
         one_hop.dust_one_hop = True  # type: ignore[attr-defined]
         return one_hop
 
-    def _stays_on_loop(self, request: Request, work: Work) -> bool:
+    def stays_on_loop(self, request: Request) -> bool:
+        """Whether this request runs on the event loop rather than in the thread pool (``on_the_loop``)."""
         return (
             self.on_the_loop is not None
-            and work.read_only
-            and request.app.state.reads_on_loop
+            and request.method in READS
+            and request.app.state.loop is not None
             and self.on_the_loop(request)
         )
 
@@ -249,21 +251,15 @@ class OneHop(APIRoute):
 
 
 def on_the_loop(when: Callable[[Request], bool] = lambda request: True) -> Callable[[F], F]:
-    """Mark a OneHop read whose work is small and bounded (``when`` the request asks for little): on an SQLite
-    file it runs on the event loop rather than in the thread pool (see the module's docstring). Put it below
-    the route's decorators."""
+    """Mark a OneHop read whose work is small and bounded (``when`` the request asks for little): it runs on the
+    event loop rather than in the thread pool, if the database allows (see the module's docstring). Put it
+    below the route's decorators."""
 
     def mark(endpoint: F) -> F:
         setattr(endpoint, _ON_THE_LOOP, when)
         return endpoint
 
     return mark
-
-
-def reads_on_loop(engine: Engine) -> bool:
-    """Whether ``on_the_loop`` reads run on the loop with ``engine``: an SQLite file (not a database in memory,
-    whose pool gives each thread a database of its own)."""
-    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
 
 def _signs_in(dependant: Dependant) -> bool:
@@ -274,9 +270,9 @@ def _signs_in(dependant: Dependant) -> bool:
 def _start(request: Request, token: str | None) -> Session:
     """The request's Work, for its OneHop trip to open, sign in and commit."""
     route = request.scope.get("route")
-    if not getattr(getattr(route, "endpoint", None), "dust_one_hop", False):
+    if not isinstance(route, OneHop) or not getattr(route.endpoint, "dust_one_hop", False):
         raise TypeError(f"{request.url.path}: a route with a session must be a OneHop route (APIRouter(route_class=…))")
-    work = Work(request, token)
+    work = Work(request, token, on_loop=route.stays_on_loop(request))
     setattr(request.state, _WORK, work)
     return work.session
 

@@ -36,6 +36,7 @@ from prometheus_client import multiprocess as shared
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -83,12 +84,17 @@ class Metrics:
     def cache_error(self, kind: str) -> None:
         self.cache_errors.labels(kind).inc()
 
-    def watch_pool(self, engine: Engine) -> None:
-        """Count the connections ``engine`` lends out, as they are lent and returned."""
-        size = getattr(engine.pool, "size", 0)  # QueuePool: a method; SingletonThreadPool (SQLite in memory): a number
-        self.pool_size.set(size() if callable(size) else size)
-        event.listen(engine, "checkout", lambda *_: self.pool_checked_out.inc())
-        event.listen(engine, "checkin", lambda *_: self.pool_checked_out.dec())
+    def watch_pool(self, *engines: Engine | AsyncEngine) -> None:
+        """Count the connections ``engines`` (the app's, and the event loop's) lend out, as they are lent and
+        returned."""
+        total = 0
+        for engine in engines:
+            sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+            size = getattr(sync.pool, "size", 0)  # QueuePool: a method; SingletonThreadPool (SQLite, memory): a number
+            total += size() if callable(size) else size
+            event.listen(sync, "checkout", lambda *_: self.pool_checked_out.inc())
+            event.listen(sync, "checkin", lambda *_: self.pool_checked_out.dec())
+        self.pool_size.set(total)
 
     def read_when_scraped(self, collector: Collector) -> None:
         """Add figures that are read at each scrape (they are the same whichever process reads them)."""

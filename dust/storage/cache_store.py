@@ -13,10 +13,14 @@ never pickle, which would let whoever can write to Redis run code in every repli
 (``DUST_CACHE_TTL_SECONDS``) and a largest entry (``DUST_CACHE_ENTRY_MB``); docs/deploy.md says how to cap Redis
 itself. A Redis that fails or does not answer within a second turns the store into a local one for a few seconds:
 the caller computes what it wanted, an error is counted, and no request fails for it.
+
+A thread running an event loop never calls Redis: a small read on the loop (dust.api.deps.on_the_loop) finds
+entries only here, and what it makes stays here. A round trip there would stall every request the loop serves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import threading
@@ -98,8 +102,9 @@ class Store:
             self._local[key] = (value, size)
 
     def _redis(self, kind: str, call: Callable[[Any], Any]) -> Any:
-        """``call(client)``, or None without Redis, while it rests after an error, or if it fails now."""
-        if self.redis_url is None or time.monotonic() < self._resting_until:
+        """``call(client)``, or None without Redis, on an event loop, while it rests after an error, or if it fails
+        now."""
+        if self.redis_url is None or _on_event_loop() or time.monotonic() < self._resting_until:
             return None
         try:
             return call(self._connected())
@@ -121,6 +126,14 @@ class Store:
         log.warning("shared cache unavailable", cache=kind, error=type(problem).__name__)
         if self._errors is not None:
             self._errors(kind)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def pack(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:

@@ -10,15 +10,18 @@ real writers) ever waits for SQLite's write lock. The audit rows of a whole batc
 A request on the event loop awaits ``written(writes)``: the wait holds neither a worker thread nor the loop (a
 blocking wait on the loop stalled every other request for the length of a commit).
 
-Who commits: a thread of its own, except on an SQLite file (``on_loop``), where the event loop commits what its
-requests left, with those answered meanwhile, at once if the write lock is free that moment, and hands them to the
-thread if not (nothing on the loop ever waits for the lock). SQLite works in this process, so the commit is CPU
-either way; from a thread it took the GIL from the loop at every statement, and under 16 connections entity get
-and a point read answered a fifth fewer requests (bench/serve.py). Under load (a commit on the loop in the last
-``BUSY_SECONDS`` that served several requests) the loop lets records gather for ``GATHER_SECONDS`` first:
-fewer, larger transactions; a lone client's reads, one after another, wait for no one. The
-loop's commits never checkpoint SQLite's WAL (5-16 ms of copying and syncing, dust.storage.db): every
-``CHECKPOINT_EVERY``-th batch goes to the thread, whose commit does when it is due.
+Who commits: the event loop, with the loop's sessions (``dust.storage.loop``), if the database has them; else a
+thread of its own. Handing a batch to the thread and back cost the loop more CPU than the commit (bench/serve.py:
+entity get answered a fifth fewer requests on SQLite, and on PostgreSQL 639 against 798 a second).
+- **PostgreSQL**: one commit at a time per loop, awaited in a greenlet (dust.storage.loop): the records of the
+  requests answered while it waits on the network go into the next.
+- **SQLite file**: the loop commits what its requests left, with those answered meanwhile, at once if the write
+  lock is free that moment, and hands them to the thread if not (nothing on the loop ever waits for the lock).
+  Under load (a commit on the loop in the last ``BUSY_SECONDS`` that served several requests) the loop lets
+  records gather for ``GATHER_SECONDS`` first: fewer, larger transactions; a lone client's reads, one after
+  another, wait for no one. The loop's commits never checkpoint SQLite's WAL (5-16 ms of copying and syncing,
+  dust.storage.db): every ``CHECKPOINT_EVERY``-th batch goes to the thread, whose commit does when it is due.
+A batch that fails on the loop goes to the thread, which gives each request its own transaction and outcome.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dust.core.errors import Unavailable
 from dust.core.logging import get_logger
 from dust.storage.db import Append, Write, WriteLockBusy, unit_of_work
+from dust.storage.loop import LoopSessions
 
 log = get_logger(__name__)
 MAX_BATCH = 1000  # requests per transaction: bounds one transaction's size when a backlog builds up
@@ -56,14 +60,17 @@ class _Job:
 class BatchWriter:
     """``write(writes)`` commits ``writes`` (callables given a session) and returns; raises if they failed."""
 
-    def __init__(self, sessions: sessionmaker[Session], wait_seconds: float = 60.0, *, on_loop: bool = False) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], wait_seconds: float = 60.0, *, loop: LoopSessions | None = None
+    ) -> None:
         self._sessions = sessions
         self._wait = wait_seconds
-        self._on_loop = on_loop
-        self._held: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # on_loop: what each loop commits next
-        self._last_on_loop = float("-inf")  # on_loop: the loop's time of its last commit
-        self._loop_batches = 0  # on_loop: batches the loop has taken
-        self._last_batch = 0  # on_loop: how many jobs the last one had
+        self._loop = loop
+        self._held: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # on the loop: what each loop commits next
+        self._committing: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}  # PostgreSQL: each loop's
+        self._last_on_loop = float("-inf")  # SQLite, on the loop: the loop's time of its last commit
+        self._loop_batches = 0  # SQLite, on the loop: batches the loop has taken
+        self._last_batch = 0  # SQLite, on the loop: how many jobs the last one had
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
@@ -90,10 +97,12 @@ class BatchWriter:
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
         job = _Job(writes, finished=finished)
-        if self._on_loop:
-            self._hold(job, loop)
-        else:
+        if self._loop is None:
             self._submit(job)
+        elif self._loop.engines:
+            self._queue(job, loop)
+        else:
+            self._hold(job, loop)
         try:
             async with asyncio.timeout(self._wait):
                 await finished
@@ -109,6 +118,26 @@ class BatchWriter:
                 self._running = True
                 threading.Thread(target=self._run, name="dust-batch-writer", daemon=True).start()
         return job
+
+    def _queue(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        """PostgreSQL: the job goes into the loop's next commit, which starts now unless one is under way."""
+        self._held.setdefault(loop, []).append(job)
+        if loop not in self._committing:
+            self._committing[loop] = loop.create_task(self._commit_queued(loop))
+
+    async def _commit_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the loop's queued jobs, batch after batch, until none are left."""
+        assert self._loop is not None
+        try:
+            while batch := self._held.pop(loop, None):
+                try:
+                    await self._loop.run(self._run_jobs, batch, True, self._loop.writes)
+                except Exception as error:
+                    self._to_thread(batch, error)
+                else:
+                    _settle([job.finished for job in batch if job.finished is not None])
+        finally:
+            del self._committing[loop]
 
     def _hold(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         held = self._held.setdefault(loop, [])
@@ -126,21 +155,23 @@ class BatchWriter:
         batch = self._held.pop(loop)
         self._last_on_loop, self._last_batch = loop.time(), len(batch)
         self._loop_batches += 1
-        if self._loop_batches % CHECKPOINT_EVERY == 0 or not self._committed_now(batch):
-            for job in batch:
-                self._submit(job)
+        if self._loop_batches % CHECKPOINT_EVERY == 0:
+            self._to_thread(batch)
             return
-        _settle([job.finished for job in batch if job.finished is not None])
-
-    def _committed_now(self, batch: list[_Job]) -> bool:
         try:
             self._run_jobs(batch, wait=False)
         except WriteLockBusy:
-            return False
+            self._to_thread(batch)
         except Exception as error:
+            self._to_thread(batch, error)
+        else:
+            _settle([job.finished for job in batch if job.finished is not None])
+
+    def _to_thread(self, batch: list[_Job], error: Exception | None = None) -> None:
+        if error is not None:
             log.warning("a batched write failed on the loop; retrying in the writer's thread", error=str(error))
-            return False
-        return True
+        for job in batch:
+            self._submit(job)
 
     def _late(self) -> Unavailable:
         return Unavailable(
@@ -190,10 +221,11 @@ class BatchWriter:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, futures)
 
-    def _run_jobs(self, batch: list[_Job], *, wait: bool = True) -> None:
-        """In one transaction; ``wait=False``: only if the write lock is free this moment (else WriteLockBusy)."""
+    def _run_jobs(self, batch: list[_Job], wait: bool = True, sessions: sessionmaker[Session] | None = None) -> None:
+        """In one transaction (of ``sessions``, by default the thread's); ``wait=False``: only if the write lock is
+        free this moment (else WriteLockBusy)."""
         appends: dict[Insert, list[dict[str, Any]]] = {}
-        with unit_of_work(self._sessions, wait=wait) as session:
+        with unit_of_work(sessions or self._sessions, wait=wait) as session:
             for job in batch:
                 for write in job.writes:
                     if isinstance(write, Append):

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
 API = "/api/v1"
 # For cases refused before any database work (request validation): one backend shows the mapping, and a case per
@@ -25,6 +27,12 @@ class World:
 
     def __getitem__(self, key: str) -> str:
         return self.ids[key]
+
+
+def engines(app: FastAPI) -> list[Engine]:
+    """The app's engines, whose statements a test may count: its own and (PostgreSQL) the event loop's."""
+    loop = app.state.loop
+    return [app.state.engine, *(engine.sync_engine for engine in (loop.engines if loop else ()))]
 
 
 def make(client: TestClient, path: str, body: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy import event, update
 from dust.core.config import Settings
 from dust.core.security import issue_access_token
 from dust.storage.models import ApiKey, LoginFailure
+from tests.api.conftest import engines
 from tests.conftest import PASSWORD
 
 API = "/api/v1"
@@ -319,9 +320,11 @@ def test_token_and_sign_in_revocation_cost_one_query(anon_client: TestClient, al
     def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
-    event.listen(app.state.engine, "before_cursor_execute", seen)
+    for engine in engines(app):
+        event.listen(engine, "before_cursor_execute", seen)
     try:
         assert me(anon_client, token).status_code == 200
     finally:
-        event.remove(app.state.engine, "before_cursor_execute", seen)
+        for engine in engines(app):
+            event.remove(engine, "before_cursor_execute", seen)
     assert len([s for s in statements if "revoked_tokens" in s]) == 1

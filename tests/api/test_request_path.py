@@ -20,7 +20,7 @@ from dust.api.app import create_app
 from dust.api.deps import SessionDep
 from dust.core.config import Settings
 from dust.storage.db import READ_ONLY
-from tests.api.conftest import API, VITALS, World, make
+from tests.api.conftest import API, VITALS, World, engines, make
 from tests.api.test_middleware import logged
 from tests.conftest import PASSWORD
 
@@ -29,7 +29,7 @@ WRITER = "dust-batch-writer"
 
 class Statements:
     """The statements an engine ran, split into the request's own and the batch writer's: a read's are in its
-    read-only transaction; the writer's are in a thread of its own, or (on SQLite) on the loop, in a write."""
+    read-only transaction; the writer's are in a thread of its own, or on the loop, in a write."""
 
     def __init__(self, read: bool) -> None:
         self.read = read
@@ -51,12 +51,15 @@ class Statements:
 
 @contextmanager
 def counted(app: FastAPI, *, read: bool = True) -> Iterator[Statements]:
+    """The statements of the app's engines: its own and (PostgreSQL) the event loop's."""
     statements = Statements(read)
-    event.listen(app.state.engine, "before_cursor_execute", statements.seen)
+    for engine in engines(app):
+        event.listen(engine, "before_cursor_execute", statements.seen)
     try:
         yield statements
     finally:
-        event.remove(app.state.engine, "before_cursor_execute", statements.seen)
+        for engine in engines(app):
+            event.remove(engine, "before_cursor_execute", statements.seen)
 
 
 def hot_routes(world: World) -> dict[str, str]:
@@ -104,9 +107,8 @@ def test_hot_routes_take_one_trip_to_the_thread_pool_or_none(
 ) -> None:
     """Sign-in, permission check, handler, response check and commit in one trip (dust.api.deps.OneHop): FastAPI
     would take one for each plain def dependency and handler and one for the response, and a trip costs more
-    CPU than a cached sign-in's query. The small reads take none on SQLite, and one on PostgreSQL, whose
-    queries wait on the network."""
-    on_loop = app.state.reads_on_loop  # an SQLite file
+    CPU than a cached sign-in's query. The small reads take none: they run on the event loop."""
+    on_loop = app.state.loop is not None  # an SQLite file or PostgreSQL
     reader = client if role == "admin" else login_as("clinician", entity_id=world["A"])
     trips: list[str] = []
     run_sync = anyio.to_thread.run_sync

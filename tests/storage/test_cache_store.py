@@ -3,6 +3,7 @@ stores that stand for replicas; a Redis that fails is done without. Keys here ca
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -53,6 +54,21 @@ def test_replicas_share_entries_through_redis_each_with_a_ttl(prefix: str) -> No
     client = redis.Redis.from_url(REDIS_URL)
     assert 0 < client.ttl(prefix + "x") <= 120  # Redis forgets it by itself
     client.close()
+
+
+def test_on_an_event_loop_the_store_never_calls_redis_and_keeps_what_it_makes_here(prefix: str) -> None:
+    """A round trip to Redis on the loop would stall every request it serves (a small read runs there)."""
+    a, b = Store(redis_url=REDIS_URL), Store(redis_url=REDIS_URL)
+    a.put("k", prefix + "shared", "made off the loop", encode, size=100)
+
+    async def on_the_loop() -> str | None:
+        b.put("k", prefix + "local", "made on the loop", encode, size=100)
+        return b.get("k", prefix + "shared", text)
+
+    assert asyncio.run(on_the_loop()) is None, "not looked up in Redis"
+    assert b.get("k", prefix + "shared", text) == "made off the loop"  # off the loop, it is
+    assert b.get("k", prefix + "local", text) == "made on the loop"  # kept here
+    assert Store(redis_url=REDIS_URL).get("k", prefix + "local", text) is None, "not sent to Redis"
 
 
 def test_an_entry_over_the_largest_size_is_neither_kept_nor_sent(prefix: str) -> None:

@@ -17,8 +17,10 @@ from dust.core.errors import Unavailable
 from dust.core.logging import configure_logging
 from dust.storage import writer as writer_module
 from dust.storage.db import Write, make_engine, make_sessionmaker, unit_of_work
+from dust.storage.loop import LoopSessions, loop_sessions
 from dust.storage.models import AuditRecord
 from dust.storage.writer import BatchWriter
+from tests.storage.conftest import ticks_until
 
 Sessions = sessionmaker[Session]
 
@@ -46,15 +48,6 @@ def record(action: str) -> Write:
 def actions(sessions: Sessions) -> list[str]:
     with sessions() as session:
         return list(session.scalars(select(AuditRecord.action).order_by(AuditRecord.id)))
-
-
-async def ticks_until(done: threading.Event) -> int:
-    """How often a coroutine on this loop got to run (every 10 ms) until ``done``: that the loop stayed free."""
-    ticks = 0
-    while not done.is_set():
-        ticks += 1
-        await asyncio.sleep(0.01)
-    return ticks
 
 
 def test_a_write_is_committed_when_write_returns(sessions: Sessions) -> None:
@@ -212,6 +205,18 @@ def sqlite_sessions(sqlite_database: str, empty_database: Callable[[str], None])
     engine.dispose()
 
 
+def loop_of(sessions: Sessions) -> LoopSessions:
+    """The loop's sessions beside ``sessions``, as an app on their database has them."""
+    loop = loop_sessions(sessions.kw["bind"], sessions, sessions)
+    assert loop is not None
+    return loop
+
+
+def loop_writer(sessions: Sessions) -> BatchWriter:
+    """A batch writer that commits on the loop, as an app's does."""
+    return BatchWriter(sessions, loop=loop_of(sessions))
+
+
 def committed_on(sessions: Sessions) -> list[str]:
     """The names of the threads that commit on these sessions' engine, from now on."""
     threads: list[str] = []
@@ -220,7 +225,7 @@ def committed_on(sessions: Sessions) -> list[str]:
 
 
 def test_on_the_loop_the_loop_commits_the_records_itself(sqlite_sessions: Sessions) -> None:
-    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    writer = loop_writer(sqlite_sessions)
     threads = committed_on(sqlite_sessions)
 
     async def run() -> str:
@@ -237,7 +242,7 @@ def test_on_the_loop_the_loop_commits_the_records_itself(sqlite_sessions: Sessio
 def test_on_the_loop_a_taken_write_lock_sends_the_records_to_the_thread_and_the_loop_never_waits(
     sqlite_sessions: Sessions, sqlite_database: str, holder: str
 ) -> None:
-    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    writer = loop_writer(sqlite_sessions)
     release = threading.Event()
 
     def hold_the_lock() -> None:
@@ -274,7 +279,7 @@ def test_on_the_loop_a_taken_write_lock_sends_the_records_to_the_thread_and_the_
 
 def test_on_the_loop_a_failing_write_fails_only_its_own_request(sqlite_sessions: Sessions) -> None:
     """A batch that fails on the loop goes to the thread, which gives each write its own transaction."""
-    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    writer = loop_writer(sqlite_sessions)
 
     def bad(session: Session) -> None:
         session.execute(text("INSERT INTO no_such_table VALUES (1)"))
@@ -295,7 +300,7 @@ def test_on_the_loop_commits_never_checkpoint_the_wal_and_the_thread_takes_a_bat
     """A checkpoint copies and syncs megabytes (5-16 ms, every request on the loop would wait): the loop's
     transactions run with SQLite's auto-checkpoint off, and every CHECKPOINT_EVERY-th batch is the thread's."""
     monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 2)
-    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    writer = loop_writer(sqlite_sessions)
     threads = committed_on(sqlite_sessions)
     during: list[int] = []
 
@@ -318,7 +323,7 @@ def test_on_the_loop_records_gather_under_load_and_a_lone_clients_wait_for_no_on
 ) -> None:
     monkeypatch.setattr(writer_module, "GATHER_SECONDS", 0.5)  # long, to be seen
     monkeypatch.setattr(writer_module, "BUSY_SECONDS", 5.0)
-    writer = BatchWriter(sqlite_sessions, on_loop=True)
+    writer = loop_writer(sqlite_sessions)
 
     async def timed(name: str) -> float:
         started = time.monotonic()
@@ -335,3 +340,66 @@ def test_on_the_loop_records_gather_under_load_and_a_lone_clients_wait_for_no_on
     assert gathered >= 0.4
     assert max(lone) < 0.25, lone
     assert len(actions(sqlite_sessions)) == 7
+
+
+# --- on the loop (PostgreSQL): one commit at a time per loop, awaited without blocking it ---------------------
+
+
+@pytest.fixture
+def postgres_sessions(postgres_database: str, empty_database: Callable[[str], None]) -> Iterator[Sessions]:
+    configure_logging("CRITICAL", "console")  # the failure test logs a traceback
+    empty_database(postgres_database)
+    engine = make_engine(postgres_database)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def test_on_postgres_the_loop_commits_and_records_arriving_meanwhile_go_into_its_next_commit(
+    postgres_sessions: Sessions,
+) -> None:
+    loop = loop_of(postgres_sessions)
+    assert loop.engines, "PostgreSQL has engines of its own for the loop"
+    writer = BatchWriter(postgres_sessions, loop=loop)
+    threads = committed_on(loop.writes)
+    done = threading.Event()
+
+    def slow(session: Session) -> None:  # a commit that waits on the server a while
+        session.execute(text("SELECT pg_sleep(0.3)"))
+        record("slow")(session)
+
+    async def run() -> tuple[int, str]:
+        ticking = asyncio.ensure_future(ticks_until(done))
+        first = asyncio.ensure_future(writer.written([slow]))
+        await asyncio.sleep(0.1)  # the first commit is waiting on PostgreSQL: these three go into the next
+        await asyncio.gather(first, *(writer.written([record(f"r{n}")]) for n in range(3)))
+        done.set()
+        return await ticking, threading.current_thread().name
+
+    try:
+        ticks, loop_thread = asyncio.run(run())
+    finally:
+        asyncio.run(loop.dispose())
+    assert sorted(actions(postgres_sessions)) == ["r0", "r1", "r2", "slow"]
+    assert threads == [loop_thread, loop_thread], "two commits, both the loop's"
+    assert ticks >= 15, "the loop went on while PostgreSQL slept"
+    assert not writer.running, "no thread was needed"
+
+
+def test_on_postgres_a_failing_write_on_the_loop_fails_only_its_own_request(postgres_sessions: Sessions) -> None:
+    loop = loop_of(postgres_sessions)
+    writer = BatchWriter(postgres_sessions, loop=loop)
+
+    def bad(session: Session) -> None:
+        session.execute(text("INSERT INTO no_such_table VALUES (1)"))
+
+    async def run() -> list[BaseException | None]:
+        jobs = [writer.written([record("good1")]), writer.written([bad]), writer.written([record("good2")])]
+        return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+    try:
+        outcomes = asyncio.run(run())
+    finally:
+        asyncio.run(loop.dispose())
+    assert outcomes[0] is None and outcomes[2] is None
+    assert "no_such_table" in str(outcomes[1])
+    assert sorted(actions(postgres_sessions)) == ["good1", "good2"]

@@ -1,0 +1,89 @@
+"""Sessions for the event loop: database work a request does on the loop itself, with no trip to a thread.
+
+A trip to the thread pool costs more CPU than a small read: the database driver lets go of the GIL at every
+statement, and a worker thread then queues for it again behind the loop and the other workers (bench/serve.py:
+on PostgreSQL, ``/auth/me`` answered 551 requests a second through the pool and 1,230 on the loop). Yet the loop
+serves every connection, so nothing on it may wait:
+
+- **SQLite file**: the database works in this process, so a read is CPU and never waits; the loop uses the app's
+  own sessions. A write on the loop begins only if the write lock is free that moment (``NO_WAIT``,
+  dust.storage.db), and is otherwise handed to a thread.
+- **PostgreSQL**: a statement waits on the network. The loop's sessions are on SQLAlchemy's asyncio engine (the
+  psycopg driver in its async mode), and ``run`` runs the same plain functions the threads run in a greenlet:
+  at each statement the greenlet yields to the loop until PostgreSQL answers, and the loop serves the others
+  meanwhile. The reads are in autocommit, which saves the BEGIN and COMMIT round trips and sees what a READ
+  COMMITTED transaction sees (each statement its own snapshot); the server refuses any write in them
+  (``default_transaction_read_only``), as it does in the threads' read-only transactions.
+- **SQLite in memory**: none (its pool gives each thread a database of its own).
+
+Only a small, bounded read belongs on the loop (dust.api.deps.on_the_loop): its CPU delays every other request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
+
+from dust.storage.db import POOL_SIZE, READ_ONLY
+
+T = TypeVar("T")
+WRITER_POOL = 2  # connections the loop's batch writer keeps: one commit at a time per loop (dust.storage.writer)
+
+
+@dataclass(frozen=True)
+class LoopSessions:
+    """``reads`` and ``writes`` (the batch writer's), to be used only inside ``run``."""
+
+    reads: sessionmaker[Session]
+    writes: sessionmaker[Session]
+    engines: tuple[AsyncEngine, ...] = ()  # engines of its own (PostgreSQL), to watch and to dispose
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(*args)`` on the loop: at once on SQLite; on PostgreSQL, in a greenlet that yields to the loop
+        whenever it waits for the database."""
+        if not self.engines:
+            return work(*args)
+        return await greenlet_spawn(work, *args)
+
+    async def dispose(self) -> None:
+        for engine in self.engines:
+            await engine.dispose()
+
+
+def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionmaker[Session]) -> LoopSessions | None:
+    """The loop's sessions for the app on ``engine`` (whose thread sessions are ``reads`` and ``writes``, fully
+    configured: the loop's are made like them), or None if nothing may run on the loop with that database."""
+    url = engine.url
+    if engine.dialect.name == "sqlite":
+        return LoopSessions(reads, writes) if url.database not in (None, "", ":memory:") else None
+    if engine.dialect.name != "postgresql":
+        return None
+    url = make_url(url).set(drivername="postgresql+psycopg_async")
+    given = url.query.get("options") or ()  # the URL's own ?options=…, kept
+    options = " ".join([*([given] if isinstance(given, str) else given), "-c default_transaction_read_only=on"])
+    reading = create_async_engine(
+        url.difference_update_query(["options"]),
+        pool_pre_ping=True,
+        pool_size=POOL_SIZE // 2,
+        max_overflow=POOL_SIZE // 2,
+        isolation_level="AUTOCOMMIT",
+        connect_args={"options": options},
+    )
+    writing = create_async_engine(url, pool_pre_ping=True, pool_size=WRITER_POOL, max_overflow=WRITER_POOL)
+    return LoopSessions(
+        reads=_like(reads, reading.sync_engine.execution_options(**{READ_ONLY: True})),
+        writes=_like(writes, writing.sync_engine),
+        engines=(reading, writing),
+    )
+
+
+def _like(sessions: sessionmaker[Session], bind: Engine) -> sessionmaker[Session]:
+    """Sessions as ``sessions`` makes them (their info: read-only or not, the job queue, …), on ``bind``."""
+    return sessionmaker(**{**sessions.kw, "bind": bind})

@@ -1,0 +1,105 @@
+"""The event loop's sessions: on PostgreSQL a read waits for the database without holding up the loop, and is as
+read-only as a thread's; on an SQLite file they are the app's own; in memory there are none."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import InternalError
+from sqlalchemy.orm import Session
+
+from dust.storage.db import is_read_only, make_engine, make_sessionmaker
+from dust.storage.loop import LoopSessions, loop_sessions
+from tests.storage.conftest import ticks_until
+
+
+def for_engine(engine: Engine) -> LoopSessions | None:
+    return loop_sessions(engine, make_sessionmaker(engine, read_only=True), make_sessionmaker(engine))
+
+
+@pytest.fixture
+def postgres(postgres_database: str, empty_database: Callable[[str], None]) -> Iterator[Engine]:
+    empty_database(postgres_database)
+    engine = make_engine(postgres_database)
+    yield engine
+    engine.dispose()
+
+
+def on_the_loop(loop: LoopSessions, work: Callable[[Session], object]) -> object:
+    """``work`` in a read session of ``loop``, run as a request on the event loop runs it; then the engines go."""
+
+    def read() -> object:
+        with loop.reads() as session, session.begin():
+            return work(session)
+
+    async def run() -> object:
+        try:
+            return await loop.run(read)
+        finally:
+            await loop.dispose()
+
+    return asyncio.run(run())
+
+
+def test_on_postgres_a_read_waits_for_the_database_while_the_loop_goes_on(postgres: Engine) -> None:
+    loop = for_engine(postgres)
+    assert loop is not None and loop.engines
+    done = threading.Event()
+
+    def read() -> object:
+        with loop.reads() as session, session.begin():
+            return session.execute(text("SELECT pg_sleep(0.3), 42")).one()[1]
+
+    async def run() -> tuple[object, int, str]:
+        ticking = asyncio.ensure_future(ticks_until(done))
+        answer = await loop.run(read)
+        done.set()
+        ticks = await ticking
+        await loop.dispose()
+        return answer, ticks, threading.current_thread().name
+
+    answer, ticks, thread = asyncio.run(run())
+    assert answer == 42
+    assert ticks >= 15, "the loop was held up while PostgreSQL slept"
+    assert thread == threading.main_thread().name
+
+
+def test_on_postgres_the_loops_reads_are_read_only_and_refuse_any_write(postgres: Engine) -> None:
+    loop = for_engine(postgres)
+    assert loop is not None
+    with pytest.raises(InternalError, match="read-only transaction"):
+        on_the_loop(loop, lambda session: session.execute(text("CREATE TABLE written_by_a_read (n int)")))
+    assert is_read_only(loop.reads())
+    assert not is_read_only(loop.writes())
+
+
+def test_on_postgres_the_urls_own_options_are_kept(
+    postgres_database: str, empty_database: Callable[[str], None]
+) -> None:
+    empty_database(postgres_database)
+    engine = make_engine(postgres_database + "?options=-c%20statement_timeout%3D12345")
+    loop = for_engine(engine)
+    assert loop is not None
+
+    def settings(session: Session) -> object:
+        return [
+            session.execute(text(f"SHOW {name}")).scalar_one()
+            for name in ("statement_timeout", "transaction_read_only")
+        ]
+
+    assert on_the_loop(loop, settings) == ["12345ms", "on"]
+    engine.dispose()
+
+
+def test_on_an_sqlite_file_the_loop_uses_the_apps_own_sessions_and_in_memory_none(sqlite_database: str) -> None:
+    engine = make_engine(sqlite_database)
+    reads, writes = make_sessionmaker(engine, read_only=True), make_sessionmaker(engine)
+    loop = loop_sessions(engine, reads, writes)
+    assert loop is not None and (loop.reads, loop.writes, loop.engines) == (reads, writes, ())
+    assert asyncio.run(loop.run(threading.current_thread)) is threading.current_thread()
+    engine.dispose()
+    assert for_engine(make_engine("sqlite://")) is None
