@@ -31,10 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
-from dust.storage.db import POOL_SIZE, READ_ONLY
+from dust.storage.db import POOL_SIZE, READ_ONLY, replace_closed_connections
 
 T = TypeVar("T")
-WRITER_POOL = 2  # connections the loop's batch writer keeps: one commit at a time per loop (dust.storage.writer)
+# PostgreSQL connections of the loop's pools, beside the app's (dust.storage.db.POOL_SIZE, for the thread pool):
+# its small reads may hold this many at once, and more wait for one rather than open another; its batch writer
+# commits one batch at a time (dust.storage.writer), so one and a spare.
+READ_POOL = POOL_SIZE // 2
+WRITE_POOL = 1
 
 
 @dataclass(frozen=True)
@@ -70,13 +74,14 @@ def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionm
     options = " ".join([*([given] if isinstance(given, str) else given), "-c default_transaction_read_only=on"])
     reading = create_async_engine(
         url.difference_update_query(["options"]),
-        pool_pre_ping=True,
-        pool_size=POOL_SIZE // 2,
-        max_overflow=POOL_SIZE // 2,
+        pool_size=READ_POOL,
+        max_overflow=0,
         isolation_level="AUTOCOMMIT",
         connect_args={"options": options},
     )
-    writing = create_async_engine(url, pool_pre_ping=True, pool_size=WRITER_POOL, max_overflow=WRITER_POOL)
+    writing = create_async_engine(url, pool_size=WRITE_POOL, max_overflow=WRITE_POOL)
+    for made in (reading, writing):
+        replace_closed_connections(made)
     return LoopSessions(
         reads=_like(reads, reading.sync_engine.execution_options(**{READ_ONLY: True})),
         writes=_like(writes, writing.sync_engine),
