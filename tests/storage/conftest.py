@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from dust.storage.db import make_engine
 
 
 async def ticks_until(done: threading.Event) -> int:
@@ -13,3 +19,12 @@ async def ticks_until(done: threading.Event) -> int:
         ticks += 1
         await asyncio.sleep(0.01)
     return ticks
+
+
+@pytest.fixture
+def postgres(postgres_database: str, empty_database: Callable[[str], None]) -> Iterator[Engine]:
+    """An engine on this worker's PostgreSQL database, emptied."""
+    empty_database(postgres_database)
+    engine = make_engine(postgres_database)
+    yield engine
+    engine.dispose()

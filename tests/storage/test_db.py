@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
 
-import pytest
 from sqlalchemy import Engine, text
 
 from dust.storage.db import make_engine, make_sessionmaker
 from dust.storage.loop import loop_sessions
 
 BACKEND_PID = text("SELECT pg_backend_pid()")
-
-
-@pytest.fixture
-def postgres(postgres_database: str, empty_database: Callable[[str], None]) -> Iterator[Engine]:
-    empty_database(postgres_database)
-    engine = make_engine(postgres_database)
-    yield engine
-    engine.dispose()
 
 
 def terminate(engine: Engine, pid: int) -> None:

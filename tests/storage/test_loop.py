@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, text
@@ -19,14 +19,6 @@ from tests.storage.conftest import ticks_until
 
 def for_engine(engine: Engine) -> LoopSessions | None:
     return loop_sessions(engine, make_sessionmaker(engine, read_only=True), make_sessionmaker(engine))
-
-
-@pytest.fixture
-def postgres(postgres_database: str, empty_database: Callable[[str], None]) -> Iterator[Engine]:
-    empty_database(postgres_database)
-    engine = make_engine(postgres_database)
-    yield engine
-    engine.dispose()
 
 
 def on_the_loop(loop: LoopSessions, work: Callable[[Session], object]) -> object:
