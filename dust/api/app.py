@@ -106,15 +106,17 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     app.state.metrics.watch_pool(engine, *(app.state.loop.engines if app.state.loop else ()))
     app.state.metrics.read_when_scraped(metrics.Jobs(app.state))
     problems.install(app)
+    # The most requested first: a request is matched against the routes in this order, twice (FastAPI's router,
+    # then the included router's own), about 1 µs a route: a point read paid 2 × 59 µs when tensors came eighth.
     routers = (
         auth.router,
+        tensors.router,
+        entities.router,
+        entities.patients_router,
         users.router,
         audit.router,
         kinds.router,
-        entities.router,
-        entities.patients_router,
         schemas.router,
-        tensors.router,
         relations.router,
         weights.router,
         insights.router,
