@@ -11,12 +11,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from dust.core.errors import DustError, ProblemType, invalid_input
+from dust.core.logging import get_logger
 from dust.engine.fields import MAX_ATTRIBUTE_DEPTH
 from dust.engine.timegrid import MAX_TIME_INDEX, MIN_TIME_INDEX
 
+log = get_logger(__name__)
 MEDIA_TYPE = "application/problem+json"
 
 _TITLES = {
@@ -86,6 +89,15 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DustError, _dust_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_unavailable)  # type: ignore[arg-type]
+
+
+async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+    """The database could not be reached, lost the connection, or was too busy (locked, a statement timeout, a
+    deadlock): nothing wrong with the request, and nothing was changed (its transaction rolled back)."""
+    log.warning("database unavailable", path=request.url.path, error=str(exc.orig).splitlines()[0][:300])
+    detail = "the database is unavailable or too busy right now; nothing was changed: retry shortly"
+    return problem(503, detail, type_=ProblemType.unavailable, headers={"Retry-After": "5"})
 
 
 async def _dust_error(request: Request, exc: DustError) -> JSONResponse:

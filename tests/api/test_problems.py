@@ -254,3 +254,15 @@ def _entity(client: TestClient) -> str:
     response = client.post(f"{API}/entities", json={"kind": "patient", "name": "Jane"})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+def test_a_database_out_of_reach_is_503_with_retry_after_on_every_path(settings: Settings) -> None:
+    """On the event loop (/auth/me) and in the thread pool (a list) alike: the request was fine, nothing changed."""
+    nowhere = settings.model_copy(update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:9/none"})
+    with TestClient(create_app(nowhere, migrate=False), raise_server_exceptions=False) as offline:
+        for path in ("/api/v1/auth/me", "/api/v1/entities"):
+            response = offline.get(path, headers={"Authorization": "Bearer some.access.token"})
+            assert response.status_code == 503, (path, response.text)
+            assert response.headers["Retry-After"] == "5"
+            assert response.json()["type"].endswith("/unavailable")
+            assert "retry shortly" in response.json()["detail"]
