@@ -49,12 +49,18 @@ class LoopSessions:
     writes: sessionmaker[Session]
     engines: tuple[AsyncEngine, ...] = ()  # engines of its own (PostgreSQL), to watch and to dispose
 
-    async def run(self, work: Callable[..., T], *args: Any) -> T:
-        """``work(*args)`` on the loop: at once on SQLite; on PostgreSQL, in a greenlet that yields to the loop
-        whenever it waits for the database."""
-        if not self.engines:
-            return work(*args)
-        return await greenlet_spawn(work, *args)
+    @property
+    def over_network(self) -> bool:
+        """Whether its statements wait on the network (PostgreSQL), so that ``run`` awaits them; on SQLite they
+        are CPU in this process, and nothing ``run`` runs may wait (for the write lock, say)."""
+        return bool(self.engines)
+
+    async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``work(*args, **kwargs)`` on the loop: at once on SQLite; on PostgreSQL, in a greenlet that yields to
+        the loop whenever it waits for the database."""
+        if not self.over_network:
+            return work(*args, **kwargs)
+        return await greenlet_spawn(work, *args, **kwargs)
 
     async def dispose(self) -> None:
         for engine in self.engines:

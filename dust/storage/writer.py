@@ -67,7 +67,7 @@ class BatchWriter:
         self._wait = wait_seconds
         self._loop = loop
         self._held: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # on the loop: what each loop commits next
-        self._committing: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}  # PostgreSQL: each loop's
+        self._committing: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}  # PostgreSQL: the loop's commits
         self._last_on_loop = float("-inf")  # SQLite, on the loop: the loop's time of its last commit
         self._loop_batches = 0  # SQLite, on the loop: batches the loop has taken
         self._last_batch = 0  # SQLite, on the loop: how many jobs the last one had
@@ -99,7 +99,7 @@ class BatchWriter:
         job = _Job(writes, finished=finished)
         if self._loop is None:
             self._submit(job)
-        elif self._loop.engines:
+        elif self._loop.over_network:
             self._queue(job, loop)
         else:
             self._hold(job, loop)
@@ -120,7 +120,8 @@ class BatchWriter:
         return job
 
     def _queue(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        """PostgreSQL: the job goes into the loop's next commit, which starts now unless one is under way."""
+        """Over the network (PostgreSQL): the job goes into the loop's next commit, which starts now unless one
+        is under way."""
         self._held.setdefault(loop, []).append(job)
         if loop not in self._committing:
             self._committing[loop] = loop.create_task(self._commit_queued(loop))
@@ -131,7 +132,7 @@ class BatchWriter:
         try:
             while batch := self._held.pop(loop, None):
                 try:
-                    await self._loop.run(self._run_jobs, batch, True, self._loop.writes)
+                    await self._loop.run(self._run_jobs, batch, sessions=self._loop.writes)
                 except Exception as error:
                     self._to_thread(batch, error)
                 else:

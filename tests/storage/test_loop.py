@@ -39,7 +39,7 @@ def on_the_loop(loop: LoopSessions, work: Callable[[Session], object]) -> object
 
 def test_on_postgres_a_read_waits_for_the_database_while_the_loop_goes_on(postgres: Engine) -> None:
     loop = for_engine(postgres)
-    assert loop is not None and loop.engines
+    assert loop is not None and loop.over_network
     done = threading.Event()
 
     def read() -> object:

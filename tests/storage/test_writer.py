@@ -358,7 +358,7 @@ def test_on_postgres_the_loop_commits_and_records_arriving_meanwhile_go_into_its
     postgres_sessions: Sessions,
 ) -> None:
     loop = loop_of(postgres_sessions)
-    assert loop.engines, "PostgreSQL has engines of its own for the loop"
+    assert loop.over_network, "PostgreSQL: the loop awaits its commits"
     writer = BatchWriter(postgres_sessions, loop=loop)
     threads = committed_on(loop.writes)
     done = threading.Event()
