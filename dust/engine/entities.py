@@ -111,20 +111,23 @@ def check_visible(session: Session, entity_ids: Collection[uuid.UUID]) -> None:
 
 
 def get(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> EntityPublic:
-    row = get_row(session, entity_id, kind)
+    row = get_row(session, entity_id, kind, copy=True)
     audit.record(session, "read", "entity", row.id, [row.id])
     return public(session, row)
 
 
-def get_row(session: Session, entity_id: uuid.UUID, kind: str | None = None, *, lock: bool = False) -> Entity:
+def get_row(
+    session: Session, entity_id: uuid.UUID, kind: str | None = None, *, lock: bool = False, copy: bool = False
+) -> Entity:
     """The entity, if it exists and the acting principal may see it (404 either way, so nothing leaks).
 
     ``lock`` (for a change) holds the row until commit, taken only once visibility is known so that nobody
-    locks what they may not see; a delete that committed meanwhile makes it 404, not a failed UPDATE.
+    locks what they may not see; a delete that committed meanwhile makes it 404, not a failed UPDATE. ``copy``:
+    a copy outside the session, for a read that changes nothing (``repo.peek``).
     """
     missing = NotFound(f"{kind or 'entity'} {entity_id} does not exist")
     within = None if access.sees(session, entity_id) else access.visible_ids(session)
-    row = repo.get(session, entity_id, within=within)
+    row = (repo.peek if copy else repo.get)(session, entity_id, within=within)
     if row is None or (kind is not None and row.kind != kind):
         raise missing
     if lock and (row := repo.get(session, entity_id, lock=True)) is None:

@@ -158,14 +158,16 @@ def get(session: Session, tensor_id: uuid.UUID) -> TensorPublic:
     return public(row, _schema(session, row))
 
 
-def get_row(session: Session, tensor_id: uuid.UUID, *, lock: bool = False) -> Tensor:
-    """The tensor, if the principal may see its entity (404 either way); ``lock``: see ``locked``."""
+def get_row(session: Session, tensor_id: uuid.UUID, *, lock: bool = False, copy: bool = False) -> Tensor:
+    """The tensor, if the principal may see its entity (404 either way); ``lock``: see ``locked``; ``copy``: a
+    copy outside the session, for a read that changes nothing (``repo.peek``)."""
     if lock:
         return locked(session, [tensor_id])[tensor_id]
-    row = repo.get(session, tensor_id)
+    find = repo.peek if copy else repo.get
+    row = find(session, tensor_id)
     if row is None or not access.sees(session, row.entity_id):
         within = access.visible_ids(session)  # the database decides, for a missing tensor too (the same time)
-        row = row if within is None else repo.get(session, tensor_id, within=within)
+        row = row if within is None else find(session, tensor_id, within=within)
     if row is None:
         raise NotFound(f"tensor {tensor_id} does not exist")
     return row
@@ -854,7 +856,7 @@ def read(
     recorded within the time selected and its time index (``times``, masked where none). ``as_of`` gives the
     values as they stood at that write time.
     """
-    row = get_row(session, tensor_id)
+    row = get_row(session, tensor_id, copy=True)
     moment = None if as_of is None else _moment(as_of)
     if moment is not None:
         row = _settled(session, row, to_us(moment, "as_of"))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from dust.storage.models import Entity, Relation
-from dust.storage.repositories import Visible, paging
+from dust.storage.repositories import Copies, Visible, paging
 
 _ENTITIES = cast(Table, Entity.__table__)
 # Built once: the hot paths of creating many entities or tensors run these per call, and building a statement
@@ -49,6 +49,10 @@ def _get_within(within: Visible) -> Select[Entity]:
     dust.engine.access): SQLAlchemy keys its compiled-statement cache by walking the whole statement, reach
     query included, once per statement object."""
     return select(Entity).where(Entity.id == bindparam("b_id"), Entity.id.in_(within))
+
+
+# An entity, for a read that changes nothing; among visible ids: as ``get``'s ``within``.
+peek = Copies(Entity, owner="id")
 
 
 def get(session: Session, entity_id: uuid.UUID, *, lock: bool = False, within: Visible | None = None) -> Entity | None:

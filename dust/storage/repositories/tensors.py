@@ -42,7 +42,7 @@ from sqlalchemy.sql.sqltypes import NullType
 
 from dust.storage.db import settle_sqlite_reads
 from dust.storage.models import Entity, Tensor, TensorBlock, TensorHistory, utcnow
-from dust.storage.repositories import Visible
+from dust.storage.repositories import Copies, Visible
 
 StoredBlock = tuple[str, bytes, bytes]  # shape, data, stamps
 
@@ -139,6 +139,10 @@ def get(session: Session, tensor_id: uuid.UUID, *, within: Visible | None = None
     if not fresh and (known := session.identity_map.get(identity_key(Tensor, tensor_id))) is not None:
         return typed(Tensor, known)
     return session.scalars(_GET.execution_options(populate_existing=fresh), {"b_id": tensor_id}).first()
+
+
+# A tensor, for a read that changes nothing; among visible ids: as ``get``'s ``within``.
+peek = Copies(Tensor, owner="entity_id")
 
 
 def lock(session: Session, tensor_ids: list[uuid.UUID], *, within: Visible | None = None) -> dict[uuid.UUID, Tensor]:
