@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
@@ -70,12 +69,11 @@ class LoopSessions:
 def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionmaker[Session]) -> LoopSessions | None:
     """The loop's sessions for the app on ``engine`` (whose thread sessions are ``reads`` and ``writes``, fully
     configured: the loop's are made like them), or None if nothing may run on the loop with that database."""
-    url = engine.url
     if engine.dialect.name == "sqlite":
-        return LoopSessions(reads, writes) if url.database not in (None, "", ":memory:") else None
+        return LoopSessions(reads, writes) if engine.url.database not in (None, "", ":memory:") else None
     if engine.dialect.name != "postgresql":
         return None
-    url = make_url(url).set(drivername="postgresql+psycopg_async")
+    url = engine.url.set(drivername="postgresql+psycopg_async")
     given = url.query.get("options") or ()  # the URL's own ?options=…, kept
     options = " ".join([*([given] if isinstance(given, str) else given), "-c default_transaction_read_only=on"])
     reading = create_async_engine(
