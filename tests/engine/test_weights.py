@@ -366,11 +366,13 @@ def test_a_change_updates_the_recorded_weight_and_only_weight_changes_add_rows(d
     assert [w for w, _ in recorded(db, made.id)] == [1.0, 3.0]
 
 
-def test_the_database_reads_change_times_as_python_does(db: Dust) -> None:
+@pytest.mark.parametrize("fraction", [0, 123_457, 999_500, 999_999])  # SQLite rounded .9995 on into the next second
+def test_the_database_reads_change_times_as_python_does(db: Dust, fraction: int) -> None:
     """The last change, as seconds since 1970, computed by SQLite or PostgreSQL for the master tensor."""
     a, b = people(db, "a", "b")
     made = db.relate(a, b, "knows", 1.0)
-    backdate(db, made.id, timedelta(days=400, microseconds=123_457))
+    now = recorded(db, made.id)[-1][1]
+    backdate(db, made.id, timedelta(days=400, microseconds=now.microsecond - fraction))
     with db.session() as s:
         edges = relation_repo.all_edges(s, [], None, ["knows"])
         by_query = relation_repo.last_changes(s, [made.id])[made.id]

@@ -47,9 +47,11 @@ class epoch(FunctionElement[float]):
 
 @compiles(epoch, "sqlite")
 def _epoch_sqlite(element: epoch, compiler: SQLCompiler, **kw: Any) -> str:
-    # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTCDateTime): whole seconds, plus the fraction from the 20th character
+    # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTCDateTime): the whole seconds of the first 19 characters, plus the
+    # fraction from the 20th. Not strftime of the whole text: SQLite keeps times to the millisecond, so a fraction
+    # from .9995 on rounded up into the next second.
     text = compiler.process(element.clauses, **kw)
-    return f"(CAST(strftime('%s', {text}) AS REAL) + CAST(substr({text}, 20) AS REAL))"
+    return f"(CAST(strftime('%s', substr({text}, 1, 19)) AS REAL) + CAST(substr({text}, 20) AS REAL))"
 
 
 @compiles(epoch, "postgresql")
