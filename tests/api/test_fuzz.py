@@ -20,8 +20,8 @@ reaches another:
   ``DELETE /auth/api-keys/{key_id}`` act on another user and on spare keys, and never disable, demote or revoke
   the fuzzer. A test fails if its key stopped working.
 
-Examples per operation: ``DUST_FUZZ_EXAMPLES`` (default 25 as the admin and 15 as the clinician, which keeps the
-file to about a minute of one core for both backends); ``make fuzz`` runs 1,000 for each role.
+Examples per operation: ``DUST_FUZZ_EXAMPLES`` (default 12 as the admin and 8 as the clinician, which keeps the
+file to under two minutes of one core for both backends); ``make fuzz`` runs 1,000 for each role.
 ``DUST_FUZZ_STATS=FILE`` turns the tests into a measurement: nothing is checked, and each request appends a JSON
 line (operation, role, backend, generation mode, status, detail) to FILE, to count what the server refuses.
 """
@@ -69,7 +69,7 @@ from tests.conftest import BACKENDS
 
 SECRET = "fuzz-secret-key-" + "x" * 32
 ASKED = os.environ.get("DUST_FUZZ_EXAMPLES")
-EXAMPLES = {"admin": int(ASKED or 25), "clinician": int(ASKED or 15)}
+EXAMPLES = {"admin": int(ASKED or 12), "clinician": int(ASKED or 8)}
 STATS = os.environ.get("DUST_FUZZ_STATS")
 LABELS = ["heart_rate", "temperature"]
 CHECKS = [
