@@ -19,6 +19,7 @@ from pydantic import (
 
 from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop
 from dust.api.jsonbody import OrjsonRoute
+from dust.api.query import QueryModel, documented
 from dust.core.errors import InvalidInput
 from dust.core.security import Permission
 from dust.engine import schemas, tensors
@@ -36,16 +37,27 @@ from dust.engine.tensors import (
 from dust.engine.timegrid import MAX_TIME_INDEX, MIN_TIME_INDEX
 
 router = APIRouter(tags=["tensors"], route_class=OneHop)
-READ_PARAMS = {"time", "from", "to", "as_of"}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such tensor, or not yours to see."}}
 SENSITIVE: dict[int | str, dict[str, Any]] = {
     403: {"description": "The schema is sensitive: de-identified readers get aggregates only."}
 }
 INDEX_TEXT = r"^\s*-?[0-9]+\s*$"  # an index as text; eight digits that name a day are refused (timegrid)
-TimeParam = Annotated[
-    str | None,
-    Query(max_length=64, description="A time index, an ISO 8601 timestamp or latest (8 digits that name a day: 422)."),
-]
+
+
+class ReadQuery(QueryModel):
+    """What a read selects, besides its labels (``<axis>=<label>``, every other name in the query)."""
+
+    time: str | None = Field(
+        None,
+        max_length=64,
+        description="A time index, an ISO 8601 timestamp or latest (8 digits that name a day: 422).",
+    )
+    start: str | None = Field(None, alias="from", max_length=64, description="First time (inclusive).")
+    end: str | None = Field(None, alias="to", max_length=64, description="Last time (inclusive).")
+    as_of: Timestamp | None = Field(None, description="Values as they stood at this write time.")
+
+
+READ_PARAMS = ReadQuery.names()
 
 
 class Cell(BaseModel):
@@ -146,42 +158,33 @@ def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
     summary="Read a tensor",
     response_model=dict[str, Any],
     responses={**NOT_FOUND, **SENSITIVE},
-    **allow(Permission.read),
+    **documented(ReadQuery, allow(Permission.read)),
 )
 @router.get(
     "/tensor/{tensor_id}",
     summary="Read a tensor (alias)",
     response_model=dict[str, Any],
     responses={**NOT_FOUND, **SENSITIVE},
-    **allow(Permission.read),
+    **documented(ReadQuery, allow(Permission.read)),
 )
 # One time step is at most MAX_CELLS cells; an "as of" read may wait for a write in flight (tensors._settled).
 @on_the_loop(when=lambda request: "time" in request.query_params and "as_of" not in request.query_params)
-def read(
-    tensor_id: uuid.UUID,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    time: TimeParam = None,
-    start: Annotated[str | None, Query(alias="from", max_length=64, description="First time (inclusive).")] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=64, description="Last time (inclusive).")] = None,
-    as_of: Annotated[Timestamp | None, Query(description="Values as they stood at this write time.")] = None,
-) -> Response:
+def read(tensor_id: uuid.UUID, request: Request, session: SessionDep) -> Response:
     """Metadata and values. ``time`` (an index, a timestamp or ``latest``), ``from``/``to`` (inclusive, clipped
     to the recorded range: ``selection`` says what was read), and ``<axis>=<label>`` (one label drops the axis;
     a comma list keeps it) select slices."""
-    labels = _label_params(request)
-    latest = time == "latest"
+    query = ReadQuery.of(request)
+    latest = query.time == "latest"
     view = tensors.read(
         session,
         tensor_id,
-        time=None if latest else time,
-        start=start,
-        end=end,
-        labels=labels,
-        as_of=as_of,
+        time=None if latest else query.time,
+        start=query.start,
+        end=query.end,
+        labels=_label_params(request),
+        as_of=query.as_of,
         latest=latest,
-        max_cells=settings.max_read_cells,
+        max_cells=request.app.state.settings.max_read_cells,
     )
     return Response(view.to_json_bytes(), media_type="application/json")
 
