@@ -2,9 +2,9 @@
 
 import functools
 import uuid
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import CompoundSelect, Select, bindparam, select
+from sqlalchemy import CompoundSelect, Select, bindparam, inspect, select
 from sqlalchemy.orm import Session
 
 from dust.storage.models import Base
@@ -23,15 +23,23 @@ class Copies(Generic[M]):
     entity: ~50 against ~100 µs, of a point read's ~1.2 ms). Nothing done to the copy is ever saved."""
 
     def __init__(self, model: type[M], owner: str) -> None:
-        table = model.__table__
-        self._model = model
+        table, mapper = model.__table__, inspect(model)
+        if {a.key for a in mapper.column_attrs} != set(table.c.keys()):
+            raise TypeError(f"{model.__name__}: Copies needs its attributes named as its columns")
+        self._manager = mapper.class_manager
         self._by_id = select(*table.c).where(table.c.id == bindparam("b_id"))
         self._owner = table.c[owner]
 
     def __call__(self, session: Session, key: uuid.UUID, *, within: Visible | None = None) -> M | None:
         stmt = self._by_id if within is None else self._among(within)
         row = session.execute(stmt, {"b_id": key}).first()
-        return None if row is None else self._model(**row._mapping)
+        if row is None:
+            return None
+        # Filled in as the ORM fills a row it loads, into the instance's __dict__ with no event per attribute:
+        # ~5 µs, where calling the model cost ~23 (a tensor).
+        made = self._manager.new_instance()
+        made.__dict__.update(row._mapping)
+        return cast(M, made)
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019 (one per principal, kept as long as the repository)
     def _among(self, within: Visible) -> Select[Any]:
