@@ -56,6 +56,7 @@ bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ON_THE_LOOP = "dust_on_the_loop"  # on a handler: when (given the request) it may run on the event loop
+_READS_FIRST = "dust_reads_first"  # on a handler: (read, parameter), its row read along with the epochs
 
 
 @contextmanager
@@ -102,10 +103,13 @@ class Work:
         caches.attach(self.session, state.caches)
 
     @contextmanager
-    def opened(self) -> Iterator[Session]:
-        """The transaction, signed in; committed (with the Idempotency-Key's mark last) if the block succeeds."""
+    def opened(self, first: Callable[[Session], None] | None = None) -> Iterator[Session]:
+        """The transaction, signed in; committed (with the Idempotency-Key's mark last) if the block succeeds.
+        ``first``: the transaction's first read, before the credential is checked (``reads_first``)."""
         hook = None if self.read_only else getattr(self.request.state, BEFORE_COMMIT, None)
         with self.session, self.session.begin():
+            if first is not None:
+                first(self.session)
             self._sign_in()
             yield self.session
             if hook is not None:
@@ -171,6 +175,7 @@ class OneHop(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         self.permissions: list[Permission] = []  # checked in the trip, once signed in
         self.on_the_loop: Callable[[Request], bool] | None = getattr(endpoint, _ON_THE_LOOP, None)
+        self.reads_first: tuple[Callable[..., None], str] | None = getattr(endpoint, _READS_FIRST, None)
         if not inspect.iscoroutinefunction(endpoint):
             endpoint = self._in_one_hop(endpoint)
             if _signs_in(get_dependant(path=path, call=endpoint)):
@@ -224,7 +229,11 @@ class OneHop(APIRoute):
         if work is None:  # a route without a session
             return self._checked(endpoint(**values))
         work.required += self.permissions
-        with work.opened():
+        first = None
+        if self.reads_first is not None:
+            read, parameter = self.reads_first
+            first = functools.partial(read, key=values[parameter])
+        with work.opened(first):
             filled = {k: v.value() if isinstance(v, _Deferred) else v for k, v in values.items()}
             return self._checked(endpoint(**filled))
 
@@ -257,6 +266,19 @@ def on_the_loop(when: Callable[[Request], bool] = lambda request: True) -> Calla
 
     def mark(endpoint: F) -> F:
         setattr(endpoint, _ON_THE_LOOP, when)
+        return endpoint
+
+    return mark
+
+
+def reads_first(read: Callable[..., None], parameter: str) -> Callable[[F], F]:
+    """Mark a OneHop read whose first query is the row that path parameter ``parameter`` names:
+    ``read(session, key=value)`` reads it along with the cache epochs, in one statement, before the credential
+    is checked (which needs the epochs); the handler's read of that row then takes it without a query. On
+    PostgreSQL a round trip less."""
+
+    def mark(endpoint: F) -> F:
+        setattr(endpoint, _READS_FIRST, (read, parameter))
         return endpoint
 
     return mark

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop, reads_first
 from dust.core.security import Permission
 from dust.engine import entities, tensors
 from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
@@ -79,6 +79,7 @@ def entity_router(prefix: str, kind: str | None) -> APIRouter:
         **allow(Permission.read),
     )
     @on_the_loop()
+    @reads_first(entities.read_first, "entity_id")
     def get(entity_id: uuid.UUID, session: SessionDep) -> EntityPublic:
         """One by id."""
         return entities.get(session, entity_id, kind)

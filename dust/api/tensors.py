@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop
+from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop, reads_first
 from dust.api.jsonbody import OrjsonRoute
 from dust.api.query import QueryModel, documented
 from dust.core.errors import InvalidInput
@@ -169,6 +169,7 @@ def create(data: TensorCreate, session: SessionDep) -> TensorPublic:
 )
 # One time step is at most MAX_CELLS cells; an "as of" read may wait for a write in flight (tensors._settled).
 @on_the_loop(when=lambda request: "time" in request.query_params and "as_of" not in request.query_params)
+@reads_first(tensors.read_first, "tensor_id")
 def read(tensor_id: uuid.UUID, request: Request, session: SessionDep) -> Response:
     """Metadata and values. ``time`` (an index, a timestamp or ``latest``), ``from``/``to`` (inclusive, clipped
     to the recorded range: ``selection`` says what was read), and ``<axis>=<label>`` (one label drops the axis;

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from dust.core.config import Settings
 from dust.storage.cache_store import Store
+from dust.storage.repositories import Copies
 from dust.storage.repositories import epochs as repo
 
 T = TypeVar("T")
@@ -163,6 +165,13 @@ def epoch(session: Session, kind: str) -> int:
     if epochs is None:
         epochs = session.info[_EPOCHS] = repo.read(session)
     return epochs.get(kind, 0)
+
+
+def read_along(session: Session, copies: Copies[Any], key: uuid.UUID) -> None:
+    """Read the epochs and, in the same statement, the row ``copies`` gives for ``key`` (``Copies.with_epochs``): as
+    the transaction's first read, it spares the query that ``epoch`` would run."""
+    if _EPOCHS not in session.info:
+        session.info[_EPOCHS] = copies.with_epochs(session, key)
 
 
 def under(session: Session, kind: str) -> tuple[int, int]:

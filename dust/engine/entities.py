@@ -116,6 +116,11 @@ def get(session: Session, entity_id: uuid.UUID, kind: str | None = None) -> Enti
     return public(session, row)
 
 
+def read_first(session: Session, key: uuid.UUID) -> None:
+    """A read's first query: the entity's row along with the cache epochs; ``get_row(copy=True)`` then takes it."""
+    caches.read_along(session, repo.peek, key)
+
+
 def get_row(
     session: Session, entity_id: uuid.UUID, kind: str | None = None, *, lock: bool = False, copy: bool = False
 ) -> Entity:

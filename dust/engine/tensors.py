@@ -158,6 +158,11 @@ def get(session: Session, tensor_id: uuid.UUID) -> TensorPublic:
     return public(row, _schema(session, row))
 
 
+def read_first(session: Session, key: uuid.UUID) -> None:
+    """A read's first query: the tensor's row along with the cache epochs; ``get_row(copy=True)`` then takes it."""
+    caches.read_along(session, repo.peek, key)
+
+
 def get_row(session: Session, tensor_id: uuid.UUID, *, lock: bool = False, copy: bool = False) -> Tensor:
     """The tensor, if the principal may see its entity (404 either way); ``lock``: see ``locked``; ``copy``: a
     copy outside the session, for a read that changes nothing (``repo.peek``)."""

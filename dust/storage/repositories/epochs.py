@@ -9,7 +9,10 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from dust.storage.models import CacheEpoch
 
@@ -30,7 +33,23 @@ IDENTITY = "identity"
 def read(session: Session) -> dict[str, int]:
     """Every epoch by name, and the identity; one never raised is absent (read it as 0)."""
     connection = session.connection()
-    found = connection.exec_driver_sql(_READ[connection.dialect.name]).scalar()
+    return decoded(connection.exec_driver_sql(_READ[connection.dialect.name]).scalar())
+
+
+class every_epoch(FunctionElement[Any]):
+    """``read``'s query as a column of another query, so that a read of one row brings the epochs along in the same
+    statement (``dust.storage.repositories.Copies.with_epochs``); ``decoded`` makes its value what ``read`` gives."""
+
+    inherit_cache = True  # a statement with it is compiled once, as any other
+    name = "every_epoch"
+
+
+@compiles(every_epoch)
+def _every_epoch(element: every_epoch, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({_READ[compiler.dialect.name]})"
+
+
+def decoded(found: Any) -> dict[str, int]:
     if isinstance(found, str):  # SQLite's JSON is text; psycopg decodes PostgreSQL's
         found = json.loads(found)
     return found or {}  # PostgreSQL aggregates no rows to NULL
