@@ -1,0 +1,152 @@
+"""The CPU of whole requests in process: the app called as uvicorn calls it, one request after another, no HTTP.
+
+    .venv/bin/python bench/request_cpu.py                            # SQLite file, the healthcare demo
+    .venv/bin/python bench/request_cpu.py --backend postgresql        # a throwaway PostgreSQL database
+    .venv/bin/python bench/request_cpu.py --no-audit-commit           # leave out the batch writer's commit
+    PYTHONPATH=<old tree> .venv/bin/python bench/request_cpu.py       # the same for another version of dust
+
+``bench/serve.py`` drives a server over HTTP with wrk, where the machine's every hiccup moves the figures (on a
+machine whose speed drifted by 2×, the same tree's req/s moved by ±30%). This measures a change instead: the ASGI
+app built by ``create_app`` (middleware, routing, dependencies, the loop's sessions, the engine, the answer's
+JSON) is called directly for ``/healthz`` (the anchor), ``/auth/me``, an entity get and a point read as an admin,
+and the process's CPU per request is taken over ``--rounds`` rounds: the minimum is the figure to compare, the
+median says how much the machine moved. Alternate runs of the old and the new tree and compare minimums.
+
+Sequential requests commit each read's audit record alone; under load the batch writer puts many in one commit.
+``--no-audit-commit`` leaves it out (the records are not written), so that only the request path is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for its tests' helpers
+from tests.databases import throwaway_postgres
+
+DUST = Path(sys.executable).parent / "dust"
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PASSWORD = "bench-request-cpu-password"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="a server where CREATE DATABASE is allowed")
+    parser.add_argument("--requests", type=int, default=200, help="requests a round")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--no-audit-commit", action="store_true", help="leave out the batch writer's commit")
+    parser.add_argument("--out", help="write the figures as JSON here too")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="dust-bench-cpu-") as tmp, database(args, tmp) as url:
+        os.environ.update(DUST_DATABASE_URL=url, DUST_SECRET_KEY=secrets.token_urlsafe(48), DUST_LOG_LEVEL="ERROR")
+        os.environ.pop("DUST_REDIS_URL", None)
+        for command in (["demo", "healthcare", "--size", "20", "--days", "30"], ["users", "create", "bench"]):
+            extra = ["--role", "admin", "--password-stdin"] if command[0] == "users" else []
+            subprocess.run([str(DUST), *command, *extra], input=PASSWORD, text=True, capture_output=True, check=True)
+        figures = asyncio.run(measure(args))
+    for route, (low, middle) in figures.items():
+        print(f"{route:<12} min {low:7.0f} µs   median {middle:7.0f} µs CPU a request")
+    if args.out:
+        report = {"benchmark": "request_cpu", "options": vars(args), "us_per_request": figures}
+        Path(args.out).write_text(json.dumps(report, indent=1))
+
+
+@contextmanager
+def database(args: argparse.Namespace, tmp: str) -> Iterator[str]:
+    if args.backend == "sqlite":
+        yield f"sqlite:///{tmp}/dust.db"
+    else:
+        with throwaway_postgres(args.postgres_url, "dust_bench_cpu") as url:
+            yield url
+
+
+async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    from dust.api.app import create_app  # after the environment names the database
+
+    if args.no_audit_commit:
+        from dust.storage.writer import BatchWriter
+
+        async def written(self: BatchWriter, writes: list[Any]) -> None:
+            return None
+
+        BatchWriter.written = written  # type: ignore[method-assign]
+    app = create_app()
+    async with app.router.lifespan_context(app):
+        urls, bearer = await targets(app)
+        figures = {}
+        for name, url in urls.items():
+            rounds = []
+            for _ in range(50):  # warm: caches, compiled statements, prepared statements
+                await call(app, url, bearer)
+            for _ in range(args.rounds):
+                started = time.process_time()
+                for _ in range(args.requests):
+                    await call(app, url, bearer)
+                rounds.append((time.process_time() - started) / args.requests * 1e6)
+            rounds.sort()
+            figures[name] = (rounds[0], rounds[len(rounds) // 2])
+        return figures
+
+
+async def targets(app: Any) -> tuple[dict[str, str], str]:
+    """The routes to call, and the admin's bearer token, found through the API as a client would."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+        signed = await client.post("/api/v1/auth/token", data={"username": "bench", "password": PASSWORD})
+        bearer = f"Bearer {signed.json()['access_token']}"
+        headers = {"Authorization": bearer}
+        treats = (await client.get("/api/v1/relations?type=treats&limit=1", headers=headers)).json()["items"][0]
+        patient = treats["target_id"]
+        found = (await client.get(f"/api/v1/entities/{patient}/tensors", headers=headers)).json()
+        tensor = next(t for t in found if t["schema"] == "vitals")
+        axis = tensor["axes"][0]
+    point = f"/api/v1/tensor/{tensor['id']}?time=3&{axis['name']}={axis['labels'][0]}"
+    routes = {"/healthz": "/healthz", "/auth/me": "/api/v1/auth/me", "entity get": f"/api/v1/entities/{patient}"}
+    return routes | {"point read": point}, bearer
+
+
+async def call(app: Any, url: str, bearer: str) -> None:
+    """One GET as uvicorn hands it to the app; anything but a 200 stops the run."""
+    path, _, query = url.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"authorization", bearer.encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    if sent[0]["status"] != 200:
+        sys.exit(f"GET {url} answered {sent[0]['status']}: {sent[1:]}")
+
+
+if __name__ == "__main__":
+    main()
