@@ -32,7 +32,7 @@ from dust.engine.schemas import SchemaDef
 from dust.engine.timegrid import TimeGrid, as_utc, default_origin, from_us, parse_timestamp, shown, to_us
 from dust.engine.views import TensorView, TimeInfo
 from dust.storage import cache_store
-from dust.storage.db import is_read_only
+from dust.storage.db import is_read_only, pipelined
 from dust.storage.models import Tensor, utcnow
 from dust.storage.repositories import tensors as repo
 
@@ -286,7 +286,6 @@ def write_values(
     sdef = _schema(session, row)
     times, cells, numbers = _parse(values, sdef, _grid(row, sdef))
     _check_blocks(times, max_blocks, row.block_steps)
-    _audit(session, "update", row)
     return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, numbers)])[0])
 
 
@@ -327,7 +326,6 @@ def write_columns(
         checked = _parse_each(rows, sdef, grid, where="columns")
     times, cells, numbers = checked
     _check_blocks(times, max_blocks, row.block_steps)
-    _audit(session, "update", row)
     return WriteResult(written=_apply(session, [_Write(row, sdef, times, cells, _unsigned_zero(numbers))])[0])
 
 
@@ -349,7 +347,6 @@ def write_arrays(session: Session, arrays: Mapping[uuid.UUID, np.ndarray], start
     for tensor_id, array in arrays.items():
         with _naming(tensor_id, len(arrays) > 1):
             writes.append(_from_array(session, rows[tensor_id], array, start))
-    audit.record_each(session, "update", "tensor", [(w.row.id, [w.row.entity_id]) for w in writes])
     return dict(zip(arrays, _apply(session, writes), strict=True))
 
 
@@ -371,7 +368,6 @@ def erase_values(
     sdef = _schema(session, row)
     times, flat = _parse_cells(cells, sdef, _grid(row, sdef))
     _check_blocks(times, max_blocks, row.block_steps)
-    _audit(session, "update", row)
     erase = _Write(row, sdef, times, flat, np.full(times.size, np.nan), erase=True)
     return EraseResult(erased=_apply(session, [erase])[0])
 
@@ -727,30 +723,33 @@ class _Write:
 
 
 def _apply(session: Session, writes: list[_Write]) -> list[int]:
-    """Merge each write's triples into its blocks; returns the values written per write.
+    """Merge each write's triples into its blocks, and record the update of each tensor in the audit log; returns
+    the values written per write.
 
-    One statement each, for all writes: read the stored blocks touched, insert new blocks, update changed
-    ones, insert replaced values into the history, update the tensors' recorded ranges.
+    One statement each, for all writes: read the stored blocks touched; then, in one round trip on PostgreSQL,
+    append the audit records, store the new and changed blocks, insert replaced values into the history and
+    update the tensors' recorded ranges.
     """
     settled = [w.settle() for w in writes]
     keys = [(w.row.id, number) for w in settled for number in w.stored_candidates()]
     stored = repo.blocks_at(session, keys) if keys else {}
     now = now_us()
-    new: list[dict[str, Any]] = []
-    changed: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     spans: list[tuple[Tensor, int, int, int]] = []
     counts = []
     for write in settled:
-        stamp, replaced = _merge(write, stored, now, (new, changed, history)) if write.times.size else (0, 0)
+        stamp, replaced = _merge(write, stored, now, blocks, history) if write.times.size else (0, 0)
         counts.append(replaced if write.erase else int(write.times.size))
         if write.erase and replaced:  # an erase leaves the recorded range as it was
             spans.append((write.row, write.row.time_min or 0, write.row.time_max or 0, stamp))
         elif not write.erase and write.times.size:
             spans.append((write.row, int(write.times[0]), int(write.times[-1]), stamp))
-    repo.put_blocks(session, new, changed)
-    repo.add_history(session, history)
-    repo.widen_ranges(session, spans)
+    with pipelined(session):  # nothing below reads a result: a round trip for all, not one each
+        audit.record_each(session, "update", "tensor", [(w.row.id, [w.row.entity_id]) for w in writes])
+        repo.put_blocks(session, blocks)
+        repo.add_history(session, history)
+        repo.widen_ranges(session, spans)
     # In the write's transaction: a write refused later (or rolled back) leaves the detectors' states as they were,
     # and raises no alert.
     written = [w for w in settled if not w.erase]
@@ -769,11 +768,11 @@ def _merge(
     write: _Write,
     stored: Mapping[tuple[uuid.UUID, int], repo.StoredBlock],
     now: int,
-    out: tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]],
+    blocks: list[dict[str, Any]],
+    history: list[dict[str, Any]],
 ) -> tuple[int, int]:
-    """One write into its blocks, all touched blocks at once; ``out`` collects (new blocks, changed blocks,
-    replaced values for the history). Returns the write's stamp and the number of values it replaced."""
-    new, changed, history = out
+    """One write into its blocks, all touched blocks at once; collects the blocks to store and the replaced
+    values for the history. Returns the write's stamp and the number of values it replaced."""
     row, sdef = write.row, write.sdef
     numbers, slot = write.blocks
     existing = [stored.get((row.id, number)) for number in numbers.tolist()]
@@ -793,7 +792,7 @@ def _merge(
     for k in np.unique(slot[differs]).tolist():  # a block whose cells all kept their values stays as it is
         key, data, stamp_bytes = codec.encode(shape, values[k], stamps[k])
         block = {"tensor_id": row.id, "block": int(numbers[k]), "shape": key, "data": data, "stamps": stamp_bytes}
-        (new if existing[k] is None else changed).append(block)
+        blocks.append(block)
     return stamp, int(replaced.sum())
 
 

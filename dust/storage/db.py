@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Insert, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -229,6 +230,27 @@ def after_commit(session: Session, write: Write) -> None:
         write(session)
     else:
         pending.append(write)
+
+
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """Send the statements run in this block to PostgreSQL together, and wait once, at its end, for all of their
+    outcomes (psycopg's pipeline mode). A batch write's audit record, blocks and ranges took a round trip each;
+    together they cut a sixth off a batch's CPU and wall time on PostgreSQL (bench/ingest_request.py). Only for
+    statements whose results nothing reads: no RETURNING (an INSERT of a serial key must be ``.inline()``).
+
+    A failure of any of them is raised at the end of the block, as SQLAlchemy raises errors (IntegrityError,
+    OperationalError, …), and the transaction is to be rolled back as after any failed statement. Elsewhere
+    (SQLite, an asyncio connection) the statements run one by one, as without the block."""
+    driver = session.connection().connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        yield
+        return
+    try:
+        with driver.pipeline():
+            yield
+    except psycopg.Error as error:  # from the sync at the end: the statements themselves raise SQLAlchemy's
+        raise DBAPIError.instance(None, None, error, psycopg.Error) from error
 
 
 def settle_sqlite_reads(session: Session) -> None:

@@ -38,7 +38,7 @@ _UPDATE_STATE = (
     )
     .values(rule=bindparam("rule"), state=bindparam("state"), last_time=bindparam("last_time"))
 )
-_INSERT_ANOMALIES = insert(_ANOMALIES)
+_INSERT_ANOMALIES = insert(_ANOMALIES).inline()  # no RETURNING id for a one-row insert: no caller reads it
 _BLOCKS = cast(Table, TensorBlock.__table__)
 _TENSORS = cast(Table, Tensor.__table__)
 _RELATIONS = cast(Table, Relation.__table__)

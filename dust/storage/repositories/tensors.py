@@ -68,7 +68,6 @@ _LOCK = (
     .execution_options(populate_existing=True)
 )
 _GET = select(Tensor).where(Tensor.id == bindparam("b_id"))  # session.get builds its query afresh each call
-_INSERT_BLOCKS = insert(_BLOCKS)
 _BLOCKS_OF_ONE = select(_BLOCKS.c.block, _BLOCKS.c.shape, _BLOCKS.c.data, _BLOCKS.c.stamps).where(
     _BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block.in_(bindparam("b_blocks", expanding=True))
 )
@@ -80,11 +79,18 @@ _BLOCK_RANGE = {  # (number, shape, data, stamps or NULL) of blocks b_first..b_l
     )
     for stamps in (False, True)
 }
-_UPDATE_BLOCK = (
-    update(_BLOCKS)
-    .where(_BLOCKS.c.tensor_id == bindparam("b_tensor"), _BLOCKS.c.block == bindparam("b_block"))
-    .values(shape=bindparam("shape"), data=bindparam("data"), stamps=bindparam("stamps"))
-)
+
+
+def _put_blocks(dialect_insert: Any) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE of whole blocks, as the dialect spells it."""
+    stmt = dialect_insert(_BLOCKS)
+    return stmt.on_conflict_do_update(
+        index_elements=["tensor_id", "block"],
+        set_={"shape": stmt.excluded.shape, "data": stmt.excluded.data, "stamps": stmt.excluded.stamps},
+    )
+
+
+_PUT_BLOCKS = {"postgresql": _put_blocks(postgresql.insert), "sqlite": _put_blocks(sqlite.insert)}
 _SET_RANGE = (
     update(_TENSORS)
     .where(_TENSORS.c.id == bindparam("b_tensor"))
@@ -95,7 +101,7 @@ _SET_RANGE = (
         updated_at=bindparam("updated_at"),
     )
 )
-_INSERT_HISTORY = insert(_HISTORY)
+_INSERT_HISTORY = insert(_HISTORY).inline()  # no RETURNING id for a one-row insert: no caller reads it
 # PostgreSQL: a writer holds its tensors' advisory locks with their rows; an "as of" reader waits on one (a
 # read-only transaction may not take a row lock) and lets it go at once.
 _WRITING = text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS t(k)")
@@ -258,14 +264,12 @@ def _statements(groups: list[tuple[uuid.UUID, list[int]]]) -> list[list[tuple[uu
     return parts if parts[0] else []
 
 
-def put_blocks(session: Session, new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
-    """Insert ``new`` blocks and overwrite ``changed`` ones (tensor_id, block, shape, data, stamps each), one
-    statement each. On the tables, not through the ORM: its per-row bookkeeping would cost more than the SQL."""
-    if new:
-        session.execute(_INSERT_BLOCKS, new)
-    if changed:
-        keyed = [{**row, "b_tensor": row["tensor_id"], "b_block": row["block"]} for row in changed]
-        session.execute(_UPDATE_BLOCK, keyed)
+def put_blocks(session: Session, blocks: list[dict[str, Any]]) -> None:
+    """Store ``blocks`` (tensor_id, block, shape, data, stamps each), new ones and overwrites of stored ones alike:
+    one statement, so a write that extends a block and starts the next makes one trip, not two. On the table, not
+    through the ORM: its per-row bookkeeping would cost more than the SQL."""
+    if blocks:
+        session.execute(_PUT_BLOCKS[session.get_bind().dialect.name], blocks)
 
 
 def widen_ranges(session: Session, spans: list[tuple[Tensor, int, int, int]]) -> None:
