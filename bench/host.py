@@ -1,9 +1,14 @@
-"""What the benchmarks say about the machine they ran on (imported by the scripts beside it)."""
+"""What the benchmarks say about the machine they ran on, and the databases they make on it (imported by the
+scripts beside it)."""
 
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"  # the machine's server, trust auth
 
 
 def cpu_model() -> str:
@@ -15,3 +20,16 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@contextmanager
+def database(backend: str, folder: str, *, postgres_url: str = POSTGRES_URL, name: str = "dust_bench") -> Iterator[str]:
+    """The URL of a fresh database: an SQLite file in ``folder``, or a throwaway PostgreSQL database named after
+    ``name`` on the server of ``postgres_url`` (one where CREATE DATABASE is allowed), dropped at the end."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder}/dust.db"
+        return
+    from tests.databases import throwaway_postgres  # the repository's root is on the caller's path
+
+    with throwaway_postgres(postgres_url, name) as url:
+        yield url

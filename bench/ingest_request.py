@@ -22,8 +22,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,13 +35,11 @@ from dust.core.security import hash_password, issue_access_token
 from dust.storage.models import User
 
 sys.path.insert(1, str(Path(__file__).parent))  # bench/, after the dust being measured
-sys.path.insert(2, str(Path(__file__).resolve().parents[1]))  # the repository, for its tests' helpers
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository, for its tests' helpers
+from host import POSTGRES_URL, database
 from serve import INGEST_LABELS, make_bodies  # the bodies bench/serve.py sends
 
-from tests.databases import throwaway_postgres
-
 API = "/api/v1"
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def main() -> None:
@@ -56,22 +52,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="values per POST (a multiple of 4)")
     parser.add_argument("--columns", action="store_true", help='send {"columns": …} rather than {"values": [...]}')
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dust-bench-ingest-") as tmp, database(args, tmp) as url:
+    folder = tempfile.TemporaryDirectory(prefix="dust-bench-ingest-")
+    with folder as tmp, database(args.backend, tmp, postgres_url=args.postgres_url, name="dust_bench_ingest") as url:
         rounds = asyncio.run(measure(url, args))
     form = "columns" if args.columns else "values"
     where = f"{args.rounds} rounds of {args.batches} batches as {form}, {args.backend}, {Path(dust.__file__).parent}"
     for what, figures in zip(("CPU", "wall"), zip(*rounds, strict=True), strict=True):
         low, middle = min(figures) * 1000, statistics.median(figures) * 1000
         print(f"{what:<4} min {low:.2f} ms, median {middle:.2f} ms per {args.batch}-value batch ({where})")
-
-
-@contextmanager
-def database(args: argparse.Namespace, tmp: str) -> Iterator[str]:
-    if args.backend == "sqlite":
-        yield f"sqlite:///{tmp}/dust.db"
-    else:
-        with throwaway_postgres(args.postgres_url, "dust_bench_ingest") as url:
-            yield url
 
 
 async def measure(url: str, args: argparse.Namespace) -> list[tuple[float, float]]:

@@ -27,18 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for its tests' helpers
-from tests.databases import throwaway_postgres
+# The repository, for its tests' helpers: last, after the dust being measured (PYTHONPATH=<old tree> comes first).
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from host import POSTGRES_URL, database
 
 DUST = Path(sys.executable).parent / "dust"
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "bench-request-cpu-password"
 
 
@@ -51,27 +49,22 @@ def main() -> None:
     parser.add_argument("--no-audit-commit", action="store_true", help="leave out the batch writer's commit")
     parser.add_argument("--out", help="write the figures as JSON here too")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="dust-bench-cpu-") as tmp, database(args, tmp) as url:
+    folder = tempfile.TemporaryDirectory(prefix="dust-bench-cpu-")
+    with folder as tmp, database(args.backend, tmp, postgres_url=args.postgres_url, name="dust_bench_cpu") as url:
         os.environ.update(DUST_DATABASE_URL=url, DUST_SECRET_KEY=secrets.token_urlsafe(48), DUST_LOG_LEVEL="ERROR")
         os.environ.pop("DUST_REDIS_URL", None)
         for command in (["demo", "healthcare", "--size", "20", "--days", "30"], ["users", "create", "bench"]):
             extra = ["--role", "admin", "--password-stdin"] if command[0] == "users" else []
             subprocess.run([str(DUST), *command, *extra], input=PASSWORD, text=True, capture_output=True, check=True)
         figures = asyncio.run(measure(args))
+    import dust  # the one measured: PYTHONPATH's, if it names another tree
+
+    print(f"{args.backend}, the dust in {Path(dust.__file__).parent}:")
     for route, (low, middle) in figures.items():
         print(f"{route:<12} min {low:7.0f} µs   median {middle:7.0f} µs CPU a request")
     if args.out:
         report = {"benchmark": "request_cpu", "options": vars(args), "us_per_request": figures}
         Path(args.out).write_text(json.dumps(report, indent=1))
-
-
-@contextmanager
-def database(args: argparse.Namespace, tmp: str) -> Iterator[str]:
-    if args.backend == "sqlite":
-        yield f"sqlite:///{tmp}/dust.db"
-    else:
-        with throwaway_postgres(args.postgres_url, "dust_bench_cpu") as url:
-            yield url
 
 
 async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
