@@ -130,11 +130,13 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         domains.router,
         ask.router,
     )
+    # /healthz and /readyz first: a route is found by trying each in turn, and load balancers ask them often.
+    app.include_router(health.router)
     for router in routers:
         app.include_router(router, prefix=API)
-    for probes in (health.router, metrics.router):
-        app.include_router(probes)
-        app.include_router(probes, prefix=API)
+    app.include_router(health.router, prefix=API)
+    app.include_router(metrics.router)
+    app.include_router(metrics.router, prefix=API)
     ui.mount(app)  # the web UI: Dash under /ui, and / sending browsers there
     credential_paths = frozenset(API + path for path in auth.CREDENTIAL_PATHS)
     openapi.document(app, passthrough=credential_paths)  # every error each operation can answer, as problem+json

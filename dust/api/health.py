@@ -19,8 +19,8 @@ PROBE_SECONDS = 2.0  # a Redis that does not answer within this is not ready (a 
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness: the process is up."""
+async def healthz() -> dict[str, str]:
+    """Liveness: the process is up (answered on the event loop: a thread would only add the trip to it)."""
     return {"status": "ok"}
 
 
