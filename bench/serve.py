@@ -25,6 +25,7 @@ The table, the targets of the issue (met or missed) and the machine are printed;
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import multiprocessing
 import os
@@ -506,11 +507,20 @@ def ingest_client(
     try:
         bodies = make_bodies(args.ingest_batch, batches, seed, columns=args.ingest_form == "columns")
         headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
-            client.get(f"{API}/auth/me").raise_for_status()  # opens the connection before the clock starts
+        # The standard library's client on one kept-alive connection: a third of httpx's CPU a request (0.26-0.32
+        # against 1.0 ms for a 1,000-value batch), CPU that the server it shares the cores with gets instead.
+        host = httpx.URL(base)
+        client = http.client.HTTPConnection(host.host, host.port, timeout=60)
+        try:
+            client.request("GET", f"{API}/auth/me", headers=headers)  # opens the connection before the clock
+            if (answer := client.getresponse()).status != 200:
+                raise RuntimeError(f"GET {API}/auth/me → {answer.status}: {answer.read()[:2000]!r}")
+            answer.read()
             start.wait(timeout=600)
             path = f"{API}/tensors/{tensor_id}/values"
-            results.put(post_batches(client, path, bodies, args.ingest_batch, args.duration))
+            results.put(post_batches(client, path, headers, bodies, args.ingest_batch, args.duration))
+        finally:
+            client.close()
     except Exception as error:  # reported by the parent, which stops the run
         start.abort()  # the other clients must not wait at the barrier for this one
         results.put({"error": f"client {seed}: {error!r}"})
@@ -540,15 +550,24 @@ def make_bodies(batch: int, count: int, seed: int, *, columns: bool = False) -> 
     return bodies
 
 
-def post_batches(client: httpx.Client, path: str, bodies: list[bytes], batch: int, duration: float) -> dict[str, Any]:
+def post_batches(
+    client: http.client.HTTPConnection,
+    path: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    batch: int,
+    duration: float,
+) -> dict[str, Any]:
     latencies, began = [], time.perf_counter()
     deadline = began + duration
     for body in bodies:
         sent = time.perf_counter()
-        response = client.post(path, content=body)
+        client.request("POST", path, body=body, headers=headers)
+        response = client.getresponse()
+        answer = response.read()
         latencies.append((time.perf_counter() - sent) * 1000)
-        if response.status_code != 200 or response.json().get("written") != batch:
-            raise RuntimeError(f"POST {path} → {response.status_code}: {response.text[:2000]}")
+        if response.status != 200 or json.loads(answer).get("written") != batch:
+            raise RuntimeError(f"POST {path} → {response.status}: {answer[:2000]!r}")
         if time.perf_counter() >= deadline:
             break
     ended = time.perf_counter()
