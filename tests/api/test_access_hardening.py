@@ -14,9 +14,10 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dust.storage.models import Tensor
+from dust.storage.repositories.tensors import _advisory_key
 from tests.api.conftest import API, World, make
 
 
@@ -195,8 +196,9 @@ def test_graph_reads_are_audited(path: str, world: World, client: TestClient) ->
 def test_a_write_to_a_tensor_the_caller_cannot_see_is_404_without_waiting_for_its_lock(
     app: FastAPI, database_url: str, world: World, login_as: Callable[..., TestClient]
 ) -> None:
-    """Another transaction holds Pat B's tensor row (as a write to it does); Dr A's write to it answers 404 at
-    once: she can neither be held up by, nor hold, a row she may not see (nor learn from a wait that it exists)."""
+    """Another transaction holds Pat B's tensor row and its advisory lock (as a write to it does); Dr A's write to
+    it answers 404 at once: she can neither be held up by, nor hold, a row she may not see (nor learn from a wait
+    that it exists)."""
     if not database_url.startswith("postgresql"):
         pytest.skip("row locks: SQLite serialises writers instead")
     dr_a = login_as("clinician", entity_id=world["A"])
@@ -204,6 +206,7 @@ def test_a_write_to_a_tensor_the_caller_cannot_see_is_404_without_waiting_for_it
     answers: list[int] = []
     with app.state.engine.connect() as holder, holder.begin():
         holder.execute(select(Tensor.id).where(Tensor.id == uuid.UUID(world["TPB"])).with_for_update())
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _advisory_key(uuid.UUID(world["TPB"]))})
         writer = threading.Thread(
             target=lambda: answers.append(dr_a.post(f"{API}/tensors/{world['TPB']}/values", json=body).status_code)
         )
