@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
+import psycopg
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
@@ -183,6 +184,41 @@ def test_an_entitys_tensors_are_listed_in_a_fixed_number_of_queries(
         counts.append(len(statements.queries))
         assert sum("FROM schemas" in s for s in statements.queries) <= 1, statements.queries
     assert counts[0] == counts[1], counts
+
+
+def test_a_batch_write_waits_for_postgresql_a_fixed_number_of_times(
+    app: FastAPI, client: TestClient, world: World, database_url: str
+) -> None:
+    """The reads a write needs go one by one (the credential's epochs, the row and advisory locks, the stored
+    blocks); what it writes — its audit record, the blocks new and changed, the tensor's range — goes together, in
+    one round trip (``dust.storage.db.pipelined``)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("round trips: SQLite runs in this process")
+    path = f"{API}/tensors/{world['TPA']}/values"
+
+    def batch(first: int) -> dict[str, Any]:
+        return {"values": [{"time": t, "metric": "heart_rate", "value": 60 + t % 7} for t in range(first, first + 40)]}
+
+    # Blocks of 512 steps: the first write makes blocks 0 and 1 (and warms the caches, as on a serving process);
+    # the second changes block 1 and makes block 2.
+    assert client.post(path, json=batch(480)).json()["written"] == 40
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        status = conn.connection.driver_connection.pgconn.pipeline_status
+        seen.append((" ".join(statement.split())[:40], status != psycopg.pq.PipelineStatus.OFF))
+
+    event.listen(app.state.engine, "before_cursor_execute", record)
+    try:
+        answer = client.post(path, json=batch(1000))
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", record)
+    assert answer.json()["written"] == 40, answer.text
+    alone = [statement for statement, piped in seen if not piped]
+    together = [statement for statement, piped in seen if piped]
+    assert len(alone) <= 4, alone
+    for written in ("INSERT INTO audit_log", "INSERT INTO tensor_blocks", "UPDATE tensors"):
+        assert any(statement.startswith(written) for statement in together), (written, together)
 
 
 def test_reads_begin_without_the_write_lock_and_writes_with_it(
