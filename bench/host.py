@@ -3,6 +3,7 @@ scripts beside it)."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,12 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def database_options(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--postgres-url``, which ``database`` takes."""
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="a server where CREATE DATABASE is allowed")
 
 
 @contextmanager

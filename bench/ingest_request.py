@@ -36,7 +36,7 @@ from dust.storage.models import User
 
 sys.path.insert(1, str(Path(__file__).parent))  # bench/, after the dust being measured
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository, for its tests' helpers
-from host import POSTGRES_URL, database
+from host import database, database_options
 from serve import INGEST_LABELS, make_bodies  # the bodies bench/serve.py sends
 
 API = "/api/v1"
@@ -44,8 +44,7 @@ API = "/api/v1"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="a server where CREATE DATABASE is allowed")
+    database_options(parser)
     parser.add_argument("--batches", type=int, default=200, help="batches a round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=50)

@@ -34,7 +34,7 @@ import httpx
 
 # The repository, for its tests' helpers: last, after the dust being measured (PYTHONPATH=<old tree> comes first).
 sys.path.append(str(Path(__file__).resolve().parents[1]))
-from host import POSTGRES_URL, database
+from host import database, database_options
 
 DUST = Path(sys.executable).parent / "dust"
 PASSWORD = "bench-request-cpu-password"
@@ -42,8 +42,7 @@ PASSWORD = "bench-request-cpu-password"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="a server where CREATE DATABASE is allowed")
+    database_options(parser)
     parser.add_argument("--requests", type=int, default=200, help="requests a round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-audit-commit", action="store_true", help="leave out the batch writer's commit")
