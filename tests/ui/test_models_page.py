@@ -5,6 +5,7 @@ write-back, a link-prediction model's ranking metrics and likeliest targets, and
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,6 +83,11 @@ def _call(
 
 def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _cells(shown: str) -> list[str]:
+    """The words a rendered layout shows (a table's cells, say): what a failed assertion should print."""
+    return re.findall(r'"children": "([^"]*)"', shown)
 
 
 def train(
@@ -198,7 +204,7 @@ def test_a_model_trained_through_the_page_shows_its_metrics_and_predicts(
         return shown if not live else None
 
     shown = until(ended, what="the page's model training")
-    assert "succeeded" in shown and f"/ui/models/{model_id}" in shown and "ui-admin" in shown
+    assert "succeeded" in shown and f"/ui/models/{model_id}" in shown and "ui-admin" in shown, _cells(shown)
 
     page = _text(_page(admin, f"/ui/models/{model_id}"))
     for said in ("Test accuracy", "Train accuracy", "high (15)", "low (15)", "24 / 6", "Seconds per epoch"):
@@ -254,7 +260,7 @@ def test_a_link_model_shows_its_ranking_metrics_and_an_entitys_likeliest_targets
         return shown if not live else None
 
     shown = until(ended, what="the link model's training")
-    assert "succeeded" in shown and "MRR 0." in shown
+    assert "succeeded" in shown and "MRR 0." in shown, _cells(shown)
 
     page = _text(_page(admin, f"/ui/models/{model_id}"))
     for said in ("Filtered MRR", "A random scorer's MRR", "Hits@10", "relations attends", '"link-go"', '"link-type"'):
