@@ -74,9 +74,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         yield
         if worker is not None:
             await anyio.to_thread.run_sync(worker.stop, settings.shutdown_grace_seconds)
-        engine.dispose()
-        if app.state.loop is not None:
+        if app.state.loop is not None:  # first: it gives back the connection its reads kept
             await app.state.loop.dispose()
+        engine.dispose()
         app.state.metrics.stopped()
         log.info("stopped")
 

@@ -5,9 +5,11 @@ statement, and a worker thread then queues for it again behind the loop and the 
 on PostgreSQL, ``/auth/me`` answered 551 requests a second through the pool and 1,230 on the loop). Yet the loop
 serves every connection, so nothing on it may wait:
 
-- **SQLite file**: the database works in this process, so a read is CPU and never waits; the loop uses the app's
-  own sessions. A write on the loop begins only if the write lock is free that moment (``NO_WAIT``,
-  dust.storage.db), and is otherwise handed to a thread.
+- **SQLite file**: the database works in this process, so a read is CPU and never waits. The loop runs one read
+  at a time, start to end, so its reads share one connection that it keeps (``HeldReads``): taking one from the
+  pool and giving it back cost more than a small read's queries (a seventh of ``/auth/me``, bench/request_cpu.py).
+  Its writes (the batch writer's) use the app's own sessions, and begin only if the write lock is free that
+  moment (``NO_WAIT``, dust.storage.db); otherwise they are handed to a thread.
 - **PostgreSQL**: a statement waits on the network. The loop's sessions are on SQLAlchemy's asyncio engine (the
   psycopg driver in its async mode), and ``run`` runs the same plain functions the threads run in a greenlet:
   at each statement the greenlet yields to the loop until PostgreSQL answers, and the loop serves the others
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
@@ -40,11 +42,32 @@ READ_POOL = POOL_SIZE // 2
 WRITE_POOL = 1
 
 
+class HeldReads:
+    """Read sessions (made like ``sessions`` makes them) on one connection, taken from its pool at the first and
+    kept until ``close``: for SQLite reads run on the loop, one at a time, each to its end. Each session's
+    transaction is its own (begun and ended on the connection); between two, the connection is outside any."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._connection: Connection | None = None
+
+    def __call__(self) -> Session:
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            self.close()
+            self._connection = self._sessions.kw["bind"].connect()
+        return self._sessions(bind=self._connection)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
 @dataclass(frozen=True)
 class LoopSessions:
     """``reads`` and ``writes`` (the batch writer's), to be used only inside ``run``."""
 
-    reads: sessionmaker[Session]
+    reads: Callable[[], Session]
     writes: sessionmaker[Session]
     engines: tuple[AsyncEngine, ...] = ()  # engines of its own (PostgreSQL), to watch and to dispose
 
@@ -62,6 +85,8 @@ class LoopSessions:
         return await greenlet_spawn(work, *args, **kwargs)
 
     async def dispose(self) -> None:
+        if isinstance(self.reads, HeldReads):
+            self.reads.close()
         for engine in self.engines:
             await engine.dispose()
 
@@ -70,7 +95,7 @@ def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionm
     """The loop's sessions for the app on ``engine`` (whose thread sessions are ``reads`` and ``writes``, fully
     configured: the loop's are made like them), or None if nothing may run on the loop with that database."""
     if engine.dialect.name == "sqlite":
-        return LoopSessions(reads, writes) if engine.url.database not in (None, "", ":memory:") else None
+        return LoopSessions(HeldReads(reads), writes) if engine.url.database not in (None, "", ":memory:") else None
     if engine.dialect.name != "postgresql":
         return None
     url = engine.url.set(drivername="postgresql+psycopg_async")

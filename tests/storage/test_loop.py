@@ -1,5 +1,5 @@
 """The event loop's sessions: on PostgreSQL a read waits for the database without holding up the loop, and is as
-read-only as a thread's; on an SQLite file they are the app's own; in memory there are none."""
+read-only as a thread's; on an SQLite file the reads share one connection the loop keeps; in memory there are none."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import InternalError
+from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import Session
 
 from dust.storage.db import is_read_only, make_engine, make_sessionmaker
@@ -87,11 +87,49 @@ def test_on_postgres_the_urls_own_options_are_kept(
     engine.dispose()
 
 
-def test_on_an_sqlite_file_the_loop_uses_the_apps_own_sessions_and_in_memory_none(sqlite_database: str) -> None:
+def test_on_an_sqlite_file_the_loop_reads_on_one_connection_it_keeps_and_in_memory_none(
+    sqlite_database: str,
+) -> None:
     engine = make_engine(sqlite_database)
     reads, writes = make_sessionmaker(engine, read_only=True), make_sessionmaker(engine)
     loop = loop_sessions(engine, reads, writes)
-    assert loop is not None and (loop.reads, loop.writes, loop.engines) == (reads, writes, ())
+    assert loop is not None and (loop.writes, loop.engines) == (writes, ())
     assert asyncio.run(loop.run(threading.current_thread)) is threading.current_thread()
+    with writes() as session, session.begin():
+        session.execute(text("CREATE TABLE counts (n int)"))
+
+    def read() -> tuple[object, int]:
+        with loop.reads() as session, session.begin():
+            return session.connection().connection.dbapi_connection, session.execute(
+                text("SELECT count(*) FROM counts")
+            ).scalar_one()
+
+    first, none = read()
+    with writes() as session, session.begin():
+        session.execute(text("INSERT INTO counts VALUES (1)"))
+    second, one = read()
+    assert first is second, "each read took a connection of its own"
+    assert (none, one) == (0, 1), "a read saw the database as of an earlier read: its transaction was kept open"
+    assert is_read_only(loop.reads())
+    assert engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    asyncio.run(loop.dispose())
+    assert engine.pool.checkedout() == 0, "the loop kept its connection after it was disposed"  # type: ignore[attr-defined]
     engine.dispose()
     assert for_engine(make_engine("sqlite://")) is None
+
+
+def test_on_an_sqlite_file_a_failed_read_leaves_the_loops_connection_ready_for_the_next(sqlite_database: str) -> None:
+    engine = make_engine(sqlite_database)
+    loop = for_engine(engine)
+    assert loop is not None
+
+    def read(sql: str) -> tuple[object, object]:
+        with loop.reads() as session, session.begin():
+            return session.connection().connection.dbapi_connection, session.execute(text(sql)).scalar_one()
+
+    held, _ = read("SELECT 1")
+    with pytest.raises(OperationalError, match="no such table"):
+        read("SELECT * FROM missing")
+    assert read("SELECT 42") == (held, 42)
+    asyncio.run(loop.dispose())
+    engine.dispose()
