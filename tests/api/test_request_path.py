@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
+import fastapi.routing
 import psycopg
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -18,7 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 
 from dust.api.app import create_app
-from dust.api.deps import SessionDep
+from dust.api.deps import SessionDep, get_settings
 from dust.core.config import Settings
 from dust.storage.db import READ_ONLY
 from tests.api.conftest import API, VITALS, World, engines, make
@@ -138,6 +140,45 @@ def test_hot_routes_take_one_trip_to_the_thread_pool_or_none(
         monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
         assert response.status_code == 200, response.text
         assert len(trips) == (0 if on_loop and name in ON_THE_LOOP else 1), (name, trips)
+
+
+def test_routes_of_the_usual_shape_solve_their_dependencies_directly_and_answer_as_fastapi_would(
+    app: FastAPI, client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dust.api.deps._Solver: a route whose dependencies are path and query parameters and the credential does not
+    go through FastAPI's general solving, which cost more CPU than a small read's queries. Asked again with a
+    dependency override (which brings FastAPI's solving back), every request gets the same answer: signed in or
+    not, parameters good or bad, the thing there or not."""
+    solved: list[object] = []
+    fastapis = fastapi.routing.solve_dependencies
+
+    async def counted_solving(**kwargs: Any) -> Any:
+        solved.append(kwargs["dependant"].call)
+        return await fastapis(**kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted_solving)
+    paths = [
+        *hot_routes(world).values(),
+        f"/entities/{world['PA']}/tensors",
+        "/entities/not-a-uuid",
+        f"/entities/{uuid.uuid4()}",
+        f"/tensor/{world['TPA']}?time=soon&metric=heart_rate",
+        f"/tensor/{world['TPA']}?time=0&metric=no_such_metric",
+        "/patients?limit=0&cursor=%%%",
+        f"/query_master?entity_id={world['A']}&depth=99",
+    ]
+    unsigned = TestClient(app, raise_server_exceptions=False)
+
+    def answers() -> list[tuple[int, object]]:
+        asked = [(reader, path) for reader in (client, unsigned) for path in paths]
+        return [(r.status_code, r.json()) for r in (reader.get(API + path) for reader, path in asked)]
+
+    directly = answers()
+    assert not solved, "a route of the usual shape went through FastAPI's solving"
+    monkeypatch.setitem(app.dependency_overrides, get_settings, get_settings)
+    assert answers() == directly
+    assert solved, "the override did not bring FastAPI's solving back: the comparison compared nothing"
+    assert {status for status, _ in directly} >= {200, 401, 404, 422}
 
 
 def test_a_route_with_a_session_must_be_a_one_hop_route(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
