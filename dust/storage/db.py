@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import await_only
 
 from dust.core.logging import get_logger
 
@@ -110,7 +111,7 @@ class _WriterTurns:
     def begin(self, conn: Connection) -> None:
         options = conn.get_execution_options()
         if options.get(READ_ONLY):
-            sqlite_scalar(conn, "BEGIN")
+            driver_scalar(conn, "BEGIN")
             return
         if options.get(NO_WAIT):
             self._begin_now(conn)
@@ -254,19 +255,31 @@ def pipelined(session: Session) -> Iterator[None]:
         raise DBAPIError.instance(None, None, error, psycopg.Error) from error
 
 
-def sqlite_scalar(connection: Connection, sql: str) -> Any:
-    """The first column of ``sql``'s first row (None without one), run on SQLite's driver itself; its errors
-    raised as SQLAlchemy's. For the statements every read runs (BEGIN, the cache epochs): through SQLAlchemy's
-    execution each cost ~12 µs more than SQLite's own work, a tenth of ``/auth/me`` (bench/request_cpu.py)."""
+def driver_scalar(connection: Connection, sql: str) -> Any:
+    """The first column of ``sql``'s first row (None without one), run on the driver itself (pysqlite, psycopg,
+    psycopg's asyncio connection awaited in the loop's greenlet); its errors raised as SQLAlchemy's. For the
+    statements every read runs (BEGIN, the cache epochs): SQLAlchemy's execution cost more than the database's
+    own work for them, ~12 µs a statement on SQLite and ~60 on PostgreSQL through the loop's asyncio adaptation
+    (bench/request_cpu.py)."""
     driver = connection.connection.driver_connection
     assert driver is not None  # None only once the connection is closed
     cursor = driver.cursor()
     # Shown to the engine's statement listeners as SQLAlchemy's execution shows them (the tests count them so)
     connection.dispatch.before_cursor_execute(connection, cursor, sql, (), None, False)
     try:
-        row = cursor.execute(sql).fetchone()
-    except sqlite3.Error as error:
-        raise DBAPIError.instance(sql, None, error, sqlite3.Error) from error
+        if isinstance(cursor, psycopg.AsyncCursor):
+            await_only(cursor.execute(sql))
+            row = await_only(cursor.fetchone())
+        else:
+            row = cursor.execute(sql).fetchone()
+    except (sqlite3.Error, psycopg.Error) as error:
+        base = sqlite3.Error if isinstance(error, sqlite3.Error) else psycopg.Error
+        raise DBAPIError.instance(sql, None, error, base) from error
+    finally:
+        if isinstance(cursor, psycopg.AsyncCursor):
+            await_only(cursor.close())
+        else:
+            cursor.close()
     return None if row is None else row[0]
 
 

@@ -1,17 +1,20 @@
 """Connections to PostgreSQL that the server has closed are replaced before they are lent out: after a restart or
 a terminated backend, the next request gets a working connection instead of an error. Statements sent together
-(``pipelined``) succeed or fail together with their transaction, and fail as SQLAlchemy's errors."""
+(``pipelined``) succeed or fail together with their transaction, and fail as SQLAlchemy's errors, as does a
+statement sent straight to the driver (``driver_scalar``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
 
-from dust.storage.db import make_engine, make_sessionmaker, pipelined
+from dust.storage.db import driver_scalar, make_engine, make_sessionmaker, pipelined
 from dust.storage.loop import loop_sessions
 
 BACKEND_PID = text("SELECT pg_backend_pid()")
@@ -89,4 +92,38 @@ def test_a_failure_among_statements_sent_together_is_sqlalchemys_and_undoes_them
         session.execute(EPOCH, {"name": "test-c", "value": 4})
     with sessions() as session, session.begin():  # the pooled connection works on
         assert session.execute(EPOCHS).all() == [("test-a", 1)]
+    engine.dispose()
+
+
+def test_a_statement_sent_straight_to_the_driver_answers_fails_and_is_seen_as_through_sqlalchemy(
+    database_url: str,
+) -> None:
+    """``driver_scalar`` (every read's BEGIN and cache epochs): in a thread's transaction, and in the event
+    loop's (PostgreSQL: psycopg's asyncio connection, awaited in the loop's greenlet)."""
+    engine = make_engine(database_url)
+    reads = make_sessionmaker(engine, read_only=True)
+    loop = loop_sessions(engine, reads, make_sessionmaker(engine))
+    assert loop is not None
+    seen: list[str] = []
+    watched = [engine, *(made.sync_engine for made in loop.engines)]
+    for each in watched:
+        event.listen(each, "before_cursor_execute", lambda conn, cursor, sql, *rest: seen.append(sql))
+
+    def ask(sql: str, sessions: Callable[[], Session]) -> object:
+        with sessions() as session, session.begin():
+            return driver_scalar(session.connection(), sql)
+
+    async def on_the_loop(sql: str) -> object:
+        return await loop.run(ask, sql, loop.reads)
+
+    for run in (lambda sql: ask(sql, reads), lambda sql: asyncio.run(on_the_loop(sql))):
+        seen.clear()
+        assert run("SELECT 41 + 1") == 42
+        assert run("SELECT 1 WHERE 1 = 0") is None
+        with pytest.raises(DBAPIError) as failed:
+            run("SELECT * FROM no_such_table")
+        assert "no_such_table" in str(failed.value.orig)
+        assert run("SELECT 7") == 7  # the connection is fine after the failure
+        assert "SELECT 41 + 1" in seen and "SELECT * FROM no_such_table" in seen
+    asyncio.run(loop.dispose())
     engine.dispose()

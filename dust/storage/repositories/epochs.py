@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from dust.storage.db import sqlite_scalar
+from dust.storage.db import driver_scalar
 from dust.storage.models import CacheEpoch
 
 # Plain SQL, straight to the driver: every signed-in request runs it, and building, caching and reading back a
@@ -34,9 +34,7 @@ IDENTITY = "identity"
 def read(session: Session) -> dict[str, int]:
     """Every epoch by name, and the identity; one never raised is absent (read it as 0)."""
     connection = session.connection()
-    if connection.dialect.name == "sqlite":
-        return decoded(sqlite_scalar(connection, _READ["sqlite"]))
-    return decoded(connection.exec_driver_sql(_READ[connection.dialect.name]).scalar())
+    return decoded(driver_scalar(connection, _READ[connection.dialect.name]))
 
 
 class every_epoch(FunctionElement[Any]):
