@@ -140,8 +140,8 @@ class _WriterTurns:
             finally:
                 conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
             # SQLite checkpoints the WAL into the database file (and syncs both) at the first commit past 1,000
-            # pages: 5-16 ms that would stall every request on the loop. This commit skips it; the next one of
-            # a thread does it (dust.storage.writer hands it every CHECKPOINT_EVERY-th batch).
+            # pages: 5-16 ms that would stall every request on the loop. This commit skips it; the batch writer's
+            # thread checkpoints now and then instead (checkpoint_wal, dust.storage.writer).
             conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             self.quiet = dbapi_conn
         except OperationalError as error:
@@ -310,6 +310,20 @@ def settle_sqlite_reads(session: Session) -> None:
         if turn:
             assert turns is not None
             turns.lock.release()
+
+
+def checkpoint_wal(engine: Engine) -> None:
+    """Copy what SQLite's WAL holds into the database file, on a connection outside any transaction: PASSIVE, so
+    as far as no reader still needs and without the write lock, and writers and readers go on meanwhile. Done so,
+    it keeps the WAL under the size at which a commit checkpoints it while holding the write lock. A no-op on
+    other databases."""
+    if engine.dialect.name != "sqlite":
+        return
+    connection = engine.raw_connection()
+    try:
+        connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # type: ignore[union-attr]
+    finally:
+        connection.close()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from dust.storage.db import driver_scalar, make_engine, make_sessionmaker, pipelined
+from dust.storage.db import checkpoint_wal, driver_scalar, make_engine, make_sessionmaker, pipelined
 from dust.storage.loop import loop_sessions
 
 BACKEND_PID = text("SELECT pg_backend_pid()")
@@ -126,4 +126,24 @@ def test_a_statement_sent_straight_to_the_driver_answers_fails_and_is_seen_as_th
         assert run("SELECT 7") == 7  # the connection is fine after the failure
         assert "SELECT 41 + 1" in seen and "SELECT * FROM no_such_table" in seen
     asyncio.run(loop.dispose())
+    engine.dispose()
+
+
+def test_a_wal_checkpoint_takes_no_write_lock_and_leaves_writers_and_readers_going(
+    sqlite_database: str, empty_database: Callable[[str], None]
+) -> None:
+    """``checkpoint_wal``, as the batch writer's thread runs it: while a writer holds SQLite's write lock (a
+    commit's automatic checkpoint would hold it for the whole copy), and while a reader has its snapshot."""
+    empty_database(sqlite_database)
+    engine = make_engine(sqlite_database)
+    sessions, reads = make_sessionmaker(engine), make_sessionmaker(engine, read_only=True)
+    with sessions() as session, session.begin():
+        session.execute(EPOCH, {"name": "test-a", "value": 1})
+    with reads() as reader, reader.begin(), sessions() as writer, writer.begin():
+        before = reader.execute(EPOCHS).all()
+        writer.execute(EPOCH, {"name": "test-b", "value": 2})  # holds the write lock from here to its commit
+        checkpoint_wal(engine)  # had it to take the write lock, it would wait here for the writer above
+        assert reader.execute(EPOCHS).all() == before == [("test-a", 1)]
+    with engine.connect() as conn:
+        assert conn.execute(EPOCHS).all() == [("test-a", 1), ("test-b", 2)]
     engine.dispose()

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dust.core.errors import Unavailable
 from dust.core.logging import configure_logging
 from dust.storage import writer as writer_module
-from dust.storage.db import Write, make_engine, make_sessionmaker, unit_of_work
+from dust.storage.db import Write, checkpoint_wal, make_engine, make_sessionmaker, unit_of_work
 from dust.storage.loop import LoopSessions, loop_sessions
 from dust.storage.models import AuditRecord
 from dust.storage.writer import BatchWriter
@@ -294,12 +294,23 @@ def test_on_the_loop_a_failing_write_fails_only_its_own_request(sqlite_sessions:
     assert sorted(actions(sqlite_sessions)) == ["good1", "good2"]
 
 
-def test_on_the_loop_commits_never_checkpoint_the_wal_and_the_thread_takes_a_batch_now_and_then(
+def test_on_the_loop_commits_never_checkpoint_the_wal_and_the_thread_does_it_with_no_request_waiting(
     sqlite_sessions: Sessions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A checkpoint copies and syncs megabytes (5-16 ms, every request on the loop would wait): the loop's
-    transactions run with SQLite's auto-checkpoint off, and every CHECKPOINT_EVERY-th batch is the thread's."""
+    transactions run with SQLite's auto-checkpoint off, and every CHECKPOINT_EVERY-th batch the thread
+    checkpoints, outside any transaction, while the loop goes on committing."""
     monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 2)
+    checkpointed = threading.Event()
+    checkpoints: list[tuple[str, float]] = []
+
+    def slow_checkpoint(engine: Engine) -> None:
+        time.sleep(0.5)  # a long one, to be seen: the requests must not wait for it
+        checkpoint_wal(engine)
+        checkpoints.append((threading.current_thread().name, time.monotonic()))
+        checkpointed.set()
+
+    monkeypatch.setattr(writer_module, "checkpoint_wal", slow_checkpoint)
     writer = loop_writer(sqlite_sessions)
     threads = committed_on(sqlite_sessions)
     during: list[int] = []
@@ -307,15 +318,17 @@ def test_on_the_loop_commits_never_checkpoint_the_wal_and_the_thread_takes_a_bat
     def look(session: Session) -> None:
         during.append(session.execute(text("PRAGMA wal_autocheckpoint")).scalar_one())
 
-    async def run() -> str:
-        await writer.written([look])  # the loop's
-        await writer.written([look])  # the thread's
-        await writer.written([look])  # the loop's
-        return threading.current_thread().name
+    async def run() -> tuple[str, float]:
+        for _ in range(3):
+            await writer.written([look])
+        return threading.current_thread().name, time.monotonic()
 
-    loop_thread = asyncio.run(run())
-    assert threads == [loop_thread, "dust-batch-writer", loop_thread]
-    assert during == [0, 1000, 0], "off in the loop's transactions only (the pool has one connection here)"
+    loop_thread, answered = asyncio.run(run())
+    assert threads == [loop_thread] * 3, "every batch was the loop's"
+    assert during == [0, 0, 0], "the loop's transactions checkpoint nothing"
+    assert checkpointed.wait(5), "the thread did not checkpoint"
+    assert checkpoints[0][0] == "dust-batch-writer"
+    assert answered < checkpoints[0][1], "a request waited for the checkpoint"
 
 
 def test_on_the_loop_records_gather_under_load_and_a_lone_clients_wait_for_no_one(
