@@ -121,7 +121,7 @@ class _WriterTurns:
         else:  # a turn never given back (a bug): fall back on SQLite's own waiting rather than stop writing
             log.error("no turn to write within the busy timeout; waiting on SQLite's lock instead")
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            driver_scalar(conn, "BEGIN IMMEDIATE")
         except BaseException:
             self.pass_on(conn.connection.dbapi_connection)
             raise
@@ -134,15 +134,15 @@ class _WriterTurns:
             raise WriteLockBusy("a writer of this process holds the write lock")
         self.holder = dbapi_conn
         try:
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            driver_scalar(conn, "PRAGMA busy_timeout=0")
             try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                driver_scalar(conn, "BEGIN IMMEDIATE")
             finally:
-                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+                driver_scalar(conn, f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
             # SQLite checkpoints the WAL into the database file (and syncs both) at the first commit past 1,000
             # pages: 5-16 ms that would stall every request on the loop. This commit skips it; the batch writer's
             # thread checkpoints now and then instead (checkpoint_wal, dust.storage.writer).
-            conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
+            driver_scalar(conn, "PRAGMA wal_autocheckpoint=0")
             self.quiet = dbapi_conn
         except OperationalError as error:
             self.pass_on(dbapi_conn)
@@ -258,13 +258,14 @@ def pipelined(session: Session) -> Iterator[None]:
 def driver_scalar(connection: Connection, sql: str) -> Any:
     """The first column of ``sql``'s first row (None without one), run on the driver itself (pysqlite, psycopg,
     psycopg's asyncio connection awaited in the loop's greenlet); its errors raised as SQLAlchemy's. For the
-    statements every read runs (BEGIN, the cache epochs): SQLAlchemy's execution cost more than the database's
-    own work for them, ~12 µs a statement on SQLite and ~60 on PostgreSQL through the loop's asyncio adaptation
-    (bench/request_cpu.py)."""
+    statements every transaction runs (SQLite's BEGIN and the PRAGMAs around a write on the loop, the cache
+    epochs): SQLAlchemy's execution cost more than the database's own work for them, ~12 µs a statement on
+    SQLite and ~60 on PostgreSQL through the loop's asyncio adaptation (bench/request_cpu.py)."""
     driver = connection.connection.driver_connection
     assert driver is not None  # None only once the connection is closed
     cursor = driver.cursor()
-    # Shown to the engine's statement listeners as SQLAlchemy's execution shows them (the tests count them so)
+    # Shown to the engine's statement listeners as SQLAlchemy's execution shows them (the tests count them so), but
+    # with no execution context (None): there is none
     connection.dispatch.before_cursor_execute(connection, cursor, sql, (), None, False)
     try:
         if isinstance(cursor, psycopg.AsyncCursor):

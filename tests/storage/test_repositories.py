@@ -81,7 +81,8 @@ def test_a_read_along_is_compiled_once(db: Dust) -> None:
     hits: list[CacheStats] = []
 
     def seen(conn: object, cursor: object, statement: str, params: object, context: Any, many: bool) -> None:
-        hits.append(context.cache_hit)
+        if context is not None:  # None: a statement sent straight to the driver (BEGIN; dust.storage.db.driver_scalar)
+            hits.append(context.cache_hit)
 
     with db.session() as session:
         event.listen(db.engine, "before_cursor_execute", seen)
