@@ -369,19 +369,19 @@ def _signs_in(dependant: Dependant) -> bool:
     return any(d.call in _SIGNING_IN or _signs_in(d) for d in dependant.dependencies)
 
 
-def _start(request: Request, token: str | None) -> Session:
+def _start(request: Request, token: str | None) -> Work:
     """The request's Work, for its OneHop trip to open, sign in and commit."""
     route = request.scope.get("route")
     if not isinstance(route, OneHop) or not getattr(route.endpoint, "dust_one_hop", False):
         raise TypeError(f"{request.url.path}: a route with a session must be a OneHop route (APIRouter(route_class=…))")
     work = Work(request, token, on_loop=route.stays_on_loop(request))
     setattr(request.state, _WORK, work)
-    return work.session
+    return work
 
 
 async def get_session(request: Request) -> Session:
     """The request's transaction, without a credential: committed when the handler returns, before the answer."""
-    return _start(request, None)
+    return _start(request, None).session
 
 
 async def get_settings(request: Request) -> Settings:
@@ -425,8 +425,7 @@ def _signed(request: Request, token: str | None) -> Work:
         return work
     if not token:
         raise Unauthorized("sign in first: send Authorization: Bearer <access token or API key>")
-    _start(request, token)
-    return _work(request)
+    return _start(request, token)
 
 
 def _work(request: Request) -> Work:
