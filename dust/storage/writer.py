@@ -20,10 +20,10 @@ entity get answered a fifth fewer requests on SQLite, and on PostgreSQL 639 agai
   Under load (a commit on the loop in the last ``BUSY_SECONDS`` that served several requests) the loop lets
   records gather for ``GATHER_SECONDS`` first: fewer, larger transactions; a lone client's reads, one after
   another, wait for no one. The loop's commits never checkpoint SQLite's WAL (5-16 ms of copying and syncing,
-  dust.storage.db): every ``CHECKPOINT_EVERY``-th batch, the thread checkpoints it, outside any transaction,
-  with no request waiting for it (``checkpoint_wal``). When a batch that would be committed with the
-  checkpoint waited for it, and the loop's next commits queued behind its write lock, the checkpoint set the p99
-  of every audited read: entity get 25-33 ms at half load, 11 ms without (bench/serve.py).
+  dust.storage.db): every ``CHECKPOINT_EVERY``-th batch, the thread checkpoints the WAL outside any transaction
+  and without the write lock, with no request waiting for it (``checkpoint_wal``). It used to commit that batch
+  with the checkpoint inside, holding the lock: the batch's requests waited for the copy, the loop's next commits
+  queued behind it, and that set the p99 of every audited read (entity get 25-33 ms at half load, 11 without).
 A batch that fails on the loop goes to the thread, which gives each request its own transaction and outcome.
 """
 
