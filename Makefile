@@ -38,7 +38,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench,models,docs,images]'
+	@# --no-compile: byte-compiling every installed file (torch's thousands) was half the install's time;
+	@# Python compiles what is imported, once, on first use.
+	$(BIN)/pip install --quiet --no-compile -e '.[test,bench,models,docs,images]'
 	touch $@
 
 browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing

@@ -41,6 +41,7 @@ from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
 from dust.core.logging import configure_logging, get_logger
+from dust.core.security import dummy_hash
 from dust.engine import firing
 from dust.engine.caches import for_settings as caches_for
 from dust.jobs import Worker, attach, queue_for
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("starting", version=__version__, database=engine.url.render_as_string(hide_password=True))
         health.drain_on_signals(app.state.draining)  # /readyz answers 503 from SIGTERM until the process ends
+        await anyio.to_thread.run_sync(dummy_hash)  # so the first sign-in under an unknown name takes no longer
         worker = None
         if run_jobs and not app.state.jobs.shared:
             # exclusive: of the processes of `dust serve --workers N`, one consumes a SQLite queue at a time

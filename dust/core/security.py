@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import uuid
@@ -18,8 +19,14 @@ ALGORITHM = "HS256"  # the only one accepted: "none" and RS/HS confusion are ref
 ISSUER = "dust"
 API_KEY_PREFIX = "dust_"
 _hasher = PasswordHasher()
-# Verified against when a username does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """Verified against when a username does not exist, so a wrong name costs as long as a wrong password.
+    Made on first use (a server makes it as it starts): hashing costs ~0.1 s, which every process, each CLI
+    command among them, paid at import."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class Role(StrEnum):
@@ -54,7 +61,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _hasher.verify(stored or dummy_hash(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 
