@@ -217,7 +217,7 @@ class Append:
     statement: Insert
     rows: list[dict[str, Any]]
 
-    def __call__(self, session: Session) -> None:
+    def __call__(self, session: Session | Connection) -> None:
         session.execute(self.statement, self.rows)
 
 
@@ -335,6 +335,18 @@ def unit_of_work(factory: sessionmaker[Session], *, wait: bool = True) -> Iterat
         if not wait:
             session.connection(execution_options={NO_WAIT: True})  # begins it, as _WriterTurns.begin decides
         yield session
+
+
+@contextmanager
+def core_unit_of_work(factory: sessionmaker[Session], *, wait: bool = True) -> Iterator[Connection]:
+    """``unit_of_work`` on a Connection of the sessions' engine, for writes that need no Session (``Append``):
+    the batch writer's usual batch, audit records only. A Session's transaction (its events, its flush, the
+    listeners of every feature that watches commits) cost the loop three times the INSERT itself."""
+    with factory.kw["bind"].connect() as connection:
+        if not wait:
+            connection.execution_options(**{NO_WAIT: True})  # so _WriterTurns.begin decides as in unit_of_work
+        with connection.begin():
+            yield connection
 
 
 def upgrade(engine: Engine, revision: str = "head") -> list[str]:

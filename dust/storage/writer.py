@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dust.core.errors import Unavailable
 from dust.core.logging import get_logger
-from dust.storage.db import Append, Write, WriteLockBusy, checkpoint_wal, unit_of_work
+from dust.storage.db import Append, Write, WriteLockBusy, checkpoint_wal, core_unit_of_work, unit_of_work
 from dust.storage.loop import LoopSessions
 
 log = get_logger(__name__)
@@ -236,15 +236,23 @@ class BatchWriter:
 
     def _run_jobs(self, batch: list[_Job], wait: bool = True, sessions: sessionmaker[Session] | None = None) -> None:
         """In one transaction (of ``sessions``, by default the thread's); ``wait=False``: only if the write lock is
-        free this moment (else WriteLockBusy)."""
+        free this moment (else WriteLockBusy). The Appends of all the jobs go in last, one executemany each."""
+        factory = sessions or self._sessions
         appends: dict[Insert, list[dict[str, Any]]] = {}
-        with unit_of_work(sessions or self._sessions, wait=wait) as session:
-            for job in batch:
-                for write in job.writes:
-                    if isinstance(write, Append):
-                        appends.setdefault(write.statement, []).extend(write.rows)
-                    else:
-                        write(session)
+        others: list[Write] = []
+        for write in (write for job in batch for write in job.writes):
+            if isinstance(write, Append):
+                appends.setdefault(write.statement, []).extend(write.rows)
+            else:
+                others.append(write)
+        if not others:  # audit records only, as most batches are: no Session to set up
+            with core_unit_of_work(factory, wait=wait) as connection:
+                for statement, rows in appends.items():
+                    Append(statement, rows)(connection)
+            return
+        with unit_of_work(factory, wait=wait) as session:
+            for write in others:
+                write(session)
             for statement, rows in appends.items():
                 Append(statement, rows)(session)
 

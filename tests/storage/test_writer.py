@@ -19,6 +19,7 @@ from dust.storage import writer as writer_module
 from dust.storage.db import Write, checkpoint_wal, make_engine, make_sessionmaker, unit_of_work
 from dust.storage.loop import LoopSessions, loop_sessions
 from dust.storage.models import AuditRecord
+from dust.storage.repositories import audit as audit_repo
 from dust.storage.writer import BatchWriter
 from tests.storage.conftest import ticks_until
 
@@ -43,6 +44,14 @@ def record(action: str) -> Write:
         session.add(AuditRecord(action=action, resource="test"))
 
     return write
+
+
+def appended(action: str) -> Write:
+    """As a request leaves its audit record: an Append, which the writer merges with others' into one INSERT."""
+    return audit_repo.appending([{"action": action, "resource": "test"}])
+
+
+FORMS = {"a session's write": record, "an append": appended}
 
 
 def actions(sessions: Sessions) -> list[str]:
@@ -224,12 +233,13 @@ def committed_on(sessions: Sessions) -> list[str]:
     return threads
 
 
-def test_on_the_loop_the_loop_commits_the_records_itself(sqlite_sessions: Sessions) -> None:
+@pytest.mark.parametrize("form", FORMS)
+def test_on_the_loop_the_loop_commits_the_records_itself(sqlite_sessions: Sessions, form: str) -> None:
     writer = loop_writer(sqlite_sessions)
     threads = committed_on(sqlite_sessions)
 
     async def run() -> str:
-        await asyncio.gather(*(writer.written([record(f"r{n}")]) for n in range(5)))
+        await asyncio.gather(*(writer.written([FORMS[form](f"r{n}")]) for n in range(5)))
         return threading.current_thread().name
 
     loop_thread = asyncio.run(run())
@@ -238,9 +248,34 @@ def test_on_the_loop_the_loop_commits_the_records_itself(sqlite_sessions: Sessio
     assert not writer.running, "no thread was needed"
 
 
+def test_appends_alone_are_committed_without_a_session_and_with_others_in_the_same_transaction(
+    sessions: Sessions, engine: Engine
+) -> None:
+    """A batch of audit records only (most batches) needs no Session, whose set-up cost more than the INSERT; a
+    batch with other writes commits them all in one Session's transaction, the Appends merged."""
+    begun: list[int] = []
+    commits: list[int] = []
+
+    def began(*_: object) -> None:
+        begun.append(1)
+
+    event.listen(Session, "after_begin", began)
+    event.listen(engine, "commit", lambda conn: commits.append(1))
+    try:
+        writer = BatchWriter(sessions)
+        writer.write([appended("a1"), appended("a2")])
+        assert (begun, commits) == ([], [1])
+        writer.write([appended("b1"), record("b2"), appended("b3")])
+        assert (begun, commits) == ([1], [1, 1])
+    finally:
+        event.remove(Session, "after_begin", began)
+    assert actions(sessions) == ["a1", "a2", "b2", "b1", "b3"], "the Appends last, in their order"
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("holder", ["a writer of this process", "another process"])
 def test_on_the_loop_a_taken_write_lock_sends_the_records_to_the_thread_and_the_loop_never_waits(
-    sqlite_sessions: Sessions, sqlite_database: str, holder: str
+    sqlite_sessions: Sessions, sqlite_database: str, holder: str, form: str
 ) -> None:
     writer = loop_writer(sqlite_sessions)
     release = threading.Event()
@@ -264,7 +299,7 @@ def test_on_the_loop_a_taken_write_lock_sends_the_records_to_the_thread_and_the_
 
     async def run() -> int:
         ticking = asyncio.ensure_future(ticks_until(release))
-        waiting = asyncio.ensure_future(writer.written([record("waited")]))
+        waiting = asyncio.ensure_future(writer.written([FORMS[form]("waited")]))
         await asyncio.sleep(0.3)
         assert not waiting.done(), "answered before its record was committed"
         release.set()
