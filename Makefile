@@ -38,9 +38,12 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	@# --no-compile: byte-compiling every installed file (torch's thousands) was half the install's time;
-	@# Python compiles what is imported, once, on first use.
+	@# pip byte-compiles the installed files one after another (torch's thousands: over half of the install);
+	@# compileall does it on every core. Compiled they must be: where PYTHONDONTWRITEBYTECODE is set (as on CI),
+	@# Python would otherwise compile torch & co. again in every process. Some packages ship files for newer
+	@# Pythons that do not compile (pip skips them too), hence -qq and || true.
 	$(BIN)/pip install --quiet --no-compile -e '.[test,bench,models,docs,images]'
+	$(BIN)/python -m compileall -qq -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
 	touch $@
 
 browsers:  ## Debian's chromium for the UI's browser tests (tests/ui/test_browser.py), installed when missing
