@@ -36,6 +36,7 @@ def test_names_are_the_objects_of_their_modules() -> None:
     from dust.embedded import open as open_
 
     assert dust.open is open_ and dust.NotFound is NotFound
+    assert set(dust.__all__) == {*dust._PUBLIC, "__version__"}, "a public name without a module to load it from"
     assert set(dir(dust)) >= set(dust.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = dust.nope  # type: ignore[attr-defined]
