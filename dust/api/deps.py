@@ -109,15 +109,22 @@ class Work:
     @contextmanager
     def opened(self, first: Callable[[Session], None] | None = None) -> Iterator[Session]:
         """The transaction, signed in; committed (with the Idempotency-Key's mark last) if the block succeeds.
-        ``first``: the transaction's first read, before the credential is checked (``reads_first``)."""
+        ``first``: the transaction's first read, before the credential is checked (``reads_first``).
+
+        The transaction begins at the session's first statement, not here: a small read on the loop whose
+        statements all go to the driver (``dust.storage.db.statement_connection``: the epochs, an entity's row)
+        and whose credential and reach the caches hold never begins one — no BEGIN, no COMMIT, and none of the
+        Session's bookkeeping for them, a fifth of ``/auth/me``'s CPU (bench/request_cpu.py)."""
         hook = None if self.read_only else getattr(self.request.state, BEFORE_COMMIT, None)
-        with self.session, self.session.begin():
+        with self.session:
             if first is not None:
                 first(self.session)
             self._sign_in()
             yield self.session
             if hook is not None:
                 hook(self.session)
+            if self.session.in_transaction():
+                self.session.commit()
 
     async def written(self) -> None:
         """Wait, on the event loop, until the batch writer has committed what the transaction left it."""

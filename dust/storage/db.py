@@ -6,14 +6,14 @@ import select
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Insert, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +34,7 @@ WAL_AUTOCHECKPOINT = 1000  # SQLite's default: a commit past this many WAL pages
 MMAP_BYTES = 1 << 30  # SQLite maps up to this much of a database file; beyond it, it reads as usual
 READ_ONLY = "dust.read_only"  # an engine execution option and a session.info flag: this transaction only reads
 AFTER_COMMIT = "dust.after_commit"  # session.info: writes to run once the transaction has committed
+HELD = "dust.held"  # session.info: the connection the session is bound to, usable before its transaction begins
 NO_WAIT = "dust.no_wait"  # an execution option: an SQLite write begins only if the write lock is free at once
 Write = Callable[[Session], None]  # a write for after the commit (after_commit); or an Append
 _TURNS: weakref.WeakKeyDictionary[Any, _WriterTurns] = weakref.WeakKeyDictionary()  # by pool: options share it
@@ -255,33 +256,86 @@ def pipelined(session: Session) -> Iterator[None]:
         raise DBAPIError.instance(None, None, error, psycopg.Error) from error
 
 
+def statement_connection(session: Session) -> Connection:
+    """Where to run a statement on the driver for ``session``: the connection it holds (``HELD``) even before its
+    transaction begins, when such a statement is a snapshot of its own (as on PostgreSQL's autocommit reads on the
+    loop, dust.storage.loop); otherwise its transaction's connection, beginning the transaction if need be."""
+    held: Connection | None = session.info.get(HELD)
+    return held if held is not None else session.connection()
+
+
 def driver_scalar(connection: Connection, sql: str) -> Any:
     """The first column of ``sql``'s first row (None without one), run on the driver itself (pysqlite, psycopg,
     psycopg's asyncio connection awaited in the loop's greenlet); its errors raised as SQLAlchemy's. For the
     statements every transaction runs (SQLite's BEGIN and the PRAGMAs around a write on the loop, the cache
     epochs): SQLAlchemy's execution cost more than the database's own work for them, ~12 µs a statement on
     SQLite and ~60 on PostgreSQL through the loop's asyncio adaptation (bench/request_cpu.py)."""
+    row = driver_row(connection, sql)
+    return None if row is None else row[0]
+
+
+def driver_row(connection: Connection, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+    """``sql``'s first row as the driver gives it (None without one): see ``driver_scalar``."""
     driver = connection.connection.driver_connection
     assert driver is not None  # None only once the connection is closed
     cursor = driver.cursor()
     # Shown to the engine's statement listeners as SQLAlchemy's execution shows them (the tests count them so), but
     # with no execution context (None): there is none
-    connection.dispatch.before_cursor_execute(connection, cursor, sql, (), None, False)
+    connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, False)
     try:
         if isinstance(cursor, psycopg.AsyncCursor):
-            await_only(cursor.execute(sql))
-            row = await_only(cursor.fetchone())
-        else:
-            row = cursor.execute(sql).fetchone()
+            await_only(cursor.execute(sql, parameters or None))
+            return await_only(cursor.fetchone())
+        return cursor.execute(sql, parameters).fetchone()
     except (sqlite3.Error, psycopg.Error) as error:
         base = sqlite3.Error if isinstance(error, sqlite3.Error) else psycopg.Error
-        raise DBAPIError.instance(sql, None, error, base) from error
+        raise DBAPIError.instance(sql, parameters, error, base) from error
     finally:
         if isinstance(cursor, psycopg.AsyncCursor):
             await_only(cursor.close())
         else:
             cursor.close()
-    return None if row is None else row[0]
+
+
+class DriverQuery:
+    """A SELECT of at most one row that a hot read runs on the driver itself (``driver_row``) rather than through
+    SQLAlchemy's execution, which cost more than the query: compiled once per dialect, its parameters and columns
+    converted as SQLAlchemy converts them (a UUID to SQLite's text and back, a JSON column decoded…)."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def first(self, connection: Connection, parameters: dict[str, Any]) -> dict[str, Any] | None:
+        """The row's columns by name, or None."""
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name) or self._compiled.setdefault(dialect.name, self._compile(dialect))
+        row = driver_row(connection, compiled.sql, compiled.bound(parameters))
+        if row is None:
+            return None
+        columns = zip(compiled.columns, row, strict=True)
+        return {key: value if made is None else made(value) for (key, made), value in columns}
+
+    def _compile(self, dialect: Any) -> _Compiled:
+        compiled = self.statement.compile(dialect=dialect)
+        binds = {name: bind.type.dialect_impl(dialect).bind_processor(dialect) for name, bind in compiled.binds.items()}
+        columns = [
+            (key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for key, column in self.statement.selected_columns.items()
+        ]
+        return _Compiled(compiled.string, compiled.positiontup, binds, columns)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    positions: list[str] | None  # the parameters' names in order; None: by name (psycopg)
+    binds: Mapping[str, Callable[[Any], Any] | None]  # by parameter: how its value goes to the driver
+    columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # by column: its name, and how its value comes back
+
+    def bound(self, parameters: dict[str, Any]) -> list[Any] | dict[str, Any]:
+        made = {k: value if (bind := self.binds[k]) is None else bind(value) for k, value in parameters.items()}
+        return made if self.positions is None else [made[name] for name in self.positions]
 
 
 def settle_sqlite_reads(session: Session) -> None:

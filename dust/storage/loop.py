@@ -8,6 +8,10 @@ serves every connection, so nothing on it may wait:
 - **SQLite file**: the database works in this process, so a read is CPU and never waits. The loop runs one read
   at a time, start to end, so its reads share one connection that it keeps (``HeldReads``): taking one from the
   pool and giving it back cost more than a small read's queries (a seventh of ``/auth/me``, bench/request_cpu.py).
+  The statements a read sends to the driver itself (the epochs, an entity's or a tensor's row:
+  ``dust.storage.db.statement_connection``) run on that connection before any transaction, each a snapshot of
+  its own, as PostgreSQL's reads below are in autocommit; a statement through the session then begins its
+  transaction, which sees at least what they saw.
   Its writes (the batch writer's) use the app's own sessions, and begin only if the write lock is free that
   moment (``NO_WAIT``, dust.storage.db); otherwise they are handed to a thread.
 - **PostgreSQL**: a statement waits on the network. The loop's sessions are on SQLAlchemy's asyncio engine (the
@@ -32,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
-from dust.storage.db import POOL_SIZE, READ_ONLY, replace_closed_connections
+from dust.storage.db import HELD, POOL_SIZE, READ_ONLY, replace_closed_connections
 
 T = TypeVar("T")
 # PostgreSQL connections of the loop's pools, beside the app's (dust.storage.db.POOL_SIZE, for the thread pool):
@@ -55,7 +59,9 @@ class HeldReads:
         if self._connection is None or self._connection.closed or self._connection.invalidated:
             self.close()
             self._connection = self._sessions.kw["bind"].connect()
-        return self._sessions(bind=self._connection)
+        session = self._sessions(bind=self._connection)
+        session.info[HELD] = self._connection
+        return session
 
     def close(self) -> None:
         if self._connection is not None:

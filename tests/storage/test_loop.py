@@ -8,12 +8,13 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import InternalError, OperationalError
 from sqlalchemy.orm import Session
 
 from dust.storage.db import is_read_only, make_engine, make_sessionmaker
 from dust.storage.loop import LoopSessions, loop_sessions
+from dust.storage.repositories import epochs
 from tests.storage.conftest import ticks_until
 
 
@@ -131,5 +132,30 @@ def test_on_an_sqlite_file_a_failed_read_leaves_the_loops_connection_ready_for_t
     with pytest.raises(OperationalError, match="no such table"):
         read("SELECT * FROM missing")
     assert read("SELECT 42") == (held, 42)
+    asyncio.run(loop.dispose())
+    engine.dispose()
+
+
+def test_on_an_sqlite_file_a_statement_on_the_driver_needs_no_transaction(sqlite_database: str) -> None:
+    """The loop's reads run their first statements (the epochs, an entity's row) on the connection they hold, each a
+    snapshot of its own: a read the caches answer otherwise is that one statement, with no BEGIN and no COMMIT.
+    A statement through the session then begins its read-only transaction, on the same connection."""
+    engine = make_engine(sqlite_database)
+    loop = for_engine(engine)
+    assert loop is not None
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: statements.append(sql))
+
+    def read() -> tuple[bool, list[str], bool]:
+        with loop.reads() as session:
+            epochs.read(session)
+            before = session.in_transaction(), list(statements)
+            session.execute(text("SELECT 1"))
+            return *before, session.in_transaction()
+
+    began, first, after = asyncio.run(loop.run(read))
+    assert (began, after) == (False, True)
+    assert len(first) == 1 and "cache_epochs" in first[0]
+    assert statements[1:] == ["BEGIN", "SELECT 1"]
     asyncio.run(loop.dispose())
     engine.dispose()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
-from sqlalchemy import String, event, select
-from sqlalchemy.engine.default import CacheStats
+from sqlalchemy import Select, String, bindparam, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dust.embedded import Dust
-from dust.storage.models import Entity
+from dust.storage.db import DriverQuery
+from dust.storage.models import Entity, Tensor
 from dust.storage.repositories import Copies, epochs
 from dust.storage.repositories import entities as entity_repo
+from dust.storage.repositories import tensors as tensor_repo
 
 
 def test_a_copy_holds_what_the_orm_loads_and_no_session_tracks_it(db: Dust) -> None:
@@ -74,19 +74,34 @@ def test_with_epochs_of_a_missing_id_gives_the_epochs_and_then_none(db: Dust) ->
         assert entity_repo.peek(session, uuid.uuid4()) is None
 
 
-def test_a_read_along_is_compiled_once(db: Dust) -> None:
-    """Its epochs column is a construct of ours: without a cache key, SQLAlchemy compiled the statement anew at
-    every read, which cost more than the query it saves."""
-    made = db.create_entity(kind="person", name="Jane")
-    hits: list[CacheStats] = []
-
-    def seen(conn: object, cursor: object, statement: str, params: object, context: Any, many: bool) -> None:
-        if context is not None:  # None: a statement sent straight to the driver (BEGIN; dust.storage.db.driver_scalar)
-            hits.append(context.cache_hit)
-
+@pytest.mark.parametrize("make", ["entity", "tensor"])
+def test_a_read_along_gives_the_row_as_the_orm_loads_it(db: Dust, make: str) -> None:
+    """It is run on the driver, with the columns converted by hand as SQLAlchemy would (UUIDs, times, JSON)."""
+    entity = db.create_entity(kind="person", name="Jane", attributes={"mrn": "1", "tags": ["a"], "n": 2.5})
+    db.create_schema({"name": "vitals", "axes": [{"name": "metric", "labels": ["hr"]}], "time": {"unit": "day"}})
+    tensor = db.create_tensor(entity.id, "vitals")
+    model, peek, key = (Entity, entity_repo.peek, entity.id)
+    if make == "tensor":
+        model, peek, key = (Tensor, tensor_repo.peek, tensor.id)
     with db.session() as session:
-        event.listen(db.engine, "before_cursor_execute", seen)
-        for _ in range(2):
-            entity_repo.peek.with_epochs(session, made.id)
-        event.remove(db.engine, "before_cursor_execute", seen)
-    assert hits[-1] is CacheStats.CACHE_HIT
+        peek.with_epochs(session, key)
+        along = peek(session, key)
+        loaded = session.get(model, key)
+        assert along is not None and loaded is not None
+        columns = [c.key for c in model.__table__.c]
+        assert {k: getattr(along, k) for k in columns} == {k: getattr(loaded, k) for k in columns}
+        assert {k: type(getattr(along, k)) for k in columns} == {k: type(getattr(loaded, k)) for k in columns}
+
+
+def test_a_driver_query_is_compiled_once_per_dialect(db: Dust, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling cost more than the query it runs: the second read sends the first's SQL."""
+    made = db.create_entity(kind="person", name="Jane")
+    query = DriverQuery(select(Entity.__table__).where(Entity.__table__.c.id == bindparam("b_id")))
+    compiled = []
+    compile_ = Select.compile
+    monkeypatch.setattr(Select, "compile", lambda self, *a, **k: compiled.append(1) or compile_(self, *a, **k))
+    with db.session() as session:
+        rows = [query.first(session.connection(), {"b_id": made.id}) for _ in range(2)]
+        assert query.first(session.connection(), {"b_id": uuid.uuid4()}) is None
+    assert rows[0] == rows[1] and rows[0] is not None and rows[0]["id"] == made.id and rows[0]["name"] == "Jane"
+    assert len(compiled) == 1

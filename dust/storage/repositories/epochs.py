@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from dust.storage.db import driver_scalar
+from dust.storage.db import driver_scalar, statement_connection
 from dust.storage.models import CacheEpoch
 
 # Plain SQL, straight to the driver: every signed-in request runs it, and building, caching and reading back a
@@ -33,7 +33,7 @@ IDENTITY = "identity"
 
 def read(session: Session) -> dict[str, int]:
     """Every epoch by name, and the identity; one never raised is absent (read it as 0)."""
-    connection = session.connection()
+    connection = statement_connection(session)
     return decoded(driver_scalar(connection, _READ[connection.dialect.name]))
 
 
