@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import alerts
 from dust.engine.alerts import AlertList, AlertPublic, AlertUpdate, Severity
 from dust.engine.fields import Timestamp
 from dust.engine.paging import MAX_CURSOR, MAX_OFFSET
 
-router = APIRouter(prefix="/alerts", tags=["alerts"], route_class=OneHop)
+router = Router(prefix="/alerts", tags=["alerts"])
 AlertId = Annotated[int, Path(ge=1, le=MAX_OFFSET, description="The alert's id.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such alert, or not yours to see."}}
 SENSITIVE: dict[int | str, dict[str, Any]] = {

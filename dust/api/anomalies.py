@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import anomalies
 from dust.engine.anomalies import AnomalyList, RuleList, RulePublic, RuleSet, ScanRequest, ScanResult
@@ -17,7 +17,7 @@ from dust.engine.paging import MAX_CURSOR
 from dust.engine.schemas import NAME
 from dust.jobs import JobAccepted, scans
 
-router = APIRouter(prefix="/anomalies", tags=["anomalies"], route_class=OneHop)
+router = Router(prefix="/anomalies", tags=["anomalies"])
 SchemaName = Annotated[str, Path(pattern=NAME, description="The schema's name.")]
 Label = Annotated[str, Path(min_length=1, max_length=128, description="A label of one of its axes.")]
 NO_RULE: dict[int | str, dict[str, Any]] = {404: {"description": "No such schema, or no rule for the label."}}

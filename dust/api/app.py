@@ -37,6 +37,7 @@ from dust.api import (
     webhooks,
     weights,
 )
+from dust.api.deps import Router
 from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
@@ -135,10 +136,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     # /healthz and /readyz first: a route is found by trying each in turn, and load balancers ask them often.
     app.include_router(health.router)
     for router in routers:
-        app.include_router(router, prefix=API)
+        include(app, router, API)
     app.include_router(health.router, prefix=API)
-    app.include_router(metrics.router)
-    app.include_router(metrics.router, prefix=API)
+    include(app, metrics.router, "")
+    include(app, metrics.router, API)
     ui.mount(app)  # the web UI: Dash under /ui, and / sending browsers there
     credential_paths = frozenset(API + path for path in auth.CREDENTIAL_PATHS)
     openapi.document(app, passthrough=credential_paths)  # every error each operation can answer, as problem+json
@@ -174,3 +175,9 @@ def serving_app() -> FastAPI:
     gc.collect()
     gc.freeze()
     return app
+
+
+def include(app: FastAPI, router: Router, prefix: str) -> None:
+    """``router``'s routes under ``prefix``; the router is told, so that it turns away other paths at once."""
+    app.include_router(router, prefix=prefix)
+    router.mounted_at(prefix)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.ask import AskAnswer, AskRequest, ask
 from dust.core.security import Permission
 
-router = APIRouter(tags=["ask"], route_class=OneHop)
+router = Router(tags=["ask"])
 ASK_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No entity of that name, or none the asker may see."},
     422: {"description": "A question not understood (the detail says what was, and suggests a phrasing), too long, "

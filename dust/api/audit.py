@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import audit
 from dust.engine.audit import AuditList
 from dust.engine.fields import Timestamp
 from dust.engine.paging import MAX_CURSOR
 
-router = APIRouter(tags=["audit"], route_class=OneHop)
+router = Router(tags=["audit"])
 
 
 @router.get("/audit", response_model=AuditList, **allow(Permission.admin))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Request, Response, status
+from fastapi import Depends, Form, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from dust.api.deps import (
-    OneHop,
     PrincipalDep,
     PublicSessionDep,
+    Router,
     SessionDep,
     SettingsDep,
     SignedInDep,
@@ -27,7 +27,7 @@ from dust.core.security import Permission, Role
 from dust.engine import users
 from dust.engine.users import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, Refused, TokenPair, UserPublic
 
-router = APIRouter(prefix="/auth", tags=["auth"], route_class=OneHop)
+router = Router(prefix="/auth", tags=["auth"])
 # POST routes whose answer is a credential. The Idempotency middleware never stores or replays their answers:
 # a stored copy would be a secret at rest, a key "shown once" could be shown again, and a replayed refresh
 # would answer 200 where reusing a spent refresh token must revoke the sign-in.

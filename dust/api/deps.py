@@ -42,11 +42,14 @@ from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_dependant, request_params_to_args
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.utils import is_body_allowed_for_status_code
 from sqlalchemy.orm import Session
+from starlette._utils import get_route_path  # what Starlette's routes match against
 from starlette.datastructures import State
+from starlette.routing import Match
+from starlette.types import Scope
 
 from dust.core.config import Settings
 from dust.core.errors import Unauthorized
@@ -283,6 +286,30 @@ class OneHop(APIRoute):
             exclude_none=self.response_model_exclude_none,
         )
         return Response(content, status_code=self.status_code or 200, media_type="application/json")
+
+
+class Router(APIRouter):
+    """An API router of OneHop routes that, once included (``mounted_at``), turns away at once a request for a path
+    none of its routes could match.
+
+    FastAPI tries each included router in turn, and each tries every route it has (a regular expression and two
+    bookkeeping entries in the scope each): a request for a router included late paid for every route before
+    it, ~28 µs for an entity get and ~90 for a trigger route (20 routers in). A route can match only a path that
+    begins with its literal part (the path up to its first parameter), so a path that begins with none of this
+    router's is no match, and the routes are not tried."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(route_class=OneHop, **options)
+        self._heads: tuple[str, ...] = ()
+
+    def mounted_at(self, prefix: str) -> None:
+        """Told by the app that it included this router under ``prefix`` (again for each inclusion)."""
+        self._heads += tuple(prefix + getattr(route, "path", "/").split("{", 1)[0] for route in self.routes)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if self._heads and scope["type"] == "http" and not get_route_path(scope).startswith(self._heads):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 class _Solver:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import supply_chain
 from dust.engine.supply_chain import Bottlenecks, WhatIf, WhatIfResult
 
-router = APIRouter(prefix="/domains", tags=["domains"], route_class=OneHop)
+router = Router(prefix="/domains", tags=["domains"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "A site to remove does not exist, or not yours."}}
 
 

@@ -3,9 +3,9 @@
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop, reads_first
+from dust.api.deps import Router, SessionDep, SettingsDep, allow, on_the_loop, reads_first
 from dust.core.security import Permission
 from dust.engine import entities, tensors
 from dust.engine.entities import EntityCreate, EntityList, EntityPublic, EntityUpdate
@@ -23,10 +23,10 @@ Search = Annotated[
 ]
 
 
-def entity_router(prefix: str, kind: str | None) -> APIRouter:
+def entity_router(prefix: str, kind: str | None) -> Router:
     """CRUD + list for entities; with ``kind``, a route family fixed to that kind (kind need not be sent)."""
     what = kind or "entity"
-    router = APIRouter(prefix=prefix, tags=[f"{what}s" if kind else "entities"], route_class=OneHop)
+    router = Router(prefix=prefix, tags=[f"{what}s" if kind else "entities"])
     Body = EntityCreate if kind is None else _fixed_kind_body(kind)
 
     @router.post(

@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from pydantic import BaseModel, Field
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.errors import InvalidInput
 from dust.core.security import Permission
 from dust.engine import analysis, entities, insights
@@ -17,7 +17,7 @@ from dust.engine.analysis import Analysis
 from dust.engine.fields import Timestamp
 from dust.engine.schemas import NAME
 
-router = APIRouter(tags=["insights"], route_class=OneHop)
+router = Router(tags=["insights"])
 ANALYSIS_PARAMS = {"label", "horizon", "from", "to"}
 AGGREGATE_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "A de-identified reader may not filter by a sensitive attribute."},

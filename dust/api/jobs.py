@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine.paging import MAX_CURSOR
 from dust.jobs import JobList, JobPublic, records
 from dust.jobs.records import State
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=OneHop)
+router = Router(prefix="/jobs", tags=["jobs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job, or not yours to see."}}
 
 

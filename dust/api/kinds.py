@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import Path
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import kinds
 from dust.engine.entities import KIND
 from dust.engine.kinds import KindPolicy, KindPublic
 
-router = APIRouter(prefix="/kinds", tags=["kinds"], route_class=OneHop)
+router = Router(prefix="/kinds", tags=["kinds"])
 Kind = Annotated[str, Path(pattern=KIND)]
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -40,13 +40,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.logging import get_logger
 from dust.core.security import Permission
 from dust.jobs import JobQueue
 from dust.storage.repositories import jobs as jobs_repo
 
-router = APIRouter(tags=["health"], route_class=OneHop)
+router = Router(tags=["health"])
 log = get_logger("dust.metrics")
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"  # set: the processes of one server count into files in this folder
 UNMATCHED = "unmatched"  # the route label of a request no route matched (any path: one series, not one each)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine.paging import MAX_CURSOR
 from dust.models import registry
 from dust.models.schemas import NAME, ModelCreate, ModelList, ModelPublic, PredictRequest, PredictResult
 
-router = APIRouter(prefix="/models", tags=["models"], route_class=OneHop)
+router = Router(prefix="/models", tags=["models"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such model, or not yours to see."}}
 CLASH: dict[int | str, dict[str, Any]] = {409: {"description": "Another training of the name took its version."}}
 UNTRAINED: dict[int | str, dict[str, Any]] = {409: {"description": "The model has not (or not yet) trained."}}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.plugins import registry
 
-router = APIRouter(prefix="/plugins", tags=["plugins"], route_class=OneHop)
+router = Router(prefix="/plugins", tags=["plugins"])
 
 
 class PluginOut(BaseModel):

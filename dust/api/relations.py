@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import relations
 from dust.engine.fields import Timestamp
@@ -24,7 +24,7 @@ from dust.engine.relations import (
     RelationUpdate,
 )
 
-router = APIRouter(tags=["relations"], route_class=OneHop)
+router = Router(tags=["relations"])
 Types = Annotated[str | None, Query(max_length=1000, description="Relation type, or a comma list of types.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such relation, or one whose ends are not both yours to see."}

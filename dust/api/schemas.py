@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import Path, Query, Response, status
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import schemas
 from dust.engine.schemas import MAX_VERSION, NAME, SchemaCreate, SchemaPublic, SchemaUpdate
 
-router = APIRouter(prefix="/schemas", tags=["schemas"], route_class=OneHop)
+router = Router(prefix="/schemas", tags=["schemas"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such schema (or version)."}}
 SchemaName = Annotated[str, Path(pattern=NAME, description="Schema name.")]
 

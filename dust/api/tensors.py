@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import Query, Request, Response, status
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow, on_the_loop, reads_first
+from dust.api.deps import Router, SessionDep, SettingsDep, allow, on_the_loop, reads_first
 from dust.api.jsonbody import OrjsonRoute
 from dust.api.query import QueryModel, documented
 from dust.core.errors import InvalidInput
@@ -36,7 +36,7 @@ from dust.engine.tensors import (
 )
 from dust.engine.timegrid import MAX_TIME_INDEX, MIN_TIME_INDEX
 
-router = APIRouter(tags=["tensors"], route_class=OneHop)
+router = Router(tags=["tensors"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such tensor, or not yours to see."}}
 SENSITIVE: dict[int | str, dict[str, Any]] = {
     403: {"description": "The schema is sensitive: de-identified readers get aggregates only."}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import triggers
 from dust.engine.paging import MAX_CURSOR
@@ -21,7 +21,7 @@ from dust.engine.triggers import (
     TriggerVersionPublic,
 )
 
-router = APIRouter(prefix="/triggers", tags=["triggers"], route_class=OneHop)
+router = Router(prefix="/triggers", tags=["triggers"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such trigger."}}
 CLASH: dict[int | str, dict[str, Any]] = {409: {"description": "Another trigger has this name."}}
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, status
+from fastapi import status
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import users
 from dust.engine.users import UserCreate, UserPublic, UserUpdate
 
-router = APIRouter(prefix="/users", tags=["users"], route_class=OneHop)
+router = Router(prefix="/users", tags=["users"])
 NO_USER: dict[int | str, dict[str, Any]] = {404: {"description": "No such user."}}
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
-from dust.api.deps import OneHop, SessionDep, SettingsDep, allow
+from dust.api.deps import Router, SessionDep, SettingsDep, allow
 from dust.core.security import Permission
 from dust.engine import webhooks
 from dust.engine.paging import MAX_CURSOR, MAX_OFFSET
 from dust.engine.webhooks import DeliveryList, DeliveryPublic, State
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"], route_class=OneHop)
+router = Router(prefix="/webhooks", tags=["webhooks"])
 DeliveryId = Annotated[int, Path(ge=1, le=MAX_OFFSET, description="The delivery's id.")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such delivery."}}
 DELIVERED: dict[int | str, dict[str, Any]] = {409: {"description": "The delivery was delivered already."}}

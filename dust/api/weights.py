@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import Path, Response, status
 
-from dust.api.deps import OneHop, SessionDep, allow
+from dust.api.deps import Router, SessionDep, allow
 from dust.core.security import Permission
 from dust.engine import weights
 from dust.engine.relations import TYPE
 from dust.engine.weights import PolicyPublic, PolicySet
 
-router = APIRouter(prefix="/weight-policies", tags=["relations"], route_class=OneHop)
+router = Router(prefix="/weight-policies", tags=["relations"])
 Type = Annotated[str, Path(pattern=TYPE, description="The relation type, e.g. treats.")]
 NO_POLICY: dict[int | str, dict[str, Any]] = {404: {"description": "The type has no weight policy."}}
 

@@ -3,6 +3,7 @@ a cached credential is refused by the very next request after it is revoked, thr
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -18,9 +19,10 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from starlette.routing import Match
 
 from dust.api.app import create_app
-from dust.api.deps import SessionDep, get_settings
+from dust.api.deps import Router, SessionDep, get_settings
 from dust.core.config import Settings
 from dust.storage.db import READ_ONLY
 from tests.api.conftest import API, VITALS, World, engines, make
@@ -179,6 +181,41 @@ def test_routes_of_the_usual_shape_solve_their_dependencies_directly_and_answer_
     assert answers() == directly
     assert solved, "the override did not bring FastAPI's solving back: the comparison compared nothing"
     assert {status for status, _ in directly} >= {200, 401, 404, 422}
+
+
+def test_routers_that_turn_away_other_paths_find_the_route_fastapi_would(app: FastAPI) -> None:
+    """Every operation of the API, and a few paths of none, resolve to the same route with each router turning
+    away the paths that begin with none of its routes' literal parts (dust.api.deps.Router) as without."""
+    operations = [(path, method.upper()) for path, item in app.openapi()["paths"].items() for method in item]
+    concrete = [(re.sub(r"\{[^}]*\}", str(uuid.UUID(int=7)), path), method) for path, method in operations]
+    concrete += [(f"{API}/entities/", "GET"), (f"{API}/nowhere", "GET"), ("/metrics", "GET"), (f"{API}/auth/me", "PUT")]
+    routers = [r.original_router for r in app.router.routes if isinstance(getattr(r, "original_router", None), Router)]
+    assert len(routers) > 15 and all(router._heads for router in routers)
+    turning_away = [resolved(app, path, method) for path, method in concrete]
+    heads = [router._heads for router in routers]
+    try:
+        for router in routers:
+            router._heads = ()  # tries every route, as an APIRouter does
+        assert [resolved(app, path, method) for path, method in concrete] == turning_away
+    finally:
+        for router, kept in zip(routers, heads, strict=True):
+            router._heads = kept
+    assert all(found is not None for found in turning_away[: len(operations)])
+
+
+def resolved(app: FastAPI, path: str, method: str) -> tuple[str, object] | None:
+    """How the app's router matches ``method path`` (first full match, else first partial), and the route it picks."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "path_params": {}, "headers": []}
+    partial = None
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        picked = route._match(scope)[2] if hasattr(route, "_match") else route  # an included router: its route
+        if match is Match.FULL:
+            return "full", picked
+        partial = partial or ("partial", picked)
+    return partial
 
 
 def test_a_route_with_a_session_must_be_a_one_hop_route(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
