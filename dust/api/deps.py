@@ -56,6 +56,7 @@ from dust.core.errors import Unauthorized
 from dust.core.security import Permission
 from dust.engine import access, caches, users
 from dust.storage.db import AFTER_COMMIT, Write
+from dust.storage.loop import lent
 
 F = TypeVar("F", bound=Callable[..., Any])
 bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
@@ -119,7 +120,7 @@ class Work:
         and whose credential and reach the caches hold never begins one — no BEGIN, no COMMIT, and none of the
         Session's bookkeeping for them, a fifth of ``/auth/me``'s CPU (bench/request_cpu.py)."""
         hook = None if self.read_only else getattr(self.request.state, BEFORE_COMMIT, None)
-        with self.session:
+        with lent(self.session):
             if first is not None:
                 first(self.session)
             self._sign_in()

@@ -17,9 +17,10 @@ serves every connection, so nothing on it may wait:
 - **PostgreSQL**: a statement waits on the network. The loop's sessions are on SQLAlchemy's asyncio engine (the
   psycopg driver in its async mode), and ``run`` runs the same plain functions the threads run in a greenlet:
   at each statement the greenlet yields to the loop until PostgreSQL answers, and the loop serves the others
-  meanwhile. The reads are in autocommit, which saves the BEGIN and COMMIT round trips and sees what a READ
-  COMMITTED transaction sees (each statement its own snapshot); the server refuses any write in them
-  (``default_transaction_read_only``), as it does in the threads' read-only transactions.
+  meanwhile. Each read is lent one connection for its whole length (``LentReads``). The reads are in
+  autocommit, which saves the BEGIN and COMMIT round trips and sees what a READ COMMITTED transaction sees (each
+  statement its own snapshot); the server refuses any write in them (``default_transaction_read_only``), as it
+  does in the threads' read-only transactions.
 - **SQLite in memory**: none (its pool gives each thread a database of its own).
 
 Only a small, bounded read belongs on the loop (dust.api.deps.on_the_loop): its CPU delays every other request.
@@ -27,7 +28,8 @@ Only a small, bounded read belongs on the loop (dust.api.deps.on_the_loop): its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,6 +41,7 @@ from sqlalchemy.util import greenlet_spawn
 from dust.storage.db import HELD, POOL_SIZE, READ_ONLY, replace_closed_connections
 
 T = TypeVar("T")
+_LENDER = "dust.lender"  # session.info: the engine a LentReads session's connection is to be taken from
 # PostgreSQL connections of the loop's pools, beside the app's (dust.storage.db.POOL_SIZE, for the thread pool):
 # its small reads may hold this many at once, and more wait for one rather than open another; its batch writer
 # commits one batch at a time (dust.storage.writer), so one and a spare.
@@ -67,6 +70,37 @@ class HeldReads:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class LentReads:
+    """Read sessions (made like ``sessions`` makes them), each lent a connection of its own for the whole read
+    (``lent``): for PostgreSQL reads on the loop, in autocommit. The statements a read sends to the driver itself
+    then run on that connection without the session beginning a transaction, whose bookkeeping (taking the
+    connection through it, committing, closing) cost a tenth of ``/auth/me``'s CPU (bench/request_cpu.py)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def __call__(self) -> Session:
+        session = self._sessions()
+        session.info[_LENDER] = self._sessions.kw["bind"]
+        return session
+
+
+@contextmanager
+def lent(session: Session) -> Iterator[Session]:
+    """``session`` (a loop read's), with a connection lent for the block if it is a ``LentReads`` session: taken
+    from the pool now, the session bound to it, given back once the block and the session are done."""
+    engine: Engine | None = session.info.get(_LENDER)
+    if engine is None or HELD in session.info:
+        with session:
+            yield session
+        return
+    with engine.connect() as connection:
+        session.bind = connection
+        session.info[HELD] = connection
+        with session:
+            yield session
 
 
 @dataclass(frozen=True)
@@ -118,7 +152,7 @@ def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionm
     for made in (reading, writing):
         replace_closed_connections(made)
     return LoopSessions(
-        reads=_like(reads, reading.sync_engine.execution_options(**{READ_ONLY: True})),
+        reads=LentReads(_like(reads, reading.sync_engine.execution_options(**{READ_ONLY: True}))),
         writes=_like(writes, writing.sync_engine),
         engines=(reading, writing),
     )

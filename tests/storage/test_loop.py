@@ -9,11 +9,11 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, event, text
-from sqlalchemy.exc import InternalError, OperationalError
+from sqlalchemy.exc import InternalError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from dust.storage.db import is_read_only, make_engine, make_sessionmaker
-from dust.storage.loop import LoopSessions, loop_sessions
+from dust.storage.db import is_read_only, make_engine, make_sessionmaker, statement_connection
+from dust.storage.loop import LoopSessions, lent, loop_sessions
 from dust.storage.repositories import epochs
 from tests.storage.conftest import ticks_until
 
@@ -68,6 +68,40 @@ def test_on_postgres_the_loops_reads_are_read_only_and_refuse_any_write(postgres
         on_the_loop(loop, lambda session: session.execute(text("CREATE TABLE written_by_a_read (n int)")))
     assert is_read_only(loop.reads())
     assert not is_read_only(loop.writes())
+
+
+def test_on_postgres_a_lent_read_sends_to_the_driver_without_a_transaction_and_gives_its_connection_back(
+    postgres: Engine,
+) -> None:
+    """A loop read is lent one connection for its whole length (``lent``): its statements on the driver run on
+    it in autocommit, with the session's transaction never begun unless a statement goes through the session,
+    which then runs on the same connection; the connection goes back to the pool at the end, even on a failure."""
+    loop = for_engine(postgres)
+    assert loop is not None
+    pool = loop.engines[0].sync_engine.pool
+
+    def read(fail: bool) -> tuple[bool, object, object, int]:
+        with lent(loop.reads()) as session:
+            epochs.read(session)
+            began = session.in_transaction()
+            driver = statement_connection(session).connection.driver_connection
+            through = session.connection().connection.driver_connection
+            if fail:
+                session.execute(text("SELECT * FROM missing"))
+            return began, driver, through, pool.checkedout()  # type: ignore[attr-defined]
+
+    async def run() -> tuple[bool, object, object, int]:
+        try:
+            answer = await loop.run(read, False)
+            with pytest.raises(ProgrammingError, match="missing"):
+                await loop.run(read, True)
+            return answer
+        finally:
+            await loop.dispose()
+
+    began, driver, through, during = asyncio.run(run())
+    assert not began and driver is through and during == 1
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 def test_on_postgres_the_urls_own_options_are_kept(
