@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 from collections.abc import AsyncIterator
@@ -74,7 +75,11 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         if run_jobs and not app.state.jobs.shared:
             # exclusive: of the processes of `dust serve --workers N`, one consumes a SQLite queue at a time
             worker = Worker(settings, sessions=app.state.sessions, exclusive=True).start()
+        watching = app.state.metrics
+        sampling = asyncio.create_task(watching.sample_pools_while_serving()) if watching.multiprocess else None
         yield
+        if sampling is not None:
+            sampling.cancel()
         if worker is not None:
             await anyio.to_thread.run_sync(worker.stop, settings.shutdown_grace_seconds)
         if app.state.loop is not None:  # first: it gives back the connection its reads kept

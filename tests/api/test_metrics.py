@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,56 @@ def test_the_master_tensor_and_aggregates_count_lookups_and_a_scoped_readers_are
         keys = [("dust_cache_lookups_total", frozenset({"cache": cache, "result": r}.items())) for r in ("miss", "hit")]
         assert answers[0] == answers[1] == answers[2] != seen
         assert [after.get(key, 0.0) - before.get(key, 0.0) for key in keys] == [1, 2]
+
+
+def test_the_connections_in_use_are_counted_at_the_scrape(app: FastAPI, client: TestClient) -> None:
+    key = ("dust_db_pool_checked_out", frozenset())
+    before = scrape(client)[key]
+    with app.state.engine.connect(), app.state.engine.connect():
+        assert scrape(client)[key] == before + 2
+    assert scrape(client)[key] == before
+
+
+def test_with_several_workers_each_writes_its_connections_in_use_every_second(tmp_path: Path) -> None:
+    """The scrape sums every process's files; a process other than the scraped one must have written its own."""
+    worker = textwrap.dedent(f"""
+        import asyncio, sys
+        from sqlalchemy import create_engine
+        from dust.api import metrics
+
+        engine = create_engine("sqlite:///{tmp_path / "dust.db"}")
+        held = [engine.connect() for _ in range(3)]
+        watch = metrics.Metrics()
+        watch.watch_pool(engine)
+        loop = asyncio.new_event_loop()
+        loop.create_task(watch.sample_pools_while_serving())
+        loop.run_until_complete(asyncio.sleep(0.2))
+        print("sampled", flush=True)
+        held.pop().close()
+        loop.run_until_complete(asyncio.sleep(metrics.POOL_SAMPLE_SECONDS + 0.5))
+        print("again", flush=True)
+        sys.stdin.read()
+    """)
+    folder = tmp_path / "metrics"  # of its own: a scrape reads every *.db file in it
+    folder.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", worker], env=env, stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True
+    )
+
+    def in_use() -> float:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(folder))
+        return registry.get_sample_value("dust_db_pool_checked_out") or 0.0
+
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "sampled\n"
+        assert in_use() == 3.0
+        assert process.stdout.readline() == "again\n"
+        assert in_use() == 2.0
+    finally:
+        process.kill()
+        process.wait(SECONDS)
 
 
 def test_a_dead_workers_live_gauges_leave_the_sums(tmp_path: Path) -> None:
