@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -13,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dust.api.app import YOUNG_OBJECTS
 from dust.embedded import Dust
 from dust.engine import tensors, users
 from dust.engine.users import UserCreate
@@ -123,3 +127,23 @@ def test_sigterm_lets_requests_in_progress_finish(admin_database: str) -> None:
     with Dust(admin_database, migrate=False) as db, db.session() as session:
         last = tensors.read(session, uuid.UUID(tensor["id"]), time=VALUES // 4 - 1).to_numpy().tolist()
         assert last == [float(VALUES - n) for n in (4, 3, 2, 1)]
+
+
+def test_a_serving_process_freezes_what_it_loaded_and_collects_its_young_objects_less_often(tmp_path: Path) -> None:
+    """The collector's settings of a ``dust serve`` worker (dust.api.app.serving_app): set in a process of its own,
+    as they last for the whole process."""
+    env = {**os.environ, "DUST_DATABASE_URL": f"sqlite:///{tmp_path / 'dust.db'}", "DUST_SECRET_KEY": "k" * 48}
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import gc; from dust.api.app import serving_app; serving_app(); "
+            "print(gc.get_threshold()[0], gc.get_freeze_count())",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert int(shown[0]) == YOUNG_OBJECTS > 700
+    assert int(shown[1]) > 100_000  # the libraries, the routes, the web UI
