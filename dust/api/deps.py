@@ -301,13 +301,21 @@ class Router(APIRouter):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(route_class=OneHop, **options)
+        self._prefixes: list[str] = []
         self._heads: tuple[str, ...] = ()
+        self._heads_of = 0  # how many routes the heads were found from: a route added since brings its own
 
     def mounted_at(self, prefix: str) -> None:
         """Told by the app that it included this router under ``prefix`` (again for each inclusion)."""
-        self._heads += tuple(prefix + getattr(route, "path", "/").split("{", 1)[0] for route in self.routes)
+        if prefix not in self._prefixes:  # an app made again in the same process (tests) mounts it again
+            self._prefixes.append(prefix)
+            self._heads_of = 0
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if self._heads_of != len(self.routes):
+            literal = {getattr(route, "path", "/").split("{", 1)[0] for route in self.routes}
+            self._heads = tuple(prefix + head for prefix in self._prefixes for head in literal)
+            self._heads_of = len(self.routes)
         if self._heads and scope["type"] == "http" and not get_route_path(scope).startswith(self._heads):
             return Match.NONE, {}
         return super().matches(scope)

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event
 from starlette.routing import Match
 
-from dust.api.app import create_app
+from dust.api.app import create_app, include
 from dust.api.deps import Router, SessionDep, get_settings
 from dust.core.config import Settings
 from dust.storage.db import READ_ONLY
@@ -190,8 +190,8 @@ def test_routers_that_turn_away_other_paths_find_the_route_fastapi_would(app: Fa
     concrete = [(re.sub(r"\{[^}]*\}", str(uuid.UUID(int=7)), path), method) for path, method in operations]
     concrete += [(f"{API}/entities/", "GET"), (f"{API}/nowhere", "GET"), ("/metrics", "GET"), (f"{API}/auth/me", "PUT")]
     routers = [r.original_router for r in app.router.routes if isinstance(getattr(r, "original_router", None), Router)]
-    assert len(routers) > 15 and all(router._heads for router in routers)
     turning_away = [resolved(app, path, method) for path, method in concrete]
+    assert len(routers) > 15 and all(router._heads for router in routers)
     heads = [router._heads for router in routers]
     try:
         for router in routers:
@@ -201,6 +201,22 @@ def test_routers_that_turn_away_other_paths_find_the_route_fastapi_would(app: Fa
         for router, kept in zip(routers, heads, strict=True):
             router._heads = kept
     assert all(found is not None for found in turning_away[: len(operations)])
+
+
+def test_a_route_added_to_a_router_after_it_was_mounted_is_found(settings: Settings) -> None:
+    app = create_app(settings, migrate=False)
+    late = Router(prefix="/late")
+
+    @late.get("/first")
+    def first() -> None: ...
+
+    include(app, late, API)
+    assert resolved(app, f"{API}/late/first", "GET") == ("full", late.routes[0])
+
+    @late.get("/then/{n}")
+    def then(n: int) -> None: ...
+
+    assert resolved(app, f"{API}/late/then/3", "GET") == ("full", late.routes[1])
 
 
 def resolved(app: FastAPI, path: str, method: str) -> tuple[str, object] | None:
