@@ -308,8 +308,9 @@ class DriverQuery:
 
     def first(self, connection: Connection, parameters: dict[str, Any]) -> dict[str, Any] | None:
         """The row's columns by name, or None."""
-        dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name) or self._compiled.setdefault(dialect.name, self._compile(dialect))
+        compiled = self._compiled.get(connection.dialect.name)
+        if compiled is None:
+            compiled = self._compiled[connection.dialect.name] = self._compile(connection.dialect)
         row = driver_row(connection, compiled.sql, compiled.bound(parameters))
         if row is None:
             return None
