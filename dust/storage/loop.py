@@ -12,8 +12,9 @@ serves every connection, so nothing on it may wait:
   ``dust.storage.db.statement_connection``) run on that connection before any transaction, each a snapshot of
   its own, as PostgreSQL's reads below are in autocommit; a statement through the session then begins its
   transaction, which sees at least what they saw.
-  Its writes (the batch writer's) use the app's own sessions, and begin only if the write lock is free that
-  moment (``NO_WAIT``, dust.storage.db); otherwise they are handed to a thread.
+  Its writes (the batch writer's) begin only if the write lock is free that moment (``NO_WAIT``, dust.storage.db);
+  otherwise they are handed to a thread. A batch of audit records only, the usual one, goes to a connection it
+  keeps for them, on the driver (``HeldAppends``); any other, through the app's own sessions.
 - **PostgreSQL**: a statement waits on the network. The loop's sessions are on SQLAlchemy's asyncio engine (the
   psycopg driver in its async mode), and ``run`` runs the same plain functions the threads run in a greenlet:
   at each statement the greenlet yields to the loop until PostgreSQL answers, and the loop serves the others
@@ -29,16 +30,29 @@ Only a small, bounded read belongs on the loop (dust.api.deps.on_the_loop): its 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
-from dust.storage.db import HELD, POOL_SIZE, READ_ONLY, replace_closed_connections
+from dust.storage.db import (
+    BUSY_SECONDS,
+    HELD,
+    POOL_SIZE,
+    READ_ONLY,
+    WAL_AUTOCHECKPOINT,
+    Append,
+    driver_insert,
+    driver_row,
+    on_driver,
+    replace_closed_connections,
+    write_now,
+)
 
 T = TypeVar("T")
 _LENDER = "dust.lender"  # session.info: the engine a LentReads session's connection is to be taken from
@@ -68,6 +82,48 @@ class HeldReads:
 
     def close(self) -> None:
         if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class HeldAppends:
+    """The batch writer's commits on the loop of a batch of ``Append`` writes (audit records: the usual batch), on
+    SQLite, on one connection taken from the engine's pool at the first and kept until ``close``. Set never to
+    wait for the write lock (nothing on the loop may wait: a batch that finds it taken goes to the writer's
+    thread) and never to checkpoint the WAL at a commit (5-16 ms; the writer's thread checkpoints instead). Begun,
+    inserted and committed on the driver (``dust.storage.db.write_now``): taking a connection, SQLAlchemy's
+    transaction and the PRAGMAs that set up each commit cost three times SQLite's own work for a batch of one
+    (bench/request_cpu.py)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def __call__(self, appends: list[Append]) -> bool:
+        """Commit ``appends`` in one transaction if the write lock is free this moment, else raise WriteLockBusy;
+        False, and nothing done, if the driver cannot take them all (``dust.storage.db.on_driver``)."""
+        connection = self._held()
+        if not all(on_driver(connection, append.statement, append.rows) for append in appends):
+            return False
+        with write_now(connection):
+            for append in appends:
+                driver_insert(connection, append.statement, append.rows)
+        return True
+
+    def _held(self) -> Connection:
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            self.close()
+            self._connection = self._engine.connect()
+            for pragma in ("busy_timeout=0", "wal_autocheckpoint=0"):
+                driver_row(self._connection, f"PRAGMA {pragma}")
+        return self._connection
+
+    def close(self) -> None:
+        """Give the connection back to the pool, set up as its other connections are."""
+        if self._connection is not None:
+            with suppress(DBAPIError):  # closed under it: the pool replaces it anyway
+                for pragma in (f"busy_timeout={BUSY_SECONDS * 1000}", f"wal_autocheckpoint={WAL_AUTOCHECKPOINT}"):
+                    driver_row(self._connection, f"PRAGMA {pragma}")
             self._connection.close()
             self._connection = None
 
@@ -110,6 +166,7 @@ class LoopSessions:
     reads: Callable[[], Session]
     writes: sessionmaker[Session]
     engines: tuple[AsyncEngine, ...] = ()  # engines of its own (PostgreSQL), to watch and to dispose
+    appends: HeldAppends | None = None  # SQLite: the batch writer's commits of Appends only
 
     @property
     def over_network(self) -> bool:
@@ -127,6 +184,8 @@ class LoopSessions:
     async def dispose(self) -> None:
         if isinstance(self.reads, HeldReads):
             self.reads.close()
+        if self.appends is not None:
+            self.appends.close()
         for engine in self.engines:
             await engine.dispose()
 
@@ -135,7 +194,9 @@ def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionm
     """The loop's sessions for the app on ``engine`` (whose thread sessions are ``reads`` and ``writes``, fully
     configured: the loop's are made like them), or None if nothing may run on the loop with that database."""
     if engine.dialect.name == "sqlite":
-        return LoopSessions(HeldReads(reads), writes) if engine.url.database not in (None, "", ":memory:") else None
+        if engine.url.database in (None, "", ":memory:"):
+            return None
+        return LoopSessions(HeldReads(reads), writes, appends=HeldAppends(engine))
     if engine.dialect.name != "postgresql":
         return None
     url = engine.url.set(drivername="postgresql+psycopg_async")

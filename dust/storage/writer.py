@@ -238,23 +238,27 @@ class BatchWriter:
         """In one transaction (of ``sessions``, by default the thread's); ``wait=False``: only if the write lock is
         free this moment (else WriteLockBusy). The Appends of all the jobs go in last, one executemany each."""
         factory = sessions or self._sessions
-        appends: dict[Insert, list[dict[str, Any]]] = {}
+        merged: dict[Insert, list[dict[str, Any]]] = {}
         others: list[Write] = []
         for write in (write for job in batch for write in job.writes):
             if isinstance(write, Append):
-                appends.setdefault(write.statement, []).extend(write.rows)
+                merged.setdefault(write.statement, []).extend(write.rows)
             else:
                 others.append(write)
+        appends = [Append(statement, rows) for statement, rows in merged.items()]
+        held = None if others or wait or self._loop is None else self._loop.appends  # SQLite, on the loop
+        if held is not None and held(appends):
+            return  # committed on the connection the loop keeps for them
         if not others:  # audit records only, as most batches are: no Session to set up
             with core_unit_of_work(factory, wait=wait) as connection:
-                for statement, rows in appends.items():
-                    Append(statement, rows)(connection)
+                for append in appends:
+                    append(connection)
             return
         with unit_of_work(factory, wait=wait) as session:
             for write in others:
                 write(session)
-            for statement, rows in appends.items():
-                Append(statement, rows)(session)
+            for append in appends:
+                append(session)
 
 
 def _settle(futures: list[asyncio.Future[None]]) -> None:

@@ -1,21 +1,34 @@
 """Connections to PostgreSQL that the server has closed are replaced before they are lent out: after a restart or
 a terminated backend, the next request gets a working connection instead of an error. Statements sent together
 (``pipelined``) succeed or fail together with their transaction, and fail as SQLAlchemy's errors, as does a
-statement sent straight to the driver (``driver_scalar``)."""
+statement sent straight to the driver (``driver_scalar``), and rows inserted there (``driver_insert``) read back as
+SQLAlchemy's do."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from dust.storage.db import checkpoint_wal, driver_scalar, make_engine, make_sessionmaker, pipelined
+from dust.storage.db import (
+    checkpoint_wal,
+    driver_insert,
+    driver_scalar,
+    make_engine,
+    make_sessionmaker,
+    on_driver,
+    pipelined,
+)
 from dust.storage.loop import loop_sessions
+from dust.storage.models import AuditRecord, utcnow
+from dust.storage.repositories import audit as audit_repo
 
 BACKEND_PID = text("SELECT pg_backend_pid()")
 
@@ -146,4 +159,57 @@ def test_a_wal_checkpoint_takes_no_write_lock_and_leaves_writers_and_readers_goi
         assert reader.execute(EPOCHS).all() == before == [("test-a", 1)]
     with engine.connect() as conn:
         assert conn.execute(EPOCHS).all() == [("test-a", 1), ("test-b", 2)]
+    engine.dispose()
+
+
+def test_rows_inserted_on_the_driver_read_back_as_sqlalchemys_do(database_url: str) -> None:
+    """``driver_insert`` (the batch writer's audit records) converts each value as SQLAlchemy's executemany does: an
+    aware time to UTC (naive text on SQLite), a UUID to SQLite's hex text, None as NULL; on the loop's asyncio
+    connection too (PostgreSQL)."""
+    engine = make_engine(database_url)
+    loop = loop_sessions(engine, make_sessionmaker(engine, read_only=True), make_sessionmaker(engine))
+    assert loop is not None
+    at = datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+
+    def row(action: str, entity: uuid.UUID | None) -> dict[str, object]:
+        return {"at": at, "user_id": uuid.uuid4(), "username": "Zoë", "action": action, "resource": "entity",
+                "entity_id": entity, "path": None}  # fmt: skip
+
+    rows = {name: [row(f"{name}-1", uuid.uuid4()), row(f"{name}-2", None)] for name in ("driver", "sqlalchemy", "loop")}
+    with engine.begin() as connection:
+        assert driver_insert(connection, audit_repo.appending([]).statement, rows["driver"])
+        connection.execute(audit_repo.appending([]).statement, rows["sqlalchemy"])
+
+    def on_the_loop() -> None:
+        with loop.writes() as session, session.begin():
+            assert driver_insert(session.connection(), audit_repo.appending([]).statement, rows["loop"])
+
+    asyncio.run(loop.run(on_the_loop))
+    with make_sessionmaker(engine)() as session:
+        stored = {r.action: r for r in session.scalars(select(AuditRecord))}
+    for name, given in rows.items():
+        for each in given:
+            record = stored[str(each["action"])]
+            for column, value in each.items():
+                assert getattr(record, column) == value and type(getattr(record, column)) is type(value), (name, column)
+    asyncio.run(loop.dispose())
+    engine.dispose()
+
+
+def test_rows_the_driver_cannot_take_as_given_are_left_to_sqlalchemy(sqlite_database: str) -> None:
+    """A column left out whose default is made in Python (SQLAlchemy computes it per row), or rows of different
+    columns (SQLAlchemy's executemany takes the first row's): ``driver_insert`` does nothing and says so."""
+    engine = make_engine(sqlite_database)
+    statement = audit_repo.appending([]).statement
+    uneven = [
+        {"at": utcnow(), "action": "a", "resource": "t"},
+        {"at": utcnow(), "action": "b", "resource": "t", "path": "/"},
+    ]
+    count = select(func.count()).select_from(AuditRecord)
+    with engine.begin() as connection:
+        before = connection.scalar(count)
+        assert not driver_insert(connection, statement, [{"action": "no time", "resource": "test"}])
+        assert not on_driver(connection, statement, uneven) and not driver_insert(connection, statement, uneven)
+        assert not driver_insert(connection, statement, [])
+        assert connection.scalar(count) == before
     engine.dispose()

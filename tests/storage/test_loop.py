@@ -1,5 +1,6 @@
 """The event loop's sessions: on PostgreSQL a read waits for the database without holding up the loop, and is as
-read-only as a thread's; on an SQLite file the reads share one connection the loop keeps; in memory there are none."""
+read-only as a thread's; on an SQLite file the reads share one connection the loop keeps, and the batch writer's audit
+records another; in memory there are none."""
 
 from __future__ import annotations
 
@@ -9,11 +10,21 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, event, text
-from sqlalchemy.exc import InternalError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from dust.storage.db import is_read_only, make_engine, make_sessionmaker, statement_connection
+from dust.storage.db import (
+    BUSY_SECONDS,
+    WAL_AUTOCHECKPOINT,
+    Append,
+    is_read_only,
+    make_engine,
+    make_sessionmaker,
+    statement_connection,
+)
 from dust.storage.loop import LoopSessions, lent, loop_sessions
+from dust.storage.models import utcnow
+from dust.storage.repositories import audit as audit_repo
 from dust.storage.repositories import epochs
 from tests.storage.conftest import ticks_until
 
@@ -192,4 +203,35 @@ def test_on_an_sqlite_file_a_statement_on_the_driver_needs_no_transaction(sqlite
     assert len(first) == 1 and "cache_epochs" in first[0]
     assert statements[1:] == ["BEGIN", "SELECT 1"]
     asyncio.run(loop.dispose())
+    engine.dispose()
+
+
+def test_on_an_sqlite_file_the_loops_audit_records_commit_on_one_connection_it_keeps(sqlite_database: str) -> None:
+    """The batch writer's usual batch on the loop (``HeldAppends``): no SQLAlchemy transaction, the connection kept
+    from batch to batch; a batch that fails leaves nothing behind and the turn to write free; once closed, the
+    connection goes back to the pool set up as the others are (it waits for the lock, and checkpoints)."""
+    engine = make_engine(sqlite_database)
+    loop = for_engine(engine)
+    assert loop is not None and loop.appends is not None
+    checkouts: list[int] = []
+    begun: list[int] = []
+    event.listen(engine, "checkout", lambda *_: checkouts.append(1))
+    event.listen(engine, "begin", lambda *_: begun.append(1))
+    count = text("SELECT count(*) FROM audit_log WHERE resource = 'held'")
+
+    def batch(*actions: str | None) -> Append:
+        return audit_repo.appending([{"at": utcnow(), "action": action, "resource": "held"} for action in actions])
+
+    assert loop.appends([batch("a1", "a2")]) and loop.appends([batch("a3")])
+    with pytest.raises(IntegrityError):
+        loop.appends([batch("a4", None)])  # action is NOT NULL: the whole batch is undone
+    assert loop.appends([batch("a5")])
+    assert (len(checkouts), begun) == (1, []), "one connection, kept; no SQLAlchemy transaction"
+    with make_sessionmaker(engine).begin() as session:  # a thread's writer gets the turn: the failure gave it back
+        assert session.scalar(count) == 4
+    connection = loop.appends._held()  # the connection about to go back to the pool
+    raw = connection.connection.driver_connection
+    asyncio.run(loop.dispose())
+    assert raw.execute("PRAGMA busy_timeout").fetchone()[0] == BUSY_SECONDS * 1000
+    assert raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_AUTOCHECKPOINT
     engine.dispose()

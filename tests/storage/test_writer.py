@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,7 +19,7 @@ from dust.core.logging import configure_logging
 from dust.storage import writer as writer_module
 from dust.storage.db import Write, checkpoint_wal, make_engine, make_sessionmaker, unit_of_work
 from dust.storage.loop import LoopSessions, loop_sessions
-from dust.storage.models import AuditRecord
+from dust.storage.models import AuditRecord, utcnow
 from dust.storage.repositories import audit as audit_repo
 from dust.storage.writer import BatchWriter
 from tests.storage.conftest import ticks_until
@@ -51,7 +52,12 @@ def appended(action: str) -> Write:
     return audit_repo.appending([{"action": action, "resource": "test"}])
 
 
-FORMS = {"a session's write": record, "an append": appended}
+def audited(action: str) -> Write:
+    """An audit record as a read leaves it (every column given): the driver takes it (dust.storage.db.driver_insert)."""
+    return audit_repo.appending([{"at": utcnow(), "action": action, "resource": "test", "entity_id": uuid.uuid4()}])
+
+
+FORMS = {"a session's write": record, "an append": appended, "a read's audit record": audited}
 
 
 def actions(sessions: Sessions) -> list[str]:
@@ -227,9 +233,16 @@ def loop_writer(sessions: Sessions) -> BatchWriter:
 
 
 def committed_on(sessions: Sessions) -> list[str]:
-    """The names of the threads that commit on these sessions' engine, from now on."""
+    """The names of the threads that commit on these sessions' engine, from now on: through SQLAlchemy, or on the
+    driver (``dust.storage.db.write_now``, whose COMMIT the engine's statement listeners see)."""
     threads: list[str] = []
-    event.listen(sessions.kw["bind"], "commit", lambda conn: threads.append(threading.current_thread().name))
+
+    def committed(*_: object) -> None:
+        threads.append(threading.current_thread().name)
+
+    engine = sessions.kw["bind"]
+    event.listen(engine, "commit", committed)
+    event.listen(engine, "before_cursor_execute", lambda *given: given[2] == "COMMIT" and committed())
     return threads
 
 
