@@ -3,6 +3,7 @@ a cached credential is refused by the very next request after it is revoked, thr
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import time
@@ -16,13 +17,14 @@ import anyio.to_thread
 import fastapi.routing
 import psycopg
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from sqlalchemy.orm import Session
 from starlette.routing import Match
 
 from dust.api.app import create_app, include
-from dust.api.deps import Router, SessionDep, get_settings
+from dust.api.deps import Router, SessionDep, Work, get_settings
 from dust.core.config import Settings
 from dust.storage.db import READ_ONLY
 from tests.api.conftest import API, VITALS, World, engines, make
@@ -96,6 +98,33 @@ def test_hot_routes_run_few_queries_and_leave_their_audit_to_the_batch_writer(
         assert not [s for s in statements.request if s.startswith(("INSERT", "UPDATE", "DELETE"))], name
         if name != "/auth/me":  # reading the data is recorded, in the writer's transaction
             assert any(s.startswith("INSERT INTO audit_log") for s in statements.writer), name
+
+
+@pytest.mark.parametrize("role", ["admin", "clinician"])
+def test_a_request_leaves_nothing_for_the_collector(
+    client: TestClient, world: World, login_as: Callable[..., TestClient], role: str
+) -> None:
+    """A request's objects (its Request, Work, Session…) go as soon as it is answered, read or write, and are not
+    left in a reference cycle for the collector: under load its passes freed thousands at a time, 4-17 ms each,
+    the bare route's p99 (bench/serve.py)."""
+    reader = client if role == "admin" else login_as("clinician", entity_id=world["A"])
+    ask = [lambda path=path: reader.get(API + path) for path in hot_routes(world).values()]
+    ask.append(lambda: reader.patch(f"{API}/entities/{world['PA']}", json={"attributes": {"note": "seen"}}))
+    for each in ask:
+        assert each().status_code == 200  # caches warm, as on a serving process
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a pass finds unreachable is kept in gc.garbage, to be looked at
+    try:
+        for each in ask:
+            assert each().status_code == 200
+        gc.collect()
+        left = sorted({type(o).__qualname__ for o in gc.garbage if isinstance(o, Request | Work | Session)})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == [], "in a reference cycle"
 
 
 # The reads marked on_the_loop: on an SQLite file they take no trip at all.
