@@ -103,6 +103,8 @@ class _WriterTurns:
     def listen(self, engine: Engine) -> None:
         event.listen(engine, "begin", self.begin)
         event.listen(engine.pool, "checkin", self.checked_in)
+        # engine.dispose() gives the engine a new pool, with the old one's listeners: the turns are the new one's too
+        event.listen(engine, "engine_disposed", lambda disposed: _TURNS.__setitem__(disposed.pool, self))
         # The turn passes on once COMMIT or ROLLBACK is done: the "commit" and "rollback" events come before
         # them, and a writer let in then would find SQLite still locked and go to sleep. So the dialect's own
         # commit and rollback (this engine's dialect only) hand the turn on after they return.

@@ -227,8 +227,10 @@ def test_on_an_sqlite_file_the_loops_audit_records_commit_on_one_connection_it_k
         loop.appends([batch("a4", None)])  # action is NOT NULL: the whole batch is undone
     assert loop.appends([batch("a5")])
     assert (len(checkouts), begun) == (1, []), "one connection, kept; no SQLAlchemy transaction"
+    engine.dispose()  # a new pool for the engine (an app's lifespan ends so): this process's turns go with it
+    assert loop.appends([batch("a6")])
     with make_sessionmaker(engine).begin() as session:  # a thread's writer gets the turn: the failure gave it back
-        assert session.scalar(count) == 4
+        assert session.scalar(count) == 5
     connection = loop.appends._held()  # the connection about to go back to the pool
     raw = connection.connection.driver_connection
     asyncio.run(loop.dispose())
