@@ -92,12 +92,15 @@ def _unsparse(data: bytes) -> np.ndarray:
     return values
 
 
-def decode(key: str, data: bytes, stamps: bytes | None, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Values (and stamps, if given) of one block as writable (time, *cells) arrays of cell shape ``shape``."""
+def decode(
+    key: str, data: bytes, stamps: bytes | None, shape: tuple[int, ...], rows: slice = slice(None)
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Values (and stamps, if given) of one block as writable (time, *cells) arrays of cell shape ``shape``: its
+    time steps ``rows`` only, if given (a point read needs one of its 512: only that one is copied out)."""
     stored = parse_shape(key)
     flat = _unsparse(data) if key.endswith(SPARSE) else np.frombuffer(data, dtype=VALUES)
-    values = _time_first(flat, stored)
-    times = None if stamps is None else _time_first(np.frombuffer(zlib.decompress(stamps), dtype=STAMPS), stored)
+    values = _time_first(flat, stored)[rows]
+    times = None if stamps is None else _time_first(np.frombuffer(zlib.decompress(stamps), dtype=STAMPS), stored)[rows]
     if stored == shape:
         return values.copy(), None if times is None else times.copy()
     window = (slice(None), *(slice(0, n) for n in stored))

@@ -974,18 +974,17 @@ def _gather(
     """
     cutoff = None if as_of is None else to_us(as_of, "as_of")
     steps = row.block_steps
-    b0, b1 = first // steps, last // steps
-    span = (b1 - b0 + 1) * steps
-    picked = np.ix_(np.arange(steps), *picks)
-    values = np.full((span, *(len(p) for p in picks)), np.nan)
-    for number, shape, data, stamp_bytes in _stored_blocks(session, row, b0, b1, stamps=cutoff is not None):
-        at = slice((number - b0) * steps, (number - b0 + 1) * steps)
-        block_values, block_stamps = codec.decode(shape, data, stamp_bytes, sdef.shape)
+    values = np.full((last - first + 1, *(len(p) for p in picks)), np.nan)
+    blocks = _stored_blocks(session, row, first // steps, last // steps, stamps=cutoff is not None)
+    for number, shape, data, stamp_bytes in blocks:
+        start = number * steps
+        low, high = max(first - start, 0), min(last - start + 1, steps)  # the block's time steps asked for
+        block_values, block_stamps = codec.decode(shape, data, stamp_bytes, sdef.shape, rows=slice(low, high))
+        picked = np.ix_(np.arange(high - low), *picks)
         block_values = block_values[picked]
         if cutoff is not None and block_stamps is not None:
             block_values[block_stamps[picked] > cutoff] = np.nan
-        values[at] = block_values
-    values = values[first - b0 * steps : last - b0 * steps + 1]
+        values[start + low - first : start + high - first] = block_values
     if cutoff is not None:
         _restore_replaced(session, row, sdef, first, last, cutoff, picks, values)
     return np.moveaxis(values, 0, -1), np.arange(first, last + 1, dtype=np.int64)

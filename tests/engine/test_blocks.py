@@ -41,6 +41,26 @@ def test_a_block_of_a_smaller_shape_reads_padded_with_nan() -> None:
     assert blocks.decode(key, data, None, (3, 3))[1] is None
 
 
+def test_some_time_steps_of_a_block_read_as_those_of_the_whole_block() -> None:
+    """``rows`` (a point read asks for one step of a block): plain and sparse, at the block's shape and padded to a
+    grown one, with stamps; writable copies."""
+    rng = np.random.default_rng(11)
+    for recorded in (1.0, 0.05):  # plain, then sparse
+        values, stamps = blocks.empty((2, 3), 64)
+        chosen = rng.random(values.shape) < recorded
+        values[chosen] = rng.normal(size=int(chosen.sum()))
+        stamps[chosen] = rng.integers(1, 2**40, size=int(chosen.sum()))
+        key, data, stamp_bytes = blocks.encode("2x3", values, stamps)
+        for shape in ((2, 3), (3, 4)):
+            whole, whole_stamps = blocks.decode(key, data, stamp_bytes, shape)
+            for rows in (slice(5, 6), slice(0, 64), slice(60, 64), slice(7, 7)):
+                read, read_stamps = blocks.decode(key, data, stamp_bytes, shape, rows=rows)
+                np.testing.assert_array_equal(read, whole[rows])
+                assert read_stamps is not None and whole_stamps is not None
+                np.testing.assert_array_equal(read_stamps, whole_stamps[rows])
+                assert read.flags.writeable and read_stamps.flags.writeable
+
+
 def test_a_label_of_the_first_axis_is_one_contiguous_slice() -> None:
     rng = np.random.default_rng(5)
     values, stamps = blocks.empty((3, 2), 128)
