@@ -377,7 +377,7 @@ class DriverQuery:
 
 def driver_insert(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> bool:
     """Insert ``rows`` with ``statement`` on the driver itself, one executemany, their values converted as SQLAlchemy
-    converts them; False (and nothing done) if SQLAlchemy would do more than that (``on_driver``). The batch
+    converts them; False (and nothing done) if SQLAlchemy would do more than that (``driver_takes``). The batch
     writer's audit records: SQLAlchemy's executemany cost ~3× SQLite's own work for a batch of one
     (bench/request_cpu.py)."""
     compiled = _insert_compiled(connection, statement, rows)
@@ -387,7 +387,7 @@ def driver_insert(connection: Connection, statement: Insert, rows: list[dict[str
     return True
 
 
-def on_driver(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> bool:
+def driver_takes(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> bool:
     """Whether ``driver_insert`` takes these rows: all of the same columns, none left out whose default is
     computed in Python, and nothing read back."""
     return _insert_compiled(connection, statement, rows) is not None

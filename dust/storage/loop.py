@@ -49,7 +49,7 @@ from dust.storage.db import (
     Append,
     driver_insert,
     driver_row,
-    on_driver,
+    driver_takes,
     replace_closed_connections,
     write_now,
 )
@@ -101,9 +101,9 @@ class HeldAppends:
 
     def __call__(self, appends: list[Append]) -> bool:
         """Commit ``appends`` in one transaction if the write lock is free this moment, else raise WriteLockBusy;
-        False, and nothing done, if the driver cannot take them all (``dust.storage.db.on_driver``)."""
+        False, and nothing done, if the driver cannot take them all (``dust.storage.db.driver_takes``)."""
         connection = self._held()
-        if not all(on_driver(connection, append.statement, append.rows) for append in appends):
+        if not all(driver_takes(connection, append.statement, append.rows) for append in appends):
             return False
         with write_now(connection):
             for append in appends:

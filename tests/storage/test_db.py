@@ -21,9 +21,9 @@ from dust.storage.db import (
     checkpoint_wal,
     driver_insert,
     driver_scalar,
+    driver_takes,
     make_engine,
     make_sessionmaker,
-    on_driver,
     pipelined,
 )
 from dust.storage.loop import loop_sessions
@@ -209,7 +209,7 @@ def test_rows_the_driver_cannot_take_as_given_are_left_to_sqlalchemy(sqlite_data
     with engine.begin() as connection:
         before = connection.scalar(count)
         assert not driver_insert(connection, statement, [{"action": "no time", "resource": "test"}])
-        assert not on_driver(connection, statement, uneven) and not driver_insert(connection, statement, uneven)
+        assert not driver_takes(connection, statement, uneven) and not driver_insert(connection, statement, uneven)
         assert not driver_insert(connection, statement, [])
         assert connection.scalar(count) == before
     engine.dispose()
