@@ -134,9 +134,7 @@ class _WriterTurns:
         """BEGIN IMMEDIATE if neither a writer of this process nor one of another holds the lock: for the event
         loop, which must not wait (dust.storage.writer)."""
         dbapi_conn = conn.connection.dbapi_connection
-        if not self.lock.acquire(blocking=False):
-            raise WriteLockBusy("a writer of this process holds the write lock")
-        self.holder = dbapi_conn
+        self.take_now(dbapi_conn)
         try:
             driver_scalar(conn, "PRAGMA busy_timeout=0")
             try:
@@ -156,6 +154,12 @@ class _WriterTurns:
         except BaseException:
             self.pass_on(dbapi_conn)
             raise
+
+    def take_now(self, dbapi_conn: Any) -> None:
+        """The turn for ``dbapi_conn`` if no writer of this process has it this moment, else WriteLockBusy."""
+        if not self.lock.acquire(blocking=False):
+            raise WriteLockBusy("a writer of this process holds the write lock")
+        self.holder = dbapi_conn
 
     def _then_pass_on(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
         def ended(dbapi_conn: Any) -> None:
@@ -191,9 +195,7 @@ def write_now(connection: Connection) -> Iterator[None]:
     WriteLockBusy; committed at the end of the block, rolled back if it raises. What ``_WriterTurns._begin_now``
     does for a Session, without SQLAlchemy's transaction around it (dust.storage.loop.HeldAppends)."""
     turns, dbapi_conn = _TURNS[connection.engine.pool], connection.connection.dbapi_connection
-    if not turns.lock.acquire(blocking=False):
-        raise WriteLockBusy("a writer of this process holds the write lock")
-    turns.holder = dbapi_conn
+    turns.take_now(dbapi_conn)
     try:
         try:
             driver_row(connection, "BEGIN IMMEDIATE")
