@@ -139,10 +139,10 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
         ask.router,
     )
     # /healthz and /readyz first: a route is found by trying each in turn, and load balancers ask them often.
-    app.include_router(health.router)
+    include(app, health.router, "")
     for router in routers:
         include(app, router, API)
-    app.include_router(health.router, prefix=API)
+    include(app, health.router, API)
     include(app, metrics.router, "")
     include(app, metrics.router, API)
     ui.mount(app)  # the web UI: Dash under /ui, and / sending browsers there

@@ -7,14 +7,18 @@ import signal
 import threading
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import text
 
+from dust.api.deps import Router
 from dust.api.problems import problem
 from dust.core.errors import ProblemType
 
-router = APIRouter(tags=["health"])
+# Plain routes (neither reads nor writes the database through a Work), but turning away other paths at once: the
+# API's routes come after them
+router = Router(tags=["health"], route_class=APIRoute)
 PROBE_SECONDS = 2.0  # a Redis that does not answer within this is not ready (a dead host would hang a probe)
 
 

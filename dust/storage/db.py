@@ -329,22 +329,28 @@ def _on_driver(connection: Connection, sql: str, parameters: Any, *, many: bool 
     connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
     try:
         if isinstance(cursor, psycopg.AsyncCursor):
+            return await_only(_on_async_cursor(cursor, sql, parameters, many))
+        try:
             if many:
-                return await_only(cursor.executemany(sql, parameters))
-            await_only(cursor.execute(sql, parameters or None))
-            return await_only(cursor.fetchone())
-        if many:
-            cursor.executemany(sql, parameters)
-            return None
-        return cursor.execute(sql, parameters).fetchone()
+                cursor.executemany(sql, parameters)
+                return None
+            return cursor.execute(sql, parameters).fetchone()
+        finally:
+            cursor.close()
     except (sqlite3.Error, psycopg.Error) as error:
         base = sqlite3.Error if isinstance(error, sqlite3.Error) else psycopg.Error
         raise DBAPIError.instance(sql, parameters, error, base) from error
-    finally:
-        if isinstance(cursor, psycopg.AsyncCursor):
-            await_only(cursor.close())
-        else:
-            cursor.close()
+
+
+async def _on_async_cursor(cursor: psycopg.AsyncCursor[Any], sql: str, parameters: Any, many: bool) -> Any:
+    """``_on_driver``'s work on psycopg's asyncio cursor, in one coroutine: the loop's greenlet then switches out
+    and back once for the statement, not once for each of execute, fetch and close (~10 µs each)."""
+    async with cursor:
+        if many:
+            await cursor.executemany(sql, parameters)
+            return None
+        await cursor.execute(sql, parameters or None)
+        return await cursor.fetchone()
 
 
 class DriverQuery:

@@ -232,6 +232,40 @@ def test_routers_that_turn_away_other_paths_find_the_route_fastapi_would(app: Fa
     assert all(found is not None for found in turning_away[: len(operations)])
 
 
+def test_a_request_finds_its_route_once_and_gets_the_answer_fastapi_would_give(
+    app: FastAPI, client: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route an API router matches is handled without finding it again (dust.api.deps.Router.handle): one
+    search of the router's routes a request; and each answer (found, not found, wrong method, parameters
+    refused, the health routes under both prefixes) is the one FastAPI's own handling gives."""
+    searches: list[str] = []
+    fastapis = fastapi.routing._IncludedRouter._match
+
+    def counted_search(self: Any, scope: Any) -> Any:
+        searches.append(scope["path"])
+        return fastapis(self, scope)
+
+    monkeypatch.setattr(fastapi.routing._IncludedRouter, "_match", counted_search)
+    paths = [*hot_routes(world).values(), "/entities/not-a-uuid", f"/entities/{uuid.uuid4()}"]
+    asked = [("GET", API + path) for path in paths]
+    asked += [("PUT", f"{API}/auth/me"), ("GET", "/healthz"), ("GET", f"{API}/healthz"), ("GET", f"{API}/nowhere")]
+
+    def answers() -> list[tuple[int, object, str | None]]:
+        replies = [client.request(method, path) for method, path in asked]
+        return [(r.status_code, r.json(), r.headers.get("allow")) for r in replies]
+
+    once = []
+    for method, path in asked[: len(hot_routes(world))]:
+        searches.clear()
+        assert client.request(method, path).status_code == 200
+        once.append(searches.count(path.partition("?")[0]))
+    assert once == [1] * len(once)
+    ours = answers()
+    monkeypatch.setattr(Router, "handle", APIRouter.handle)  # FastAPI's: the route found again to handle it
+    assert answers() == ours
+    assert [status for status, *_ in ours] == [200] * 5 + [422, 404, 405, 200, 200, 404]
+
+
 def test_a_route_added_to_a_router_after_it_was_mounted_is_found(settings: Settings) -> None:
     app = create_app(settings, migrate=False)
     late = Router(prefix="/late")
