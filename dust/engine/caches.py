@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, TypeVar
 
 from cachetools import LRUCache
@@ -161,7 +161,7 @@ def of(session: Session) -> Caches | None:
 
 def epoch(session: Session, kind: str) -> int:
     """The epoch of ``kind`` as this transaction first read it (all kinds in one query, once per transaction)."""
-    epochs: dict[str, int] | None = session.info.get(_EPOCHS)
+    epochs: Mapping[str, int] | None = session.info.get(_EPOCHS)
     if epochs is None:
         epochs = session.info[_EPOCHS] = repo.read(session)
     return epochs.get(kind, 0)

@@ -74,6 +74,24 @@ def test_with_epochs_of_a_missing_id_gives_the_epochs_and_then_none(db: Dust) ->
         assert entity_repo.peek(session, uuid.uuid4()) is None
 
 
+def test_the_epochs_read_again_unchanged_are_the_same_mapping_and_a_raised_one_reads_raised(db: Dust) -> None:
+    """Every signed-in request reads the epochs: text equal to the last decoded is not decoded again. What it gives
+    is read-only, since later reads get the same mapping; a raised epoch reads raised at once."""
+    with db.session() as session:
+        first = epochs.read(session)
+    with db.session() as session:
+        again = epochs.read(session)
+    assert again is first and first[epochs.IDENTITY]
+    with pytest.raises(TypeError):
+        first["test-kind"] = 7  # type: ignore[index]
+    with db.session() as session:
+        epochs.bump(session, "test-kind")
+    with db.session() as session:
+        raised = epochs.read(session)
+    assert raised["test-kind"] == first.get("test-kind", 0) + 1
+    assert {k: v for k, v in raised.items() if k != "test-kind"} == {k: v for k, v in first.items() if k != "test-kind"}
+
+
 @pytest.mark.parametrize("make", ["entity", "tensor"])
 def test_a_read_along_gives_the_row_as_the_orm_loads_it(db: Dust, make: str) -> None:
     """It is run on the driver, with the columns converted by hand as SQLAlchemy would (UUIDs, times, JSON)."""

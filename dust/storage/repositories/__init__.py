@@ -48,7 +48,7 @@ class Copies(Generic[M]):
         row = session.execute(stmt, {"b_id": key}).first()
         return None if row is None else self._copy(row._mapping)
 
-    def with_epochs(self, session: Session, key: uuid.UUID) -> dict[str, int]:
+    def with_epochs(self, session: Session, key: uuid.UUID) -> Mapping[str, int]:
         """The epochs (as ``epochs.read`` gives them) and, in the same statement, the row of ``key``, which this
         session's next call for ``key`` without ``within`` then returns: for a transaction whose first statement
         would read the epochs, one statement less (a round trip, on PostgreSQL). Sent to the driver itself, as
