@@ -16,8 +16,8 @@ from dust.api.deps import Router
 from dust.api.problems import problem
 from dust.core.errors import ProblemType
 
-# Plain routes (neither reads nor writes the database through a Work), but turning away other paths at once: the
-# API's routes come after them
+# Plain FastAPI routes (no Work, no sign-in: /readyz opens its own connection), in a Router so that the API's paths,
+# whose routers come after it, are turned away at once rather than tried against each of its routes
 router = Router(tags=["health"], route_class=APIRoute)
 PROBE_SECONDS = 2.0  # a Redis that does not answer within this is not ready (a dead host would hang a probe)
 
