@@ -74,7 +74,7 @@ RANK_N = re.compile(
 MAX_RANKED = 100  # the most a ranking gives (Query.limit)
 RANK_WORDS = re.compile(r"\b(?:which|who)\b")
 RANK_SAID = re.compile(r"\b(?:rank|ranked|ranking|rankings|order(?:ed)? by|sort(?:ed)? by)\b")
-_TOKEN = re.compile(r"[a-z0-9]+(?:[-#_][a-z0-9]+)*")
+_TOKEN = re.compile(r"[^\W_]+(?:[-#_][^\W_]+)*")  # letters of any script: "Jerónimo" is one word
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 

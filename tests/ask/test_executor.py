@@ -144,6 +144,13 @@ def test_a_schema_made_now_is_understood_end_to_end(db: Dust) -> None:
     assert db.ask("how many rooftop sensors are there").result["count"] == 1
 
 
+def test_a_name_in_letters_beyond_ascii_is_found_as_it_is_written(db: Dust) -> None:
+    doctor = db.create_entity(kind="practitioner", name="Dra. Zoë Müller")
+    for name in ("Mr. Jerónimo Ruelas", "Łucja Żak", "Ōta Ren"):
+        db.relate(doctor.id, db.create_entity(kind="patient", name=name).id, "treats")
+        assert [e["name"] for e in db.ask(f"who treats {name}?").result["entities"]] == ["Dra. Zoë Müller"]
+
+
 def latest(db: Dust, entity: uuid.UUID, label: str) -> float | None:
     """The entity's latest recorded value of a vitals label, read as the engine reads it."""
     vitals = next((t for t in db.entity_tensors(entity) if t.schema_name == "vitals"), None)

@@ -138,6 +138,7 @@ def test_relations_and_their_direction(vocab: Vocabulary) -> None:
         "relation": ["treats"],
         "direction": "out",
     }
+    assert asked("who treats Mr. Jerónimo Ruelas?", vocab)["cohort"]["related_to"] == {"name": "mr jerónimo ruelas"}
     assert asked("patients of Dr House", vocab) == {
         "intent": "related",
         "cohort": {"kind": "patient", "related_to": {"name": "dr house"}},
