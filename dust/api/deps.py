@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar, cast
 
@@ -40,7 +40,7 @@ from anyio import to_thread
 from fastapi import Depends, Request, Response
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import get_dependant, request_params_to_args
+from fastapi.dependencies.utils import _get_param_model, get_dependant, get_validation_alias, request_params_to_args
 from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.routing import (  # the included router's internals: Router.handle does what it does with a match
     _FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY,
@@ -376,6 +376,11 @@ class _Solver:
         self.dependant = dependant
         self.steps = steps  # each dependency: (its parameter, its call, where it takes the request, the token)
         self.needs_token = any(token is not None for *_, token in steps)
+        # A path parameter is always there once the route matched, one string under its own name: validated
+        # directly, without FastAPI's look for a list, a JSON field or a default on every request (~7 µs each)
+        self.path = [(field, get_validation_alias(field)) for field in dependant.path_params]
+        if any(_get_param_model(field) is not None for field in dependant.path_params):
+            self.path = []  # a model of path parameters: FastAPI's own way
 
     @classmethod
     def of(cls, dependant: Dependant) -> _Solver | None:
@@ -401,13 +406,29 @@ class _Solver:
             if takes_token:
                 arguments[takes_token] = token
             values[name] = await call(**arguments)
-        path, errors = request_params_to_args(self.dependant.path_params, request.path_params)
-        query, query_errors = request_params_to_args(self.dependant.query_params, request.query_params)
-        if errors or query_errors:
-            raise RequestValidationError(errors + query_errors)
-        values.update(path, **query)
+        path, errors = self._path(request.path_params)
+        if self.dependant.query_params:  # request.query_params parses the query string: only when there are any
+            query, query_errors = request_params_to_args(self.dependant.query_params, request.query_params)
+            errors += query_errors
+            values.update(query)
+        if errors:
+            raise RequestValidationError(errors)
+        values.update(path)
         values[cast(str, self.dependant.request_param_name)] = request
         return values
+
+    def _path(self, received: Mapping[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+        if not self.path:
+            return request_params_to_args(self.dependant.path_params, received)
+        values: dict[str, Any] = {}
+        errors: list[Any] = []
+        for field, alias in self.path:
+            value, problems = field.validate(received[alias], values, loc=("path", alias))
+            if problems:
+                errors.extend(problems)
+            else:
+                values[field.name] = value
+        return values, errors
 
 
 def _has_more_than(dependant: Dependant, *allowed: str) -> bool:
