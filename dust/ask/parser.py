@@ -313,14 +313,23 @@ def _fuzzy(i: int, tokens: list[str], vocab: Vocabulary, reading: Reading) -> bo
 
 
 def _names(tokens: list[str], loose: list[int], reading: Reading) -> None:
-    """Runs of adjacent words that are neither known, nor stop words, nor separators are names."""
+    """Runs of adjacent words that are neither known, nor stop words, nor separators are names; two joined by
+    "of" are one ("Urgent Care Center of South Bay", "Bank of America"): a name is never asked "of" another."""
     run: list[int] = []
     for i in [*loose, -2]:
         if run and (i != run[-1] + 1 or tokens[i] in SEPARATORS or tokens[i] in STOP or _PLACED.match(tokens[i])):
-            reading.names.append(Span(run[0], [tokens[j] for j in run]))
+            _add_name(reading, [tokens[j] for j in run], run[0], tokens)
             run = []
         if i >= 0 and tokens[i] not in SEPARATORS and tokens[i] not in STOP:
             run.append(i)
+
+
+def _add_name(reading: Reading, words: list[str], start: int, tokens: list[str]) -> None:
+    last = reading.names[-1] if reading.names else None
+    if last is not None and start == last.start + len(last.words) + 1 and tokens[start - 1] == "of":
+        last.words += ["of", *words]
+    else:
+        reading.names.append(Span(start, words))
 
 
 def _build(reading: Reading, vocab: Vocabulary) -> Query:

@@ -139,6 +139,9 @@ def test_relations_and_their_direction(vocab: Vocabulary) -> None:
         "direction": "out",
     }
     assert asked("who treats Mr. Jerónimo Ruelas?", vocab)["cohort"]["related_to"] == {"name": "mr jerónimo ruelas"}
+    assert asked("who treats Urgent Care Center of South Bay?", vocab)["cohort"]["related_to"] == {
+        "name": "urgent care center of south bay"
+    }
     assert asked("patients of Dr House", vocab) == {
         "intent": "related",
         "cohort": {"kind": "patient", "related_to": {"name": "dr house"}},
