@@ -9,6 +9,9 @@ run: install  ## set up and serve DUST on SQLite with the healthcare demo data l
 	$(BIN)/dust demo healthcare --serve
 
 test: install services browsers cluster lint  ## set up and run the whole test suite, on SQLite and PostgreSQL
+	@# The project's own modules compiled once, for the same reason as the installed ones (see install): the
+	@# suite starts hundreds of processes (dust serve, the CLI, the docs' examples), each importing all of dust.
+	$(BIN)/python -m compileall -qq -j 0 dust tests examples bench
 	DUST_TEST_REQUIRE_POSTGRES=1 DUST_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/pytest -n 2 --dist loadfile --durations=25
 
 lint: install

@@ -4,6 +4,7 @@
     .venv/bin/python bench/request_cpu.py --backend postgresql        # a throwaway PostgreSQL database
     .venv/bin/python bench/request_cpu.py --no-audit-commit           # leave out the batch writer's commit
     PYTHONPATH=<old tree> .venv/bin/python bench/request_cpu.py       # the same for another version of dust
+    .venv/bin/python bench/request_cpu.py --without-lanes             # dust.api.hot's lanes on and off, in turn
 
 ``bench/serve.py`` drives a server over HTTP with wrk, where the machine's every hiccup moves the figures (on a
 machine whose speed drifted by 2×, the same tree's req/s moved by ±30%). This measures a change instead: the ASGI
@@ -46,6 +47,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests a round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-audit-commit", action="store_true", help="leave out the batch writer's commit")
+    parser.add_argument(
+        "--without-lanes",
+        action="store_true",
+        help="also measure each route with dust.api.hot's lanes off, alternating rounds with them on in this process",
+    )
     parser.add_argument("--out", help="write the figures as JSON here too")
     args = parser.parse_args()
     folder = tempfile.TemporaryDirectory(prefix="dust-bench-cpu-")
@@ -60,7 +66,7 @@ def main() -> None:
 
     print(f"{args.backend}, the dust in {Path(dust.__file__).parent}:")
     for route, (low, middle) in figures.items():
-        print(f"{route:<12} min {low:7.0f} µs   median {middle:7.0f} µs CPU a request")
+        print(f"{route:<23} min {low:7.0f} µs   median {middle:7.0f} µs CPU a request")
     if args.out:
         report = {"benchmark": "request_cpu", "options": vars(args), "us_per_request": figures}
         Path(args.out).write_text(json.dumps(report, indent=1))
@@ -79,18 +85,24 @@ async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     app = create_app()
     async with app.router.lifespan_context(app):
         urls, bearer = await targets(app)
+        lanes = app.router.middleware_stack  # dust.api.hot.HotReads
+        stacks = {"": lanes} | ({" (no lanes)": lanes.inner} if args.without_lanes else {})
         figures = {}
         for name, url in urls.items():
-            rounds = []
+            rounds: dict[str, list[float]] = {label: [] for label in stacks}
             for _ in range(50):  # warm: caches, compiled statements, prepared statements
                 await call(app, url, bearer)
             for _ in range(args.rounds):
-                started = time.process_time()
-                for _ in range(args.requests):
-                    await call(app, url, bearer)
-                rounds.append((time.process_time() - started) / args.requests * 1e6)
-            rounds.sort()
-            figures[name] = (rounds[0], rounds[len(rounds) // 2])
+                for label, stack in stacks.items():  # alternating, so that the machine's drift moves both alike
+                    app.router.middleware_stack = stack
+                    started = time.process_time()
+                    for _ in range(args.requests):
+                        await call(app, url, bearer)
+                    rounds[label].append((time.process_time() - started) / args.requests * 1e6)
+            app.router.middleware_stack = lanes
+            for label, taken in rounds.items():
+                taken.sort()
+                figures[name + label] = (taken[0], taken[len(taken) // 2])
         return figures
 
 

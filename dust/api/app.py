@@ -38,7 +38,8 @@ from dust.api import (
     webhooks,
     weights,
 )
-from dust.api.deps import Router
+from dust.api.deps import OneHop, Router
+from dust.api.hot import HotReads
 from dust.api.idempotency import Idempotency
 from dust.api.middleware import BodyLimit, RejectBadText, RequestLog, RequestTimeout, SecurityHeaders
 from dust.core.config import Settings
@@ -146,6 +147,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     include(app, metrics.router, "")
     include(app, metrics.router, API)
     ui.mount(app)  # the web UI: Dash under /ui, and / sending browsers there
+    # The small reads marked to run on the event loop are the ones served most: past FastAPI's routing (dust.api.hot)
+    hot = [(API, r) for router in routers for r in router.routes if isinstance(r, OneHop) and r.on_the_loop]
+    HotReads.install(app, hot)
     credential_paths = frozenset(API + path for path in auth.CREDENTIAL_PATHS)
     openapi.document(app, passthrough=credential_paths)  # every error each operation can answer, as problem+json
     # Outermost first: every request gets an id and a log line, then the size limit, then idempotency.

@@ -198,6 +198,8 @@ class OneHop(APIRoute):
     The JSON is made in the trip too, leaving FastAPI a Response to send: the event loop, which serves every
     connection, neither checks the answer a second time nor encodes it."""
 
+    direct: Callable[[Request], Coroutine[Any, Any, Response]] | None = None  # set by get_route_handler
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         self.permissions: list[Permission] = []  # checked in the trip, once signed in
         self.on_the_loop: Callable[[Request], bool] | None = getattr(endpoint, _ON_THE_LOOP, None)
@@ -219,19 +221,32 @@ class OneHop(APIRoute):
         )
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, or, for a route whose dependencies ``_Solver`` knows, one that solves them itself."""
+        """FastAPI's handler, or, for a route whose dependencies ``_Solver`` knows, one that solves them itself
+        (``direct``) unless the app's dependencies are overridden (tests)."""
         generic = super().get_route_handler()
-        solver = _Solver.of(self.dependant)
-        if solver is None:
+        direct = self.direct = self._direct()
+        if direct is None:
             return generic
-        call = cast(Callable[..., Coroutine[Any, Any, Any]], self.dependant.call)
 
         async def handler(request: Request) -> Response:
             if not self.json_in_trip or request.app.dependency_overrides:
                 return await generic(request)  # an answer FastAPI completes, or dependencies swapped for tests
-            return cast(Response, await call(**await solver.values(request)))
+            return await direct(request)
 
         return handler
+
+    def _direct(self) -> Callable[[Request], Coroutine[Any, Any, Response]] | None:
+        """For a route whose dependencies ``_Solver`` knows, the handler that solves them itself, for a request
+        matched to this route (its ``path_params`` in the scope) whose answer is the JSON made in the trip."""
+        solver = _Solver.of(self.dependant)
+        if solver is None:
+            return None
+        call = cast(Callable[..., Coroutine[Any, Any, Any]], self.dependant.call)
+
+        async def direct(request: Request) -> Response:
+            return cast(Response, await call(**await solver.values(request)))
+
+        return direct
 
     def _in_one_hop(self, endpoint: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(endpoint, eval_str=True)
@@ -362,6 +377,13 @@ class Router(APIRouter):
         _get_fastapi_scope(scope)[_FASTAPI_EFFECTIVE_ROUTE_CONTEXT_KEY] = context
         scope["route"] = route
         await route.handle(scope, receive, send)
+
+
+def selected_route(scope: Scope, candidate: Any, child_scope: Scope) -> Any:
+    """The route that ``candidate``, one of an app's routes that matched ``scope`` in full, handles it with: for an
+    included Router, the route its ``matches`` found."""
+    selected = scope.pop(_SELECTED, None)
+    return selected[2] if selected is not None else child_scope.get("route", candidate)
 
 
 class _Solver:

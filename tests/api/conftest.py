@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import fastapi.routing
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -33,6 +34,20 @@ def engines(app: FastAPI) -> list[Engine]:
     """The app's engines, whose statements a test may count: its own and (PostgreSQL) the event loop's."""
     loop = app.state.loop
     return [app.state.engine, *(engine.sync_engine for engine in (loop.engines if loop else ()))]
+
+
+@pytest.fixture
+def searches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the searches of an included router's routes (FastAPI's routing), appended as they happen."""
+    searched: list[str] = []
+    fastapis = fastapi.routing._IncludedRouter._match
+
+    def counted_search(self: Any, scope: Any) -> Any:
+        searched.append(scope["path"])
+        return fastapis(self, scope)
+
+    monkeypatch.setattr(fastapi.routing._IncludedRouter, "_match", counted_search)
+    return searched
 
 
 def make(client: TestClient, path: str, body: dict[str, Any]) -> str:
