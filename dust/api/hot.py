@@ -1,9 +1,10 @@
-"""The hot reads' way past FastAPI's routing: ``GET /auth/me``, an entity, one time step of a tensor.
+"""The hot reads' way past FastAPI's routing: ``GET /auth/me``, an entity or a patient, a tensor.
 
 FastAPI finds a request's route by asking each included router in turn and then the router's routes, keeping
 bookkeeping in the scope at each step, and then wraps the handler in two exit stacks and its own exception
 handling. For the reads a busy deployment serves most (the routes marked ``on_the_loop``, dust.api.deps), that was
-a sixth of their CPU in process (entity get ~60 of ~400 µs, bench/request_cpu.py). Their paths are fixed but for
+an eighth to a sixth of their CPU in process (entity get ~45 of ~390 µs, ``/auth/me`` ~70 of ~450:
+``bench/request_cpu.py --without-lanes``). Their paths are fixed but for
 an id, so here each is one regular expression, tried before FastAPI's routing, and a match calls the route's own
 direct handler (``OneHop.direct``). Everything the route does is unchanged and its own: the credential checked,
 the permissions, the access policy, the audit record; errors become problem+json in the app's exception
