@@ -297,7 +297,9 @@ def test_a_reach_ends_on_time_without_a_write(
 ) -> None:
     a, _ = replicas
     doctor = db.create_entity("doctor", "Dr").id
-    ends = datetime.now(UTC) + timedelta(seconds=1)
+    # Long enough for the two reads before it on a slow machine: with one second, a slow CI run saw it end between
+    # them (the second read then rightly found it out of reach)
+    ends = datetime.now(UTC) + timedelta(seconds=3)
     db.relate(doctor, graph["c"], "treats", valid_to=ends)
     who = principal(Role.clinician, entity_id=doctor)
     assert scoped_get(a, who, graph["c"]) and scoped_get(a, who, graph["c"])  # the second from the cache
