@@ -86,6 +86,8 @@ async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     async with app.router.lifespan_context(app):
         urls, bearer = await targets(app)
         lanes = app.router.middleware_stack  # dust.api.hot.HotReads
+        if args.without_lanes and not hasattr(lanes, "inner"):
+            sys.exit("--without-lanes: this dust has no lanes to switch off (dust/api/hot.py)")
         stacks = {"": lanes} | ({" (no lanes)": lanes.inner} if args.without_lanes else {})
         figures = {}
         for name, url in urls.items():

@@ -4,11 +4,11 @@ FastAPI finds a request's route by asking each included router in turn and then 
 bookkeeping in the scope at each step, and then wraps the handler in two exit stacks and its own exception
 handling. For the reads a busy deployment serves most (the routes marked ``on_the_loop``, dust.api.deps), that was
 an eighth to a sixth of their CPU in process (entity get ~45 of ~390 µs, ``/auth/me`` ~70 of ~450:
-``bench/request_cpu.py --without-lanes``). Their paths are fixed but for
-an id, so here each is one regular expression, tried before FastAPI's routing, and a match calls the route's own
-direct handler (``OneHop.direct``). Everything the route does is unchanged and its own: the credential checked,
-the permissions, the access policy, the audit record; errors become problem+json in the app's exception
-handlers, the layer around this one, as they do for a route FastAPI found.
+``bench/request_cpu.py --without-lanes``). Their paths are fixed but for an id, so here each is one regular
+expression, tried before FastAPI's routing, and a match calls the route's own direct handler (``OneHop.direct``).
+Everything the route does is unchanged and its own: the credential checked, the permissions, the access policy,
+the audit record; errors become problem+json in the app's exception handlers, the layer around this one, as they
+do for a route FastAPI found.
 
 Only what FastAPI itself would send to that route is taken: a path parameter must look like a UUID (anything else
 goes FastAPI's way, which refuses it with its 422), only GET, and the route is taken only if FastAPI, asked when
