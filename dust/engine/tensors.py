@@ -878,6 +878,10 @@ def read(
         raise InvalidInput(
             f"this read would return {steps * cells} cells; at most {max_cells}: narrow it with from/to or labels"
         )
+    if time is not None and moment is None and not latest and len(dropped) == len(sdef.axes):  # one value
+        assert first is not None  # a time outside the recorded range is OutOfRange
+        value = _value_at(session, row, first, tuple(int(pick[0]) for pick in picks))
+        return TensorView(meta, np.array(value), [], {}, grid, {**dropped, **selected})
     if first is None or last is None:  # nothing recorded: no time steps, only the picked labels
         values = np.empty((*(len(p) for p in picks), 0))
         indices = np.empty(0, dtype=np.int64)
@@ -988,6 +992,15 @@ def _gather(
     if cutoff is not None:
         _restore_replaced(session, row, sdef, first, last, cutoff, picks, values)
     return np.moveaxis(values, 0, -1), np.arange(first, last + 1, dtype=np.int64)
+
+
+def _value_at(session: Session, row: Tensor, index: int, cell: tuple[int, ...]) -> float:
+    """The value of one cell at time ``index`` (NaN if not recorded): what ``_gather`` gives for one cell and one
+    step, without building the arrays of a general read."""
+    number, step = divmod(index, row.block_steps)
+    for _, key, data, _ in _stored_blocks(session, row, number, number, stamps=False):
+        return codec.value_at(key, data, cell, step)
+    return math.nan  # no block stored there
 
 
 StoredRange = list[tuple[int, str, bytes, bytes | None]]  # (number, shape, data, stamps or None) of stored blocks

@@ -488,6 +488,25 @@ def reads(draw: st.DrawFn, layout: Layout, span: tuple[int | None, int | None]) 
     return Read(kwargs, picks, dropped, time, start, end, latest)
 
 
+@st.composite
+def points(draw: st.DrawFn, layout: Layout, model: Model) -> list[Read]:
+    """Point reads (one time step, one label on every axis: ``tensors._value_at``'s answer): of recorded
+    cells, of cells never recorded at a recorded time, and of times on either side of the recorded range."""
+    low, high = model.span
+    near = st.integers(max(0, (low or 0) - 3), min(layout.last_index, (high or 0) + 3))
+    recorded = sorted(model.cells)
+    found: list[Read] = []
+    for _ in range(draw(st.integers(1, 6))):
+        if recorded and draw(st.booleans()):
+            time, cell = draw(st.sampled_from(recorded))
+        else:
+            time, cell = draw(near), tuple(draw(st.integers(0, n - 1)) for n in layout.shape)
+        labels = {name: layout.labels[i][j] for i, (name, j) in enumerate(zip(layout.axes, cell, strict=True))}
+        kwargs = {"time": draw(time_arg(layout, time)), "labels": labels}
+        found.append(Read(kwargs, [[j] for j in cell], list(range(len(cell))), time, None, None, False))
+    return found
+
+
 def window(read: Read, span: tuple[int | None, int | None]) -> tuple[int, int] | type[Exception] | None:
     """The time steps the read covers, the error it must raise, or None (nothing recorded, nothing read)."""
     low, high = span

@@ -130,3 +130,19 @@ def test_the_sparse_form_is_chosen_by_the_share_recorded() -> None:
         values, stamps = blocks.empty((1,), 100)
         values[:recorded] = 1.0
         assert blocks.encode("1", values, stamps)[0] == "1" + form
+
+
+def test_one_value_unpacked_alone_is_the_decoded_blocks() -> None:
+    """``value_at`` (a point read's value) against ``decode``: every cell and step of plain and sparse blocks, at
+    the block's shape and under a grown one (a label the block predates reads as not recorded)."""
+    rng = np.random.default_rng(5)
+    for recorded in (1.0, 0.6, 0.05, 0.0):  # plain, plain with gaps, sparse, empty (sparse)
+        values, stamps = blocks.empty((3, 2), 16)
+        chosen = rng.random(values.shape) < recorded
+        values[chosen] = rng.normal(size=int(chosen.sum()))
+        key, data, _ = blocks.encode("3x2", values, stamps)
+        assert key.endswith(blocks.SPARSE) == (recorded < 0.4)
+        for shape in ((3, 2), (4, 3)):
+            whole, _ = blocks.decode(key, data, None, shape)
+            for step, *cell in np.ndindex(whole.shape):
+                np.testing.assert_array_equal(blocks.value_at(key, data, tuple(cell), step), whole[(step, *cell)])

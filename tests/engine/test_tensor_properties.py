@@ -1,7 +1,8 @@
 """Property tests of the tensor engine (hypothesis) against a model: a dict {(time, cell): value} kept by the test
 (tests/engine/properties.py has the model, the strategies and the profiles).
 
-Checked: writes read back bit for bit through any selection; later writes win, in a batch and across batches;
+Checked: writes read back bit for bit through any selection (point reads of one cell among them, which take
+their own way: ``tensors._value_at``); later writes win, in a batch and across batches;
 a batch with one bad value changes nothing; reads "as of" each batch's write time give the state after that
 batch; ``write_values``, ``write_array`` and ``write_arrays`` store the same; a tensor moved to a new schema
 version keeps its values; and, differentially, a random run of writes and schema growth read "as of" any moment
@@ -48,6 +49,7 @@ from tests.engine.properties import (
     everything,
     examples,
     make,
+    points,
     ranges_of,
     reads,
     value_batches,
@@ -66,6 +68,8 @@ def test_writes_read_back_through_any_selection(db: Dust, case: Case, data: st.D
     check_all(db, tensor_id, case.layout, model)
     for _ in range(3):
         read = data.draw(reads(case.layout, model.span))
+        check_read(db, tensor_id, case.layout, read, model.values(), model.span)
+    for read in data.draw(points(case.layout, model), label="point reads"):
         check_read(db, tensor_id, case.layout, read, model.values(), model.span)
 
 
@@ -313,6 +317,8 @@ def test_a_tensor_moved_to_a_new_schema_version_keeps_its_values(
     with db.session() as s:
         tensors.update(s, tensor_id, tensors.TensorUpdate(schema_version=2))
     check_all(db, tensor_id, new, model)  # old values where they were; new labels not recorded
+    for read in data.draw(points(new, model), label="point reads of blocks written before"):
+        check_read(db, tensor_id, new, read, model.values(), model.span)
     before = copy.deepcopy(model)
     batch = data.draw(value_batches(new, case.base, case.pool), label="batch on the new version")
     with mock.patch.object(tensors, "now_us", return_value=stamps[-1]):
