@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -871,6 +871,11 @@ def read(
     first, last, selected = _time_window(row, grid, time, start, end)
     if moment is not None:
         selected["as_of"] = moment
+    cell = _one_cell(sdef, labels or {}) if time is not None and moment is None and not latest else None
+    if cell is not None and max_cells >= 1:  # one value: no arrays to gather, no dims to drop
+        assert first is not None  # a time outside the recorded range is OutOfRange
+        value = _value_at(session, row, first, cell)
+        return TensorView(meta, np.array(value), [], {}, grid, {**(labels or {}), **selected})
     picks, dropped = _label_picks(sdef, labels or {})
     cells = math.prod(len(p) for p in picks)
     steps = 0 if first is None or last is None else last - first + 1
@@ -878,10 +883,6 @@ def read(
         raise InvalidInput(
             f"this read would return {steps * cells} cells; at most {max_cells}: narrow it with from/to or labels"
         )
-    if time is not None and moment is None and not latest and len(dropped) == len(sdef.axes):  # one value
-        assert first is not None  # a time outside the recorded range is OutOfRange
-        value = _value_at(session, row, first, tuple(int(pick[0]) for pick in picks))
-        return TensorView(meta, np.array(value), [], {}, grid, {**dropped, **selected})
     if first is None or last is None:  # nothing recorded: no time steps, only the picked labels
         values = np.empty((*(len(p) for p in picks), 0))
         indices = np.empty(0, dtype=np.int64)
@@ -961,6 +962,15 @@ def _label_picks(sdef: SchemaDef, labels: Mapping[str, str | Sequence[str]]) -> 
         else:
             picks[position] = np.array([sdef.label_index(axis, w) for w in wanted])
     return picks, dropped
+
+
+def _one_cell(sdef: SchemaDef, labels: Mapping[str, str | Sequence[str]]) -> tuple[int, ...] | None:
+    """The cell (label index per axis, in axis order) that ``labels`` picks with one label on every axis, checked
+    as ``_label_picks`` checks it; None if they pick more or fewer cells."""
+    if len(labels) != len(sdef.axes) or not all(isinstance(wanted, str) for wanted in labels.values()):
+        return None
+    at = {name: sdef.label_index(sdef.axis(name), cast(str, wanted)) for name, wanted in labels.items()}
+    return tuple(at[axis.name] for axis in sdef.axes)  # every axis: as many distinct names, each an axis
 
 
 def _gather(
