@@ -75,11 +75,27 @@ def replace_closed_connections(engine: Engine | AsyncEngine) -> None:
 
 
 def _still_open(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
-    driver = getattr(dbapi_conn, "driver_connection", dbapi_conn)  # the psycopg connection (also under asyncio)
+    if not _socket_quiet(getattr(dbapi_conn, "driver_connection", dbapi_conn)):
+        raise DisconnectionError("the server has closed this connection")
+
+
+def still_open(connection: Connection) -> bool:
+    """Whether a PostgreSQL connection kept out of the pool is still open, as the pool looks when it lends one
+    (``replace_closed_connections``); False once closed or invalidated here."""
+    if connection.closed or connection.invalidated:
+        return False
+    try:
+        return _socket_quiet(connection.connection.driver_connection)
+    except psycopg.Error:  # closed by the driver itself (its socket is gone)
+        return False
+
+
+def _socket_quiet(driver: Any) -> bool:
+    """Whether nothing waits to be read on the socket of ``driver`` (a psycopg connection, also under asyncio):
+    an idle connection's server has nothing to say unless it is saying goodbye."""
     poll = select.poll()
     poll.register(driver.pgconn.socket, select.POLLIN)
-    if poll.poll(0):
-        raise DisconnectionError("the server has closed this connection")
+    return not poll.poll(0)
 
 
 class _WriterTurns:

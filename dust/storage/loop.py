@@ -51,11 +51,12 @@ from dust.storage.db import (
     driver_row,
     driver_takes,
     replace_closed_connections,
+    still_open,
     write_now,
 )
 
 T = TypeVar("T")
-_LENDER = "dust.lender"  # session.info: the engine a LentReads session's connection is to be taken from
+_LENDER = "dust.lender"  # session.info: the LentReads that lends a connection to its session
 # PostgreSQL connections of the loop's pools, beside the app's (dust.storage.db.POOL_SIZE, for the thread pool):
 # its small reads may hold this many at once, and more wait for one rather than open another; its batch writer
 # commits one batch at a time (dust.storage.writer), so one and a spare.
@@ -132,27 +133,61 @@ class LentReads:
     """Read sessions (made like ``sessions`` makes them), each lent a connection of its own for the whole read
     (``lent``): for PostgreSQL reads on the loop, in autocommit. The statements a read sends to the driver itself
     then run on that connection without the session beginning a transaction, whose bookkeeping (taking the
-    connection through it, committing, closing) cost a tenth of ``/auth/me``'s CPU (bench/request_cpu.py)."""
+    connection through it, committing, closing) cost a tenth of ``/auth/me``'s CPU (bench/request_cpu.py).
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    A read's connection comes back here, not to the pool, and the next read takes it again: the pool's checkout
+    and return (its events, its queue, a rollback to reset the connection) cost more of the loop's CPU than the
+    read's one query. Up to ``keep`` are kept, each looked at as the pool looks at a connection it lends
+    (``dust.storage.db.still_open``); one that a read left in a transaction or that failed goes back to the pool."""
+
+    def __init__(self, sessions: sessionmaker[Session], keep: int) -> None:
         self._sessions = sessions
+        self._engine: Engine = sessions.kw["bind"]
+        self._idle: list[Connection] = []
+        self._keep = keep
 
     def __call__(self) -> Session:
         session = self._sessions()
-        session.info[_LENDER] = self._sessions.kw["bind"]
+        session.info[_LENDER] = self
         return session
+
+    @contextmanager
+    def lend(self) -> Iterator[Connection]:
+        """A connection for one read, on the loop (in its greenlet): the last one given back, or the pool's."""
+        connection = self._take()
+        try:
+            yield connection
+        finally:
+            if len(self._idle) < self._keep and not connection.invalidated and not connection.in_transaction():
+                self._idle.append(connection)
+            else:
+                connection.close()  # to the pool, which resets it (or replaces it, if invalidated)
+
+    def _take(self) -> Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if still_open(connection):
+                return connection
+            connection.invalidate()  # the server closed it: the pool opens another in its place
+            connection.close()
+        return self._engine.connect()
+
+    def close(self) -> None:
+        """Give every kept connection back to the pool (on the loop, in its greenlet)."""
+        while self._idle:
+            self._idle.pop().close()
 
 
 @contextmanager
 def lent(session: Session) -> Iterator[Session]:
-    """``session`` (a loop read's), with a connection lent for the block if it is a ``LentReads`` session: taken
-    from the pool now, the session bound to it, given back once the block and the session are done."""
-    engine: Engine | None = session.info.get(_LENDER)
-    if engine is None or HELD in session.info:
+    """``session`` (a loop read's), with a connection lent for the block if it is a ``LentReads`` session, the
+    session bound to it."""
+    lender: LentReads | None = session.info.get(_LENDER)
+    if lender is None or HELD in session.info:
         with session:
             yield session
         return
-    with engine.connect() as connection:
+    with lender.lend() as connection:
         session.bind = connection
         session.info[HELD] = connection
         with session:
@@ -184,6 +219,8 @@ class LoopSessions:
     async def dispose(self) -> None:
         if isinstance(self.reads, HeldReads):
             self.reads.close()
+        if isinstance(self.reads, LentReads):
+            await greenlet_spawn(self.reads.close)
         if self.appends is not None:
             self.appends.close()
         for engine in self.engines:
@@ -213,7 +250,7 @@ def loop_sessions(engine: Engine, reads: sessionmaker[Session], writes: sessionm
     for made in (reading, writing):
         replace_closed_connections(made)
     return LoopSessions(
-        reads=LentReads(_like(reads, reading.sync_engine.execution_options(**{READ_ONLY: True}))),
+        reads=LentReads(_like(reads, reading.sync_engine.execution_options(**{READ_ONLY: True})), keep=READ_POOL),
         writes=_like(writes, writing.sync_engine),
         engines=(reading, writing),
     )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from dust.storage.db import make_engine
 
@@ -19,6 +20,15 @@ async def ticks_until(done: threading.Event) -> int:
         ticks += 1
         await asyncio.sleep(0.01)
     return ticks
+
+
+def terminate(engine: Engine, pid: int) -> None:
+    """End that backend from another connection, as a restart or an administrator would."""
+    other = make_engine(str(engine.url.render_as_string(hide_password=False)))
+    with other.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+    other.dispose()
+    time.sleep(0.1)  # the server's goodbye reaches the socket
 
 
 @pytest.fixture

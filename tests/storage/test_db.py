@@ -7,7 +7,6 @@ SQLAlchemy's do."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -29,17 +28,9 @@ from dust.storage.db import (
 from dust.storage.loop import loop_sessions
 from dust.storage.models import AuditRecord, utcnow
 from dust.storage.repositories import audit as audit_repo
+from tests.storage.conftest import terminate
 
 BACKEND_PID = text("SELECT pg_backend_pid()")
-
-
-def terminate(engine: Engine, pid: int) -> None:
-    """End that backend from another connection, as a restart or an administrator would."""
-    other = make_engine(str(engine.url.render_as_string(hide_password=False)))
-    with other.connect() as conn:
-        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
-    other.dispose()
-    time.sleep(0.1)  # the server's goodbye reaches the socket
 
 
 def test_a_connection_the_server_closed_is_replaced_before_it_is_lent_out(postgres: Engine) -> None:

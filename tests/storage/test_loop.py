@@ -26,7 +26,7 @@ from dust.storage.loop import LoopSessions, lent, loop_sessions
 from dust.storage.models import utcnow
 from dust.storage.repositories import audit as audit_repo
 from dust.storage.repositories import epochs
-from tests.storage.conftest import ticks_until
+from tests.storage.conftest import terminate, ticks_until
 
 
 def for_engine(engine: Engine) -> LoopSessions | None:
@@ -81,12 +81,13 @@ def test_on_postgres_the_loops_reads_are_read_only_and_refuse_any_write(postgres
     assert not is_read_only(loop.writes())
 
 
-def test_on_postgres_a_lent_read_sends_to_the_driver_without_a_transaction_and_gives_its_connection_back(
+def test_on_postgres_a_lent_read_sends_to_the_driver_without_a_transaction_and_its_connection_is_kept(
     postgres: Engine,
 ) -> None:
     """A loop read is lent one connection for its whole length (``lent``): its statements on the driver run on
     it in autocommit, with the session's transaction never begun unless a statement goes through the session,
-    which then runs on the same connection; the connection goes back to the pool at the end, even on a failure."""
+    which then runs on the same connection. The connection is kept for the next read, after a failure too, and
+    goes back to the pool when the loop's sessions are disposed of."""
     loop = for_engine(postgres)
     assert loop is not None
     pool = loop.engines[0].sync_engine.pool
@@ -101,17 +102,46 @@ def test_on_postgres_a_lent_read_sends_to_the_driver_without_a_transaction_and_g
                 session.execute(text("SELECT * FROM missing"))
             return began, driver, through, pool.checkedout()  # type: ignore[attr-defined]
 
-    async def run() -> tuple[bool, object, object, int]:
+    async def run() -> tuple[tuple[bool, object, object, int], tuple[bool, object, object, int], int]:
         try:
-            answer = await loop.run(read, False)
+            first = await loop.run(read, False)
             with pytest.raises(ProgrammingError, match="missing"):
                 await loop.run(read, True)
-            return answer
+            second = await loop.run(read, False)
+            return first, second, pool.checkedout()  # type: ignore[attr-defined]
         finally:
             await loop.dispose()
 
-    began, driver, through, during = asyncio.run(run())
+    (began, driver, through, during), second, kept = asyncio.run(run())
     assert not began and driver is through and during == 1
+    assert second[1] is driver and kept == 1  # the same connection, kept between reads, through a failure too
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_on_postgres_a_kept_connection_the_server_closed_is_replaced_and_reads_at_once_hold_one_each(
+    postgres: Engine,
+) -> None:
+    loop = for_engine(postgres)
+    assert loop is not None
+    pool = loop.engines[0].sync_engine.pool
+
+    def pid(sleep: float = 0) -> int:
+        with lent(loop.reads()) as session:
+            return int(session.execute(text("SELECT pg_backend_pid(), pg_sleep(:s)"), {"s": sleep}).one()[0])
+
+    async def run() -> tuple[int, int, list[int], int]:
+        try:
+            first = await loop.run(pid)
+            terminate(postgres, first)
+            second = await loop.run(pid)  # on another connection, without an error
+            together = await asyncio.gather(*(loop.run(pid, 0.2) for _ in range(3)))
+            return first, second, together, pool.checkedout()  # type: ignore[attr-defined]
+        finally:
+            await loop.dispose()
+
+    first, second, together, kept = asyncio.run(run())
+    assert second != first
+    assert len(set(together)) == 3 and second in together and kept == 3
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
