@@ -80,12 +80,15 @@ def _still_open(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 
 
 def still_open(connection: Connection) -> bool:
-    """Whether a PostgreSQL connection kept out of the pool is still open, as the pool looks when it lends one
-    (``replace_closed_connections``); False once closed or invalidated here."""
-    if connection.closed or connection.invalidated:
+    """Whether a PostgreSQL connection kept out of the pool can take the next statement: open, as the pool looks
+    when it lends one (``replace_closed_connections``), and idle on the server: not in a transaction, and no
+    statement left running (a read cancelled while it waited for its answer leaves one)."""
+    if connection.closed or connection.invalidated or connection.in_transaction():
         return False
+    driver = connection.connection.driver_connection
     try:
-        return _socket_quiet(connection.connection.driver_connection)
+        idle = driver is not None and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        return idle and _socket_quiet(driver)
     except psycopg.Error:  # closed by the driver itself (its socket is gone)
         return False
 

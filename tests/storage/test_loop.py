@@ -5,7 +5,9 @@ records another; in memory there are none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -143,6 +145,35 @@ def test_on_postgres_a_kept_connection_the_server_closed_is_replaced_and_reads_a
     assert second != first
     assert len(set(together)) == 3 and second in together and kept == 3
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_on_postgres_a_read_cancelled_mid_statement_leaves_no_busy_connection_for_the_next(postgres: Engine) -> None:
+    """A read whose request went away while PostgreSQL worked on its statement (cancelled) does not keep its
+    connection, which still has that statement running: the next read gets one that answers at once."""
+    loop = for_engine(postgres)
+    assert loop is not None
+
+    def query(sql: str) -> object:
+        with lent(loop.reads()) as session:
+            return session.execute(text(sql)).scalar_one()
+
+    async def run() -> tuple[object, object, float]:
+        try:
+            first = await loop.run(query, "SELECT pg_backend_pid()")
+            slow = asyncio.ensure_future(loop.run(query, "SELECT pg_sleep(1.5)::text"))
+            await asyncio.sleep(0.3)
+            slow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slow
+            started = time.monotonic()
+            second = await loop.run(query, "SELECT pg_backend_pid()")
+            return first, second, time.monotonic() - started
+        finally:
+            await loop.dispose()
+
+    first, second, took = asyncio.run(run())
+    assert isinstance(second, int) and took < 1.0, "the next read waited for the cancelled statement"
+    assert second != first  # the cancelled read's connection was not kept
 
 
 def test_on_postgres_the_urls_own_options_are_kept(
