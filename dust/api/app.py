@@ -112,7 +112,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
     firing.bound(app.state.sessions, settings)
     app.state.loop = loop_sessions(engine, app.state.reads, app.state.sessions)  # made like those, so after them
     app.state.writer = BatchWriter(app.state.sessions, loop=app.state.loop)
-    app.state.metrics.watch_pool(engine, *(app.state.loop.engines if app.state.loop else ()))
+    loop = app.state.loop
+    app.state.metrics.watch_pool(engine, *(loop.engines if loop else ()), kept=loop.kept if loop else lambda: 0)
     app.state.metrics.read_when_scraped(metrics.Jobs(app.state))
     problems.install(app)
     # The most requested first: a request is matched against the routes in this order, twice (FastAPI's router,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,7 @@ class Metrics:
         )
         self._scraped: list[Collector] = []
         self._engines: list[Engine] = []
+        self._kept: Callable[[], int] = lambda: 0
         self.counted, self.timed = _Children(self.requests), _Children(self.latency)
         self._lookups, self._cache_errors = _Children(self.cache), _Children(self.cache_errors)
 
@@ -105,8 +106,10 @@ class Metrics:
     def cache_error(self, kind: str) -> None:
         self._cache_errors(kind).inc()
 
-    def watch_pool(self, *engines: Engine | AsyncEngine) -> None:
-        """Show the connections the pools of ``engines`` (the app's, and the event loop's) keep and lend out."""
+    def watch_pool(self, *engines: Engine | AsyncEngine, kept: Callable[[], int] = lambda: 0) -> None:
+        """Show the connections the pools of ``engines`` (the app's, and the event loop's) keep and lend out;
+        ``kept``: how many of those lent out are idle, kept between reads by whom they were lent to."""
+        self._kept = kept
         total = 0
         for engine in engines:
             sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
@@ -121,7 +124,7 @@ class Metrics:
         and returned, in a gauge behind a lock, cost a twentieth of a read's CPU on PostgreSQL (py-spy). A pool
         that does not count (an in-memory SQLite's, one connection per thread) shows none."""
         counts = (getattr(engine.pool, "checkedout", None) for engine in self._engines)
-        self.pool_checked_out.set(sum(count() for count in counts if callable(count)))
+        self.pool_checked_out.set(sum(count() for count in counts if callable(count)) - self._kept())
 
     async def sample_pools_while_serving(self) -> None:
         """``sample_pools`` every ``POOL_SAMPLE_SECONDS`` until cancelled: the other processes' scrapes read it."""

@@ -81,6 +81,10 @@ class HeldReads:
         session.info[HELD] = self._connection
         return session
 
+    def __len__(self) -> int:
+        """The connections it keeps now (between reads, idle): its one, once taken."""
+        return int(self._connection is not None)
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -118,6 +122,10 @@ class HeldAppends:
             for pragma in ("busy_timeout=0", "wal_autocheckpoint=0"):
                 driver_row(self._connection, f"PRAGMA {pragma}")
         return self._connection
+
+    def __len__(self) -> int:
+        """The connections it keeps now (between commits, idle): its one, once taken."""
+        return int(self._connection is not None)
 
     def close(self) -> None:
         """Give the connection back to the pool, set up as its other connections are."""
@@ -180,6 +188,10 @@ class LentReads:
             connection.close()
         return self._engine.connect()
 
+    def __len__(self) -> int:
+        """How many connections it keeps now, idle between reads."""
+        return len(self._idle)
+
     def close(self) -> None:
         """Give every kept connection back to the pool (on the loop, in its greenlet)."""
         while self._idle:
@@ -223,6 +235,11 @@ class LoopSessions:
         if not self.over_network:
             return work(*args, **kwargs)
         return await greenlet_spawn(work, *args, **kwargs)
+
+    def kept(self) -> int:
+        """How many connections it keeps out of their pools, idle between one read (or commit) and the next."""
+        held = [self.reads, self.appends]
+        return sum(len(keeper) for keeper in held if isinstance(keeper, HeldReads | LentReads | HeldAppends))
 
     async def dispose(self) -> None:
         if isinstance(self.reads, HeldReads):

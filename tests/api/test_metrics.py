@@ -112,6 +112,16 @@ def test_the_connections_in_use_are_counted_at_the_scrape(app: FastAPI, client: 
     assert scrape(client)[key] == before
 
 
+def test_connections_the_loop_keeps_between_reads_are_not_counted_in_use(app: FastAPI, client: TestClient) -> None:
+    """The event loop's reads keep their connections between reads (``HeldReads`` on SQLite, ``LentReads`` on
+    PostgreSQL): out of the pool, but idle, so not in use. In use at the scrape: its own transaction's only."""
+    key = ("dust_db_pool_checked_out", frozenset())
+    for _ in range(3):
+        assert client.get(API + "/auth/me").status_code == 200  # read on the loop
+    assert app.state.loop.kept() >= 1
+    assert scrape(client)[key] == 1
+
+
 def test_with_several_workers_each_writes_its_connections_in_use_every_second(tmp_path: Path) -> None:
     """The scrape sums every process's files; a process other than the scraped one must have written its own."""
     worker = textwrap.dedent(f"""
