@@ -78,6 +78,8 @@ def create_app(settings: Settings | None = None, *, migrate: bool = True, run_jo
             worker = Worker(settings, sessions=app.state.sessions, exclusive=True).start()
         watching = app.state.metrics
         sampling = asyncio.create_task(watching.sample_pools_while_serving()) if watching.multiprocess else None
+        if app.state.loop is not None:
+            app.state.loop.start()
         yield
         if sampling is not None:
             sampling.cancel()

@@ -148,13 +148,21 @@ class LentReads:
     read's one query (bench/request_cpu.py: ``/auth/me`` ~400-580 → ~330 µs). Up to ``keep`` are kept, each only
     if it can take the next statement at once (``dust.storage.db.still_open``: open, no transaction, no statement
     left running), and looked at again when it is taken; any other goes back to the pool, which resets it or
-    replaces it. A read that was cancelled (its client went away) gives its connection back to the pool."""
+    replaces it. A read that was cancelled (its client went away) gives its connection back to the pool.
+
+    They are kept only from ``start`` to ``close`` (the app's lifespan): an app used without one (a test client
+    that never opened it) has nobody to give them back."""
 
     def __init__(self, sessions: sessionmaker[Session], keep: int) -> None:
         self._sessions = sessions
         self._engine: Engine = sessions.kw["bind"]
         self._idle: list[Connection] = []
-        self._keep = keep
+        self._most = keep
+        self._keep = 0  # until start
+
+    def start(self) -> None:
+        """Keep connections between reads from now until ``close``."""
+        self._keep = self._most
 
     def __call__(self) -> Session:
         session = self._sessions()
@@ -193,7 +201,8 @@ class LentReads:
         return len(self._idle)
 
     def close(self) -> None:
-        """Give every kept connection back to the pool (on the loop, in its greenlet)."""
+        """Give every kept connection back to the pool, and keep none from now (on the loop, in its greenlet)."""
+        self._keep = 0
         while self._idle:
             self._idle.pop().close()
 
@@ -240,6 +249,11 @@ class LoopSessions:
         """How many connections it keeps out of their pools, idle between one read (or commit) and the next."""
         held = [self.reads, self.appends]
         return sum(len(keeper) for keeper in held if isinstance(keeper, HeldReads | LentReads | HeldAppends))
+
+    def start(self) -> None:
+        """The app serves: its reads may keep connections between them until ``dispose`` (``LentReads``)."""
+        if isinstance(self.reads, LentReads):
+            self.reads.start()
 
     async def dispose(self) -> None:
         if isinstance(self.reads, HeldReads):

@@ -105,6 +105,7 @@ def test_on_postgres_a_lent_read_sends_to_the_driver_without_a_transaction_and_i
             return began, driver, through, pool.checkedout()  # type: ignore[attr-defined]
 
     async def run() -> tuple[tuple[bool, object, object, int], tuple[bool, object, object, int], int]:
+        loop.start()
         try:
             first = await loop.run(read, False)
             with pytest.raises(ProgrammingError, match="missing"):
@@ -120,6 +121,31 @@ def test_on_postgres_a_lent_read_sends_to_the_driver_without_a_transaction_and_i
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+def test_on_postgres_before_start_and_after_dispose_a_read_gives_its_connection_back(postgres: Engine) -> None:
+    """An app used without its lifespan (a test client never opened) never disposes of its loop's sessions, so
+    they keep nothing then: each read's connection goes back to the pool."""
+    loop = for_engine(postgres)
+    assert loop is not None
+    pool = loop.engines[0].sync_engine.pool
+
+    def read() -> int:
+        with lent(loop.reads()) as session:
+            epochs.read(session)
+        return pool.checkedout()  # type: ignore[no-any-return, attr-defined]
+
+    async def run() -> list[int]:
+        try:
+            before = await loop.run(read)
+            loop.start()
+            during = await loop.run(read)
+            await loop.dispose()
+            return [before, during, await loop.run(read)]
+        finally:
+            await loop.dispose()
+
+    assert asyncio.run(run()) == [0, 1, 0]
+
+
 def test_on_postgres_a_kept_connection_the_server_closed_is_replaced_and_reads_at_once_hold_one_each(
     postgres: Engine,
 ) -> None:
@@ -132,6 +158,7 @@ def test_on_postgres_a_kept_connection_the_server_closed_is_replaced_and_reads_a
             return int(session.execute(text("SELECT pg_backend_pid(), pg_sleep(:s)"), {"s": sleep}).one()[0])
 
     async def run() -> tuple[int, int, list[int], int]:
+        loop.start()
         try:
             first = await loop.run(pid)
             terminate(postgres, first)
@@ -158,6 +185,7 @@ def test_on_postgres_a_read_cancelled_mid_statement_leaves_no_busy_connection_fo
             return session.execute(text(sql)).scalar_one()
 
     async def run() -> tuple[object, object, float]:
+        loop.start()
         try:
             first = await loop.run(query, "SELECT pg_backend_pid()")
             slow = asyncio.ensure_future(loop.run(query, "SELECT pg_sleep(1.5)::text"))
