@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -967,9 +967,13 @@ def _label_picks(sdef: SchemaDef, labels: Mapping[str, str | Sequence[str]]) -> 
 def _one_cell(sdef: SchemaDef, labels: Mapping[str, str | Sequence[str]]) -> tuple[int, ...] | None:
     """The cell (label index per axis, in axis order) that ``labels`` picks with one label on every axis, checked
     as ``_label_picks`` checks it; None if they pick more or fewer cells."""
-    if len(labels) != len(sdef.axes) or not all(isinstance(wanted, str) for wanted in labels.values()):
+    if len(labels) != len(sdef.axes):
         return None
-    at = {name: sdef.label_index(sdef.axis(name), cast(str, wanted)) for name, wanted in labels.items()}
+    at: dict[str, int] = {}
+    for name, wanted in labels.items():
+        if not isinstance(wanted, str):
+            return None  # a list keeps its axis
+        at[name] = sdef.label_index(sdef.axis(name), wanted)
     return tuple(at[axis.name] for axis in sdef.axes)  # every axis: as many distinct names, each an axis
 
 

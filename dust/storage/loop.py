@@ -82,7 +82,7 @@ class HeldReads:
         return session
 
     def __len__(self) -> int:
-        """The connections it keeps now (between reads, idle): its one, once taken."""
+        """The connections it keeps now: its one, once taken (idle but for the moments a read runs on it)."""
         return int(self._connection is not None)
 
     def close(self) -> None:
