@@ -80,15 +80,23 @@ def _still_open(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
 
 
 def still_open(connection: Connection) -> bool:
-    """Whether a PostgreSQL connection kept out of the pool can take the next statement: open, as the pool looks
-    when it lends one (``replace_closed_connections``), and idle on the server: not in a transaction, and no
-    statement left running (a read cancelled while it waited for its answer leaves one)."""
+    """Whether a PostgreSQL connection kept out of the pool can take the next statement: ``idle``, and open, as
+    the pool looks when it lends one (``replace_closed_connections``)."""
+    try:
+        return idle(connection) and _socket_quiet(connection.connection.driver_connection)
+    except psycopg.Error:  # closed by the driver itself (its socket is gone)
+        return False
+
+
+def idle(connection: Connection) -> bool:
+    """Whether a PostgreSQL connection is idle as far as this process knows: not closed, not in a transaction,
+    and no statement left running (a read cancelled while it waited for its answer leaves one). Whether the
+    server has closed it meanwhile takes a look at its socket (``still_open``)."""
     if connection.closed or connection.invalidated or connection.in_transaction():
         return False
     driver = connection.connection.driver_connection
     try:
-        idle = driver is not None and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        return idle and _socket_quiet(driver)
+        return driver is not None and driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     except psycopg.Error:  # closed by the driver itself (its socket is gone)
         return False
 

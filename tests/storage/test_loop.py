@@ -24,7 +24,7 @@ from dust.storage.db import (
     make_sessionmaker,
     statement_connection,
 )
-from dust.storage.loop import LoopSessions, lent, loop_sessions
+from dust.storage.loop import LoopSessions, lent, loop_sessions, scalar_for_all
 from dust.storage.models import utcnow
 from dust.storage.repositories import audit as audit_repo
 from dust.storage.repositories import epochs
@@ -202,6 +202,79 @@ def test_on_postgres_a_read_cancelled_mid_statement_leaves_no_busy_connection_fo
     first, second, took = asyncio.run(run())
     assert isinstance(second, int) and took < 1.0, "the next read waited for the cancelled statement"
     assert second != first  # the cancelled read's connection was not kept
+
+
+SLOW_PROBE = "SELECT v::text FROM shared_probe, pg_sleep(0.3)"  # the value when sent, answered 0.3 s later
+
+
+def shared_probe(postgres: Engine, value: int) -> None:
+    with postgres.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS shared_probe (v int)"))
+        conn.execute(text("DELETE FROM shared_probe"))
+        conn.execute(text("INSERT INTO shared_probe VALUES (:v)"), {"v": value})
+
+
+def probe_reads(postgres: Engine, value: int) -> tuple[LoopSessions, Callable[[], object]]:
+    """The loop's sessions on ``postgres``, and a read of ``SLOW_PROBE`` through ``scalar_for_all``, the probe
+    holding ``value``."""
+    shared_probe(postgres, value)
+    loop = for_engine(postgres)
+    assert loop is not None
+
+    def read() -> object:
+        with lent(loop.reads()) as session:
+            return scalar_for_all(session, statement_connection(session), SLOW_PROBE)
+
+    return loop, read
+
+
+def test_on_postgres_reads_asking_alike_share_the_next_run_which_sees_what_was_committed_before_they_asked(
+    postgres: Engine,
+) -> None:
+    """``scalar_for_all`` (the epochs every signed-in request reads): a read that asks while a run is out does not
+    take that run's answer, which may predate a change committed before it asked (a revoked token), but waits for
+    the next run, sent once that one is answered and shared by every read that asked meanwhile."""
+    loop, read = probe_reads(postgres, 1)
+    sent: list[str] = []
+    event.listen(loop.engines[0].sync_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+
+    async def run() -> list[object]:
+        loop.start()
+        try:
+            first = asyncio.ensure_future(loop.run(read))
+            await asyncio.sleep(0.1)  # first's run is out, its snapshot taken
+            await asyncio.to_thread(shared_probe, postgres, 2)  # committed before the next two ask
+            later = [asyncio.ensure_future(loop.run(read)) for _ in range(2)]
+            return await asyncio.gather(first, *later)
+        finally:
+            await loop.dispose()
+
+    assert asyncio.run(run()) == ["1", "2", "2"]
+    assert sent.count(SLOW_PROBE) == 2  # the later two shared one run
+
+
+def test_on_postgres_when_the_read_that_was_to_send_the_next_run_is_cancelled_the_others_send_their_own(
+    postgres: Engine,
+) -> None:
+    loop, read = probe_reads(postgres, 7)
+
+    async def run() -> list[object]:
+        loop.start()
+        try:
+            first = asyncio.ensure_future(loop.run(read))
+            await asyncio.sleep(0.1)
+            sender = asyncio.ensure_future(loop.run(read))  # waits for first's answer, to send the next run
+            await asyncio.sleep(0.05)
+            joined = asyncio.ensure_future(loop.run(read))  # waits for sender's run
+            await asyncio.sleep(0.05)
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
+            return list(await asyncio.wait_for(asyncio.gather(first, joined), timeout=5))
+        finally:
+            await loop.dispose()
+
+    assert asyncio.run(run()) == ["7", "7"]
 
 
 def test_on_postgres_the_urls_own_options_are_kept(
