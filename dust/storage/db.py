@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from sqlalchemy import Connection, Engine, Insert, Select, create_engine, event
@@ -343,25 +343,36 @@ def driver_scalar(connection: Connection, sql: str) -> Any:
 
 def driver_row(connection: Connection, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
     """``sql``'s first row as the driver gives it (None without one): see ``driver_scalar``."""
-    return _on_driver(connection, sql, parameters)
+    return _on_driver(connection, sql, parameters, fetch=_ONE)
 
 
-def _on_driver(connection: Connection, sql: str, parameters: Any, *, many: bool = False) -> Any:
-    """``sql`` run on ``connection``'s driver: its first row, or with ``many`` once per set of ``parameters``."""
+def driver_rows(connection: Connection, sql: str, parameters: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+    """Every row of ``sql`` as the driver gives them: see ``driver_scalar``."""
+    return cast(list[Any], _on_driver(connection, sql, parameters, fetch=_ALL))
+
+
+_ONE, _ALL, _NONE = "one", "all", "none"  # what _on_driver fetches: the first row, every row, none (executemany)
+
+
+def _on_driver(connection: Connection, sql: str, parameters: Any, *, fetch: str) -> Any:
+    """``sql`` run on ``connection``'s driver: its first row or every row, or with ``fetch=_NONE`` once per set of
+    ``parameters``."""
     driver = connection.connection.driver_connection
     assert driver is not None  # None only once the connection is closed
     cursor = driver.cursor()
+    many = fetch == _NONE
     # Shown to the engine's statement listeners as SQLAlchemy's execution shows them (the tests count them so), but
     # with no execution context (None): there is none
     connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
     try:
         if isinstance(cursor, psycopg.AsyncCursor):
-            return await_only(_on_async_cursor(cursor, sql, parameters, many))
+            return await_only(_on_async_cursor(cursor, sql, parameters, fetch))
         try:
             if many:
                 cursor.executemany(sql, parameters)
                 return None
-            return cursor.execute(sql, parameters).fetchone()
+            cursor.execute(sql, parameters)
+            return cursor.fetchone() if fetch == _ONE else cursor.fetchall()
         finally:
             cursor.close()
     except (sqlite3.Error, psycopg.Error) as error:
@@ -369,16 +380,16 @@ def _on_driver(connection: Connection, sql: str, parameters: Any, *, many: bool 
         raise DBAPIError.instance(sql, parameters, error, base) from error
 
 
-async def _on_async_cursor(cursor: psycopg.AsyncCursor[Any], sql: str, parameters: Any, many: bool) -> Any:
+async def _on_async_cursor(cursor: psycopg.AsyncCursor[Any], sql: str, parameters: Any, fetch: str) -> Any:
     """``_on_driver``'s work on psycopg's asyncio cursor, in one coroutine: the loop's greenlet then switches out
     and back once for the statement, not once for each of execute, fetch and close (together a few µs of a
     PostgreSQL ``/auth/me``'s ~400, bench/request_cpu.py)."""
     async with cursor:
-        if many:
+        if fetch == _NONE:
             await cursor.executemany(sql, parameters)
             return None
         await cursor.execute(sql, parameters or None)
-        return await cursor.fetchone()
+        return await cursor.fetchone() if fetch == _ONE else await cursor.fetchall()
 
 
 class DriverQuery:
@@ -392,14 +403,20 @@ class DriverQuery:
 
     def first(self, connection: Connection, parameters: dict[str, Any]) -> dict[str, Any] | None:
         """The row's columns by name, or None."""
+        compiled = self._for(connection)
+        row = driver_row(connection, compiled.sql, compiled.bound(parameters))
+        return None if row is None else compiled.row(row)
+
+    def all(self, connection: Connection, parameters: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every row's columns by name."""
+        compiled = self._for(connection)
+        return [compiled.row(row) for row in driver_rows(connection, compiled.sql, compiled.bound(parameters))]
+
+    def _for(self, connection: Connection) -> _Compiled:
         compiled = self._compiled.get(connection.dialect.name)
         if compiled is None:
             compiled = self._compiled[connection.dialect.name] = self._compile(connection.dialect)
-        row = driver_row(connection, compiled.sql, compiled.bound(parameters))
-        if row is None:
-            return None
-        columns = zip(compiled.columns, row, strict=True)
-        return {key: value if made is None else made(value) for (key, made), value in columns}
+        return compiled
 
     def _compile(self, dialect: Any) -> _Compiled:
         compiled = self.statement.compile(dialect=dialect)
@@ -419,7 +436,7 @@ def driver_insert(connection: Connection, statement: Insert, rows: list[dict[str
     compiled = _insert_compiled(connection, statement, rows)
     if compiled is None:
         return False
-    _on_driver(connection, compiled.sql, [compiled.bound(row) for row in rows], many=True)
+    _on_driver(connection, compiled.sql, [compiled.bound(row) for row in rows], fetch=_NONE)
     return True
 
 
@@ -457,6 +474,11 @@ class _Compiled:
     def bound(self, parameters: dict[str, Any]) -> list[Any] | dict[str, Any]:
         made = {k: value if (bind := self.binds[k]) is None else bind(value) for k, value in parameters.items()}
         return made if self.positions is None else [made[name] for name in self.positions]
+
+    def row(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A row from the driver, its columns by name, converted as SQLAlchemy converts them."""
+        columns = zip(self.columns, row, strict=True)
+        return {key: value if made is None else made(value) for (key, made), value in columns}
 
 
 def settle_sqlite_reads(session: Session) -> None:

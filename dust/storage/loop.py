@@ -22,7 +22,8 @@ serves every connection, so nothing on it may wait:
   autocommit, which saves the BEGIN and COMMIT round trips and sees what a READ COMMITTED transaction sees (each
   statement its own snapshot); the server refuses any write in them (``default_transaction_read_only``), as it
   does in the threads' read-only transactions. The epochs, which every signed-in read sends first and alike, are
-  sent once for all the reads that asked for them before they were sent (``LentReads.scalar_for_all``).
+  sent once for all the reads that asked for them before they were sent, and so is an entity's or a tensor's row
+  with them, for the keys of all those reads at once (``LentReads.for_all``).
 - **SQLite in memory**: none (its pool gives each thread a database of its own).
 
 Only a small, bounded read belongs on the loop (dust.api.deps.on_the_loop): its CPU delays every other request.
@@ -31,9 +32,9 @@ Only a small, bounded read belongs on the loop (dust.api.deps.on_the_loop): its 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -51,7 +52,6 @@ from dust.storage.db import (
     Append,
     driver_insert,
     driver_row,
-    driver_scalar,
     driver_takes,
     idle,
     replace_closed_connections,
@@ -60,6 +60,7 @@ from dust.storage.db import (
 )
 
 T = TypeVar("T")
+Send = Callable[[list[Hashable]], Mapping[Hashable, Any]]  # a shared run (for_all): the answers for these keys
 _LENDER = "dust.lender"  # session.info: the LentReads that lends a connection to its session
 # PostgreSQL connections of the loop's pools, beside the app's (dust.storage.db.POOL_SIZE, for the thread pool):
 # its small reads may hold this many at once, and more wait for one rather than open another; its batch writer
@@ -143,10 +144,11 @@ class HeldAppends:
 
 @dataclass
 class _Runs:
-    """The runs of one statement shared by the loop's reads (``LentReads.scalar_for_all``)."""
+    """The runs of one statement shared by the loop's reads (``LentReads.for_all``)."""
 
-    sent: asyncio.Future[tuple[bool, Any]] | None = None  # the run sent and not yet answered
-    next: asyncio.Future[tuple[bool, Any]] | None = None  # the run to send once it is: whoever asked meanwhile
+    sent: asyncio.Future[Mapping[Hashable, Any] | None] | None = None  # the run out, not yet answered
+    next: asyncio.Future[Mapping[Hashable, Any] | None] | None = None  # the run to send once it is answered
+    keys: dict[Hashable, None] = field(default_factory=dict)  # what the reads waiting for ``next`` asked of it
 
 
 class LentReads:
@@ -172,7 +174,7 @@ class LentReads:
         self._idle: list[Connection] = []
         self._most = keep
         self._keep = 0  # until start
-        self._runs: dict[str, _Runs] = {}
+        self._runs: dict[Hashable, _Runs] = {}
 
     def start(self) -> None:
         """Keep connections between reads from now until ``close``."""
@@ -210,40 +212,45 @@ class LentReads:
             connection.close()
         return self._engine.connect()
 
-    def scalar_for_all(self, connection: Connection, sql: str) -> Any:
-        """``driver_scalar(connection, sql)`` for a statement that many reads send alike and whose answer depends
-        only on when it is sent (the epochs, which every signed-in request reads first): one run answers every read
-        that asked before it was sent. A read that asks while a run is out does not take that run's answer, which
-        may predate a change committed before the read asked (a token revoked): it waits for the next run, sent as
-        soon as that one is answered, and shares it with every read that asks until then. A read that finds no run
-        out sends its own at once. If a shared run fails, its sender raises the error and the others send their own.
+    def for_all(self, what: Hashable, key: Hashable, send: Send) -> Any:
+        """``send([key])[key]``, ``send`` running a statement on this read's connection (in its greenlet) whose
+        answer depends only on when it is sent and on the keys asked (the epochs, which every signed-in request
+        reads first; an entity's or a tensor's row with them); ``what`` names the statement. One run answers
+        every read that asked for ``what`` before it was sent, for all their keys at once.
 
-        Under 16 connections the loop so sends the epochs once for several ``/auth/me`` requests, not once each:
-        49% → 63% of the bare route's req/s on PostgreSQL (bench/serve.py)."""
-        runs = self._runs.get(sql) or self._runs.setdefault(sql, _Runs())
+        A read that asks while a run is out does not take that run's answer, which may predate a change committed
+        before the read asked (a token revoked, a row changed): it waits for the next run, sent as soon as that
+        one is answered, for its key and those of every read that asks until then. A read that finds no run out
+        sends its own at once. If a shared run fails, its sender raises the error and the others send their own.
+
+        Under 16 connections the loop so sends one statement for several requests, not one each: on PostgreSQL
+        (bench/serve.py) ``/auth/me`` 49% → 63% of the bare route's req/s."""
+        runs = self._runs.get(what) or self._runs.setdefault(what, _Runs())
         while runs.next is not None:  # not sent yet: sent after this read asked
-            ok, value = await_only(asyncio.shield(runs.next))
-            if ok:
-                return value
-        mine = asyncio.get_running_loop().create_future()
+            runs.keys[key] = None
+            answers = await_only(asyncio.shield(runs.next))
+            if answers is not None:
+                return answers[key]
+        mine: asyncio.Future[Mapping[Hashable, Any] | None] = asyncio.get_running_loop().create_future()
+        runs.keys = {key: None}
         if runs.sent is not None:
             runs.next = mine
             try:
                 await_only(asyncio.wait([runs.sent]))  # the run out now was sent before this read asked
             except BaseException:
-                runs.next = None
-                mine.set_result((False, None))  # those waiting send their own
+                runs.next, runs.keys = None, {}
+                mine.set_result(None)  # those waiting send their own
                 raise
             runs.next = None
+        keys, runs.keys = list(runs.keys), {}
         runs.sent = mine
-        ok, value = False, None
+        answers = None
         try:
-            value = driver_scalar(connection, sql)
-            ok = True
-            return value
+            answers = send(keys)
+            return answers[key]
         finally:
             runs.sent = None
-            mine.set_result((ok, value))
+            mine.set_result(answers)
 
     def __len__(self) -> int:
         """How many connections it keeps now, idle between reads."""
@@ -256,13 +263,14 @@ class LentReads:
             self._idle.pop().close()
 
 
-def scalar_for_all(session: Session, connection: Connection, sql: str) -> Any:
-    """``driver_scalar(connection, sql)``, shared with other reads on the loop if ``session`` is a ``LentReads``
-    read (``LentReads.scalar_for_all``); ``sql`` must answer the same for every read that sends it."""
+def for_all(session: Session, what: Hashable, key: Hashable, send: Send) -> Any:
+    """``send([key])[key]``, the run shared with other reads on the loop if ``session`` is a ``LentReads`` read
+    (``LentReads.for_all``): ``send(keys)`` must give the answer for each of ``keys``, the same for every read
+    that asks for ``what`` at that moment."""
     lender: LentReads | None = session.info.get(_LENDER)
     if lender is None:
-        return driver_scalar(connection, sql)
-    return lender.scalar_for_all(connection, sql)
+        return send([key])[key]
+    return lender.for_all(what, key, send)
 
 
 @contextmanager

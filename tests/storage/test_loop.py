@@ -8,25 +8,29 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Hashable, Mapping
 
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import IntegrityError, InternalError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from dust.embedded import Dust
 from dust.storage.db import (
     BUSY_SECONDS,
     WAL_AUTOCHECKPOINT,
     Append,
+    driver_rows,
     is_read_only,
     make_engine,
     make_sessionmaker,
     statement_connection,
 )
-from dust.storage.loop import LoopSessions, lent, loop_sessions, scalar_for_all
+from dust.storage.loop import LoopSessions, for_all, lent, loop_sessions
 from dust.storage.models import utcnow
 from dust.storage.repositories import audit as audit_repo
+from dust.storage.repositories import entities as entity_repo
 from dust.storage.repositories import epochs
 from tests.storage.conftest import terminate, ticks_until
 
@@ -204,68 +208,76 @@ def test_on_postgres_a_read_cancelled_mid_statement_leaves_no_busy_connection_fo
     assert second != first  # the cancelled read's connection was not kept
 
 
-SLOW_PROBE = "SELECT v::text FROM shared_probe, pg_sleep(0.3)"  # the value when sent, answered 0.3 s later
+# The values of the keys asked, as when sent, answered 0.3 s later: a run the other reads ask behind
+SLOW_PROBE = "SELECT k, v FROM shared_probe, pg_sleep(0.3) WHERE k = ANY(%(keys)s)"
 
 
-def shared_probe(postgres: Engine, value: int) -> None:
+def probe_reads(postgres: Engine) -> tuple[LoopSessions, Callable[[int], object]]:
+    """The loop's sessions on ``postgres``, and a read of one key's value in ``SLOW_PROBE`` through ``for_all``
+    (None for a key with none); the probe holds 10 for key 1 and 20 for key 2."""
     with postgres.begin() as conn:
-        conn.execute(text("CREATE TABLE IF NOT EXISTS shared_probe (v int)"))
-        conn.execute(text("DELETE FROM shared_probe"))
-        conn.execute(text("INSERT INTO shared_probe VALUES (:v)"), {"v": value})
-
-
-def probe_reads(postgres: Engine, value: int) -> tuple[LoopSessions, Callable[[], object]]:
-    """The loop's sessions on ``postgres``, and a read of ``SLOW_PROBE`` through ``scalar_for_all``, the probe
-    holding ``value``."""
-    shared_probe(postgres, value)
+        conn.execute(text("DROP TABLE IF EXISTS shared_probe"))
+        conn.execute(text("CREATE TABLE shared_probe (k int, v int)"))
+        conn.execute(text("INSERT INTO shared_probe VALUES (1, 10), (2, 20)"))
     loop = for_engine(postgres)
     assert loop is not None
 
-    def read() -> object:
+    def read(key: int) -> object:
         with lent(loop.reads()) as session:
-            return scalar_for_all(session, statement_connection(session), SLOW_PROBE)
+            connection = statement_connection(session)
+
+            def send(keys: list[Hashable]) -> dict[Hashable, object]:
+                found = dict(driver_rows(connection, SLOW_PROBE, {"keys": keys}))
+                return {key: found.get(key) for key in keys}
+
+            return for_all(session, SLOW_PROBE, key, send)
 
     return loop, read
 
 
-def test_on_postgres_reads_asking_alike_share_the_next_run_which_sees_what_was_committed_before_they_asked(
+def test_on_postgres_reads_that_ask_while_a_run_is_out_share_the_next_which_sees_what_was_committed_before(
     postgres: Engine,
 ) -> None:
-    """``scalar_for_all`` (the epochs every signed-in request reads): a read that asks while a run is out does not
-    take that run's answer, which may predate a change committed before it asked (a revoked token), but waits for
-    the next run, sent once that one is answered and shared by every read that asked meanwhile."""
-    loop, read = probe_reads(postgres, 1)
+    """``for_all`` (the epochs every signed-in request reads, an entity's or a tensor's row with them): a read that
+    asks while a run is out does not take that run's answer, which may predate a change committed before it asked
+    (a revoked token), but waits for the next run, sent once that one is answered, for the keys of every read that
+    asked meanwhile; each gets its own key's answer."""
+    loop, read = probe_reads(postgres)
     sent: list[str] = []
     event.listen(loop.engines[0].sync_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+
+    def change() -> None:
+        with postgres.begin() as conn:
+            conn.execute(text("UPDATE shared_probe SET v = v + 1"))
 
     async def run() -> list[object]:
         loop.start()
         try:
-            first = asyncio.ensure_future(loop.run(read))
+            first = asyncio.ensure_future(loop.run(read, 1))
             await asyncio.sleep(0.1)  # first's run is out, its snapshot taken
-            await asyncio.to_thread(shared_probe, postgres, 2)  # committed before the next two ask
-            later = [asyncio.ensure_future(loop.run(read)) for _ in range(2)]
+            await asyncio.to_thread(change)  # committed before the next three ask
+            later = [asyncio.ensure_future(loop.run(read, key)) for key in (2, 1, 3)]
             return await asyncio.gather(first, *later)
         finally:
             await loop.dispose()
 
-    assert asyncio.run(run()) == ["1", "2", "2"]
-    assert sent.count(SLOW_PROBE) == 2  # the later two shared one run
+    assert asyncio.run(run()) == [10, 21, 11, None]
+    assert sent.count(SLOW_PROBE) == 2  # the later three shared one run
 
 
 def test_on_postgres_when_the_read_that_was_to_send_the_next_run_is_cancelled_the_others_send_their_own(
     postgres: Engine,
 ) -> None:
-    loop, read = probe_reads(postgres, 7)
+    loop, read = probe_reads(postgres)
 
     async def run() -> list[object]:
         loop.start()
         try:
-            first = asyncio.ensure_future(loop.run(read))
+            first = asyncio.ensure_future(loop.run(read, 1))
             await asyncio.sleep(0.1)
-            sender = asyncio.ensure_future(loop.run(read))  # waits for first's answer, to send the next run
+            sender = asyncio.ensure_future(loop.run(read, 2))  # waits for first's answer, to send the next run
             await asyncio.sleep(0.05)
-            joined = asyncio.ensure_future(loop.run(read))  # waits for sender's run
+            joined = asyncio.ensure_future(loop.run(read, 2))  # waits for sender's run
             await asyncio.sleep(0.05)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -274,7 +286,40 @@ def test_on_postgres_when_the_read_that_was_to_send_the_next_run_is_cancelled_th
         finally:
             await loop.dispose()
 
-    assert asyncio.run(run()) == ["7", "7"]
+    assert asyncio.run(run()) == [10, 20]
+
+
+def test_on_postgres_rows_read_with_the_epochs_at_once_share_one_statement_each_read_its_own_row(
+    postgres: Engine,
+) -> None:
+    """``Copies.with_epochs`` on the loop: reads of several ids that asked while a run was out share one
+    statement for all their ids; each gets its own row (none for an id that has none) and the epochs."""
+    with Dust(postgres.url.render_as_string(hide_password=False), migrate=False) as db:
+        jane, john = (db.create_entity(kind="person", name=name).id for name in ("Jane", "John"))
+    with postgres.connect() as conn, Session(conn) as session:
+        current = epochs.read(session)
+    loop = for_engine(postgres)
+    assert loop is not None
+    sent: list[str] = []
+
+    def read(key: uuid.UUID) -> tuple[Mapping[str, int], str | None]:
+        with lent(loop.reads()) as session:
+            along = entity_repo.peek.with_epochs(session, key)
+            copy = entity_repo.peek(session, key)
+            return along, None if copy is None else copy.name
+
+    async def run() -> list[tuple[Mapping[str, int], str | None]]:
+        loop.start()
+        try:
+            await asyncio.gather(*(loop.run(read, jane) for _ in range(3)))  # connections kept: none to open now
+            event.listen(loop.engines[0].sync_engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+            # The first sends its own at once; the others ask while it is out and share the next
+            return await asyncio.gather(*(loop.run(read, key) for key in (jane, john, uuid.uuid4())))
+        finally:
+            await loop.dispose()
+
+    assert asyncio.run(run()) == [(current, "Jane"), (current, "John"), (current, None)]
+    assert len(sent) == 2 and "ANY" in sent[1]
 
 
 def test_on_postgres_the_urls_own_options_are_kept(

@@ -2,13 +2,15 @@
 
 import functools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import CompoundSelect, Select, bindparam, inspect, literal_column, select
+from sqlalchemy import CompoundSelect, Connection, Select, any_, bindparam, inspect, literal_column, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from dust.storage.db import DriverQuery, statement_connection
+from dust.storage.loop import for_all
 from dust.storage.models import Base
 from dust.storage.repositories.epochs import decoded, every_epoch
 
@@ -40,6 +42,14 @@ class Copies(Generic[M]):
                 one.outerjoin(table, table.c.id == bindparam("b_id"))
             )
         )
+        # The same for several ids (PostgreSQL: for_all's shared runs): a row for each id that exists, or one row
+        # of the epochs alone if none does.
+        ids = bindparam("b_ids", type_=postgresql.ARRAY(table.c.id.type))
+        self._many_with_epochs = DriverQuery(
+            select(every_epoch().label("dust_epochs"), *table.c).select_from(
+                one.outerjoin(table, table.c.id == any_(ids))
+            )
+        )
 
     def __call__(self, session: Session, key: uuid.UUID, *, within: Visible | None = None) -> M | None:
         if within is None and (along := session.info.get(_READ_ALONG, {}).pop((self, key), None)):
@@ -53,12 +63,30 @@ class Copies(Generic[M]):
         session's next call for ``key`` without ``within`` then returns: for a transaction whose first statement
         would read the epochs, one statement less (a round trip, on PostgreSQL). Sent to the driver itself, as
         the epochs alone are (``DriverQuery``): SQLAlchemy's execution of it cost more than the query, ~55 µs of
-        an entity get on either database (bench/request_cpu.py)."""
-        values = self._with_epochs.first(statement_connection(session), {"b_id": key})
-        assert values is not None  # one row, always
-        epochs = decoded(values.pop("dust_epochs"))
-        session.info.setdefault(_READ_ALONG, {})[self, key] = (None if values["id"] is None else self._copy(values),)
-        return epochs
+        an entity get on either database (bench/request_cpu.py). On the loop's PostgreSQL reads, one statement
+        answers every read that asked for a row of this table before it was sent (``dust.storage.loop.for_all``)."""
+        connection = statement_connection(session)
+        text, values = for_all(session, self, key, lambda keys: self._rows_with_epochs(connection, keys))
+        session.info.setdefault(_READ_ALONG, {})[self, key] = (None if values is None else self._copy(values),)
+        return decoded(text)
+
+    def _rows_with_epochs(
+        self, connection: Connection, keys: list[Any]
+    ) -> dict[Any, tuple[str | None, dict[str, Any] | None]]:
+        """For each of ``keys``: the epochs' text, and the row's columns (None if there is none)."""
+        rows: Sequence[dict[str, Any] | None]
+        if len(keys) == 1:
+            rows = [self._with_epochs.first(connection, {"b_id": keys[0]})]
+        else:
+            rows = self._many_with_epochs.all(connection, {"b_ids": keys})
+        text: str | None = None
+        found = {}
+        for row in rows:
+            assert row is not None  # one row at least, always
+            text = row.pop("dust_epochs")  # the same in every row: one statement
+            if row["id"] is not None:
+                found[row["id"]] = row
+        return {key: (text, found.get(key)) for key in keys}
 
     def _copy(self, values: Mapping[Any, Any]) -> M:
         # Filled in as the ORM fills a row it loads, into the instance's __dict__ with no event per attribute:

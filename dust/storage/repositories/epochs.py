@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from dust.storage.db import statement_connection
-from dust.storage.loop import scalar_for_all
+from dust.storage.db import driver_scalar, statement_connection
+from dust.storage.loop import for_all
 from dust.storage.models import CacheEpoch
 
 # Plain SQL, straight to the driver: every signed-in request runs it, and building, caching and reading back a
@@ -36,9 +36,10 @@ IDENTITY = "identity"
 
 def read(session: Session) -> Mapping[str, int]:
     """Every epoch by name, and the identity; one never raised is absent (read it as 0). On the loop's PostgreSQL
-    reads, one run of the query answers every read that asked before it was sent (``scalar_for_all``)."""
+    reads, one run of the query answers every read that asked before it was sent (``dust.storage.loop.for_all``)."""
     connection = statement_connection(session)
-    return decoded(scalar_for_all(session, connection, _READ[connection.dialect.name]))
+    sql = _READ[connection.dialect.name]
+    return decoded(for_all(session, sql, None, lambda _: {None: driver_scalar(connection, sql)}))
 
 
 class every_epoch(FunctionElement[Any]):
