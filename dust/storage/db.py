@@ -38,7 +38,9 @@ HELD = "dust.held"  # session.info: the connection the session is bound to, usab
 NO_WAIT = "dust.no_wait"  # an execution option: an SQLite write begins only if the write lock is free at once
 Write = Callable[[Session], None]  # a write for after the commit (after_commit); or an Append
 _TURNS: weakref.WeakKeyDictionary[Any, _WriterTurns] = weakref.WeakKeyDictionary()  # by pool: options share it
-_INSERTS: dict[tuple[Insert, str, tuple[str, ...]], _Compiled | None] = {}  # driver_insert's, compiled once
+# driver_insert's statements, compiled once: by statement, dialect, columns, rows (driver_insert_at_once's)
+_INSERTS: dict[tuple[Insert, str, tuple[str, ...], int], _Compiled | None] = {}
+AT_ONCE = 64  # the most rows driver_insert_at_once puts in one statement: one compiled statement for each count
 
 
 def make_engine(url: str) -> Engine:
@@ -351,16 +353,17 @@ def driver_rows(connection: Connection, sql: str, parameters: Sequence[Any] | Ma
     return cast(list[Any], _on_driver(connection, sql, parameters, fetch=_ALL))
 
 
-_ONE, _ALL, _NONE = "one", "all", "none"  # what _on_driver fetches: the first row, every row, none (executemany)
+# What _on_driver does: execute and fetch the first row, or every row; execute and fetch nothing; executemany
+_ONE, _ALL, _RUN, _MANY = "one", "all", "run", "many"
 
 
 def _on_driver(connection: Connection, sql: str, parameters: Any, *, fetch: str) -> Any:
-    """``sql`` run on ``connection``'s driver: its first row or every row, or with ``fetch=_NONE`` once per set of
-    ``parameters``."""
+    """``sql`` run on ``connection``'s driver: its first row or every row, nothing, or with ``fetch=_MANY`` once per
+    set of ``parameters``."""
     driver = connection.connection.driver_connection
     assert driver is not None  # None only once the connection is closed
     cursor = driver.cursor()
-    many = fetch == _NONE
+    many = fetch == _MANY
     # Shown to the engine's statement listeners as SQLAlchemy's execution shows them (the tests count them so), but
     # with no execution context (None): there is none
     connection.dispatch.before_cursor_execute(connection, cursor, sql, parameters, None, many)
@@ -372,7 +375,7 @@ def _on_driver(connection: Connection, sql: str, parameters: Any, *, fetch: str)
                 cursor.executemany(sql, parameters)
                 return None
             cursor.execute(sql, parameters)
-            return cursor.fetchone() if fetch == _ONE else cursor.fetchall()
+            return None if fetch == _RUN else cursor.fetchone() if fetch == _ONE else cursor.fetchall()
         finally:
             cursor.close()
     except (sqlite3.Error, psycopg.Error) as error:
@@ -385,10 +388,12 @@ async def _on_async_cursor(cursor: psycopg.AsyncCursor[Any], sql: str, parameter
     and back once for the statement, not once for each of execute, fetch and close (together a few µs of a
     PostgreSQL ``/auth/me``'s ~400, bench/request_cpu.py)."""
     async with cursor:
-        if fetch == _NONE:
+        if fetch == _MANY:
             await cursor.executemany(sql, parameters)
             return None
         await cursor.execute(sql, parameters or None)
+        if fetch == _RUN:
+            return None
         return await cursor.fetchone() if fetch == _ONE else await cursor.fetchall()
 
 
@@ -436,7 +441,25 @@ def driver_insert(connection: Connection, statement: Insert, rows: list[dict[str
     compiled = _insert_compiled(connection, statement, rows)
     if compiled is None:
         return False
-    _on_driver(connection, compiled.sql, [compiled.bound(row) for row in rows], fetch=_NONE)
+    _on_driver(connection, compiled.sql, [compiled.bound(row) for row in rows], fetch=_MANY)
+    return True
+
+
+def driver_insert_at_once(connection: Connection, statement: Insert, rows: list[dict[str, Any]]) -> bool:
+    """Insert ``rows`` with ``statement`` on the driver itself as one statement (a VALUES list), so that all of them
+    or none are written even outside a transaction (PostgreSQL's autocommit); False, and nothing done, if
+    SQLAlchemy would do more than that (``driver_takes``) or there are more than ``AT_ONCE`` rows."""
+    if not rows or len(rows) > AT_ONCE or not driver_takes(connection, statement, rows):
+        return False
+    keys = tuple(rows[0])
+    cache = (statement, connection.dialect.name, keys, len(rows))
+    compiled = _INSERTS.get(cache)
+    if compiled is None:
+        listed = statement.values([dict.fromkeys(keys) for _ in rows])
+        compiled = _INSERTS[cache] = _compile_insert(listed, connection.dialect, keys)
+        assert compiled is not None  # as the one-row statement (driver_takes)
+    named = {f"{key}_m{i}": value for i, row in enumerate(rows) for key, value in row.items()}
+    _on_driver(connection, compiled.sql, compiled.bound(named), fetch=_RUN)
     return True
 
 
@@ -450,7 +473,7 @@ def _insert_compiled(connection: Connection, statement: Insert, rows: list[dict[
     keys = tuple(rows[0]) if rows else ()
     if not keys or any(row.keys() != rows[0].keys() for row in rows):
         return None
-    cache = (statement, connection.dialect.name, keys)
+    cache = (statement, connection.dialect.name, keys, 0)  # 0: for executemany, each row on its own
     if cache not in _INSERTS:
         _INSERTS[cache] = _compile_insert(statement, connection.dialect, keys)
     return _INSERTS[cache]

@@ -4,8 +4,8 @@ A read's audit record must be committed before the read is answered, but taking 
 read's own transaction made readers queue behind each other (SQLite) and pay a commit each (PostgreSQL). Instead
 a read hands its writes here after its read-only transaction ends and waits: whatever requests are waiting
 meanwhile go into the same transaction, so under load one commit serves many of them, and only the writer (and
-real writers) ever waits for SQLite's write lock. The audit rows of a whole batch go in as one executemany
-(``Append``).
+real writers) ever waits for SQLite's write lock. The audit rows of a whole batch go in as one executemany, or on
+PostgreSQL's loop as one INSERT (``Append``).
 
 A request on the event loop awaits ``written(writes)``: the wait holds neither a worker thread nor the loop (a
 blocking wait on the loop stalled every other request for the length of a commit).
@@ -14,7 +14,9 @@ Who commits: the event loop, with the loop's sessions (``dust.storage.loop``), i
 thread of its own. Handing a batch to the thread and back cost the loop more CPU than the commit (bench/serve.py:
 entity get answered a fifth fewer requests on SQLite, and on PostgreSQL 639 against 798 a second).
 - **PostgreSQL**: one commit at a time per loop, awaited in a greenlet (dust.storage.loop): the records of the
-  requests answered while it waits on the network go into the next.
+  requests answered while it waits on the network go into the next. A batch of audit records only (the usual
+  one) is one INSERT of all its rows in autocommit, on a connection the loop keeps for them: a statement is its
+  own transaction, so it needs no BEGIN and COMMIT round trips (``dust.storage.loop.AppendsAtOnce``).
 - **SQLite file**: the loop commits what its requests left, with those answered meanwhile, at once if the write
   lock is free that moment, and hands them to the thread if not (nothing on the loop ever waits for the lock).
   Under load (a commit on the loop in the last ``BUSY_SECONDS`` that served several requests) the loop lets
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +139,7 @@ class BatchWriter:
         try:
             while batch := self._held.pop(loop, None):
                 try:
-                    await self._loop.run(self._run_jobs, batch, sessions=self._loop.writes)
+                    await self._loop.run(self._run_jobs, batch, sessions=self._loop.writes, appends=self._loop.appends)
                 except Exception as error:
                     self._to_thread(batch, error)
                 else:
@@ -156,13 +159,14 @@ class BatchWriter:
     def _commit_held(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop: commit the held jobs if the write lock is free this moment; else (or if they fail) the
         thread takes them, and waits for the lock (or gives each job its own transaction)."""
+        assert self._loop is not None
         batch = self._held.pop(loop)
         self._last_on_loop, self._last_batch = loop.time(), len(batch)
         self._loop_batches += 1
         if self._loop_batches % CHECKPOINT_EVERY == 0:
             self._submit(_Job([], checkpoint=True))
         try:
-            self._run_jobs(batch, wait=False)
+            self._run_jobs(batch, wait=False, appends=self._loop.appends)
         except WriteLockBusy:
             self._to_thread(batch)
         except Exception as error:
@@ -234,9 +238,16 @@ class BatchWriter:
             with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_settle, futures)
 
-    def _run_jobs(self, batch: list[_Job], wait: bool = True, sessions: sessionmaker[Session] | None = None) -> None:
+    def _run_jobs(
+        self,
+        batch: list[_Job],
+        wait: bool = True,
+        sessions: sessionmaker[Session] | None = None,
+        appends: Callable[[list[Append]], bool] | None = None,
+    ) -> None:
         """In one transaction (of ``sessions``, by default the thread's); ``wait=False``: only if the write lock is
-        free this moment (else WriteLockBusy). The Appends of all the jobs go in last, one executemany each."""
+        free this moment (else WriteLockBusy). The Appends of all the jobs go in last, one executemany each.
+        ``appends``: the loop's own commit of a batch of Appends only, if it takes them (``dust.storage.loop``)."""
         factory = sessions or self._sessions
         merged: dict[Insert, list[dict[str, Any]]] = {}
         others: list[Write] = []
@@ -245,19 +256,18 @@ class BatchWriter:
                 merged.setdefault(write.statement, []).extend(write.rows)
             else:
                 others.append(write)
-        appends = [Append(statement, rows) for statement, rows in merged.items()]
-        held = None if others or wait or self._loop is None else self._loop.appends  # SQLite, on the loop
-        if held is not None and held(appends):
+        together = [Append(statement, rows) for statement, rows in merged.items()]
+        if appends is not None and not others and appends(together):
             return  # committed on the connection the loop keeps for them
         if not others:  # audit records only, as most batches are: no Session to set up
             with core_unit_of_work(factory, wait=wait) as connection:
-                for append in appends:
+                for append in together:
                     append(connection)
             return
         with unit_of_work(factory, wait=wait) as session:
             for write in others:
                 write(session)
-            for append in appends:
+            for append in together:
                 append(session)
 
 

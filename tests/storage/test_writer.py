@@ -464,3 +464,54 @@ def test_on_postgres_a_failing_write_on_the_loop_fails_only_its_own_request(post
     assert outcomes[0] is None and outcomes[2] is None
     assert "no_such_table" in str(outcomes[1])
     assert sorted(actions(postgres_sessions)) == ["good1", "good2"]
+
+
+def test_on_postgres_a_batch_of_read_audit_records_is_one_insert_in_autocommit_on_a_kept_connection(
+    postgres_sessions: Sessions,
+) -> None:
+    """The usual batch: all its rows in one statement, which is a transaction of its own (no BEGIN, no COMMIT),
+    on a connection the loop keeps for the next batch while the app serves (before, it gives it back); no thread."""
+    loop = loop_of(postgres_sessions)
+    writer = BatchWriter(postgres_sessions, loop=loop)
+    writing = loop.engines[1].sync_engine
+    sent: list[str] = []
+    began: list[object] = []
+    event.listen(writing, "before_cursor_execute", lambda *given: sent.append(given[2]))
+    event.listen(writing, "begin", began.append)
+
+    async def run() -> list[int]:
+        await writer.written([audited("before")])
+        before = loop.kept()
+        loop.start()
+        await asyncio.gather(*(writer.written([audited(f"a{n}")]) for n in range(5)))  # queued before it runs
+        await writer.written([audited("alone")])
+        return [before, loop.kept()]
+
+    try:
+        kept = asyncio.run(run())
+    finally:
+        asyncio.run(loop.dispose())
+    assert sorted(actions(postgres_sessions)) == ["a0", "a1", "a2", "a3", "a4", "alone", "before"]
+    assert all(s.startswith("INSERT INTO audit_log") for s in sent) and not began
+    assert [s.count("%(at_m") for s in sent] == [1, 5, 1]  # the rows of each batch, in one VALUES list
+    assert kept == [0, 1] and not writer.running
+
+
+def test_on_postgres_a_failing_row_of_an_insert_at_once_writes_none_of_its_rows_and_each_goes_again_alone(
+    postgres_sessions: Sessions,
+) -> None:
+    """One statement: all of its rows or none. So when one fails, the thread's retry of each job on its own
+    writes every good record once, with no duplicate, and fails only the bad one."""
+    loop = loop_of(postgres_sessions)
+    writer = BatchWriter(postgres_sessions, loop=loop)
+
+    async def run() -> list[BaseException | None]:
+        jobs = [writer.written([audited(action)]) for action in ("good1", "far too long for the column", "good2")]
+        return list(await asyncio.gather(*jobs, return_exceptions=True))
+
+    try:
+        outcomes = asyncio.run(run())
+    finally:
+        asyncio.run(loop.dispose())
+    assert outcomes[0] is None and outcomes[2] is None and "too long" in str(outcomes[1])
+    assert sorted(actions(postgres_sessions)) == ["good1", "good2"]
