@@ -148,8 +148,8 @@ class AppendsAtOnce:
     usual batch), on PostgreSQL: one INSERT of all the rows (``dust.storage.db.driver_insert_at_once``) in
     autocommit, where a statement is a transaction of its own (all its rows or none, committed as COMMIT commits
     them), on a connection kept between batches. A transaction took three round trips (BEGIN, the INSERT, COMMIT)
-    and SQLAlchemy's bookkeeping for it: under 16 connections an audited read on PostgreSQL spent ~100 µs of the
-    loop's CPU on its record's commit, as much as on the rest of an entity get (bench/serve.py).
+    and SQLAlchemy's bookkeeping for it: with 16 requests at once an audited read on PostgreSQL spent ~100 µs of
+    the loop's CPU on its record's commit, as much as on the rest of an entity get (py-spy, in process).
 
     The connection is kept only from ``start`` to ``close`` (the app's lifespan), as ``LentReads`` keeps theirs;
     before, each batch gives it back."""
