@@ -74,7 +74,15 @@ if importlib.util.find_spec("kaleido") and chromium.is_file():
     import kaleido
 
     size = {"format": "png", "width": 900, "height": 420}
-    png = kaleido.calc_fig_sync(figure, opts=size, kopts={"path": str(chromium), "mathjax": False})
+    for attempt in range(3):
+        try:
+            png = kaleido.calc_fig_sync(figure, opts=size, kopts={"path": str(chromium), "mathjax": False})
+            break
+        except Exception as error:
+            # kaleido 1.5 may ask its page to draw before the page's script has loaded, on a busy machine
+            # ("kaleido_scopes is not defined"): a new try opens a new page
+            if "kaleido_scopes" not in str(error) or attempt == 2:
+                raise
     (args.out / "heatmap.png").write_bytes(png)
     print("heatmap:", args.out / "heatmap.png")
 else:
