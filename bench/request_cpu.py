@@ -5,6 +5,7 @@
     .venv/bin/python bench/request_cpu.py --no-audit-commit           # leave out the batch writer's commit
     PYTHONPATH=<old tree> .venv/bin/python bench/request_cpu.py       # the same for another version of dust
     .venv/bin/python bench/request_cpu.py --without-lanes             # dust.api.hot's lanes on and off, in turn
+    .venv/bin/python bench/request_cpu.py --clients 16 --varied       # 16 clients at once; entity gets of many ids
 
 ``bench/serve.py`` drives a server over HTTP with wrk, where the machine's every hiccup moves the figures (on a
 machine whose speed drifted by 2×, the same tree's req/s moved by ±30%). This measures a change instead: the ASGI
@@ -15,6 +16,9 @@ median says how much the machine moved. Alternate runs of the old and the new tr
 
 Sequential requests commit each read's audit record alone; under load the batch writer puts many in one commit.
 ``--no-audit-commit`` leaves it out (the records are not written), so that only the request path is measured.
+``--clients N`` sends each round's requests from N concurrent clients, as under load: what the requests on the
+loop share (PostgreSQL's shared runs, the batch writer's commits) then counts. ``--varied`` adds an entity get
+whose clients each go round up to 50 patients, so that shared runs fetch several rows, not one.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests a round")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--no-audit-commit", action="store_true", help="leave out the batch writer's commit")
+    parser.add_argument("--clients", type=int, default=1, help="concurrent clients sending each round's requests")
+    parser.add_argument("--varied", action="store_true", help="also an entity get of up to 50 patients in turn")
     parser.add_argument(
         "--without-lanes",
         action="store_true",
@@ -84,23 +90,21 @@ async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
         BatchWriter.written = written  # type: ignore[method-assign]
     app = create_app()
     async with app.router.lifespan_context(app):
-        urls, bearer = await targets(app)
+        urls, bearer = await targets(app, varied=args.varied)
         lanes = app.router.middleware_stack  # dust.api.hot.HotReads
         if args.without_lanes and not hasattr(lanes, "inner"):
             sys.exit("--without-lanes: this dust has no lanes to switch off (dust/api/hot.py)")
         stacks = {"": lanes} | ({" (no lanes)": lanes.inner} if args.without_lanes else {})
         figures = {}
-        for name, url in urls.items():
+        for name, each in urls.items():
             rounds: dict[str, list[float]] = {label: [] for label in stacks}
-            for _ in range(50):  # warm: caches, compiled statements, prepared statements
-                await call(app, url, bearer)
+            await clients(app, each, bearer, 50, args.clients)  # warm: caches, compiled and prepared statements
             for _ in range(args.rounds):
                 for label, stack in stacks.items():  # alternating, so that the machine's drift moves both alike
                     app.router.middleware_stack = stack
                     started = time.process_time()
-                    for _ in range(args.requests):
-                        await call(app, url, bearer)
-                    rounds[label].append((time.process_time() - started) / args.requests * 1e6)
+                    sent = await clients(app, each, bearer, args.requests, args.clients)
+                    rounds[label].append((time.process_time() - started) / sent * 1e6)
             app.router.middleware_stack = lanes
             for label, taken in rounds.items():
                 taken.sort()
@@ -108,8 +112,22 @@ async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
         return figures
 
 
-async def targets(app: Any) -> tuple[dict[str, str], str]:
-    """The routes to call, and the admin's bearer token, found through the API as a client would."""
+async def clients(app: Any, urls: list[str], bearer: str, requests: int, many: int) -> int:
+    """``requests`` GETs (rounded down to a multiple of ``many``) from ``many`` concurrent clients, each going round
+    ``urls`` from its own place; how many were sent."""
+    each = max(1, requests // many)
+
+    async def client(start: int) -> None:
+        for n in range(each):
+            await call(app, urls[(start + n) % len(urls)], bearer)
+
+    await asyncio.gather(*(client(start * 7) for start in range(many)))
+    return each * many
+
+
+async def targets(app: Any, *, varied: bool = False) -> tuple[dict[str, list[str]], str]:
+    """The routes to call (each a list of URLs its clients go round), and the admin's bearer token, found through
+    the API as a client would."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
         signed = await client.post("/api/v1/auth/token", data={"username": "bench", "password": PASSWORD})
         bearer = f"Bearer {signed.json()['access_token']}"
@@ -119,9 +137,13 @@ async def targets(app: Any) -> tuple[dict[str, str], str]:
         found = (await client.get(f"/api/v1/entities/{patient}/tensors", headers=headers)).json()
         tensor = next(t for t in found if t["schema"] == "vitals")
         axis = tensor["axes"][0]
+        patients = (await client.get("/api/v1/patients?limit=50", headers=headers)).json()["items"]
     point = f"/api/v1/tensor/{tensor['id']}?time=3&{axis['name']}={axis['labels'][0]}"
     routes = {"/healthz": "/healthz", "/auth/me": "/api/v1/auth/me", "entity get": f"/api/v1/entities/{patient}"}
-    return routes | {"point read": point}, bearer
+    urls = {name: [url] for name, url in (routes | {"point read": point}).items()}
+    if varied:
+        urls["entity get, varied ids"] = [f"/api/v1/entities/{row['id']}" for row in patients]
+    return urls, bearer
 
 
 async def call(app: Any, url: str, bearer: str) -> None:

@@ -291,17 +291,16 @@ class LentReads:
             if answers is not None:
                 return answers[key]
         mine: asyncio.Future[Mapping[Hashable, Any] | None] = asyncio.get_running_loop().create_future()
-        runs.keys = {key: None}
+        keys = [key]
         if runs.sent is not None:
-            runs.next = mine
+            runs.next, runs.keys = mine, {key: None}
             try:
                 await_only(asyncio.wait([runs.sent]))  # the run out now was sent before this read asked
             except BaseException:
                 runs.next, runs.keys = None, {}
                 mine.set_result(None)  # those waiting send their own
                 raise
-            runs.next = None
-        keys, runs.keys = list(runs.keys), {}
+            keys, runs.next, runs.keys = list(runs.keys), None, {}
         runs.sent = mine
         answers = None
         try:
