@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -63,6 +63,7 @@ from dust.storage.db import (
 T = TypeVar("T")
 Send = Callable[[list[Hashable]], Mapping[Hashable, Any]]  # a shared run (for_all): the answers for these keys
 _LENDER = "dust.lender"  # session.info: the LentReads that lends a connection to its session
+_SPARES = "dust.spares"  # session.info: the _Spares that made the session, to which ``lent`` gives it back
 # PostgreSQL connections of the loop's pools, beside the app's (dust.storage.db.POOL_SIZE, for the thread pool):
 # its small reads may hold this many at once, and more wait for one rather than open another; its batch writer
 # commits one batch at a time (dust.storage.writer), so one and a spare.
@@ -70,21 +71,49 @@ READ_POOL = POOL_SIZE // 2
 WRITE_POOL = 1
 
 
-class HeldReads:
+class _Spares:
+    """The loop's read sessions, each given back once ``lent`` has closed it and handed out again for a later read.
+
+    Making a Session (its state, then its event dispatch, made at its first use) cost ~25 µs of the loop's CPU a
+    read, more than an entity's row from SQLite (py-spy, in process); a closed session is as good as a new one
+    (SQLAlchemy's ``close`` ends its transaction and empties it), but for ``info``, which is cleared here: nothing
+    of one read (its principal, its caches, its rows read along) reaches the next: it holds again what the
+    sessionmaker gave it (``READ_ONLY``)."""
+
+    MOST = 64  # kept at most: as many reads as run at once, under load
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        self._spare: list[Session] = []
+
+    def _session(self) -> Session:
+        session = self._spare.pop() if self._spare else self._sessions()
+        session.info[_SPARES] = self
+        return session
+
+    def give_back(self, session: Session) -> None:
+        """``session``, closed by ``lent``, for a later read."""
+        session.info.clear()
+        session.info.update(self._sessions.kw.get("info") or {})
+        if len(self._spare) < self.MOST:
+            self._spare.append(session)
+
+
+class HeldReads(_Spares):
     """Read sessions (made like ``sessions`` makes them) on one connection, taken from its pool at the first and
     kept until ``close``: for SQLite reads run on the loop, one at a time, each to its end. Each session's
     transaction is its own (begun and ended on the connection); between two, the connection is outside any."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self._connection: Connection | None = None
 
     def __call__(self) -> Session:
         if self._connection is None or self._connection.closed or self._connection.invalidated:
             self.close()
             self._connection = self._sessions.kw["bind"].connect()
-        session = self._sessions(bind=self._connection)
-        session.info[HELD] = self._connection
+        session = self._session()
+        session.bind = session.info[HELD] = self._connection
         return session
 
     def __len__(self) -> int:
@@ -210,7 +239,7 @@ class _Runs:
     keys: dict[Hashable, None] = field(default_factory=dict)  # what the reads waiting for ``next`` asked of it
 
 
-class LentReads:
+class LentReads(_Spares):
     """Read sessions (made like ``sessions`` makes them), each lent a connection of its own for the whole read
     (``lent``): for PostgreSQL reads on the loop, in autocommit. The statements a read sends to the driver itself
     then run on that connection without the session beginning a transaction, whose bookkeeping (taking the
@@ -228,7 +257,7 @@ class LentReads:
     that never opened it) has nobody to give them back."""
 
     def __init__(self, sessions: sessionmaker[Session], keep: int) -> None:
-        self._sessions = sessions
+        super().__init__(sessions)
         self._engine: Engine = sessions.kw["bind"]
         self._idle: list[Connection] = []
         self._most = keep
@@ -240,7 +269,7 @@ class LentReads:
         self._keep = self._most
 
     def __call__(self) -> Session:
-        session = self._sessions()
+        session = self._session()
         session.info[_LENDER] = self
         return session
 
@@ -333,18 +362,24 @@ def for_all(session: Session, what: Hashable, key: Hashable, send: Send) -> Any:
 
 @contextmanager
 def lent(session: Session) -> Iterator[Session]:
-    """``session`` (a loop read's), with a connection lent for the block if it is a ``LentReads`` session, the
-    session bound to it."""
+    """``session`` (a loop read's) for the block, closed after it and given back for a later read (``_Spares``);
+    with a connection lent for the block if it is a ``LentReads`` session, the session bound to it."""
     lender: LentReads | None = session.info.get(_LENDER)
-    if lender is None or HELD in session.info:
-        with session:
-            yield session
-        return
-    with lender.lend() as connection:
-        session.bind = connection
-        session.info[HELD] = connection
-        with session:
-            yield session
+    spares: _Spares | None = session.info.get(_SPARES)
+    ended = False  # the block returned or raised an error, rather than being cancelled
+    try:
+        with lender.lend() if lender is not None and HELD not in session.info else nullcontext() as connection:
+            if connection is not None:
+                session.bind = session.info[HELD] = connection
+            with session:
+                yield session
+                ended = True
+    except Exception:
+        ended = True
+        raise
+    finally:
+        if ended and spares is not None:
+            spares.give_back(session)
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,85 @@ def test_on_postgres_a_read_cancelled_mid_statement_leaves_no_busy_connection_fo
     assert second != first  # the cancelled read's connection was not kept
 
 
+def test_on_postgres_a_cancelled_reads_session_is_not_given_to_another(postgres: Engine) -> None:
+    """Sessions come back for later reads only from a read that ended (``_Spares``): one whose request went away
+    mid-statement may be left in any state."""
+    loop = for_engine(postgres)
+    assert loop is not None
+    made: list[Session] = []
+
+    def query(sql: str) -> object:
+        with lent(loop.reads()) as session:
+            made.append(session)
+            return session.execute(text(sql)).scalar_one()
+
+    async def run() -> None:
+        loop.start()
+        try:
+            await loop.run(query, "SELECT 1")
+            slow = asyncio.ensure_future(loop.run(query, "SELECT pg_sleep(1.5)::text"))
+            await asyncio.sleep(0.3)
+            slow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slow
+            assert await loop.run(query, "SELECT 2") == 2
+            assert await loop.run(query, "SELECT 3") == 3
+        finally:
+            await loop.dispose()
+
+    asyncio.run(run())
+    first, cancelled, after, again = made
+    assert cancelled is first, "the first read's session was not given to the next"
+    assert after is not cancelled and again is after
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["ended", "failed"])
+def test_a_loop_reads_session_comes_to_the_next_read_as_a_new_one(
+    sqlite_database: str, postgres: Engine, fail: bool
+) -> None:
+    """The loop keeps its read sessions for later reads, after a read that ended or failed; the next read gets
+    the session closed (no transaction, nothing in it) with nothing of the last read's in ``info`` (where its
+    principal and what it read along are kept): read-only, as the sessionmaker made it."""
+    sqlite = make_engine(sqlite_database)
+    for engine in (sqlite, postgres):
+        (first, made), (second, given) = two_reads(engine, fail)
+        assert second is first, "a read's session was not given to the next"
+        assert given == made and "left" not in given and is_read_only(second)
+        assert not second.in_transaction() and not list(second)
+    sqlite.dispose()
+
+
+def two_reads(engine: Engine, fail: bool) -> list[tuple[Session, dict[object, object]]]:
+    """The sessions of two reads on the loop, one after the other, each with its ``info`` as the read found it;
+    the first leaves something in ``info`` and reads through its transaction, then fails if ``fail``."""
+    loop = for_engine(engine)
+    assert loop is not None
+    seen: list[tuple[Session, dict[object, object]]] = []
+
+    def read(first: bool) -> object:
+        with lent(loop.reads()) as session:
+            seen.append((session, dict(session.info)))
+            value = session.execute(text("SELECT 7")).scalar_one()
+            if first:
+                session.info["left"] = "the first read's"
+                entity_repo.get(session, uuid.uuid4())
+                if fail:
+                    session.execute(text("SELECT * FROM missing"))
+            return value
+
+    async def run() -> object:
+        loop.start()
+        try:
+            with contextlib.suppress(OperationalError, ProgrammingError):
+                await loop.run(read, True)
+            return await loop.run(read, False)
+        finally:
+            await loop.dispose()
+
+    assert asyncio.run(run()) == 7
+    return seen
+
+
 # The values of the keys asked, as when sent, answered 0.3 s later: a run the other reads ask behind
 SLOW_PROBE = "SELECT k, v FROM shared_probe, pg_sleep(0.3) WHERE k = ANY(%(keys)s)"
 
