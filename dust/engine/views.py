@@ -183,7 +183,9 @@ class TensorView:
     def to_json_bytes(self) -> bytes:
         """The REST body: each field the direct serialisation of the attribute of the same name. orjson writes the
         values' array straight out (NaN as null): reading a whole tensor costs no Python object per value."""
-        body: dict[str, Any] = self.meta.model_dump(mode="json", by_alias=True)
+        # The metadata's ids and times as Python objects, which orjson writes as pydantic's JSON mode would (in half
+        # the time of that mode's dump, a tenth of a point read's own CPU)
+        body: dict[str, Any] = self.meta.model_dump(by_alias=True)
         body.update(
             dims=self.dims,
             coords=self.coords,
