@@ -6,6 +6,7 @@
     PYTHONPATH=<old tree> .venv/bin/python bench/request_cpu.py       # the same for another version of dust
     .venv/bin/python bench/request_cpu.py --without-lanes             # dust.api.hot's lanes on and off, in turn
     .venv/bin/python bench/request_cpu.py --clients 16 --varied       # 16 clients at once; entity gets of many ids
+    .venv/bin/python bench/request_cpu.py --instructions              # instructions a request, counted by callgrind
 
 ``bench/serve.py`` drives a server over HTTP with wrk, where the machine's every hiccup moves the figures (on a
 machine whose speed drifted by 2×, the same tree's req/s moved by ±30%). This measures a change instead: the ASGI
@@ -19,6 +20,11 @@ Sequential requests commit each read's audit record alone; under load the batch 
 ``--clients N`` sends each round's requests from N concurrent clients, as under load: what the requests on the
 loop share (PostgreSQL's shared runs, the batch writer's commits) then counts. ``--varied`` adds an entity get
 whose clients each go round up to 50 patients, so that shared runs fetch several rows, not one.
+
+``--instructions`` counts the instructions a request takes instead, with valgrind's callgrind (Debian's
+``valgrind``): the same tree gives the same count within ~2% however busy or slow the machine is, where CPU time
+moved by a third on one that drifted. The process then runs ~100 times slower: a few minutes for the four routes
+at the default ``--requests``; the count includes the moments the process waits for ``callgrind_control``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,7 @@ from host import database, database_options
 
 DUST = Path(sys.executable).parent / "dust"
 PASSWORD = "bench-request-cpu-password"
+UNDER_CALLGRIND = "DUST_BENCH_UNDER_CALLGRIND"  # set for the run of this script that callgrind counts
 
 
 def main() -> None:
@@ -58,8 +66,12 @@ def main() -> None:
         action="store_true",
         help="also measure each route with dust.api.hot's lanes off, alternating rounds with them on in this process",
     )
+    parser.add_argument("--instructions", action="store_true", help="count instructions a request with callgrind")
     parser.add_argument("--out", help="write the figures as JSON here too")
     args = parser.parse_args()
+    if os.environ.get(UNDER_CALLGRIND):  # the run callgrind counts, on the database its parent made
+        asyncio.run(counted(args))
+        return
     folder = tempfile.TemporaryDirectory(prefix="dust-bench-cpu-")
     with folder as tmp, database(args.backend, tmp, postgres_url=args.postgres_url, name="dust_bench_cpu") as url:
         os.environ.update(DUST_DATABASE_URL=url, DUST_SECRET_KEY=secrets.token_urlsafe(48), DUST_LOG_LEVEL="ERROR")
@@ -67,18 +79,23 @@ def main() -> None:
         for command in (["demo", "healthcare", "--size", "20", "--days", "30"], ["users", "create", "bench"]):
             extra = ["--role", "admin", "--password-stdin"] if command[0] == "users" else []
             subprocess.run([str(DUST), *command, *extra], input=PASSWORD, text=True, capture_output=True, check=True)
-        figures = asyncio.run(measure(args))
+        figures: dict[str, Any] = under_callgrind(args, Path(tmp)) if args.instructions else asyncio.run(measure(args))
     import dust  # the one measured: PYTHONPATH's, if it names another tree
 
     print(f"{args.backend}, the dust in {Path(dust.__file__).parent}:")
-    for route, (low, middle) in figures.items():
-        print(f"{route:<23} min {low:7.0f} µs   median {middle:7.0f} µs CPU a request")
+    for route, figure in figures.items():
+        if args.instructions:
+            print(f"{route:<23} {figure:11,.0f} instructions a request")
+        else:
+            print(f"{route:<23} min {figure[0]:7.0f} µs   median {figure[1]:7.0f} µs CPU a request")
     if args.out:
-        report = {"benchmark": "request_cpu", "options": vars(args), "us_per_request": figures}
+        unit = "instructions_per_request" if args.instructions else "us_per_request"
+        report = {"benchmark": "request_cpu", "options": vars(args), unit: figures}
         Path(args.out).write_text(json.dumps(report, indent=1))
 
 
-async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+def app_for(args: argparse.Namespace) -> Any:
+    """The app (its lifespan not yet entered), the batch writer's commit left out with ``--no-audit-commit``."""
     from dust.api.app import create_app  # after the environment names the database
 
     if args.no_audit_commit:
@@ -88,7 +105,11 @@ async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
             return None
 
         BatchWriter.written = written  # type: ignore[method-assign]
-    app = create_app()
+    return create_app()
+
+
+async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    app = app_for(args)
     async with app.router.lifespan_context(app):
         urls, bearer = await targets(app, varied=args.varied)
         lanes = app.router.middleware_stack  # dust.api.hot.HotReads
@@ -110,6 +131,50 @@ async def measure(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
                 taken.sort()
                 figures[name + label] = (taken[0], taken[len(taken) // 2])
         return figures
+
+
+def under_callgrind(args: argparse.Namespace, folder: Path) -> dict[str, float]:
+    """Instructions a request of each route: this script run again under callgrind (``counted``), one dump of
+    its counts per route."""
+    if shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind: apt-get install -y valgrind")
+    out = folder / "callgrind.out"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, *sys.argv]
+    environment = {**os.environ, UNDER_CALLGRIND: "1", "PYTHONHASHSEED": "0"}
+    ran = subprocess.run(command, env=environment, capture_output=True, text=True)
+    if ran.returncode != 0:
+        sys.exit(f"the run under callgrind failed:\n{ran.stderr[-3000:]}")
+    routes = json.loads(ran.stdout.splitlines()[-1])  # what counted() printed: each route and its requests
+    counts = [instructions(Path(f"{out}.{part}").read_text()) for part in range(1, len(routes) + 1)]
+    return {route: count / sent for (route, sent), count in zip(routes, counts, strict=True)}
+
+
+def instructions(dump: str) -> int:
+    """The instructions a callgrind dump counted (its ``summary:`` line)."""
+    return int(next(line.split()[1] for line in dump.splitlines() if line.startswith("summary:")))
+
+
+async def counted(args: argparse.Namespace) -> None:
+    """Each route's requests between callgrind's counters set to zero and their dump (one dump a route, in
+    order); prints the routes and requests sent, as JSON, last."""
+    app = app_for(args)
+    sent = []
+    async with app.router.lifespan_context(app):
+        urls, bearer = await targets(app, varied=args.varied)
+        for name, each in urls.items():
+            await clients(app, each, bearer, 50, args.clients)  # warm: caches, compiled and prepared statements
+            callgrind("--zero")
+            sent.append((name, await clients(app, each, bearer, args.requests, args.clients)))
+            callgrind("--dump")
+    print(json.dumps(sent))
+
+
+def callgrind(command: str) -> None:
+    """``callgrind_control`` of this process, which callgrind reads only while the process runs code of its own:
+    this thread looks every 5 ms whether it is done."""
+    control = subprocess.Popen(["callgrind_control", command, str(os.getpid())], stdout=subprocess.DEVNULL)
+    while control.poll() is None:
+        time.sleep(0.005)
 
 
 async def clients(app: Any, urls: list[str], bearer: str, requests: int, many: int) -> int:
