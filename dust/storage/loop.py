@@ -75,10 +75,10 @@ class _Spares:
     """The loop's read sessions, each given back once ``lent`` has closed it and handed out again for a later read.
 
     Making a Session (its state, then its event dispatch, made at its first use) cost ~25 µs of the loop's CPU a
-    read, more than an entity's row from SQLite (py-spy, in process); a closed session is as good as a new one
-    (SQLAlchemy's ``close`` ends its transaction and empties it), but for ``info``, which is cleared here: nothing
-    of one read (its principal, its caches, its rows read along) reaches the next: it holds again what the
-    sessionmaker gave it (``READ_ONLY``)."""
+    read, more than an entity's row from SQLite (py-spy, in process). A closed session is as good as a new one
+    (SQLAlchemy's ``close`` ends its transaction and empties it) but for its ``info`` and its bind, set back here
+    to what the sessionmaker gave it (``READ_ONLY``; the engine): nothing of one read (its principal, its caches,
+    the rows it read along, its connection) reaches the next."""
 
     MOST = 64  # kept at most: as many reads as run at once, under load
 
@@ -95,6 +95,7 @@ class _Spares:
         """``session``, closed by ``lent``, for a later read."""
         session.info.clear()
         session.info.update(self._sessions.kw.get("info") or {})
+        session.bind = self._sessions.kw["bind"]
         if len(self._spare) < self.MOST:
             self._spare.append(session)
 

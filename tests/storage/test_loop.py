@@ -253,6 +253,7 @@ def test_a_loop_reads_session_comes_to_the_next_read_as_a_new_one(
         assert second is first, "a read's session was not given to the next"
         assert given == made and "left" not in given and is_read_only(second)
         assert not second.in_transaction() and not list(second)
+        assert isinstance(second.bind, Engine)  # given back: no connection of the last read's
     sqlite.dispose()
 
 
