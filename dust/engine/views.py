@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 
 class TimeInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     unit: str
     step: int
     zone: str = "UTC"  # the schema's: day and week steps are local days of it

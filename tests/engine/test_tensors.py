@@ -13,6 +13,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import select, text
 
 from dust.core.errors import Conflict, InvalidInput, NotFound, OutOfRange, TooLarge
@@ -289,6 +290,26 @@ def test_blocks_written_before_a_new_label_read_padded(db: Dust, vitals: uuid.UU
     np.testing.assert_array_equal(view.to_numpy()[3], [np.nan, np.nan])
     db.write_values(vitals, [{"time": 1, "metric": "spo2", "value": 97}])
     np.testing.assert_array_equal(db.read_tensor(vitals, time=1).to_numpy(), [61.0, 121.0, 36.7, 97])
+
+
+def test_a_tensors_metadata_follows_its_writes_and_versions_and_cannot_be_changed(db: Dust, vitals: uuid.UUID) -> None:
+    """Reads share one metadata object per tensor version (``tensors.public``): none can be changed in place, and a
+    write that widens the recorded range, or a later schema version, gives a read new metadata."""
+    db.write_values(vitals, [{"time": 2, "metric": "heart_rate", "value": 60}])
+    first = db.read_tensor(vitals, time=2).meta
+    assert (first.shape, first.time.start, first.time.end) == ([3, 1], 2, 2)
+    for change in (lambda: setattr(first.time, "end", 9), lambda: setattr(first, "schema_version", 5)):
+        with pytest.raises(ValidationError, match="frozen"):
+            change()
+    db.write_values(vitals, [{"time": 5, "metric": "heart_rate", "value": 61}])
+    wider = db.read_tensor(vitals, time=5).meta
+    assert (wider.shape, wider.time.end, first.shape, first.time.end) == ([3, 4], 5, [3, 1], 2)
+    update = SchemaUpdate(axes=[{"name": "metric", "labels": [*METRICS, "spo2"]}])  # type: ignore[list-item]
+    with db.session() as s:
+        schemas.publish(s, "vitals", update)
+        tensors.update(s, vitals, tensors.TensorUpdate(schema_version=2))
+    later = db.read_tensor(vitals, time=5).meta
+    assert (later.schema_version, later.shape, later.axes[0].labels[-1]) == (2, [4, 4], "spo2")
 
 
 def test_delete_tensor_removes_it(db: Dust, vitals: uuid.UUID) -> None:
