@@ -53,6 +53,17 @@ def trained(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
     return until(ended, what=f"model {model_id} training")
 
 
+def job_of(client: TestClient, model: dict[str, Any]) -> dict[str, Any]:
+    """The job that trained ``model``, once it has ended: the model's status commits in the job, a moment before
+    the queue records the job's end."""
+
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"{API}/jobs/{model['job_id']}").json()
+        return job if job["state"] not in ("queued", "running") else None
+
+    return until(ended, what=f"job {model['job_id']}")
+
+
 def predict(client: TestClient, model_id: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
     response = client.post(f"{API}/models/{model_id}/predict", json=body)
     assert response.status_code == status, response.text
@@ -66,7 +77,7 @@ def test_train_poll_predict_and_write_back(client: TestClient, clinics: Clinics,
     assert queued["shared"] and queued["target"] == {"attribute": "risk"} and queued["settings"]["epochs"] == 30
     model = until(lambda: (m := client.get(f"{API}/models/{queued['id']}").json())["status"] == "succeeded" and m)
     assert model["progress"] == 1.0 and model["metrics"]["test_accuracy"] >= 0.6 and model["data_version"]
-    job = client.get(f"{API}/jobs/{model['job_id']}").json()
+    job = job_of(client, model)
     assert (job["kind"], job["state"], job["result"]["version"]) == ("models.train", "succeeded", 1)
 
     targets = [str(e) for e in clinics.unlabelled]

@@ -35,7 +35,7 @@ from dust.engine.relations import RelationCreate
 from dust.jobs import Worker
 from dust.models import cache
 from tests.api.conftest import API
-from tests.api.test_models import predict, trained
+from tests.api.test_models import job_of, predict, trained
 
 pytest.importorskip("torch_geometric")
 
@@ -123,7 +123,7 @@ def test_a_link_model_trains_as_a_job_and_ranks_held_out_relations_well_above_ch
     assert m["train_size"] == world.knows + world.works_with - m["test_size"]  # "manages" is not of the types
     assert (m["entities"], m["relations"], m["target_relations"]) == (CIRCLES * SIZE, 2, ["knows"])
     assert m["split"] == {"test_fraction": 0.2, "seed": 0} and m["seconds_per_epoch"] > 0
-    job = client.get(f"{API}/jobs/{model['job_id']}").json()
+    job = job_of(client, model)
     assert (job["kind"], job["state"]) == ("models.train", "succeeded")
 
     # the likeliest targets are of the source's own circle (chance: 7 of 95)
