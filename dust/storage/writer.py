@@ -8,7 +8,11 @@ real writers) ever waits for SQLite's write lock. The audit rows of a whole batc
 PostgreSQL's loop as one INSERT (``Append``).
 
 A request on the event loop awaits ``written(writes)``: the wait holds neither a worker thread nor the loop (a
-blocking wait on the loop stalled every other request for the length of a commit).
+blocking wait on the loop stalled every other request for the length of a commit). Its limit (``wait_seconds``) is
+kept by one sweep a second on each loop (``_sweep``), not by a timer a request: an ``asyncio.timeout`` cost ~6 µs
+a read, and its cancelled timer, one a read for the 60 s of the limit, stayed in the loop's heap, where every
+other timer (uvicorn's keep-alive, one a response) is pushed and which the loop rebuilds whenever half of it is
+cancelled.
 
 Who commits: the event loop, with the loop's sessions (``dust.storage.loop``), if the database has them; else a
 thread of its own. Handing a batch to the thread and back cost the loop more CPU than the commit (bench/serve.py:
@@ -35,6 +39,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +58,7 @@ IDLE_SECONDS = 2.0  # the thread ends after this long without work (and starts a
 GATHER_SECONDS = 0.001  # on the loop, under load: how long records gather before their commit
 BUSY_SECONDS = 0.01  # on the loop: "under load" is a commit this recently
 CHECKPOINT_EVERY = 100  # on the loop: every this many batches, the thread checkpoints SQLite's WAL
+SWEEP_SECONDS = 1.0  # how often a loop looks for awaited writes past their limit (so late by at most this)
 
 
 @dataclass
@@ -81,6 +87,8 @@ class BatchWriter:
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = False
+        # on each loop: the awaited writes, with when each is past its limit (arrival order: also limit order)
+        self._waiting: dict[asyncio.AbstractEventLoop, deque[tuple[float, asyncio.Future[None]]]] = {}
 
     @property
     def running(self) -> bool:
@@ -110,13 +118,30 @@ class BatchWriter:
             self._queue(job, loop)
         else:
             self._hold(job, loop)
-        try:
-            async with asyncio.timeout(self._wait):
-                await finished
-        except TimeoutError:
-            raise self._late() from None
+        self._watch(loop, finished)
+        await finished  # raises _late() once past the limit (_sweep)
         if job.error is not None:
             raise job.error
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
+        waiting = self._waiting.get(loop)
+        if waiting is None:
+            waiting = self._waiting[loop] = deque()
+            loop.call_later(min(SWEEP_SECONDS, self._wait), self._sweep, loop)
+        waiting.append((loop.time() + self._wait, finished))
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the loop's awaited writes that are past their limit, and forget those settled, from the front;
+        again in ``SWEEP_SECONDS`` while any wait."""
+        now, waiting = loop.time(), self._waiting[loop]
+        while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
+            _, finished = waiting.popleft()
+            if not finished.done():
+                finished.set_exception(self._late())
+        if waiting:
+            loop.call_later(min(SWEEP_SECONDS, self._wait), self._sweep, loop)
+        else:
+            del self._waiting[loop]
 
     def _submit(self, job: _Job) -> _Job:
         with self._lock:

@@ -209,6 +209,32 @@ def test_an_awaited_write_not_committed_in_time_answers_503(sessions: Sessions) 
     release.set()
 
 
+def test_awaited_writes_in_time_pass_the_limits_sweeps_and_none_is_kept_once_all_are_settled(
+    sessions: Sessions,
+) -> None:
+    """The limit is kept by a sweep of the loop's waiting writes every so often, not a timer each: writes
+    committed in time go through several sweeps unharmed, one held past the limit fails, and once none waits the
+    writer holds none of them."""
+    writer = BatchWriter(sessions, wait_seconds=0.2)
+    release = threading.Event()
+
+    def stuck(session: Session) -> None:
+        release.wait(5)
+
+    async def run() -> None:
+        for n in range(10):  # 0.5 s: two sweeps and more
+            await writer.written([record(f"r{n}")])
+            await asyncio.sleep(0.05)
+        with pytest.raises(Unavailable):
+            await writer.written([stuck])
+        release.set()
+        await asyncio.sleep(0.5)  # a sweep after the last write forgets it
+        assert writer._waiting == {}
+
+    asyncio.run(run())
+    assert sorted(actions(sessions)) == [f"r{n}" for n in range(10)]
+
+
 # --- on the loop (an SQLite file): the loop commits, unless that would mean waiting --------------------------
 
 
