@@ -258,3 +258,27 @@ def test_local_midnight_that_the_clocks_skip_starts_the_day_when_they_jump() -> 
     assert grid.timestamp(6).astimezone(ZoneInfo(zone)).replace(tzinfo=None) == datetime(2025, 9, 7, 1)
     assert grid.index(grid.timestamp(6)) == 6
     assert grid.index(grid.timestamp(6) - timedelta(microseconds=1)) == 5
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/St_Johns"])
+@pytest.mark.parametrize("step_seconds", [1, 3_600, 86_400, 7 * 86_400])
+@pytest.mark.parametrize("origin", [datetime(1, 1, 8, tzinfo=UTC), datetime(9999, 12, 20, tzinfo=UTC)])
+def test_an_index_is_refused_exactly_when_its_step_falls_outside_the_years_1_to_9999(
+    zone: str, step_seconds: int, origin: datetime
+) -> None:
+    """check() names a timestamp only within two days of the edges (the rest surely has one): around each edge,
+    and two days in from it, it refuses exactly the indices whose start the calendar cannot hold, in any zone."""
+    grid = TimeGrid(origin, step_seconds, zone)
+    step = timedelta(seconds=step_seconds)
+    two_days = 2 * 86_400 // step_seconds + 1
+    edges = [(datetime.min.replace(tzinfo=UTC) - origin) // step, (datetime.max.replace(tzinfo=UTC) - origin) // step]
+    near = [e + inward for e, sign in zip(edges, (1, -1), strict=True) for inward in (0, sign * two_days)]
+    around = [i for e in near for i in range(e - 400, e + 400) if abs(i) <= MAX_TIME_INDEX]
+    for index in around:
+        try:
+            grid.timestamp(index)
+        except OverflowError:
+            with pytest.raises(OutOfRange, match="falls"):
+                grid.check(index)
+        else:
+            assert grid.check(index) == index
