@@ -38,10 +38,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dust.api.deps import Router, SessionDep, allow
+from dust.api.middleware import route_template
 from dust.core.logging import get_logger
 from dust.core.security import Permission
 from dust.jobs import JobQueue
@@ -230,25 +230,10 @@ class Measured:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = template(scope)
+            route = route_template(scope) or UNMATCHED
             method = scope["method"]
             self.metrics.counted(method, route, f"{status // 100}xx").inc()
             self.metrics.timed(method, route).observe(time.perf_counter() - started)
-
-
-def template(scope: Scope) -> str:
-    """The matched route's path as declared, under the prefix its router was included with (the route in the scope
-    has its own path only: ``/entities/{entity_id}``, matched against what follows ``/api/v1``)."""
-    route = scope.get("route")
-    if route is None:
-        return UNMATCHED
-    if isinstance(route, Mount):  # the web UI: everything under it is one series
-        return route.path + "/{path}"
-    path: str = scope["path"]
-    for cut in (i for i, char in enumerate(path) if char == "/"):
-        if route.path_regex.match(path[cut:]):
-            return path[:cut] + route.path
-    return str(route.path)
 
 
 @router.get(

@@ -6,11 +6,13 @@ import json
 import random
 import re
 import time
+from typing import Any, cast
 from urllib.parse import unquote_to_bytes
 
 import anyio
 import structlog
 from starlette.requests import ClientDisconnect
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dust.api.problems import problem
@@ -72,7 +74,7 @@ class RequestLog:
             log.info(
                 "request",
                 method=scope["method"],
-                route=_route_template(scope),
+                route=route_template(scope),
                 path=scope["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
@@ -193,14 +195,29 @@ class _TimedOut(Exception):
     pass
 
 
-def _route_template(scope: Scope) -> str | None:
-    """The matched route with its parameters named (``/api/v1/entities/{entity_id}``); None if none matched."""
-    if "route" not in scope:
-        return None
-    path = scope["path"]
-    for name, value in scope.get("path_params", {}).items():
-        path = path.replace(str(value), "{" + name + "}", 1)
-    return path
+_TEMPLATE = "dust.route_template"  # scope: route_template's answer, for the request's log line and its metrics
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's path as declared, under the prefix its router was included with
+    (``/api/v1/entities/{entity_id}``; the route in the scope has its own path only, matched against what follows
+    ``/api/v1``); everything under a mount (the web UI) is one: ``/ui/{path}``. None if no route matched. Made once a
+    request: its log line and its metrics both name it."""
+    if _TEMPLATE in scope:
+        return cast(str | None, scope[_TEMPLATE])
+    route = scope.get("route")
+    made = None if route is None else _template(route, scope["path"])
+    scope[_TEMPLATE] = made
+    return made
+
+
+def _template(route: Any, path: str) -> str:
+    if isinstance(route, Mount):
+        return route.path + "/{path}"
+    for cut in (i for i, char in enumerate(path) if char == "/"):
+        if route.path_regex.match(path[cut:]):
+            return path[:cut] + route.path
+    return str(route.path)
 
 
 def header(scope: Scope, name: bytes) -> str | None:
