@@ -38,7 +38,7 @@ from dust.engine.fields import Attributes, Integer, Timestamp
 from dust.engine.paging import id_next_cursor, id_walk
 from dust.engine.relations import TYPE, Direction
 from dust.engine.schemas import NAME, SchemaDef
-from dust.engine.timegrid import TimeGrid
+from dust.engine.timegrid import TimeGrid, grid_of
 from dust.plugins import registry
 from dust.storage.models import AnomalyRule, Tensor, utcnow
 from dust.storage.repositories import anomalies as repo
@@ -516,7 +516,7 @@ def renumber(session: Session, tensor_id: uuid.UUID, before: SchemaDef, after: S
 
 
 def tensor_grid(row: Tensor, sdef: SchemaDef) -> TimeGrid:
-    return TimeGrid(row.origin, sdef.time.seconds, sdef.time.zone)
+    return grid_of(row.origin, sdef.time.seconds, sdef.time.zone)
 
 
 # --- scans ------------------------------------------------------------------------------------------------

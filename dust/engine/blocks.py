@@ -28,6 +28,7 @@ itself. Readers call ``decode`` (or ``dense`` to get the plain form back); only 
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -60,6 +61,7 @@ def shape_key(shape: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in shape)
 
 
+@functools.lru_cache(maxsize=1024)  # a few shapes, parsed by every read of a block
 def parse_shape(key: str) -> tuple[int, ...]:
     return tuple(int(n) for n in key.removesuffix(SPARSE).split("x"))
 
@@ -73,7 +75,7 @@ def steps_of(key: str, data: bytes) -> int:
     """The time steps a stored block holds: its values over its cells."""
     cells = max(1, math.prod(parse_shape(key)))
     if key.endswith(SPARSE):
-        return int(np.frombuffer(data, dtype=_TOTAL, count=1)[0]) // cells
+        return int(struct.unpack_from("<I", data)[0]) // cells  # the total, as _TOTAL
     return len(data) // (VALUES.itemsize * cells)
 
 

@@ -29,7 +29,7 @@ from dust.engine import blocks as codec
 from dust.engine.fields import Integer, Timestamp
 from dust.engine.paging import decode_cursor, encode_cursor
 from dust.engine.schemas import SchemaDef
-from dust.engine.timegrid import TimeGrid, as_utc, default_origin, from_us, parse_timestamp, shown, to_us
+from dust.engine.timegrid import TimeGrid, as_utc, default_origin, from_us, grid_of, parse_timestamp, shown, to_us
 from dust.engine.views import TensorView, TimeInfo
 from dust.storage import cache_store
 from dust.storage.db import is_read_only, pipelined
@@ -293,7 +293,7 @@ def _schema(session: Session, row: Tensor) -> SchemaDef:
 
 
 def _grid(row: Tensor, sdef: SchemaDef) -> TimeGrid:
-    return TimeGrid(row.origin, sdef.time.seconds, sdef.time.zone)
+    return grid_of(row.origin, sdef.time.seconds, sdef.time.zone)
 
 
 # --- writes -----------------------------------------------------------------------------------------------

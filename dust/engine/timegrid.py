@@ -8,6 +8,7 @@ Seconds, minutes and hours are fixed lengths of absolute time. Days and weeks ar
 
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 import reprlib
@@ -132,6 +133,13 @@ class TimeGrid:
         distinct, at = np.unique(indices.astype("int64"), return_inverse=True)  # a long frame repeats few steps
         starts = [self.timestamp(i).replace(tzinfo=None) for i in distinct.tolist()]
         return np.array(starts, dtype="datetime64[us]").reshape(-1)[at.reshape(indices.shape)]
+
+
+@functools.lru_cache(maxsize=4096)
+def grid_of(origin: datetime, step_seconds: int, zone: str = "UTC") -> TimeGrid:
+    """The grid of this origin, step and zone, one object for all who ask (a tensor's reads): what it works out at
+    first use, its zone's clock and the indices sure to name a timestamp, is then worked out once, not every read."""
+    return TimeGrid(origin, step_seconds, zone)
 
 
 def default_origin(now: datetime, step_seconds: int, zone: str = "UTC", anchor: datetime | None = None) -> datetime:
