@@ -123,3 +123,33 @@ def test_a_driver_query_is_compiled_once_per_dialect(db: Dust, monkeypatch: pyte
         assert query.first(session.connection(), {"b_id": uuid.uuid4()}) is None
     assert rows[0] == rows[1] and rows[0] is not None and rows[0]["id"] == made.id and rows[0]["name"] == "Jane"
     assert len(compiled) == 1
+
+
+def test_a_driver_query_hands_out_its_ids_and_times_again_but_never_one_readers_attributes_to_another(
+    db: Dust,
+) -> None:
+    """Ids and times are converted once and handed out again (they cannot be changed); a JSON column is decoded
+    for each read, so a reader that changes what it got changes nothing another reads. A row that changed reads as
+    it is now."""
+    made = db.create_entity(kind="person", name="Jane", attributes={"ward": "A"})
+    query = DriverQuery(select(Entity.__table__).where(Entity.__table__.c.id == bindparam("b_id")))
+    with db.session() as session:
+        first = query.first(session.connection(), {"b_id": made.id})
+        assert first is not None
+        first["attributes"]["ward"] = "changed by this reader"
+        second = query.first(session.connection(), {"b_id": made.id})
+        loaded = session.get(Entity, made.id)
+        assert second is not None and loaded is not None
+        assert second["attributes"] == {"ward": "A"}
+        assert {k: second[k] for k in ("id", "created_at", "updated_at")} == {
+            "id": loaded.id,
+            "created_at": loaded.created_at,
+            "updated_at": loaded.updated_at,
+        }
+        assert second["updated_at"].tzinfo is not None
+    db.update_entity(made.id, name="Jane Doe")
+    with db.session() as session:
+        third = query.first(session.connection(), {"b_id": made.id})
+        now = session.get(Entity, made.id)
+        assert third is not None and now is not None
+        assert third["updated_at"] == now.updated_at > second["updated_at"] and third["name"] == "Jane Doe"
