@@ -529,8 +529,20 @@ class _Compiled:
     columns: Sequence[tuple[str, Callable[[Any], Any] | None]]  # by column: its name, and how its value comes back
 
     def bound(self, parameters: dict[str, Any]) -> list[Any] | dict[str, Any]:
-        made = {k: value if (bind := self.binds[k]) is None else bind(value) for k, value in parameters.items()}
-        return made if self.positions is None else [made[name] for name in self.positions]
+        """The parameters as the driver takes them: by name (psycopg) or in order (SQLite), converted as
+        SQLAlchemy converts them."""
+        if self.positions is None:
+            return {k: value if (bind := self.binds[k]) is None else bind(value) for k, value in parameters.items()}
+        made = [parameters[name] for name in self.positions]
+        for at, bind in self._bound_at:
+            made[at] = bind(made[at])
+        return made
+
+    @cached_property
+    def _bound_at(self) -> list[tuple[int, Callable[[Any], Any]]]:
+        """In order (SQLite): where each parameter that needs converting is, and how."""
+        assert self.positions is not None
+        return [(at, bind) for at, name in enumerate(self.positions) if (bind := self.binds[name]) is not None]
 
     def row(self, row: Sequence[Any]) -> dict[str, Any]:
         """A row from the driver, its columns by name, converted as SQLAlchemy converts them."""
