@@ -130,14 +130,17 @@ def get_row(
     locks what they may not see; a delete that committed meanwhile makes it 404, not a failed UPDATE. ``copy``:
     a copy outside the session, for a read that changes nothing (``repo.peek``).
     """
-    missing = NotFound(f"{kind or 'entity'} {entity_id} does not exist")
     within = None if access.sees(session, entity_id) else access.visible_ids(session)
     row = (repo.peek if copy else repo.get)(session, entity_id, within=within)
     if row is None or (kind is not None and row.kind != kind):
-        raise missing
+        raise _missing(entity_id, kind)
     if lock and (row := repo.get(session, entity_id, lock=True)) is None:
-        raise missing
+        raise _missing(entity_id, kind)
     return row
+
+
+def _missing(entity_id: uuid.UUID, kind: str | None) -> NotFound:
+    return NotFound(f"{kind or 'entity'} {entity_id} does not exist")
 
 
 def public(session: Session, row: Entity) -> EntityPublic:
