@@ -138,7 +138,8 @@ class TimeGrid:
 @functools.lru_cache(maxsize=4096)
 def grid_of(origin: datetime, step_seconds: int, zone: str = "UTC") -> TimeGrid:
     """The grid of this origin, step and zone, one object for all who ask (a tensor's reads): what it works out at
-    first use, its zone's clock and the indices sure to name a timestamp, is then worked out once, not every read."""
+    first use, its zone's clock and the indices sure to name a timestamp, is then worked out once, not every read.
+    For origins in UTC, as tensors hold them: an equal instant in another zone would get the UTC one's grid."""
     return TimeGrid(origin, step_seconds, zone)
 
 
